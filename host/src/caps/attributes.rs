@@ -1,0 +1,47 @@
+//! `crosscast:plugin/attributes`: attribute columns for a batch of ids.
+
+use crate::runtime::HostState;
+use crate::runtime::bindings::activity::crosscast::plugin::attributes::Host;
+use crate::runtime::bindings::activity::crosscast::plugin::types::Column;
+use crate::store::StoreError;
+
+/// Most ids one `fetch` serves: bounds host memory per call.
+const MAX_IDS: usize = 65_536;
+
+impl Host for HostState {
+    fn fetch(
+        &mut self,
+        dimension: String,
+        ids: Vec<u64>,
+        paths: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Column>, String>> {
+        self.host_calls += 1;
+        if ids.len() > MAX_IDS {
+            return Ok(Err(format!("fetch takes at most {MAX_IDS} ids per call, got {}", ids.len())));
+        }
+        let store = match self.ctx.store() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        match store.audience().fetch(&dimension, &ids, &paths) {
+            Ok(cols) => Ok(Ok(cols.into_iter().map(Column::Text).collect())),
+            Err(StoreError::NotFound(m)) => Ok(Err(m)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn columns(&mut self, dimension: String) -> wasmtime::Result<Result<Vec<String>, String>> {
+        self.host_calls += 1;
+        let store = match self.ctx.store() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        match store.audience().columns(&dimension) {
+            Ok(c) => Ok(Ok(c)),
+            Err(StoreError::NotFound(m)) => Ok(Err(m)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl crate::runtime::bindings::activity::crosscast::plugin::types::Host for HostState {}

@@ -1,0 +1,590 @@
+//! The `crosscast` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::clock::{Clock, format_ms};
+use crate::deliver::Transports;
+use crate::executor::Executor;
+use crate::runtime::{Limits, Runtime};
+use crate::store::Store;
+use crate::store::runs::TaskState;
+use crate::store::settings::Account;
+use crate::workflow::{self, Workflow};
+
+/// Crosscast: durable cross-channel marketing workflows on WebAssembly plugins.
+#[derive(Parser, Debug)]
+#[command(name = "crosscast", version, about)]
+pub struct Cli {
+    /// Data directory holding all state.
+    #[arg(long, global = true, env = "CROSSCAST_DATA")]
+    pub data: Option<PathBuf>,
+    /// Run on a virtual clock fixed at this RFC 3339 instant (never sleeps).
+    #[arg(long, global = true, env = "CROSSCAST_NOW")]
+    pub now: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Install the built-in plugins (query, split, wait, email, sms).
+    Init {
+        /// Directory holding the built-in plugin components.
+        #[arg(long, env = "CROSSCAST_PLUGIN_DIR")]
+        plugins: Option<PathBuf>,
+    },
+    /// Install, list and grant plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Manage external accounts (SMTP relay, SMS API).
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Manage secrets (stored in the data directory, never shown to plugins).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Import an audience file (CSV with a header, or NDJSON); all or nothing.
+    Import {
+        /// What the file holds.
+        what: ImportKind,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Check a workflow file against the installed plugins.
+    Validate {
+        /// The workflow file (TOML).
+        file: PathBuf,
+    },
+    /// Start a run of a workflow; it runs until it ends or waits.
+    Run {
+        /// The workflow file (TOML).
+        file: PathBuf,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run: each activity, its state, counts and component.
+    Status {
+        /// The run number.
+        run: u64,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a run's delivery log.
+    Deliveries {
+        /// The run number.
+        run: u64,
+        /// As JSON (one object per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fire due timers and execute pending work, continuously or once.
+    Worker {
+        /// Run what is due now, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Pause between passes, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        poll_ms: u64,
+    },
+    /// Run the reference workflow on a sample audience, with local servers.
+    Demo {
+        /// How many sample recipients.
+        #[arg(long, default_value_t = 300)]
+        recipients: usize,
+    },
+}
+
+/// Audience files.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportKind {
+    /// Recipients: id,email,mobile,first_name,last_name,locale,timezone.
+    Recipients,
+    /// App subscriptions: id,recipient_id,app,platform,token.
+    Subscriptions,
+}
+
+/// Plugin commands.
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Verify, precompile and install a component.
+    Install {
+        /// The component (.wasm).
+        path: PathBuf,
+        /// Grant it an account (repeatable).
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+    },
+    /// List installed plugins with their sha256.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grant a plugin accounts.
+    Grant {
+        /// The plugin name.
+        name: String,
+        /// Account to grant (repeatable).
+        #[arg(long = "account", required = true)]
+        accounts: Vec<String>,
+    },
+}
+
+/// Account commands.
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Create or replace an account.
+    Set {
+        /// Its name.
+        name: String,
+        /// Base URL: smtp://host:port, smtps://host, https://api.example.
+        #[arg(long)]
+        url: String,
+        /// Public user or account id (SMTP login, Twilio Account SID).
+        #[arg(long)]
+        user: Option<String>,
+        /// Name of the secret holding its password or token.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// List accounts.
+    List,
+}
+
+/// Secret commands.
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Store a secret.
+    Set {
+        /// Its name.
+        name: String,
+        /// Read the value from this file.
+        #[arg(long, conflicts_with = "value")]
+        from_file: Option<PathBuf>,
+        /// The value itself (visible in the shell history: prefer --from-file).
+        #[arg(long)]
+        value: Option<String>,
+    },
+    /// List secret names (never values).
+    List,
+}
+
+/// Runs the command line; the exit code says how it went.
+pub fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CROSSCAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default data directory.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("crosscast");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".local/share/crosscast");
+    }
+    PathBuf::from(".crosscast")
+}
+
+/// An open data directory with a runtime: what most commands need.
+pub struct App {
+    /// The store.
+    pub store: Store,
+    /// The clock.
+    pub clock: Clock,
+    runtime: Option<Arc<Runtime>>,
+    tokio: Option<tokio::runtime::Runtime>,
+}
+
+fn limits_from_env() -> Limits {
+    let mut l = Limits::default();
+    if let Some(ms) = std::env::var("CROSSCAST_PLUGIN_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()) {
+        l.timeout = std::time::Duration::from_millis(ms);
+    }
+    if let Some(mb) = std::env::var("CROSSCAST_PLUGIN_MEMORY_MB").ok().and_then(|v| v.parse::<usize>().ok()) {
+        l.memory_bytes = mb << 20;
+    }
+    l
+}
+
+impl App {
+    /// Opens a data directory.
+    pub fn open(data: &Path, clock: Clock) -> anyhow::Result<App> {
+        let store = Store::open(data)?;
+        Ok(App { store, clock, runtime: None, tokio: None })
+    }
+
+    /// The wasm runtime (built on first use).
+    pub fn runtime(&mut self) -> anyhow::Result<Arc<Runtime>> {
+        if self.runtime.is_none() {
+            self.runtime = Some(Runtime::new(limits_from_env())?);
+        }
+        Ok(self.runtime.clone().expect("set above"))
+    }
+
+    /// An executor on this store.
+    pub fn executor(&mut self) -> anyhow::Result<Executor> {
+        if self.tokio.is_none() {
+            self.tokio = Some(
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?,
+            );
+        }
+        let handle = self.tokio.as_ref().expect("set above").handle().clone();
+        Ok(Executor {
+            store: self.store.clone(),
+            runtime: self.runtime()?,
+            clock: self.clock,
+            transports: Transports::new(handle)?,
+        })
+    }
+
+    /// Installs the built-in plugins from `dir`.
+    pub fn init(&mut self, dir: &Path) -> anyhow::Result<Vec<crate::store::plugins::PluginRecord>> {
+        let rt = self.runtime()?;
+        let mut out = Vec::new();
+        for name in BUILTINS {
+            let path = dir.join(format!("crosscast_plugin_{name}.wasm"));
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!("cannot read {} (build the plugins with `cargo xtask plugins`)", path.display())
+            })?;
+            out.push(rt.install(&self.store, &bytes, &[]).with_context(|| path.display().to_string())?);
+        }
+        Ok(out)
+    }
+
+    /// Parses and validates a workflow file; diagnostics are rendered lines.
+    pub fn validate(&mut self, file: &Path) -> anyhow::Result<Result<Workflow, Vec<String>>> {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
+        let parsed = match workflow::parse(&text) {
+            Ok(p) => p,
+            Err(ds) => return Ok(Err(ds.iter().map(|d| d.render(&name)).collect())),
+        };
+        let rt = self.runtime()?;
+        Ok(workflow::validate(&parsed, &self.store, &rt).map_err(|ds| ds.iter().map(|d| d.render(&name)).collect()))
+    }
+}
+
+/// The built-in plugins `init` installs, by file stem.
+pub const BUILTINS: &[&str] = &["query", "split", "wait", "email", "sms"];
+
+pub fn builtin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = given {
+        return Ok(d);
+    }
+    let exe = std::env::current_exe()?;
+    let base = exe.parent().context("executable has no directory")?;
+    for candidate in [base.join("../wasm32-wasip2/plugin"), base.join("plugins"), base.join("../share/crosscast/plugins")] {
+        if candidate.join("crosscast_plugin_query.wasm").exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!("cannot find the built-in plugins: build them with `cargo xtask plugins` or pass --plugins DIR")
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let clock = match &cli.now {
+        Some(t) => Clock::fixed(t)?,
+        None => Clock::System,
+    };
+    if let Command::Demo { recipients } = cli.command {
+        return crate::demo::run(cli.data, recipients);
+    }
+    let data = cli.data.clone().unwrap_or_else(default_data_dir);
+    let mut app = App::open(&data, clock)?;
+    match cli.command {
+        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Init { plugins } => {
+            let dir = builtin_dir(plugins)?;
+            for p in app.init(&dir)? {
+                println!("installed {} {} ({:?}) sha256 {}", p.name, p.version, p.kind, p.sha256);
+            }
+        }
+        Command::Plugin(PluginCommand::Install { path, accounts }) => {
+            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let rt = app.runtime()?;
+            let p = rt.install(&app.store, &bytes, &accounts).with_context(|| path.display().to_string())?;
+            println!("installed {} {} ({:?}) sha256 {}", p.name, p.version, p.kind, p.sha256);
+        }
+        Command::Plugin(PluginCommand::List { json }) => {
+            let plugins = app.store.plugins()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plugins)?);
+            } else {
+                println!("{:<12} {:<8} {:<9} {:<64} ACCOUNTS", "NAME", "VERSION", "KIND", "SHA256");
+                for p in plugins {
+                    println!(
+                        "{:<12} {:<8} {:<9} {:<64} {}",
+                        p.name,
+                        p.version,
+                        format!("{:?}", p.kind).to_lowercase(),
+                        p.sha256,
+                        p.accounts.join(",")
+                    );
+                }
+            }
+        }
+        Command::Plugin(PluginCommand::Grant { name, accounts }) => {
+            let mut p = app.store.plugin(&name)?;
+            for a in accounts {
+                app.store.account(&a)?;
+                if !p.accounts.contains(&a) {
+                    p.accounts.push(a);
+                }
+            }
+            app.store.update_plugin(&p)?;
+            println!("{} may use: {}", p.name, p.accounts.join(", "));
+        }
+        Command::Account(AccountCommand::Set { name, url, user, secret }) => {
+            url::Url::parse(&url).with_context(|| format!("`{url}` is not a URL"))?;
+            app.store.put_account(&Account { name: name.clone(), url, user, secret })?;
+            println!("account {name} saved");
+        }
+        Command::Account(AccountCommand::List) => {
+            for a in app.store.accounts()? {
+                println!(
+                    "{:<12} {:<40} user={} secret={}",
+                    a.name,
+                    a.url,
+                    a.user.as_deref().unwrap_or("-"),
+                    a.secret.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        Command::Secret(SecretCommand::Set { name, from_file, value }) => {
+            let bytes = match (from_file, value) {
+                (Some(f), _) => std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                (None, Some(v)) => v.into_bytes(),
+                (None, None) => bail!("give the secret with --from-file FILE or --value VALUE"),
+            };
+            app.store.put_secret(&name, &bytes)?;
+            println!("secret {name} saved ({} bytes)", bytes.len());
+        }
+        Command::Secret(SecretCommand::List) => {
+            for n in app.store.secret_names()? {
+                println!("{n}");
+            }
+        }
+        Command::Import { what, file } => {
+            let dim = match what {
+                ImportKind::Recipients => "recipient",
+                ImportKind::Subscriptions => "subscription",
+            };
+            let started = std::time::Instant::now();
+            let r = crate::import::import_file(&app.store, dim, &file)?;
+            println!(
+                "imported {} {dim}s from {} ({} new, {} updated) in {:.2} s",
+                r.inserted + r.updated,
+                file.display(),
+                r.inserted,
+                r.updated,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Command::Validate { file } => match app.validate(&file)? {
+            Ok(wf) => println!("{}: ok ({} activities)", file.display(), wf.activities.len()),
+            Err(lines) => {
+                for l in lines {
+                    eprintln!("{l}");
+                }
+                return Ok(ExitCode::from(2));
+            }
+        },
+        Command::Run { file, json } => {
+            let wf = match app.validate(&file)? {
+                Ok(wf) => wf,
+                Err(lines) => {
+                    for l in lines {
+                        eprintln!("{l}");
+                    }
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let exec = app.executor()?;
+            let run = exec.start(&wf, &file.display().to_string())?;
+            print_status(&app.store, run, json)?;
+        }
+        Command::Status { run, json } => print_status(&app.store, run, json)?,
+        Command::Deliveries { run, json } => {
+            app.store.run(run)?;
+            for (activity, target, d) in app.store.run_deliveries(run)? {
+                if json {
+                    let mut v = serde_json::to_value(&d)?;
+                    v["activity"] = activity.into();
+                    v["target"] = target.into();
+                    println!("{v}");
+                } else {
+                    println!("{activity:<16} {:<12} {target:<8} {:<28} {:?}", d.dimension, d.to.as_deref().unwrap_or("-"), d.state);
+                }
+            }
+        }
+        Command::Worker { once, poll_ms } => {
+            let exec = app.executor()?;
+            loop {
+                let tick = exec.tick()?;
+                if tick.timers + tick.tasks > 0 || once {
+                    println!("worker: {} timer(s) due, {} task(s) executed", tick.timers, tick.tasks);
+                }
+                if once {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(poll_ms));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status of one activity of a run, summed over its tasks.
+#[derive(Debug, serde::Serialize)]
+pub struct ActivityStatus {
+    /// Plugin name.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// not_reached, pending, waiting, done or failed.
+    pub state: String,
+    /// sha256 of the component that executed it.
+    pub component_sha256: Option<String>,
+    /// Transition → ids that left on it.
+    pub transitions: std::collections::BTreeMap<String, u64>,
+    /// Delivery counts (deliveries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<crate::store::runs::DeliveryCounts>,
+    /// When a waiting activity resumes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_until: Option<String>,
+    /// Failure messages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// A run's status, activity by activity, in workflow order.
+pub fn run_status(store: &Store, run: u64) -> anyhow::Result<(String, Vec<(String, ActivityStatus)>)> {
+    let r = store.run(run)?;
+    let wf: Workflow = serde_json::from_value(r.workflow)?;
+    let tasks = store.tasks(run)?;
+    let mut out = Vec::new();
+    let mut run_state = "done";
+    for a in &wf.activities {
+        let mine: Vec<_> = tasks.iter().filter(|t| t.activity == a.id).collect();
+        let mut st = ActivityStatus {
+            kind: a.kind.clone(),
+            state: "not_reached".into(),
+            component_sha256: None,
+            transitions: a.outputs.iter().map(|o| (o.clone(), 0)).collect(),
+            deliveries: None,
+            waiting_until: None,
+            errors: Vec::new(),
+        };
+        let (mut pending, mut waiting, mut failed, mut done) = (0, 0, 0, 0);
+        for t in &mine {
+            if t.component.is_some() {
+                st.component_sha256 = t.component.clone();
+            }
+            match &t.state {
+                TaskState::Pending => pending += 1,
+                TaskState::Waiting { until } => {
+                    waiting += 1;
+                    st.waiting_until = Some(format_ms(*until));
+                }
+                TaskState::Failed { error } => {
+                    failed += 1;
+                    st.errors.push(error.clone());
+                }
+                TaskState::Done { outputs } => {
+                    done += 1;
+                    for (k, o) in outputs {
+                        *st.transitions.entry(k.clone()).or_default() += o.count;
+                    }
+                }
+            }
+            if let Some(d) = &t.delivery {
+                let c = st.deliveries.get_or_insert_with(Default::default);
+                c.sent += d.sent;
+                c.failed += d.failed;
+                c.excluded += d.excluded;
+                c.skipped += d.skipped;
+            }
+        }
+        st.state = if failed > 0 {
+            run_state = "failed";
+            "failed"
+        } else if pending > 0 {
+            if run_state == "done" || run_state == "waiting" {
+                run_state = "running";
+            }
+            "pending"
+        } else if waiting > 0 {
+            if run_state == "done" {
+                run_state = "waiting";
+            }
+            "waiting"
+        } else if done > 0 {
+            "done"
+        } else {
+            "not_reached"
+        }
+        .into();
+        out.push((a.id.clone(), st));
+    }
+    Ok((run_state.to_string(), out))
+}
+
+fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
+    let r = store.run(run)?;
+    let (state, activities) = run_status(store, run)?;
+    if json {
+        let acts: serde_json::Map<String, serde_json::Value> =
+            activities.iter().map(|(id, s)| (id.clone(), serde_json::to_value(s).unwrap_or_default())).collect();
+        let v = serde_json::json!({
+            "run": run,
+            "workflow": r.workflow_name,
+            "file": r.workflow_file,
+            "started_at": format_ms(r.created_at),
+            "state": state,
+            "activities": acts,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("run {run}: {} ({}), started {}, {state}", r.workflow_name, r.workflow_file, format_ms(r.created_at));
+    println!("{:<16} {:<8} {:<12} {:<36} COMPONENT", "ACTIVITY", "TYPE", "STATE", "TRANSITIONS");
+    for (id, s) in activities {
+        let mut transitions: Vec<String> = s.transitions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let Some(d) = &s.deliveries {
+            transitions.push(format!("(sent {} failed {} excluded {})", d.sent, d.failed, d.excluded));
+        }
+        let state = match &s.waiting_until {
+            Some(t) if s.state == "waiting" => format!("waiting until {t}"),
+            _ => s.state.clone(),
+        };
+        println!(
+            "{:<16} {:<8} {:<12} {:<36} {}",
+            id,
+            s.kind,
+            state,
+            transitions.join(" "),
+            s.component_sha256.as_deref().map(|h| &h[..12]).unwrap_or("-")
+        );
+        for e in &s.errors {
+            println!("  error: {e}");
+        }
+    }
+    Ok(())
+}

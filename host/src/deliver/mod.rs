@@ -1,0 +1,247 @@
+//! Deliveries: the host side of a channel plugin.
+//!
+//! For each batch of target ids the host asks the plugin to build messages,
+//! writes every intent to the delivery log (flushed), sends over the wire with
+//! the operator's account and credentials, asks the plugin to classify the
+//! answers, and writes the outcomes. Ids whose outcome is already logged are
+//! skipped, so executing a task again (after a crash) repeats at most the
+//! messages that were in flight.
+
+pub mod http;
+pub mod smtp;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::caps::{Context, describe_failure};
+use crate::executor::Executor;
+use crate::runtime::HostState;
+use crate::runtime::bindings::channel::ChannelPluginPre;
+use crate::runtime::bindings::channel::exports::crosscast::plugin::channel as wit;
+use crate::store::audience::dimension;
+use crate::store::deliveries::{Delivery, DeliveryState};
+use crate::store::runs::{DeliveryCounts, OutputRef, Task};
+use crate::store::settings::Account;
+use crate::workflow::Activity;
+
+/// Target ids per build/send/classify round.
+const ROUND: usize = 1000;
+/// Messages in flight at once.
+const CONCURRENCY: usize = 32;
+
+/// The network side of deliveries: pooled connections, one per account.
+pub struct Transports {
+    runtime: tokio::runtime::Handle,
+    http: http::HttpTransport,
+    smtp: smtp::SmtpTransports,
+}
+
+impl Transports {
+    /// Transports that run their I/O on `runtime`.
+    pub fn new(runtime: tokio::runtime::Handle) -> anyhow::Result<Transports> {
+        Ok(Transports { runtime, http: http::HttpTransport::new()?, smtp: smtp::SmtpTransports::default() })
+    }
+}
+
+impl Drop for Transports {
+    fn drop(&mut self) {
+        // lettre's pools spawn their shutdown on the runtime when dropped.
+        let _guard = self.runtime.enter();
+        self.smtp.close();
+    }
+}
+
+/// Delivers one task's population; returns the counts and the outputs (the
+/// population received, on `done`).
+pub(crate) fn deliver(
+    exec: &Executor,
+    run: u64,
+    activity: &Activity,
+    task: &Task,
+    pre: ChannelPluginPre<HostState>,
+    ctx: Arc<Context>,
+) -> Result<(DeliveryCounts, BTreeMap<String, OutputRef>), String> {
+    let limits = exec.runtime.limits();
+    let plugin = ctx.plugin.clone();
+    let accounts = ctx.accounts.clone();
+    let now = ctx.now_ms;
+    let crash = |e: wasmtime::Error| format!("plugin `{plugin}` {}", describe_failure(&e, limits));
+    let mut st = exec.runtime.new_store(ctx);
+    let instance = pre.instantiate(&mut st).map_err(crash)?;
+    let channel = instance.crosscast_plugin_channel();
+    let descriptor = channel.call_describe(&mut st).map_err(crash)?;
+    let config = activity.config.to_string();
+    let store = &exec.store;
+    let mut counts = DeliveryCounts::default();
+
+    let input = task.inputs.first().ok_or("a delivery needs an incoming population")?;
+    let meta = store.population_meta(input.population).map_err(|e| e.to_string())?;
+    let (target_dim, targets) = targets(exec, &meta.dimension, input.population, descriptor.target)?;
+
+    for round in targets.chunks(ROUND) {
+        let existing = store.deliveries(run, &activity.id, round).map_err(|e| e.to_string())?;
+        let todo: Vec<u64> = round
+            .iter()
+            .zip(&existing)
+            .filter(|(_, d)| !d.as_ref().is_some_and(|d| d.state.is_final()))
+            .map(|(id, _)| *id)
+            .collect();
+        counts.skipped += (round.len() - todo.len()) as u64;
+        if todo.is_empty() {
+            continue;
+        }
+        exec.runtime.arm(&mut st);
+        let prepared = channel.call_build(&mut st, &config, &target_dim, &todo).map_err(crash)?;
+        let prepared = prepared.map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
+        if prepared.len() != todo.len() {
+            return Err(format!("plugin `{plugin}` built {} messages for {} recipients", prepared.len(), todo.len()));
+        }
+        let entry = |state: DeliveryState, to: Option<String>| Delivery {
+            channel: plugin.clone(),
+            dimension: target_dim.clone(),
+            state,
+            to,
+            at: now,
+            attempts: 0,
+        };
+        let mut log = Vec::new();
+        let mut sends = Vec::new();
+        for (id, p) in todo.iter().zip(prepared) {
+            match p {
+                wit::Prepared::Exclude(reason) => {
+                    counts.excluded += 1;
+                    log.push((*id, entry(DeliveryState::Excluded { reason }, None)));
+                }
+                wit::Prepared::Send(message) => {
+                    let account = match &message {
+                        wit::Message::Email(e) => &e.account,
+                        wit::Message::Http(h) => &h.account,
+                    };
+                    if !accounts.contains(account) {
+                        counts.failed += 1;
+                        let reason = format!("account `{account}` is not granted to plugin `{plugin}`");
+                        log.push((*id, entry(DeliveryState::Failed { reason, permanent: true }, None)));
+                        continue;
+                    }
+                    let mut e = entry(DeliveryState::Intent, Some(address(&message)));
+                    e.attempts = 1;
+                    log.push((*id, e));
+                    sends.push((*id, message));
+                }
+            }
+        }
+        // The intent is durable before anything leaves.
+        store.record_deliveries(run, &activity.id, &log).map_err(|e| e.to_string())?;
+        let answers = send_all(exec, &sends);
+        exec.runtime.arm(&mut st);
+        let verdicts = channel.call_classify(&mut st, &config, &answers).map_err(crash)?;
+        if verdicts.len() != sends.len() {
+            return Err(format!("plugin `{plugin}` classified {} answers out of {}", verdicts.len(), sends.len()));
+        }
+        let mut outcomes = Vec::new();
+        for ((id, message), verdict) in sends.iter().zip(verdicts) {
+            let state = match verdict {
+                wit::Verdict::Sent(provider_id) => {
+                    counts.sent += 1;
+                    DeliveryState::Sent { provider_id }
+                }
+                wit::Verdict::Failed(reason) => {
+                    counts.failed += 1;
+                    DeliveryState::Failed { reason, permanent: true }
+                }
+                // Durable retries with backoff come with the channel-depth
+                // work; until then a transient failure is logged as such.
+                wit::Verdict::Retry((reason, _after)) => {
+                    counts.failed += 1;
+                    DeliveryState::Failed { reason, permanent: false }
+                }
+            };
+            let mut e = entry(state, Some(address(message)));
+            e.attempts = 1;
+            outcomes.push((*id, e));
+        }
+        store.record_deliveries(run, &activity.id, &outcomes).map_err(|e| e.to_string())?;
+    }
+    let mut outputs = BTreeMap::new();
+    outputs.insert("done".to_string(), OutputRef { population: input.population, count: input.count });
+    Ok((counts, outputs))
+}
+
+/// The ids to send to: the population itself, or its distinct linked
+/// recipients when the channel sends once per recipient.
+fn targets(
+    exec: &Executor,
+    dim: &str,
+    population: u64,
+    target: wit::Target,
+) -> Result<(String, Vec<u64>), String> {
+    let want = match target {
+        wit::Target::Recipient => "recipient",
+        wit::Target::Subscription => "subscription",
+    };
+    let ids = exec.store.population_ids(population).map_err(|e| e.to_string())?;
+    if ids.is_empty() || dim == want {
+        return Ok((want.to_string(), ids));
+    }
+    let d = dimension(dim).map_err(|e| e.to_string())?;
+    let link = d
+        .links
+        .iter()
+        .find(|l| l.target == want)
+        .ok_or_else(|| format!("this channel sends per {want}, and a {dim} population has no link to {want}s"))?;
+    let mut out: Vec<u64> = Vec::new();
+    for chunk in ids.chunks(10_000) {
+        let linked = exec.store.audience().read_links(d, link.name, chunk).map_err(|e| e.to_string())?;
+        out.extend(linked.into_iter().flatten());
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok((want.to_string(), out))
+}
+
+fn address(message: &wit::Message) -> String {
+    match message {
+        wit::Message::Email(e) => e.to.clone(),
+        wit::Message::Http(h) => {
+            // The `To` of a form body, else the path: enough to find it in the log.
+            url::form_urlencoded::parse(&h.body)
+                .find(|(k, _)| k == "To" || k == "to")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| h.path.clone())
+        }
+    }
+}
+
+/// Sends messages concurrently; one answer per message, in order.
+fn send_all(exec: &Executor, sends: &[(u64, wit::Message)]) -> Vec<wit::Answer> {
+    let t = &exec.transports;
+    let store = &exec.store;
+    t.runtime.block_on(async {
+        futures::stream::iter(sends.iter().map(|(_, m)| async move {
+            let account = match m {
+                wit::Message::Email(e) => &e.account,
+                wit::Message::Http(h) => &h.account,
+            };
+            let account: Account = match store.account(account) {
+                Ok(a) => a,
+                Err(e) => return wit::Answer::TransportError(e.to_string()),
+            };
+            let secret = match &account.secret {
+                Some(name) => match store.secret(name) {
+                    Ok(s) => Some(String::from_utf8_lossy(&s).trim().to_string()),
+                    Err(e) => return wit::Answer::TransportError(e.to_string()),
+                },
+                None => None,
+            };
+            match m {
+                wit::Message::Email(e) => t.smtp.send(&account, secret.as_deref(), e).await,
+                wit::Message::Http(h) => t.http.send(&account, secret.as_deref(), h).await,
+            }
+        }))
+        .buffered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+    })
+}

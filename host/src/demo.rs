@@ -1,0 +1,107 @@
+//! `crosscast demo`: the reference workflow on a sample audience, end to end,
+//! against loopback servers it starts itself, on a virtual clock that crosses
+//! the 7-day wait.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use crosscast_test_servers::{SmsApi, SmtpSink, sample};
+
+use crate::cli::{App, run_status};
+use crate::clock::{Clock, format_ms};
+use crate::store::settings::Account;
+
+/// The reference workflow, as shipped in `examples/`.
+const WORKFLOW: &str = include_str!("../../examples/cross-channel.toml");
+/// The demo's first instant.
+const T0: &str = "2026-01-05T09:00:00Z";
+const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Runs the demo in `data` (a fresh temporary directory by default).
+pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode> {
+    let dir = match data {
+        Some(d) => d,
+        None => {
+            let d = std::env::temp_dir().join(format!("crosscast-demo-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            d
+        }
+    };
+    println!("data directory: {}", dir.display());
+    let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let (smtp, sms) = servers.block_on(async {
+        anyhow::Ok((SmtpSink::start().await?, SmsApi::start("AC00000000000000000000000000demo", "demo-auth-token").await?))
+    })?;
+    println!("SMTP sink on {}, SMS API on {}", smtp.addr, sms.addr);
+
+    let t0 = Clock::fixed(T0)?;
+    let mut app = App::open(&dir, t0)?;
+    let plugins = crate::cli::builtin_dir(None)?;
+    for p in app.init(&plugins)? {
+        println!("installed plugin {} {} (sha256 {}…)", p.name, p.version, &p.sha256[..12]);
+    }
+    app.store.put_secret("twilio-token", sms.auth_token.as_bytes())?;
+    app.store.put_account(&Account { name: "smtp".into(), url: smtp.url(), user: None, secret: None })?;
+    app.store.put_account(&Account {
+        name: "twilio".into(),
+        url: sms.url(),
+        user: Some(sms.account_sid.clone()),
+        secret: Some("twilio-token".into()),
+    })?;
+    for (plugin, account) in [("email", "smtp"), ("sms", "twilio")] {
+        let mut p = app.store.plugin(plugin)?;
+        p.accounts = vec![account.to_string()];
+        app.store.update_plugin(&p)?;
+    }
+
+    let (rfile, sfile) = sample::write(&dir.join("sample"), recipients, 7)?;
+    let r = crate::import::import_file(&app.store, "recipient", &rfile)?;
+    let s = crate::import::import_file(&app.store, "subscription", &sfile)?;
+    println!("imported {} recipients and {} app subscriptions (sample in {})", r.inserted, s.inserted, dir.join("sample").display());
+
+    let wf_path = dir.join("cross-channel.toml");
+    std::fs::write(&wf_path, WORKFLOW)?;
+    let wf = match app.validate(&wf_path)? {
+        Ok(wf) => wf,
+        Err(lines) => anyhow::bail!("the shipped workflow does not validate:\n{}", lines.join("\n")),
+    };
+    println!("\n== {T0}: run the workflow");
+    let run = app.executor()?.start(&wf, "examples/cross-channel.toml").context("starting the run")?;
+    show(&app, run)?;
+
+    let later = t0.now_ms() + WEEK_MS;
+    println!("\n== {}: seven days later, the worker fires the wait", format_ms(later));
+    app.clock = Clock::Fixed(later);
+    let tick = app.executor()?.tick()?;
+    println!("worker: {} timer(s) due, {} task(s) executed", tick.timers, tick.tasks);
+    show(&app, run)?;
+
+    let mails = smtp.received();
+    let texts = sms.received();
+    println!("\n== What the servers received");
+    println!("SMTP sink {}: {} emails", smtp.addr, mails.len());
+    for m in mails.iter().take(3) {
+        println!("  to {:<28} subject: {}", m.to.join(","), m.header("Subject").unwrap_or_default());
+    }
+    println!("SMS API {}: {} texts", sms.addr, texts.len());
+    for t in texts.iter().take(3) {
+        println!("  to {:<16} {} ({})", t.to, t.body, t.sid);
+    }
+    println!("\nInspect it yourself: crosscast --data {} status {run}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(app: &App, run: u64) -> anyhow::Result<()> {
+    let (state, acts) = run_status(&app.store, run)?;
+    println!("run {run}: {state}");
+    for (id, s) in acts {
+        let t: Vec<String> = s.transitions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let d = s.deliveries.map(|d| format!(" sent={} failed={} excluded={}", d.sent, d.failed, d.excluded)).unwrap_or_default();
+        println!("  {id:<14} {:<8} {:<12} {}{d}", s.kind, s.state, t.join(" "));
+        for e in s.errors {
+            println!("    error: {e}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Runs workflows: creates runs, executes pending tasks one by one, turns
+//! their outputs into the next tasks, parks waiting tasks on timers, and
+//! fires due timers.
+//!
+//! Every step is recorded before the next begins (task started, outputs
+//! stored, next tasks created — atomically), so a process that dies resumes
+//! where it was: a task still pending is executed again from its inputs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::caps::population::Cursor;
+use crate::caps::{Context, describe_failure};
+use crate::clock::Clock;
+use crate::deliver::Transports;
+use crate::runtime::bindings::activity::exports::crosscast::plugin::activity as wit;
+use crate::runtime::{Loaded, Runtime};
+use crate::store::Store;
+use crate::store::runs::{InputRef, OutputRef, Run, Task, TaskState};
+use crate::workflow::{Activity, Workflow};
+
+/// Executes runs on one store.
+pub struct Executor {
+    /// The store.
+    pub store: Store,
+    /// The wasm runtime.
+    pub runtime: Arc<Runtime>,
+    /// The run's clock.
+    pub clock: Clock,
+    /// Network transports for deliveries.
+    pub transports: Transports,
+}
+
+/// What one pass of the worker did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// Timers that came due.
+    pub timers: usize,
+    /// Tasks executed.
+    pub tasks: usize,
+}
+
+impl Executor {
+    /// Starts a run of a validated workflow and drives it until it ends or waits.
+    pub fn start(&self, workflow: &Workflow, file: &str) -> anyhow::Result<u64> {
+        let id = self.store.next_id()?;
+        let run = Run {
+            id,
+            workflow_name: workflow.name.clone(),
+            workflow_file: file.to_string(),
+            workflow: serde_json::to_value(workflow)?,
+            created_at: self.clock.now_ms(),
+        };
+        let mut tasks = Vec::new();
+        for a in workflow.starts() {
+            tasks.push(new_task(&self.store, &a.id, Vec::new())?);
+        }
+        self.store.create_run(&run, &tasks)?;
+        self.drive(id)?;
+        Ok(id)
+    }
+
+    /// Executes pending tasks of a run until none is left.
+    pub fn drive(&self, run_id: u64) -> anyhow::Result<usize> {
+        let run = self.store.run(run_id)?;
+        let workflow: Workflow = serde_json::from_value(run.workflow.clone()).context("stored workflow")?;
+        let mut executed = 0;
+        loop {
+            let pending: Vec<Task> =
+                self.store.tasks(run_id)?.into_iter().filter(|t| t.state == TaskState::Pending).collect();
+            if pending.is_empty() {
+                return Ok(executed);
+            }
+            for task in pending {
+                self.execute(&run, &workflow, task)?;
+                executed += 1;
+            }
+        }
+    }
+
+    /// Fires the timers due now and executes everything pending.
+    pub fn tick(&self) -> anyhow::Result<Tick> {
+        let now = self.clock.now_ms();
+        let mut tick = Tick::default();
+        for (due, run, task) in self.store.due_timers(now)? {
+            self.store.fire_timer(due, run, task)?;
+            tick.timers += 1;
+        }
+        for run in self.store.runs_with_pending()? {
+            tick.tasks += self.drive(run)?;
+        }
+        Ok(tick)
+    }
+
+    fn execute(&self, run: &Run, workflow: &Workflow, mut task: Task) -> anyhow::Result<()> {
+        let Some(activity) = workflow.activity(&task.activity) else {
+            task.state = TaskState::Failed { error: format!("activity `{}` is not in the workflow", task.activity) };
+            return Ok(self.store.put_task(run.id, &task)?);
+        };
+        let plugin = match self.store.plugin(&activity.kind) {
+            Ok(p) => p,
+            Err(e) => {
+                task.state = TaskState::Failed { error: e.to_string() };
+                return Ok(self.store.put_task(run.id, &task)?);
+            }
+        };
+        let now = self.clock.now_ms();
+        if task.started_at.is_none() || task.component.as_deref() != Some(&plugin.sha256) {
+            task.started_at.get_or_insert(now);
+            task.component = Some(plugin.sha256.clone());
+            self.store.put_task(run.id, &task)?;
+        }
+        tracing::info!(run = run.id, activity = %activity.id, plugin = %plugin.name, "executing");
+        let ctx = Arc::new(Context {
+            store: Some(self.store.clone()),
+            now_ms: now,
+            run: run.id,
+            activity: activity.id.clone(),
+            plugin: plugin.name.clone(),
+            accounts: plugin.accounts.clone(),
+            outputs: activity.outputs.clone(),
+        });
+        let loaded = match self.runtime.load(&self.store, &plugin.sha256) {
+            Ok(l) => l,
+            Err(e) => {
+                task.state = TaskState::Failed { error: e.to_string() };
+                return Ok(self.store.put_task(run.id, &task)?);
+            }
+        };
+        let result = match loaded {
+            Loaded::Activity(pre) => self.execute_activity(run, activity, &task, pre, ctx),
+            Loaded::Channel(pre) => {
+                let r = crate::deliver::deliver(self, run.id, activity, &task, pre, ctx);
+                r.map(|(counts, outputs)| {
+                    task.delivery = Some(counts);
+                    Step::Done(outputs)
+                })
+            }
+        };
+        match result {
+            Ok(Step::Done(outputs)) => {
+                let mut next = Vec::new();
+                for (transition, targets) in &activity.next {
+                    let Some(out) = outputs.get(transition) else { continue };
+                    for target in targets {
+                        let input = InputRef {
+                            source: format!("{}.{transition}", activity.id),
+                            population: out.population,
+                            count: out.count,
+                        };
+                        next.push(new_task(&self.store, target, vec![input])?);
+                    }
+                }
+                task.state = TaskState::Done { outputs };
+                self.store.complete_task(run.id, &task, &next)?;
+            }
+            Ok(Step::Wait(until)) => {
+                task.state = TaskState::Waiting { until };
+                self.store.wait_task(run.id, &task, until)?;
+            }
+            Err(error) => {
+                tracing::warn!(run = run.id, activity = %activity.id, "failed: {error}");
+                task.state = TaskState::Failed { error };
+                self.store.put_task(run.id, &task)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn execute_activity(
+        &self,
+        run: &Run,
+        activity: &Activity,
+        task: &Task,
+        pre: crate::runtime::bindings::activity::ActivityPluginPre<crate::runtime::HostState>,
+        ctx: Arc<Context>,
+    ) -> Result<Step, String> {
+        let limits = self.runtime.limits();
+        let plugin = ctx.plugin.clone();
+        let mut st = self.runtime.new_store(ctx);
+        let crash = |e: wasmtime::Error| format!("plugin `{plugin}` {}", describe_failure(&e, limits));
+        let instance = pre.instantiate(&mut st).map_err(crash)?;
+        let mut inputs = Vec::new();
+        let mut first_dimension = None;
+        for i in &task.inputs {
+            let meta = self.store.population_meta(i.population).map_err(|e| e.to_string())?;
+            first_dimension.get_or_insert_with(|| meta.dimension.clone());
+            let cursor = Cursor::stored(meta.dimension, i.population, meta.count, meta.blocks);
+            let population = st.data_mut().table.push(cursor).map_err(|e| e.to_string())?;
+            inputs.push(wit::Input { source: i.source.clone(), population });
+        }
+        let arg = wit::Task {
+            run_id: run.id.to_string(),
+            activity_id: activity.id.clone(),
+            config: activity.config.to_string(),
+            started_at: task.started_at.unwrap_or(0),
+            inputs,
+        };
+        let outcome = instance.crosscast_plugin_activity().call_execute(&mut st, &arg).map_err(crash)?;
+        match outcome {
+            Err(message) => Err(format!("plugin `{plugin}` reported: {message}")),
+            Ok(wit::Outcome::WaitUntil(t)) => Ok(Step::Wait(t)),
+            Ok(wit::Outcome::Done) => {
+                tracing::debug!(host_calls = st.data().host_calls, "activity done");
+                let emitted = std::mem::take(&mut st.data_mut().emitted);
+                drop(st);
+                let mut outputs = BTreeMap::new();
+                let fallback = emitted.values().next().map(|e| e.dimension.clone()).or(first_dimension).unwrap_or_default();
+                for transition in &activity.outputs {
+                    let (dimension, mut ids) = match emitted.get(transition) {
+                        Some(e) => (e.dimension.clone(), e.ids.clone()),
+                        None => (fallback.clone(), Vec::new()),
+                    };
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let population = self.store.write_population(&dimension, &ids).map_err(|e| e.to_string())?;
+                    outputs.insert(transition.clone(), OutputRef { population, count: ids.len() as u64 });
+                }
+                Ok(Step::Done(outputs))
+            }
+        }
+    }
+}
+
+/// How an execution ended.
+pub(crate) enum Step {
+    /// Finished with these outputs.
+    Done(BTreeMap<String, OutputRef>),
+    /// Waiting until this instant.
+    Wait(i64),
+}
+
+fn new_task(store: &Store, activity: &str, inputs: Vec<InputRef>) -> anyhow::Result<Task> {
+    Ok(Task {
+        id: store.next_id()?,
+        activity: activity.to_string(),
+        inputs,
+        state: TaskState::Pending,
+        started_at: None,
+        component: None,
+        delivery: None,
+    })
+}

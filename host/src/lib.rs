@@ -1,0 +1,18 @@
+//! Crosscast: durable cross-channel marketing workflows whose every activity
+//! is a sandboxed WebAssembly component.
+//!
+//! See `ARCHITECTURE.md` for the map. In short: [`workflow`] reads and checks
+//! workflow files, [`executor`] runs them on the [`store`], calling plugins
+//! through the [`runtime`], which gives them the host [`caps`]; channel
+//! plugins' messages go out through [`deliver`].
+
+pub mod caps;
+pub mod cli;
+pub mod clock;
+pub mod deliver;
+pub mod demo;
+pub mod executor;
+pub mod import;
+pub mod runtime;
+pub mod store;
+pub mod workflow;

@@ -1,0 +1,5 @@
+//! The `crosscast` command.
+
+fn main() -> std::process::ExitCode {
+    crosscast::cli::main()
+}

@@ -1,0 +1,326 @@
+//! The WebAssembly runtime: one engine, linkers built once, components
+//! verified and precompiled at install, a fresh sandboxed `Store` per
+//! execution.
+//!
+//! Sandbox: WASI is linked with an empty context (no files, env, args,
+//! sockets; the wall clock is the run's clock); each store has a memory limit
+//! and an epoch deadline driven by a ticker thread, so a runaway guest traps
+//! instead of hanging the host. A trapped store is dropped, never reused.
+
+pub mod bindings;
+mod state;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
+
+pub use state::{Emitted, HostState};
+
+use crate::caps::{Context, clock::RunClock};
+use crate::store::plugins::{PluginKind, PluginRecord};
+use crate::store::{Store, StoreError};
+use bindings::activity::ActivityPluginPre;
+use bindings::channel::ChannelPluginPre;
+
+/// How often the epoch advances.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Resource limits for one execution.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most linear memory a guest may use, in bytes.
+    pub memory_bytes: usize,
+    /// Most time one guest call may take.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 64 << 20, timeout: Duration::from_secs(300) }
+    }
+}
+
+/// A plugin that failed or could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The bytes are not a component of a world Crosscast knows.
+    #[error("{0}")]
+    Invalid(String),
+    /// The guest trapped, ran out of time or memory.
+    #[error("plugin `{plugin}` {message}")]
+    Crashed {
+        /// Which plugin.
+        plugin: String,
+        /// What happened.
+        message: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A loaded, ready-to-instantiate plugin.
+#[derive(Clone)]
+pub enum Loaded {
+    /// An activity.
+    Activity(ActivityPluginPre<HostState>),
+    /// A channel.
+    Channel(ChannelPluginPre<HostState>),
+}
+
+/// The engine and everything compiled with it.
+pub struct Runtime {
+    engine: Engine,
+    engine_hash: u64,
+    activity_linker: Linker<HostState>,
+    channel_linker: Linker<HostState>,
+    limits: Limits,
+    cache: Mutex<HashMap<String, Loaded>>,
+}
+
+impl Runtime {
+    /// Builds the engine and linkers and starts the epoch ticker.
+    pub fn new(limits: Limits) -> anyhow::Result<Arc<Runtime>> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        // Component-model async is not used; leaving it on triples call cost.
+        config.concurrency_support(false);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = hasher.finish();
+
+        let mut activity_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut activity_linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        bindings::activity::ActivityPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut activity_linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut channel_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut channel_linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        bindings::channel::ChannelPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut channel_linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+        let ticker = engine.clone();
+        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+            loop {
+                std::thread::sleep(TICK);
+                ticker.increment_epoch();
+            }
+        })?;
+        Ok(Arc::new(Runtime {
+            engine,
+            engine_hash,
+            activity_linker,
+            channel_linker,
+            limits,
+            cache: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The limits every execution gets.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// A fresh sandboxed store for one execution.
+    pub fn new_store(&self, ctx: Arc<Context>) -> wasmtime::Store<HostState> {
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(RunClock(ctx.now_ms))
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(16)
+            .tables(64)
+            .memories(8)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = HostState {
+            wasi,
+            table: Default::default(),
+            limits,
+            ctx,
+            emitted: Default::default(),
+            host_calls: 0,
+        };
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        self.arm(&mut store);
+        store
+    }
+
+    /// Resets the epoch deadline before a guest call.
+    pub fn arm(&self, store: &mut wasmtime::Store<HostState>) {
+        let ticks = (self.limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+    }
+
+    /// Verifies a component and describes it: its world, name and version.
+    pub fn inspect(&self, bytes: &[u8]) -> Result<(Component, PluginRecord), PluginError> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Invalid(format!("not a valid WebAssembly component: {e}")))?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let loaded = self.link(&component)?;
+        let ctx = Arc::new(Context::inspection());
+        let mut store = self.new_store(ctx);
+        let crash = |e: wasmtime::Error| PluginError::Crashed {
+            plugin: "(being installed)".into(),
+            message: crate::caps::describe_failure(&e, self.limits),
+        };
+        let record = match loaded {
+            Loaded::Activity(pre) => {
+                let p = pre.instantiate(&mut store).map_err(crash)?;
+                let d = p.crosscast_plugin_activity().call_describe(&mut store).map_err(crash)?;
+                PluginRecord { name: d.name, version: d.version, summary: d.summary, kind: PluginKind::Activity, sha256, accounts: vec![] }
+            }
+            Loaded::Channel(pre) => {
+                let p = pre.instantiate(&mut store).map_err(crash)?;
+                let d = p.crosscast_plugin_channel().call_describe(&mut store).map_err(crash)?;
+                PluginRecord { name: d.name, version: d.version, summary: d.summary, kind: PluginKind::Channel, sha256, accounts: vec![] }
+            }
+        };
+        if record.name.is_empty() || !record.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(PluginError::Invalid(format!(
+                "plugin name `{}` must be non-empty ASCII letters, digits, `-` or `_`",
+                record.name
+            )));
+        }
+        Ok((component, record))
+    }
+
+    /// Installs a component: verify, describe, precompile, store. Grants of
+    /// a plugin being replaced are kept.
+    pub fn install(&self, store: &Store, bytes: &[u8], accounts: &[String]) -> Result<PluginRecord, PluginError> {
+        let (component, mut record) = self.inspect(bytes)?;
+        if let Ok(old) = store.plugin(&record.name) {
+            record.accounts = old.accounts;
+        }
+        for a in accounts {
+            if !record.accounts.contains(a) {
+                record.accounts.push(a.clone());
+            }
+        }
+        let artifact = component.serialize().map_err(|e| PluginError::Invalid(format!("cannot precompile: {e}")))?;
+        store.put_artifact(self.engine_hash, &record.sha256, &artifact)?;
+        store.put_plugin(&record, bytes)?;
+        Ok(record)
+    }
+
+    /// Loads an installed component by sha256, from the in-process cache, the
+    /// precompiled artifact, or (new engine) by compiling the stored bytes.
+    pub fn load(&self, store: &Store, sha256: &str) -> Result<Loaded, PluginError> {
+        if let Some(l) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(sha256) {
+            return Ok(l.clone());
+        }
+        let component = match store.artifact(self.engine_hash, sha256)? {
+            // SAFETY: artifacts are only ever written by `install`/`load` of
+            // this host, keyed by this engine's compatibility hash.
+            Some(bytes) => unsafe { Component::deserialize(&self.engine, &bytes) }
+                .map_err(|e| PluginError::Invalid(format!("stored artifact does not load: {e}")))?,
+            None => {
+                let bytes = store.component(sha256)?;
+                let c = Component::new(&self.engine, &bytes)
+                    .map_err(|e| PluginError::Invalid(format!("stored component does not compile: {e}")))?;
+                let artifact = c.serialize().map_err(|e| PluginError::Invalid(e.to_string()))?;
+                store.put_artifact(self.engine_hash, sha256, &artifact)?;
+                c
+            }
+        };
+        let loaded = self.link(&component)?;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(sha256.to_string(), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn link(&self, component: &Component) -> Result<Loaded, PluginError> {
+        let as_activity = self
+            .activity_linker
+            .instantiate_pre(component)
+            .and_then(ActivityPluginPre::new);
+        let activity_err = match as_activity {
+            Ok(pre) => return Ok(Loaded::Activity(pre)),
+            Err(e) => e,
+        };
+        match self.channel_linker.instantiate_pre(component).and_then(ChannelPluginPre::new) {
+            Ok(pre) => Ok(Loaded::Channel(pre)),
+            Err(channel_err) => Err(PluginError::Invalid(format!(
+                "the component implements neither crosscast:plugin/activity-plugin@0.1.0 ({activity_err}) \
+                 nor crosscast:plugin/channel-plugin@0.1.0 ({channel_err})"
+            ))),
+        }
+    }
+}
+
+/// What a plugin said of a config.
+#[derive(Debug, Clone)]
+pub struct Configured {
+    /// Outgoing transitions.
+    pub outputs: Vec<String>,
+    /// Fewest inputs per execution.
+    pub min_inputs: u32,
+    /// Most inputs per execution.
+    pub max_inputs: u32,
+    /// A delivery (channel plugin).
+    pub delivery: bool,
+}
+
+impl Runtime {
+    /// Asks a plugin whether a config is valid; errors are (field, message).
+    pub fn configure(
+        &self,
+        store: &Store,
+        plugin: &PluginRecord,
+        config: &str,
+    ) -> Result<Result<Configured, Vec<(String, String)>>, PluginError> {
+        let ctx = Arc::new(Context {
+            store: Some(store.clone()),
+            now_ms: 0,
+            run: 0,
+            activity: String::new(),
+            plugin: plugin.name.clone(),
+            accounts: plugin.accounts.clone(),
+            outputs: Vec::new(),
+        });
+        let mut st = self.new_store(ctx);
+        let crash = |e: wasmtime::Error| PluginError::Crashed {
+            plugin: plugin.name.clone(),
+            message: crate::caps::describe_failure(&e, self.limits),
+        };
+        let pairs = |es: Vec<bindings::activity::crosscast::plugin::types::ConfigError>| {
+            es.into_iter().map(|e| (e.field, e.message)).collect::<Vec<_>>()
+        };
+        match self.load(store, &plugin.sha256)? {
+            Loaded::Activity(pre) => {
+                let p = pre.instantiate(&mut st).map_err(crash)?;
+                let a = p.crosscast_plugin_activity();
+                let d = a.call_describe(&mut st).map_err(crash)?;
+                Ok(a.call_configure(&mut st, config).map_err(crash)?.map_err(pairs).map(|outputs| Configured {
+                    outputs,
+                    min_inputs: d.min_inputs,
+                    max_inputs: d.max_inputs,
+                    delivery: false,
+                }))
+            }
+            Loaded::Channel(pre) => {
+                let p = pre.instantiate(&mut st).map_err(crash)?;
+                let c = p.crosscast_plugin_channel();
+                Ok(c.call_configure(&mut st, config).map_err(crash)?.map_err(pairs).map(|()| Configured {
+                    outputs: vec!["done".to_string()],
+                    min_inputs: 1,
+                    max_inputs: 1,
+                    delivery: true,
+                }))
+            }
+        }
+    }
+}

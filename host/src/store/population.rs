@@ -1,0 +1,76 @@
+//! Populations: sorted sets of ids of one dimension, stored as chunked blocks.
+//!
+//! A population is written once and never changed. Its blocks are written
+//! first and its meta record last, so a population exists only once it is
+//! whole; a crash in between leaves unreachable blocks, never a partial set.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Result, Store, StoreError, json_decode, json_encode};
+
+/// Ids per stored block.
+pub const BLOCK_IDS: usize = 16_384;
+
+/// What is known about a stored population.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PopulationMeta {
+    /// Its dimension.
+    pub dimension: String,
+    /// How many ids.
+    pub count: u64,
+    /// How many blocks.
+    pub blocks: u32,
+}
+
+fn block_key(pop: u64, block: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&pop.to_be_bytes());
+    k[8..].copy_from_slice(&block.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Stores a population; `ids` must be sorted and distinct. Returns its id.
+    pub fn write_population(&self, dimension: &str, ids: &[u64]) -> Result<u64> {
+        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let pop = self.next_id()?;
+        let blocks_tree = self.tree("pop_blocks")?;
+        let mut batch = sled::Batch::default();
+        let mut blocks = 0u32;
+        for (i, chunk) in ids.chunks(BLOCK_IDS).enumerate() {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|id| id.to_le_bytes()).collect();
+            batch.insert(&block_key(pop, i as u32), bytes);
+            blocks += 1;
+        }
+        blocks_tree.apply_batch(batch)?;
+        let meta = PopulationMeta { dimension: dimension.to_string(), count: ids.len() as u64, blocks };
+        self.tree("pop_meta")?.insert(pop.to_be_bytes(), json_encode(&meta))?;
+        Ok(pop)
+    }
+
+    /// The meta record of a population.
+    pub fn population_meta(&self, pop: u64) -> Result<PopulationMeta> {
+        match self.tree("pop_meta")?.get(pop.to_be_bytes())? {
+            Some(v) => json_decode("pop_meta", &v),
+            None => Err(StoreError::NotFound(format!("population {pop} does not exist"))),
+        }
+    }
+
+    /// One block of a population's ids.
+    pub fn population_block(&self, pop: u64, block: u32) -> Result<Vec<u64>> {
+        match self.tree("pop_blocks")?.get(block_key(pop, block))? {
+            Some(v) => Ok(v.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),
+            None => Err(StoreError::NotFound(format!("population {pop} block {block} is missing"))),
+        }
+    }
+
+    /// Every id of a population (for small populations and tests).
+    pub fn population_ids(&self, pop: u64) -> Result<Vec<u64>> {
+        let meta = self.population_meta(pop)?;
+        let mut out = Vec::with_capacity(meta.count as usize);
+        for b in 0..meta.blocks {
+            out.extend(self.population_block(pop, b)?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,257 @@
+//! Runs, their tasks (one execution of an activity on one arriving
+//! population) and the timers of waiting tasks.
+//!
+//! Trees: `runs` (run → [`Run`]), `tasks` (run, task → [`Task`]) and
+//! `timers` (due instant, run, task → nothing), ordered by due instant so the
+//! worker finds what is due with one range scan.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use super::{Result, Store, StoreError, json_decode, json_encode};
+
+/// A run of a workflow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    /// Its number.
+    pub id: u64,
+    /// The workflow's name.
+    pub workflow_name: String,
+    /// The file it was started from.
+    pub workflow_file: String,
+    /// The workflow as validated when the run started (JSON), so a run never
+    /// changes when the file does.
+    pub workflow: serde_json::Value,
+    /// When it started, on the run's clock (ms).
+    pub created_at: i64,
+}
+
+/// A population arriving at a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InputRef {
+    /// `activity.transition` it came from.
+    pub source: String,
+    /// The stored population.
+    pub population: u64,
+    /// How many ids.
+    pub count: u64,
+}
+
+/// A population leaving a task on one transition.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutputRef {
+    /// The stored population.
+    pub population: u64,
+    /// How many ids.
+    pub count: u64,
+}
+
+/// Where a task is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TaskState {
+    /// To execute (again, if it was interrupted).
+    Pending,
+    /// Waiting for its timer.
+    Waiting {
+        /// Due instant (ms).
+        until: i64,
+    },
+    /// Finished.
+    Done {
+        /// Transition → population.
+        outputs: BTreeMap<String, OutputRef>,
+    },
+    /// Failed; the message says why.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Counts of a delivery task's log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    /// Accepted by the provider.
+    pub sent: u64,
+    /// Failed (hard or after the provider said retry).
+    pub failed: u64,
+    /// Not sent on purpose (no address...).
+    pub excluded: u64,
+    /// Already handled by an earlier attempt of the same task.
+    pub skipped: u64,
+}
+
+/// One execution of an activity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Task {
+    /// Its number within the run.
+    pub id: u64,
+    /// The workflow activity id.
+    pub activity: String,
+    /// What arrived (empty for a start activity).
+    pub inputs: Vec<InputRef>,
+    /// Where it is.
+    pub state: TaskState,
+    /// When it first started executing (stable across resumes).
+    pub started_at: Option<i64>,
+    /// sha256 of the component that executed it.
+    pub component: Option<String>,
+    /// For deliveries: what happened to the messages.
+    pub delivery: Option<DeliveryCounts>,
+}
+
+fn task_key(run: u64, task: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&run.to_be_bytes());
+    k[8..].copy_from_slice(&task.to_be_bytes());
+    k
+}
+
+fn timer_key(until: i64, run: u64, task: u64) -> [u8; 24] {
+    // Offset so negative instants still sort before positive ones.
+    let due = (until as u64) ^ (1u64 << 63);
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&due.to_be_bytes());
+    k[8..].copy_from_slice(&task_key(run, task));
+    k
+}
+
+fn tx_err(e: sled::transaction::TransactionError<StoreError>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+impl Store {
+    /// Stores a new run with its first tasks, atomically, and flushes.
+    pub fn create_run(&self, run: &Run, tasks: &[Task]) -> Result<()> {
+        let runs = self.tree("runs")?;
+        let task_tree = self.tree("tasks")?;
+        (&runs, &task_tree)
+            .transaction(|(r, t)| {
+                r.insert(&run.id.to_be_bytes(), json_encode(run))?;
+                for task in tasks {
+                    t.insert(&task_key(run.id, task.id), json_encode(task))?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
+    /// A run by number.
+    pub fn run(&self, id: u64) -> Result<Run> {
+        match self.tree("runs")?.get(id.to_be_bytes())? {
+            Some(v) => json_decode("runs", &v),
+            None => Err(StoreError::NotFound(format!("run {id} does not exist"))),
+        }
+    }
+
+    /// Every run, oldest first.
+    pub fn runs(&self) -> Result<Vec<Run>> {
+        self.tree("runs")?.iter().values().map(|v| json_decode("runs", &v?)).collect()
+    }
+
+    /// The tasks of a run, in creation order.
+    pub fn tasks(&self, run: u64) -> Result<Vec<Task>> {
+        self.tree("tasks")?
+            .scan_prefix(run.to_be_bytes())
+            .values()
+            .map(|v| json_decode("tasks", &v?))
+            .collect()
+    }
+
+    /// Overwrites one task (e.g. to record when it started) and flushes.
+    pub fn put_task(&self, run: u64, task: &Task) -> Result<()> {
+        self.tree("tasks")?.insert(task_key(run, task.id), json_encode(task))?;
+        self.flush()
+    }
+
+    /// Records a finished task and the tasks its outputs start, atomically.
+    pub fn complete_task(&self, run: u64, task: &Task, next: &[Task]) -> Result<()> {
+        let tree = self.tree("tasks")?;
+        let mut batch = sled::Batch::default();
+        batch.insert(&task_key(run, task.id), json_encode(task));
+        for t in next {
+            batch.insert(&task_key(run, t.id), json_encode(t));
+        }
+        tree.apply_batch(batch)?;
+        self.flush()
+    }
+
+    /// Puts a task to sleep until `until`, with its timer, atomically.
+    pub fn wait_task(&self, run: u64, task: &Task, until: i64) -> Result<()> {
+        let tasks = self.tree("tasks")?;
+        let timers = self.tree("timers")?;
+        (&tasks, &timers)
+            .transaction(|(t, tm)| {
+                t.insert(&task_key(run, task.id), json_encode(task))?;
+                tm.insert(&timer_key(until, run, task.id), &[])?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
+    /// Timers due at or before `now`: (due, run, task), earliest first.
+    pub fn due_timers(&self, now: i64) -> Result<Vec<(i64, u64, u64)>> {
+        let end = timer_key(now, u64::MAX, u64::MAX);
+        let mut out = Vec::new();
+        for kv in self.tree("timers")?.range(..=end.to_vec()) {
+            let (k, _) = kv?;
+            let due = (u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8])) ^ (1u64 << 63)) as i64;
+            let run = u64::from_be_bytes(k[8..16].try_into().unwrap_or([0; 8]));
+            let task = u64::from_be_bytes(k[16..24].try_into().unwrap_or([0; 8]));
+            out.push((due, run, task));
+        }
+        Ok(out)
+    }
+
+    /// The earliest timer, if any.
+    pub fn next_timer(&self) -> Result<Option<i64>> {
+        Ok(self
+            .tree("timers")?
+            .first()?
+            .map(|(k, _)| (u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8])) ^ (1u64 << 63)) as i64))
+    }
+
+    /// Fires a timer: the task becomes pending again and the timer goes, atomically.
+    pub fn fire_timer(&self, due: i64, run: u64, task_id: u64) -> Result<()> {
+        let tasks = self.tree("tasks")?;
+        let timers = self.tree("timers")?;
+        (&tasks, &timers)
+            .transaction(|(t, tm)| {
+                let key = task_key(run, task_id);
+                if let Some(v) = t.get(key)? {
+                    let mut task: Task = json_decode("tasks", &v).map_err(ConflictableTransactionError::Abort)?;
+                    if matches!(task.state, TaskState::Waiting { .. }) {
+                        task.state = TaskState::Pending;
+                        t.insert(&key, json_encode(&task))?;
+                    }
+                }
+                tm.remove(&timer_key(due, run, task_id))?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
+    /// Runs that have a pending task.
+    pub fn runs_with_pending(&self) -> Result<Vec<u64>> {
+        let mut out: Vec<u64> = Vec::new();
+        for kv in self.tree("tasks")?.iter() {
+            let (k, v) = kv?;
+            let task: Task = json_decode("tasks", &v)?;
+            let run = u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8]));
+            if task.state == TaskState::Pending && out.last() != Some(&run) {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,66 @@
+//! Workflows: graphs of activities written in TOML.
+//!
+//! ```toml
+//! name = "welcome"
+//! [activity.query]
+//! type = "query"
+//! config = { dimension = "recipient", filter = "email is not empty" }
+//! next = { done = "send" }
+//! [activity.send]
+//! type = "email"
+//! config = { from = "news@acme.example", subject = "Hi", text = "Hello {{ first_name }}" }
+//! ```
+//! [`parse`] reads the file keeping every position; [`validate`] checks it
+//! against the installed plugins and reports `FILE:LINE:COL: field: message`.
+
+mod parse;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use parse::{Diagnostic, Parsed, parse};
+pub use validate::validate;
+
+/// A validated workflow, as stored with each run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Workflow {
+    /// Its name.
+    pub name: String,
+    /// Its activities, in file order.
+    pub activities: Vec<Activity>,
+}
+
+/// One node of the graph.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Activity {
+    /// Its id, unique in the workflow.
+    pub id: String,
+    /// The plugin that implements it.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its config, as given to the plugin.
+    pub config: serde_json::Value,
+    /// Transition → activities it leads to.
+    pub next: BTreeMap<String, Vec<String>>,
+    /// The transitions its config gives (from the plugin).
+    pub outputs: Vec<String>,
+    /// True for a delivery (channel plugin).
+    pub delivery: bool,
+}
+
+impl Workflow {
+    /// An activity by id.
+    pub fn activity(&self, id: &str) -> Option<&Activity> {
+        self.activities.iter().find(|a| a.id == id)
+    }
+
+    /// Activities nothing leads to: where a run starts.
+    pub fn starts(&self) -> Vec<&Activity> {
+        self.activities
+            .iter()
+            .filter(|a| !self.activities.iter().any(|b| b.next.values().flatten().any(|t| t == &a.id)))
+            .collect()
+    }
+}

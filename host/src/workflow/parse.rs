@@ -1,0 +1,281 @@
+//! Reads a workflow file, keeping where each field is.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use toml_edit::{ImDocument, Item, Table, Value};
+
+/// A problem in a workflow file, at a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The field, as a dotted path (`activity.split.config.subsets[1].filter`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// Renders as `FILE:LINE:COL: field: message`.
+    pub fn render(&self, file: &str) -> String {
+        format!("{file}:{}:{}: {}: {}", self.line, self.column, self.field, self.message)
+    }
+}
+
+/// An activity as written, with positions.
+#[derive(Debug, Clone)]
+pub struct RawActivity {
+    /// Its id.
+    pub id: String,
+    /// Span of its id (the table key).
+    pub id_span: Range<usize>,
+    /// `type`, with its span.
+    pub kind: Option<(String, Range<usize>)>,
+    /// `config` as JSON, and the TOML item to locate fields in it.
+    pub config: serde_json::Value,
+    /// Transition → targets, each with the span of its value.
+    pub next: BTreeMap<String, (Range<usize>, Vec<(String, Range<usize>)>)>,
+}
+
+/// A parsed workflow file.
+pub struct Parsed {
+    /// The text.
+    pub source: String,
+    doc: ImDocument<String>,
+    /// `name`.
+    pub name: String,
+    /// Activities in file order.
+    pub activities: Vec<RawActivity>,
+}
+
+impl Parsed {
+    /// Line and column of a byte offset.
+    pub fn position(&self, offset: usize) -> (usize, usize) {
+        position(&self.source, offset)
+    }
+
+    /// A diagnostic at a span.
+    pub fn at(&self, span: &Range<usize>, field: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        let (line, column) = self.position(span.start);
+        Diagnostic { line, column, field: field.into(), message: message.into() }
+    }
+
+    /// The span of a field inside an activity's config (`subsets.1.filter`),
+    /// or of the closest enclosing item found.
+    pub fn config_span(&self, activity: &RawActivity, field: &str) -> Range<usize> {
+        let fallback = activity.id_span.clone();
+        let Some(act) = self.activity_table(&activity.id) else { return fallback };
+        let Some((key, item)) = act.get_key_value("config") else { return fallback };
+        let mut best = item.span().or_else(|| key.span()).unwrap_or(fallback);
+        let mut cur = Cursor::Item(item);
+        for part in field.split('.').filter(|p| !p.is_empty()) {
+            let next = match (cur, part.parse::<usize>()) {
+                (Cursor::Item(Item::Value(Value::Array(a))), Ok(i)) | (Cursor::Value(Value::Array(a)), Ok(i)) => {
+                    a.get(i).map(Cursor::Value)
+                }
+                (Cursor::Item(Item::ArrayOfTables(a)), Ok(i)) => a.get(i).map(Cursor::Table),
+                (Cursor::Item(Item::Table(t)), _) | (Cursor::Table(t), _) => {
+                    t.get_key_value(part).map(|(k, v)| {
+                        if let Some(s) = v.span().or_else(|| k.span()) {
+                            best = s;
+                        }
+                        Cursor::Item(v)
+                    })
+                }
+                (Cursor::Item(Item::Value(Value::InlineTable(t))), _) | (Cursor::Value(Value::InlineTable(t)), _) => {
+                    t.get_key_value(part).map(|(k, v)| {
+                        if let Some(s) = v.span().or_else(|| k.span()) {
+                            best = s;
+                        }
+                        Cursor::Item(v)
+                    })
+                }
+                _ => None,
+            };
+            match next {
+                Some(c) => {
+                    if let Some(s) = c.span() {
+                        best = s;
+                    }
+                    cur = c;
+                }
+                None => break,
+            }
+        }
+        best
+    }
+
+    fn activity_table(&self, id: &str) -> Option<&Table> {
+        self.doc.get("activity")?.as_table()?.get(id)?.as_table()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Cursor<'a> {
+    Item(&'a Item),
+    Value(&'a Value),
+    Table(&'a Table),
+}
+
+impl Cursor<'_> {
+    fn span(&self) -> Option<Range<usize>> {
+        match self {
+            Cursor::Item(i) => i.span(),
+            Cursor::Value(v) => v.span(),
+            Cursor::Table(t) => t.span(),
+        }
+    }
+}
+
+/// Line and column (1-based, in characters) of a byte offset.
+pub fn position(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Parses a workflow file; every problem found is reported, not only the first.
+pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
+    let doc = ImDocument::parse(source.to_string()).map_err(|e| {
+        let (line, column) = position(source, e.span().map(|s| s.start).unwrap_or(0));
+        vec![Diagnostic { line, column, field: "(syntax)".into(), message: e.message().trim().to_string() }]
+    })?;
+    let mut diags = Vec::new();
+    let at = |span: Option<Range<usize>>, field: &str, message: String| {
+        let (line, column) = position(source, span.map(|s| s.start).unwrap_or(0));
+        Diagnostic { line, column, field: field.to_string(), message }
+    };
+    let mut name = String::new();
+    for (key, item) in doc.iter() {
+        let span = doc.get_key_value(key).and_then(|(k, _)| k.span());
+        match key {
+            "name" => match item.as_str() {
+                Some(s) => name = s.to_string(),
+                None => diags.push(at(item.span(), "name", "expected a string".into())),
+            },
+            "description" => {}
+            "activity" => {}
+            other => diags.push(at(span, other, format!("unknown field `{other}` (expected name, description, activity)"))),
+        }
+    }
+    if name.is_empty() && !diags.iter().any(|d| d.field == "name") {
+        diags.push(at(Some(0..0), "name", "the workflow needs a `name`".into()));
+    }
+    let mut activities = Vec::new();
+    match doc.get("activity") {
+        None => diags.push(at(Some(0..0), "activity", "the workflow has no activities: add [activity.ID] tables".into())),
+        Some(item) => match item.as_table_like() {
+            None => diags.push(at(item.span(), "activity", "expected a table of activities ([activity.ID])".into())),
+            Some(table) => {
+                for (id, item) in table.iter() {
+                    let id_span = doc["activity"]
+                        .as_table()
+                        .and_then(|t| t.get_key_value(id))
+                        .and_then(|(k, _)| k.span())
+                        .or_else(|| item.span())
+                        .unwrap_or(0..0);
+                    let prefix = format!("activity.{id}");
+                    let Some(act) = item.as_table_like() else {
+                        diags.push(at(Some(id_span), &prefix, "expected a table".into()));
+                        continue;
+                    };
+                    let mut raw = RawActivity {
+                        id: id.to_string(),
+                        id_span: id_span.clone(),
+                        kind: None,
+                        config: serde_json::Value::Object(Default::default()),
+                        next: BTreeMap::new(),
+                    };
+                    for (k, v) in act.iter() {
+                        let field = format!("{prefix}.{k}");
+                        match k {
+                            "type" => match v.as_str() {
+                                Some(s) => raw.kind = Some((s.to_string(), v.span().unwrap_or(id_span.clone()))),
+                                None => diags.push(at(v.span(), &field, "expected the plugin name as a string".into())),
+                            },
+                            "config" => match to_json(v) {
+                                Some(j @ serde_json::Value::Object(_)) => raw.config = j,
+                                _ => diags.push(at(v.span(), &field, "expected a table".into())),
+                            },
+                            "next" => match v.as_table_like() {
+                                None => diags.push(at(v.span(), &field, "expected a table of transition = activity".into())),
+                                Some(t) => {
+                                    for (tr, target) in t.iter() {
+                                        let tspan = target.span().unwrap_or(id_span.clone());
+                                        let targets: Option<Vec<(String, Range<usize>)>> = match target {
+                                            Item::Value(Value::String(s)) => Some(vec![(s.value().clone(), tspan.clone())]),
+                                            Item::Value(Value::Array(a)) => a
+                                                .iter()
+                                                .map(|x| x.as_str().map(|s| (s.to_string(), x.span().unwrap_or(tspan.clone()))))
+                                                .collect(),
+                                            _ => None,
+                                        };
+                                        match targets {
+                                            Some(ts) => {
+                                                raw.next.insert(tr.to_string(), (tspan, ts));
+                                            }
+                                            None => diags.push(at(
+                                                Some(tspan),
+                                                &format!("{field}.{tr}"),
+                                                "expected an activity id or a list of them".into(),
+                                            )),
+                                        }
+                                    }
+                                }
+                            },
+                            other => diags.push(at(
+                                v.span(),
+                                &field,
+                                format!("unknown field `{other}` (expected type, config, next)"),
+                            )),
+                        }
+                    }
+                    if raw.kind.is_none() && !diags.iter().any(|d| d.field == format!("{prefix}.type")) {
+                        diags.push(at(Some(id_span), &format!("{prefix}.type"), "missing `type` (the plugin to run)".into()));
+                    }
+                    activities.push(raw);
+                }
+            }
+        },
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(Parsed { source: source.to_string(), doc, name, activities })
+}
+
+fn to_json(item: &Item) -> Option<serde_json::Value> {
+    match item {
+        Item::None => None,
+        Item::Value(v) => Some(value_json(v)),
+        Item::Table(t) => Some(serde_json::Value::Object(
+            t.iter().filter_map(|(k, v)| to_json(v).map(|j| (k.to_string(), j))).collect(),
+        )),
+        Item::ArrayOfTables(a) => Some(serde_json::Value::Array(
+            a.iter()
+                .map(|t| {
+                    serde_json::Value::Object(t.iter().filter_map(|(k, v)| to_json(v).map(|j| (k.to_string(), j))).collect())
+                })
+                .collect(),
+        )),
+    }
+}
+
+fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::String(s) => serde_json::Value::String(s.value().clone()),
+        Value::Integer(i) => serde_json::Value::from(*i.value()),
+        Value::Float(f) => serde_json::Value::from(*f.value()),
+        Value::Boolean(b) => serde_json::Value::Bool(*b.value()),
+        Value::Datetime(d) => serde_json::Value::String(d.value().to_string()),
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(value_json).collect()),
+        Value::InlineTable(t) => {
+            serde_json::Value::Object(t.iter().map(|(k, v)| (k.to_string(), value_json(v))).collect())
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Checks a parsed workflow against the installed plugins: unknown plugins,
+//! bad config (the plugin's own checks, templates included), unknown and
+//! dangling transitions, inputs, cycles.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::parse::{Diagnostic, Parsed};
+use super::{Activity, Workflow};
+use crate::runtime::Runtime;
+use crate::store::Store;
+
+/// Validates; every problem found is reported.
+pub fn validate(parsed: &Parsed, store: &Store, runtime: &Runtime) -> Result<Workflow, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut activities = Vec::new();
+    let mut inputs_range: HashMap<String, (u32, u32)> = HashMap::new();
+    for raw in &parsed.activities {
+        let prefix = format!("activity.{}", raw.id);
+        let Some((kind, kind_span)) = &raw.kind else { continue };
+        let plugin = match store.plugin(kind) {
+            Ok(p) => p,
+            Err(_) => {
+                let known: Vec<String> = store.plugins().unwrap_or_default().into_iter().map(|p| p.name).collect();
+                diags.push(parsed.at(
+                    kind_span,
+                    format!("{prefix}.type"),
+                    format!("unknown plugin `{kind}` (installed: {})", if known.is_empty() { "none; run `crosscast init`".to_string() } else { known.join(", ") }),
+                ));
+                continue;
+            }
+        };
+        let config = serde_json::to_string(&raw.config).unwrap_or_default();
+        let configured = match runtime.configure(store, &plugin, &config) {
+            Ok(Ok(c)) => c,
+            Ok(Err(errors)) => {
+                for (field, message) in errors {
+                    let span = parsed.config_span(raw, &field);
+                    let path = if field.is_empty() { format!("{prefix}.config") } else { format!("{prefix}.config.{field}") };
+                    diags.push(parsed.at(&span, path, message));
+                }
+                continue;
+            }
+            Err(e) => {
+                diags.push(parsed.at(kind_span, format!("{prefix}.type"), e.to_string()));
+                continue;
+            }
+        };
+        inputs_range.insert(raw.id.clone(), (configured.min_inputs, configured.max_inputs));
+        for (transition, (span, _)) in &raw.next {
+            if !configured.outputs.contains(transition) {
+                diags.push(parsed.at(
+                    span,
+                    format!("{prefix}.next.{transition}"),
+                    format!(
+                        "`{kind}` has no transition `{transition}` with this config (it has: {})",
+                        configured.outputs.join(", ")
+                    ),
+                ));
+            }
+        }
+        activities.push(Activity {
+            id: raw.id.clone(),
+            kind: kind.clone(),
+            config: raw.config.clone(),
+            next: raw.next.iter().map(|(t, (_, ts))| (t.clone(), ts.iter().map(|(s, _)| s.clone()).collect())).collect(),
+            outputs: configured.outputs,
+            delivery: configured.delivery,
+        });
+    }
+    // Transitions must lead somewhere that exists.
+    let ids: Vec<&str> = parsed.activities.iter().map(|a| a.id.as_str()).collect();
+    let mut incoming: BTreeMap<&str, usize> = BTreeMap::new();
+    for raw in &parsed.activities {
+        for (transition, (_, targets)) in &raw.next {
+            for (target, span) in targets {
+                if !ids.contains(&target.as_str()) {
+                    diags.push(parsed.at(
+                        span,
+                        format!("activity.{}.next.{transition}", raw.id),
+                        format!("dangling transition: no activity `{target}` (activities: {})", ids.join(", ")),
+                    ));
+                } else if target == &raw.id {
+                    diags.push(parsed.at(span, format!("activity.{}.next.{transition}", raw.id), "an activity cannot lead to itself"));
+                } else {
+                    *incoming.entry(target.as_str()).or_default() += 1;
+                }
+            }
+        }
+    }
+    // Each activity must be able to take what arrives (one population at a
+    // time: there is no implicit join).
+    for raw in &parsed.activities {
+        let Some(&(min, max)) = inputs_range.get(&raw.id) else { continue };
+        let n = incoming.get(raw.id.as_str()).copied().unwrap_or(0);
+        let kind = raw.kind.as_ref().map(|k| k.0.as_str()).unwrap_or("?");
+        if n == 0 && min > 0 {
+            diags.push(parsed.at(
+                &raw.id_span,
+                format!("activity.{}", raw.id),
+                format!("`{kind}` needs an incoming population, but no transition leads to `{}`", raw.id),
+            ));
+        }
+        if n > 0 && max == 0 {
+            diags.push(parsed.at(
+                &raw.id_span,
+                format!("activity.{}", raw.id),
+                format!("`{kind}` starts a workflow and takes no input, but a transition leads to `{}`", raw.id),
+            ));
+        }
+    }
+    if diags.is_empty()
+        && let Some(d) = find_cycle(parsed)
+    {
+        diags.push(d);
+    }
+    if diags.is_empty() { Ok(Workflow { name: parsed.name.clone(), activities }) } else { Err(diags) }
+}
+
+/// Reports the transition that closes a cycle, if the graph has one.
+fn find_cycle(parsed: &Parsed) -> Option<Diagnostic> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let index: HashMap<&str, usize> = parsed.activities.iter().enumerate().map(|(i, a)| (a.id.as_str(), i)).collect();
+    let mut marks = vec![Mark::New; parsed.activities.len()];
+    fn visit(
+        parsed: &Parsed,
+        index: &HashMap<&str, usize>,
+        marks: &mut [Mark],
+        i: usize,
+    ) -> Option<Diagnostic> {
+        marks[i] = Mark::Active;
+        let raw = &parsed.activities[i];
+        for (transition, (_, targets)) in &raw.next {
+            for (target, span) in targets {
+                let Some(&j) = index.get(target.as_str()) else { continue };
+                match marks[j] {
+                    Mark::Active => {
+                        return Some(parsed.at(
+                            span,
+                            format!("activity.{}.next.{transition}", raw.id),
+                            format!("this transition closes a cycle through `{target}`: workflows must be acyclic"),
+                        ));
+                    }
+                    Mark::New => {
+                        if let Some(d) = visit(parsed, index, marks, j) {
+                            return Some(d);
+                        }
+                    }
+                    Mark::Done => {}
+                }
+            }
+        }
+        marks[i] = Mark::Done;
+        None
+    }
+    for i in 0..parsed.activities.len() {
+        if marks[i] == Mark::New
+            && let Some(d) = visit(parsed, &index, &mut marks, i)
+        {
+            return Some(d);
+        }
+    }
+    None
+}

@@ -1,0 +1,107 @@
+//! Email: one message per distinct recipient, sent by the host over SMTP.
+//!
+//! Config: `from`, `subject`, `text`, optional `html` and `reply_to`; the
+//! templates see the recipient's attributes (`{{ first_name }}`).
+
+use crosscast_sdk::channel::*;
+use crosscast_sdk::config;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The operator's SMTP relay account.
+    #[serde(default = "default_account")]
+    account: String,
+    from: String,
+    subject: String,
+    text: String,
+    #[serde(default)]
+    html: Option<String>,
+    #[serde(default)]
+    reply_to: Option<String>,
+}
+
+fn default_account() -> String {
+    "smtp".into()
+}
+
+fn load(json: &str) -> Result<(Config, Templates), Vec<ConfigError>> {
+    let cfg: Config = config::parse(json)?;
+    let mut fields = vec![("subject", cfg.subject.as_str()), ("text", cfg.text.as_str())];
+    if let Some(html) = &cfg.html {
+        fields.push(("html", html));
+    }
+    if !cfg.from.contains('@') {
+        return Err(vec![ConfigError::new("from", "expected an address like `Acme <news@acme.example>`")]);
+    }
+    let templates = Templates::compile(&fields)?;
+    Ok((cfg, templates))
+}
+
+struct EmailChannel;
+
+impl Channel for EmailChannel {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "email".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: "Email over the operator's SMTP relay, once per recipient".into(),
+            target: Target::Recipient,
+        }
+    }
+
+    fn configure(config: &str) -> Result<(), Vec<ConfigError>> {
+        load(config).map(|_| ())
+    }
+
+    fn build(config: &str, dimension: &str, ids: &[u64]) -> Result<Vec<Prepared>, String> {
+        let (cfg, templates) = load(config).map_err(|es| es[0].to_string())?;
+        let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
+        let email = columns.get("email").ok_or("the recipient dimension has no `email` attribute")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for i in 0..ids.len() {
+            let Some(to) = email.text(i) else {
+                out.push(Prepared::Exclude("no email address".into()));
+                continue;
+            };
+            let ctx = row_context(&columns, i);
+            let html = match cfg.html {
+                Some(_) => Some(templates.render("html", &ctx)?),
+                None => None,
+            };
+            out.push(Prepared::Send(Message::Email(Email {
+                account: cfg.account.clone(),
+                from: cfg.from.clone(),
+                to,
+                reply_to: cfg.reply_to.clone(),
+                subject: templates.render("subject", &ctx)?,
+                text: templates.render("text", &ctx)?,
+                html,
+                headers: Vec::new(),
+            })));
+        }
+        Ok(out)
+    }
+
+    fn classify(_config: &str, answers: Vec<Answer>) -> Vec<Verdict> {
+        answers.into_iter().map(classify_one).collect()
+    }
+}
+
+/// SMTP: 2xx accepted, 4xx transient (RFC 5321 §4.2.1), 5xx permanent.
+fn classify_one(answer: Answer) -> Verdict {
+    match answer {
+        Answer::Smtp(SmtpReply { code, message }) => match code {
+            200..=299 => Verdict::Sent(
+                message.split("queued as ").nth(1).map(|id| id.trim().to_string()),
+            ),
+            400..=499 => Verdict::Retry((format!("{code} {message}"), None)),
+            _ => Verdict::Failed(format!("{code} {message}")),
+        },
+        Answer::TransportError(e) => Verdict::Retry((e, None)),
+        Answer::Http(r) => Verdict::Failed(format!("unexpected HTTP answer {} to an email", r.status)),
+    }
+}
+
+crosscast_sdk::export_channel!(EmailChannel);

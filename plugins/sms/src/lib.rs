@@ -1,0 +1,124 @@
+//! SMS: one text per distinct recipient through a Twilio-compatible
+//! Messages API (`POST /2010-04-01/Accounts/{AccountSid}/Messages.json`).
+//!
+//! Config: `account` (the operator's account: base URL, Account SID, and the
+//! auth token the host applies), `from` (E.164 number) and a `body` template.
+
+use crosscast_sdk::channel::*;
+use crosscast_sdk::config;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    account: String,
+    from: String,
+    body: String,
+}
+
+fn load(json: &str) -> Result<(Config, Templates), Vec<ConfigError>> {
+    let cfg: Config = config::parse(json)?;
+    if !cfg.from.starts_with('+') {
+        return Err(vec![ConfigError::new("from", "expected an E.164 number such as +15550001111")]);
+    }
+    let templates = Templates::compile(&[("body", cfg.body.as_str())])?;
+    Ok((cfg, templates))
+}
+
+struct SmsChannel;
+
+impl Channel for SmsChannel {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "sms".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: "SMS through a Twilio-compatible Messages API, once per recipient".into(),
+            target: Target::Recipient,
+        }
+    }
+
+    fn configure(config: &str) -> Result<(), Vec<ConfigError>> {
+        load(config).map(|_| ())
+    }
+
+    fn build(config: &str, dimension: &str, ids: &[u64]) -> Result<Vec<Prepared>, String> {
+        let (cfg, templates) = load(config).map_err(|es| es[0].to_string())?;
+        let acct = account(&cfg.account)?;
+        let sid = acct.user.ok_or_else(|| format!("account `{}` has no user (the Account SID)", cfg.account))?;
+        let path = format!("/2010-04-01/Accounts/{sid}/Messages.json");
+        let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
+        let mobile = columns.get("mobile").ok_or("the recipient dimension has no `mobile` attribute")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for i in 0..ids.len() {
+            let Some(to) = mobile.text(i) else {
+                out.push(Prepared::Exclude("no mobile number".into()));
+                continue;
+            };
+            let body = templates.render("body", &row_context(&columns, i))?;
+            let form = form_urlencoded::Serializer::new(String::new())
+                .append_pair("To", &to)
+                .append_pair("From", &cfg.from)
+                .append_pair("Body", &body)
+                .finish();
+            out.push(Prepared::Send(Message::Http(HttpRequest {
+                account: cfg.account.clone(),
+                method: "POST".into(),
+                path: path.clone(),
+                headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
+                body: form.into_bytes(),
+            })));
+        }
+        Ok(out)
+    }
+
+    fn classify(_config: &str, answers: Vec<Answer>) -> Vec<Verdict> {
+        answers.into_iter().map(classify_one).collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct Created {
+    sid: String,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    code: Option<u32>,
+    message: Option<String>,
+}
+
+/// Twilio answers 201 with the message resource, or a JSON error with a code.
+fn classify_one(answer: Answer) -> Verdict {
+    let r = match answer {
+        Answer::Http(r) => r,
+        Answer::TransportError(e) => return Verdict::Retry((e, None)),
+        Answer::Smtp(s) => return Verdict::Failed(format!("unexpected SMTP answer {}", s.code)),
+    };
+    if (200..300).contains(&r.status) {
+        return match serde_json::from_slice::<Created>(&r.body) {
+            Ok(c) => Verdict::Sent(Some(c.sid)),
+            Err(e) => Verdict::Failed(format!("accepted ({}) but the answer has no sid: {e}", r.status)),
+        };
+    }
+    let reason = match serde_json::from_slice::<ApiError>(&r.body) {
+        Ok(ApiError { code, message }) => format!(
+            "HTTP {}{}: {}",
+            r.status,
+            code.map(|c| format!(" code {c}")).unwrap_or_default(),
+            message.unwrap_or_default()
+        ),
+        Err(_) => format!("HTTP {}", r.status),
+    };
+    let retry_after = r
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+        .and_then(|(_, v)| v.trim().parse::<u32>().ok());
+    if r.status == 429 || r.status >= 500 {
+        Verdict::Retry((reason, retry_after))
+    } else {
+        Verdict::Failed(reason)
+    }
+}
+
+crosscast_sdk::export_channel!(SmsChannel);

@@ -1,0 +1,182 @@
+//! The Crosscast plugin SDK.
+//!
+//! A plugin is a WebAssembly component implementing one world of the WIT in
+//! `wit/`: an activity (`features = ["activity"]`) or a delivery channel
+//! (`features = ["channel"]`). Implement [`Activity`] or [`Channel`] and
+//! register the type with [`export_activity!`] or [`export_channel!`]:
+//!
+//! ```ignore
+//! use crosscast_sdk::activity::*;
+//! struct Pass;
+//! impl Activity for Pass { /* describe, configure, execute */ }
+//! crosscast_sdk::export_activity!(Pass);
+//! ```
+//!
+//! The [`filter`] language and [`config`] helpers work natively too, so
+//! plugin logic can be unit-tested without a wasm runtime.
+
+pub mod config;
+pub mod filter;
+#[cfg(feature = "channel")]
+pub mod template;
+
+#[cfg(all(feature = "activity", feature = "channel"))]
+compile_error!("enable one of the features `activity` or `channel`: a plugin implements one world");
+
+#[cfg(feature = "activity")]
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "activity-plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "crosscast_sdk::bindings",
+    });
+}
+
+#[cfg(feature = "channel")]
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "channel-plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "crosscast_sdk::bindings",
+    });
+}
+
+#[cfg(any(feature = "activity", feature = "channel"))]
+mod host;
+#[cfg(any(feature = "activity", feature = "channel"))]
+pub use host::*;
+
+/// How many ids a plugin reads from the host per call: crossing the wasm
+/// boundary is cheap per batch and expensive per record.
+pub const BATCH: u32 = 10_000;
+
+/// Everything an activity plugin needs.
+#[cfg(feature = "activity")]
+pub mod activity {
+    pub use crate::bindings::crosscast::plugin::population::{Population, scan};
+    pub use crate::bindings::exports::crosscast::plugin::activity::{
+        Descriptor, Input, Outcome, Task,
+    };
+    pub use crate::config::ConfigError;
+    pub use crate::filter::{Column, Columns, Filter};
+    pub use crate::host::*;
+
+    /// An activity type: the logic of one kind of workflow node.
+    pub trait Activity {
+        /// Name, version and how many inputs one execution takes.
+        fn describe() -> Descriptor;
+        /// Checks a config (JSON) and returns the outgoing transitions it gives.
+        fn configure(config: &str) -> Result<Vec<String>, Vec<ConfigError>>;
+        /// Runs one execution on the populations that arrived.
+        fn execute(task: Task) -> Result<Outcome, String>;
+    }
+
+    /// Adds ids to the population leaving on `transition`.
+    pub fn emit(transition: &str, dimension: &str, ids: &[u64]) -> Result<(), String> {
+        crate::bindings::crosscast::plugin::output::emit(transition, dimension, ids)
+    }
+
+    /// Calls `f` on each batch of a population, in ascending id order.
+    pub fn for_each_batch(
+        population: &Population,
+        mut f: impl FnMut(&[u64]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        population.rewind();
+        loop {
+            let ids = population.read(crate::BATCH);
+            if ids.is_empty() {
+                return Ok(());
+            }
+            f(&ids)?;
+        }
+    }
+}
+
+/// Everything a channel plugin needs.
+#[cfg(feature = "channel")]
+pub mod channel {
+    pub use crate::bindings::crosscast::plugin::accounts::{Account, get as account};
+    pub use crate::bindings::exports::crosscast::plugin::channel::{
+        Answer, Descriptor, Email, HttpRequest, HttpResponse, Message, Prepared, SmtpReply, Target,
+        Verdict,
+    };
+    pub use crate::config::ConfigError;
+    pub use crate::host::*;
+    pub use crate::template::{Templates, row_context};
+
+    /// A delivery channel: builds messages, reads the provider's answers.
+    pub trait Channel {
+        /// Name, version and target (per recipient or per subscription).
+        fn describe() -> Descriptor;
+        /// Checks a config (JSON), templates included.
+        fn configure(config: &str) -> Result<(), Vec<ConfigError>>;
+        /// One `Prepared` per id, in order.
+        fn build(config: &str, dimension: &str, ids: &[u64]) -> Result<Vec<Prepared>, String>;
+        /// One verdict per answer, in order.
+        fn classify(config: &str, answers: Vec<Answer>) -> Vec<Verdict>;
+    }
+}
+
+/// Registers a type implementing [`activity::Activity`] as the component's export.
+#[cfg(feature = "activity")]
+#[macro_export]
+macro_rules! export_activity {
+    ($t:ty) => {
+        struct __CrosscastExport;
+        impl $crate::bindings::exports::crosscast::plugin::activity::Guest for __CrosscastExport {
+            fn describe() -> $crate::activity::Descriptor {
+                <$t as $crate::activity::Activity>::describe()
+            }
+            fn configure(
+                config: String,
+            ) -> Result<Vec<String>, Vec<$crate::bindings::crosscast::plugin::types::ConfigError>> {
+                <$t as $crate::activity::Activity>::configure(&config)
+                    .map_err(|es| es.into_iter().map(Into::into).collect())
+            }
+            fn execute(task: $crate::activity::Task) -> Result<$crate::activity::Outcome, String> {
+                <$t as $crate::activity::Activity>::execute(task)
+            }
+        }
+        $crate::bindings::__export_world!(__CrosscastExport with_types_in $crate::bindings);
+    };
+}
+
+/// Registers a type implementing [`channel::Channel`] as the component's export.
+#[cfg(feature = "channel")]
+#[macro_export]
+macro_rules! export_channel {
+    ($t:ty) => {
+        struct __CrosscastExport;
+        impl $crate::bindings::exports::crosscast::plugin::channel::Guest for __CrosscastExport {
+            fn describe() -> $crate::channel::Descriptor {
+                <$t as $crate::channel::Channel>::describe()
+            }
+            fn configure(
+                config: String,
+            ) -> Result<(), Vec<$crate::bindings::crosscast::plugin::types::ConfigError>> {
+                <$t as $crate::channel::Channel>::configure(&config)
+                    .map_err(|es| es.into_iter().map(Into::into).collect())
+            }
+            fn build(
+                config: String,
+                dimension: String,
+                ids: Vec<u64>,
+            ) -> Result<Vec<$crate::channel::Prepared>, String> {
+                <$t as $crate::channel::Channel>::build(&config, &dimension, &ids)
+            }
+            fn classify(
+                config: String,
+                answers: Vec<$crate::channel::Answer>,
+            ) -> Vec<$crate::channel::Verdict> {
+                <$t as $crate::channel::Channel>::classify(&config, answers)
+            }
+        }
+        $crate::bindings::__export_world!(__CrosscastExport with_types_in $crate::bindings);
+    };
+}

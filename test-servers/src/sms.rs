@@ -1,0 +1,156 @@
+//! A Twilio-compatible Messages API: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`
+//! with HTTP Basic auth (Account SID : auth token) and a form body (`To`,
+//! `From`, `Body`). It answers as Twilio does: 201 with the message resource
+//! (`sid` SM…), or a JSON error with Twilio's code.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use serde_json::json;
+
+/// One message as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedSms {
+    /// The sid it was given.
+    pub sid: String,
+    /// `To`.
+    pub to: String,
+    /// `From`.
+    pub from: String,
+    /// `Body`.
+    pub body: String,
+}
+
+#[derive(Clone)]
+struct Shared {
+    account_sid: String,
+    auth_token: String,
+    received: Arc<Mutex<Vec<ReceivedSms>>>,
+}
+
+/// A running SMS API.
+#[derive(Clone)]
+pub struct SmsApi {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The Account SID it accepts.
+    pub account_sid: String,
+    /// The auth token it accepts.
+    pub auth_token: String,
+    received: Arc<Mutex<Vec<ReceivedSms>>>,
+}
+
+impl SmsApi {
+    /// Starts the API on 127.0.0.1 on a free port, on the current tokio runtime.
+    pub async fn start(account_sid: &str, auth_token: &str) -> std::io::Result<SmsApi> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let shared = Shared {
+            account_sid: account_sid.to_string(),
+            auth_token: auth_token.to_string(),
+            received: received.clone(),
+        };
+        let app = Router::new()
+            .route("/2010-04-01/Accounts/{sid}/Messages.json", post(create_message))
+            .with_state(shared);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(SmsApi { addr, account_sid: account_sid.into(), auth_token: auth_token.into(), received })
+    }
+
+    /// `http://127.0.0.1:PORT`, for an account URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything accepted so far.
+    pub fn received(&self) -> Vec<ReceivedSms> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn error(status: StatusCode, code: u32, message: &str) -> Response {
+    let body = json!({
+        "code": code,
+        "message": message,
+        "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+        "status": status.as_u16(),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+fn is_e164(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or("");
+    (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0')
+}
+
+async fn create_message(
+    State(s): State<Shared>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    match basic_auth(&headers) {
+        Some((u, p)) if u == s.account_sid && p == s.auth_token => {}
+        _ => return error(StatusCode::UNAUTHORIZED, 20003, "Authenticate"),
+    }
+    if sid != s.account_sid {
+        return error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found");
+    }
+    let form: Vec<(String, String)> = url_pairs(&body);
+    let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+    let Some(to) = get("To") else {
+        return error(StatusCode::BAD_REQUEST, 21604, "A 'To' phone number is required.");
+    };
+    let Some(from) = get("From") else {
+        return error(StatusCode::BAD_REQUEST, 21603, "A 'From' phone number is required.");
+    };
+    let Some(text) = get("Body") else {
+        return error(StatusCode::BAD_REQUEST, 21602, "Message body is required.");
+    };
+    if !is_e164(&to) {
+        return error(StatusCode::BAD_REQUEST, 21211, &format!("Invalid 'To' Phone Number: {to}"));
+    }
+    let n = {
+        let mut r = s.received.lock().unwrap_or_else(|p| p.into_inner());
+        let n = r.len() as u128 + 1;
+        let sid = format!("SM{n:032x}");
+        r.push(ReceivedSms { sid: sid.clone(), to: to.clone(), from: from.clone(), body: text.clone() });
+        sid
+    };
+    let segments = text.chars().count().div_ceil(160).max(1);
+    let resource = json!({
+        "sid": n,
+        "account_sid": s.account_sid,
+        "to": to,
+        "from": from,
+        "body": text,
+        "status": "queued",
+        "direction": "outbound-api",
+        "num_segments": segments.to_string(),
+        "api_version": "2010-04-01",
+        "uri": format!("/2010-04-01/Accounts/{}/Messages/{n}.json", s.account_sid),
+    });
+    (StatusCode::CREATED, axum::Json(resource)).into_response()
+}
+
+fn url_pairs(body: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(body.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}

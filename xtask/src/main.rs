@@ -1,0 +1,109 @@
+//! Project automation (`cargo xtask ...`):
+//!
+//! - `plugins`: build every wasm plugin and test fixture for wasm32-wasip2
+//!   (installing the target if missing). Each crate is built by its own cargo
+//!   invocation because the SDK's `activity` and `channel` features are
+//!   exclusive and cargo would unify them across one build.
+//! - `demo`: build everything and run `crosscast demo`.
+//! - `test`: build everything and run the whole test suite.
+//! - `ci`: format and lint checks, then `test`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Wasm crates: (package, is a test fixture).
+const WASM_CRATES: &[&str] = &[
+    "crosscast-plugin-query",
+    "crosscast-plugin-split",
+    "crosscast-plugin-wait",
+    "crosscast-plugin-email",
+    "crosscast-plugin-sms",
+    "crosscast-fixture-split-last-match",
+    "crosscast-fixture-misbehave",
+];
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    match args.first().map(String::as_str) {
+        Some("plugins") => plugins(&root),
+        Some("demo") => {
+            plugins(&root)?;
+            cargo(&root, &["build", "--release", "-p", "crosscast"])?;
+            let bin = target_dir(&root).join("release/crosscast");
+            let mut cmd = Command::new(&bin);
+            cmd.arg("demo").args(&args[1..]);
+            cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
+            run(cmd)
+        }
+        Some("test") => {
+            plugins(&root)?;
+            cargo(&root, &["build", "-p", "crosscast"])?;
+            let mut cmd = Command::new(env_cargo());
+            cmd.current_dir(&root).args(["test", "--workspace", "--exclude", "crosscast-plugin-query"]);
+            for c in WASM_CRATES.iter().skip(1) {
+                cmd.args(["--exclude", c]);
+            }
+            cmd.args(&args[1..]);
+            cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
+            run(cmd)
+        }
+        Some("ci") => {
+            cargo(&root, &["fmt", "--all", "--", "--check"])?;
+            plugins(&root)?;
+            cargo(&root, &["clippy", "--all-targets", "--", "-D", "warnings"])?;
+            for c in WASM_CRATES {
+                cargo(&root, &["clippy", "--target", "wasm32-wasip2", "-p", c, "--", "-D", "warnings"])?;
+            }
+            let mut cmd = Command::new(env_cargo());
+            cmd.current_dir(&root).args(["xtask", "test"]);
+            run(cmd)
+        }
+        _ => bail!("usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | ci"),
+    }
+}
+
+fn env_cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+/// Where the built plugins land.
+fn plugin_dir(root: &Path) -> PathBuf {
+    target_dir(root).join("wasm32-wasip2/plugin")
+}
+
+fn plugins(root: &Path) -> anyhow::Result<()> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let has = installed.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2")).unwrap_or(false);
+    if !has {
+        run({
+            let mut c = Command::new("rustup");
+            c.args(["target", "add", "wasm32-wasip2"]);
+            c
+        })?;
+    }
+    for c in WASM_CRATES {
+        cargo(root, &["build", "--target", "wasm32-wasip2", "--profile", "plugin", "-p", c])?;
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let mut cmd = Command::new(env_cargo());
+    cmd.current_dir(root).args(args);
+    run(cmd)
+}
+
+fn run(mut cmd: Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
