@@ -82,7 +82,7 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
     println!("\n== What the servers received");
     println!("SMTP sink {}: {} emails", smtp.addr, mails.len());
     for m in mails.iter().take(3) {
-        println!("  to {:<28} subject: {}", m.to.join(","), m.header("Subject").unwrap_or_default());
+        println!("  to {:<28} subject: {}", m.to.join(","), m.subject().unwrap_or_default());
     }
     println!("SMS API {}: {} texts", sms.addr, texts.len());
     for t in texts.iter().take(3) {

@@ -42,6 +42,18 @@ impl ReceivedMail {
         value
     }
 
+    /// The decoded Subject (RFC 2047 encoded words resolved).
+    pub fn subject(&self) -> Option<String> {
+        let parsed = mail_parser::MessageParser::default().parse(self.data.as_bytes())?;
+        parsed.subject().map(str::to_string)
+    }
+
+    /// The decoded plain-text body.
+    pub fn text(&self) -> Option<String> {
+        let parsed = mail_parser::MessageParser::default().parse(self.data.as_bytes())?;
+        parsed.body_text(0).map(|t| t.into_owned())
+    }
+
     /// The body (everything after the header).
     pub fn body(&self) -> &str {
         self.data.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")

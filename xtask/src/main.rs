@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             }
             cmd.args(&args[1..]);
             cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
+            cmd.env("CROSSCAST_BIN", target_dir(&root).join("debug/crosscast"));
             run(cmd)
         }
         Some("ci") => {
@@ -70,7 +71,11 @@ fn env_cargo() -> String {
 }
 
 fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(d) if d.is_absolute() => d,
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    }
 }
 
 /// Where the built plugins land.

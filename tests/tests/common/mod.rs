@@ -1,0 +1,155 @@
+//! Shared helpers: run the `crosscast` binary as separate processes on one
+//! data directory, and read the audience files to compute expectations
+//! without the host crate.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// The `crosscast` binary (built by `cargo xtask test`).
+pub fn bin() -> PathBuf {
+    let p = std::env::var_os("CROSSCAST_BIN").map(PathBuf::from).unwrap_or_else(|| target_dir().join("debug/crosscast"));
+    assert!(p.exists(), "{} is missing: run the tests with `cargo xtask test`, which builds it", p.display());
+    p
+}
+
+/// The built wasm plugins and fixtures.
+pub fn plugin_dir() -> PathBuf {
+    let p = std::env::var_os("CROSSCAST_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("wasm32-wasip2/plugin"));
+    assert!(
+        p.join("crosscast_plugin_query.wasm").exists(),
+        "{} has no plugins: run the tests with `cargo xtask test`, which builds them",
+        p.display()
+    );
+    p
+}
+
+/// A data directory and the commands run on it.
+pub struct Env {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+    envs: Vec<(String, String)>,
+}
+
+impl Env {
+    /// A fresh data directory.
+    pub fn new() -> Env {
+        Env { dir: tempfile::tempdir().expect("tempdir"), envs: Vec::new() }
+    }
+
+    /// Sets an environment variable for every later command.
+    pub fn env(&mut self, k: &str, v: &str) {
+        self.envs.push((k.into(), v.into()));
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `crosscast --data DIR ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(bin());
+        c.arg("--data").arg(self.data()).args(args).env("CROSSCAST_PLUGIN_DIR", plugin_dir()).env_remove("CROSSCAST_NOW");
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        c.output().expect("crosscast runs")
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "crosscast {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and requires failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "crosscast {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `status RUN --json`, parsed.
+    pub fn status(&self, run: u64) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", &run.to_string(), "--json"])).expect("status is JSON")
+    }
+}
+
+/// A transition count from a status document.
+pub fn count(status: &serde_json::Value, activity: &str, transition: &str) -> u64 {
+    status["activities"][activity]["transitions"][transition]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count for {activity}.{transition} in {status:#}"))
+}
+
+/// A recipient as read from the CSV.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    pub email: Option<String>,
+    pub mobile: Option<String>,
+    pub first_name: String,
+}
+
+/// A subscription as read from the CSV.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub id: String,
+    pub recipient: String,
+    pub app: String,
+    pub platform: String,
+}
+
+fn opt(s: &str) -> Option<String> {
+    if s.trim().is_empty() { None } else { Some(s.trim().to_string()) }
+}
+
+/// Reads recipients by id.
+pub fn read_recipients(path: &Path) -> BTreeMap<String, Recipient> {
+    let mut r = csv::Reader::from_path(path).expect("recipients csv");
+    let h = r.headers().expect("header").clone();
+    let col = |n: &str| h.iter().position(|x| x == n).expect("column");
+    let (id, email, mobile, first) = (col("id"), col("email"), col("mobile"), col("first_name"));
+    r.records()
+        .map(|rec| {
+            let rec = rec.expect("row");
+            (rec[id].to_string(), Recipient { email: opt(&rec[email]), mobile: opt(&rec[mobile]), first_name: rec[first].to_string() })
+        })
+        .collect()
+}
+
+/// Reads subscriptions in file order.
+pub fn read_subscriptions(path: &Path) -> Vec<Subscription> {
+    let mut r = csv::Reader::from_path(path).expect("subscriptions csv");
+    r.deserialize::<BTreeMap<String, String>>()
+        .map(|rec| {
+            let rec = rec.expect("row");
+            Subscription {
+                id: rec["id"].clone(),
+                recipient: rec["recipient_id"].clone(),
+                app: rec["app"].clone(),
+                platform: rec["platform"].clone(),
+            }
+        })
+        .collect()
+}
