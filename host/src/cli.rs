@@ -180,7 +180,10 @@ pub enum SecretCommand {
 pub fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CROSSCAST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
@@ -214,10 +217,16 @@ pub struct App {
 
 fn limits_from_env() -> Limits {
     let mut l = Limits::default();
-    if let Some(ms) = std::env::var("CROSSCAST_PLUGIN_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(ms) = std::env::var("CROSSCAST_PLUGIN_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         l.timeout = std::time::Duration::from_millis(ms);
     }
-    if let Some(mb) = std::env::var("CROSSCAST_PLUGIN_MEMORY_MB").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(mb) = std::env::var("CROSSCAST_PLUGIN_MEMORY_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         l.memory_bytes = mb << 20;
     }
     l
@@ -227,7 +236,12 @@ impl App {
     /// Opens a data directory.
     pub fn open(data: &Path, clock: Clock) -> anyhow::Result<App> {
         let store = Store::open(data)?;
-        Ok(App { store, clock, runtime: None, tokio: None })
+        Ok(App {
+            store,
+            clock,
+            runtime: None,
+            tokio: None,
+        })
     }
 
     /// The wasm runtime (built on first use).
@@ -242,7 +256,10 @@ impl App {
     pub fn executor(&mut self) -> anyhow::Result<Executor> {
         if self.tokio.is_none() {
             self.tokio = Some(
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?,
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?,
             );
         }
         let handle = self.tokio.as_ref().expect("set above").handle().clone();
@@ -261,9 +278,15 @@ impl App {
         for name in BUILTINS {
             let path = dir.join(format!("crosscast_plugin_{name}.wasm"));
             let bytes = std::fs::read(&path).with_context(|| {
-                format!("cannot read {} (build the plugins with `cargo xtask plugins`)", path.display())
+                format!(
+                    "cannot read {} (build the plugins with `cargo xtask plugins`)",
+                    path.display()
+                )
             })?;
-            out.push(rt.install(&self.store, &bytes, &[]).with_context(|| path.display().to_string())?);
+            out.push(
+                rt.install(&self.store, &bytes, &[])
+                    .with_context(|| path.display().to_string())?,
+            );
         }
         Ok(out)
     }
@@ -277,7 +300,8 @@ impl App {
             Err(ds) => return Ok(Err(ds.iter().map(|d| d.render(&name)).collect())),
         };
         let rt = self.runtime()?;
-        Ok(workflow::validate(&parsed, &self.store, &rt).map_err(|ds| ds.iter().map(|d| d.render(&name)).collect()))
+        Ok(workflow::validate(&parsed, &self.store, &rt)
+            .map_err(|ds| ds.iter().map(|d| d.render(&name)).collect()))
     }
 }
 
@@ -290,12 +314,18 @@ pub fn builtin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
     let exe = std::env::current_exe()?;
     let base = exe.parent().context("executable has no directory")?;
-    for candidate in [base.join("../wasm32-wasip2/plugin"), base.join("plugins"), base.join("../share/crosscast/plugins")] {
+    for candidate in [
+        base.join("../wasm32-wasip2/plugin"),
+        base.join("plugins"),
+        base.join("../share/crosscast/plugins"),
+    ] {
         if candidate.join("crosscast_plugin_query.wasm").exists() {
             return Ok(candidate);
         }
     }
-    bail!("cannot find the built-in plugins: build them with `cargo xtask plugins` or pass --plugins DIR")
+    bail!(
+        "cannot find the built-in plugins: build them with `cargo xtask plugins` or pass --plugins DIR"
+    )
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -313,21 +343,33 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init { plugins } => {
             let dir = builtin_dir(plugins)?;
             for p in app.init(&dir)? {
-                println!("installed {} {} ({:?}) sha256 {}", p.name, p.version, p.kind, p.sha256);
+                println!(
+                    "installed {} {} ({:?}) sha256 {}",
+                    p.name, p.version, p.kind, p.sha256
+                );
             }
         }
         Command::Plugin(PluginCommand::Install { path, accounts }) => {
-            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let rt = app.runtime()?;
-            let p = rt.install(&app.store, &bytes, &accounts).with_context(|| path.display().to_string())?;
-            println!("installed {} {} ({:?}) sha256 {}", p.name, p.version, p.kind, p.sha256);
+            let p = rt
+                .install(&app.store, &bytes, &accounts)
+                .with_context(|| path.display().to_string())?;
+            println!(
+                "installed {} {} ({:?}) sha256 {}",
+                p.name, p.version, p.kind, p.sha256
+            );
         }
         Command::Plugin(PluginCommand::List { json }) => {
             let plugins = app.store.plugins()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&plugins)?);
             } else {
-                println!("{:<12} {:<8} {:<9} {:<64} ACCOUNTS", "NAME", "VERSION", "KIND", "SHA256");
+                println!(
+                    "{:<12} {:<8} {:<9} {:<64} ACCOUNTS",
+                    "NAME", "VERSION", "KIND", "SHA256"
+                );
                 for p in plugins {
                     println!(
                         "{:<12} {:<8} {:<9} {:<64} {}",
@@ -351,9 +393,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             app.store.update_plugin(&p)?;
             println!("{} may use: {}", p.name, p.accounts.join(", "));
         }
-        Command::Account(AccountCommand::Set { name, url, user, secret }) => {
+        Command::Account(AccountCommand::Set {
+            name,
+            url,
+            user,
+            secret,
+        }) => {
             url::Url::parse(&url).with_context(|| format!("`{url}` is not a URL"))?;
-            app.store.put_account(&Account { name: name.clone(), url, user, secret })?;
+            app.store.put_account(&Account {
+                name: name.clone(),
+                url,
+                user,
+                secret,
+            })?;
             println!("account {name} saved");
         }
         Command::Account(AccountCommand::List) => {
@@ -367,9 +419,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Secret(SecretCommand::Set { name, from_file, value }) => {
+        Command::Secret(SecretCommand::Set {
+            name,
+            from_file,
+            value,
+        }) => {
             let bytes = match (from_file, value) {
-                (Some(f), _) => std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                (Some(f), _) => {
+                    std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?
+                }
                 (None, Some(v)) => v.into_bytes(),
                 (None, None) => bail!("give the secret with --from-file FILE or --value VALUE"),
             };
@@ -398,7 +456,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Validate { file } => match app.validate(&file)? {
-            Ok(wf) => println!("{}: ok ({} activities)", file.display(), wf.activities.len()),
+            Ok(wf) => println!(
+                "{}: ok ({} activities)",
+                file.display(),
+                wf.activities.len()
+            ),
             Err(lines) => {
                 for l in lines {
                     eprintln!("{l}");
@@ -430,7 +492,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     v["target"] = target.into();
                     println!("{v}");
                 } else {
-                    println!("{activity:<16} {:<12} {target:<8} {:<28} {:?}", d.dimension, d.to.as_deref().unwrap_or("-"), d.state);
+                    println!(
+                        "{activity:<16} {:<12} {target:<8} {:<28} {:?}",
+                        d.dimension,
+                        d.to.as_deref().unwrap_or("-"),
+                        d.state
+                    );
                 }
             }
         }
@@ -439,7 +506,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             loop {
                 let tick = exec.tick()?;
                 if tick.timers + tick.tasks > 0 || once {
-                    println!("worker: {} timer(s) due, {} task(s) executed", tick.timers, tick.tasks);
+                    println!(
+                        "worker: {} timer(s) due, {} task(s) executed",
+                        tick.timers, tick.tasks
+                    );
                 }
                 if once {
                     break;
@@ -475,7 +545,10 @@ pub struct ActivityStatus {
 }
 
 /// A run's status, activity by activity, in workflow order.
-pub fn run_status(store: &Store, run: u64) -> anyhow::Result<(String, Vec<(String, ActivityStatus)>)> {
+pub fn run_status(
+    store: &Store,
+    run: u64,
+) -> anyhow::Result<(String, Vec<(String, ActivityStatus)>)> {
     let r = store.run(run)?;
     let wf: Workflow = serde_json::from_value(r.workflow)?;
     let tasks = store.tasks(run)?;
@@ -550,8 +623,10 @@ fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
     let r = store.run(run)?;
     let (state, activities) = run_status(store, run)?;
     if json {
-        let acts: serde_json::Map<String, serde_json::Value> =
-            activities.iter().map(|(id, s)| (id.clone(), serde_json::to_value(s).unwrap_or_default())).collect();
+        let acts: serde_json::Map<String, serde_json::Value> = activities
+            .iter()
+            .map(|(id, s)| (id.clone(), serde_json::to_value(s).unwrap_or_default()))
+            .collect();
         let v = serde_json::json!({
             "run": run,
             "workflow": r.workflow_name,
@@ -563,12 +638,27 @@ fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("run {run}: {} ({}), started {}, {state}", r.workflow_name, r.workflow_file, format_ms(r.created_at));
-    println!("{:<16} {:<8} {:<12} {:<36} COMPONENT", "ACTIVITY", "TYPE", "STATE", "TRANSITIONS");
+    println!(
+        "run {run}: {} ({}), started {}, {state}",
+        r.workflow_name,
+        r.workflow_file,
+        format_ms(r.created_at)
+    );
+    println!(
+        "{:<16} {:<8} {:<12} {:<36} COMPONENT",
+        "ACTIVITY", "TYPE", "STATE", "TRANSITIONS"
+    );
     for (id, s) in activities {
-        let mut transitions: Vec<String> = s.transitions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut transitions: Vec<String> = s
+            .transitions
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         if let Some(d) = &s.deliveries {
-            transitions.push(format!("(sent {} failed {} excluded {})", d.sent, d.failed, d.excluded));
+            transitions.push(format!(
+                "(sent {} failed {} excluded {})",
+                d.sent, d.failed, d.excluded
+            ));
         }
         let state = match &s.waiting_until {
             Some(t) if s.state == "waiting" => format!("waiting until {t}"),
@@ -580,7 +670,10 @@ fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
             s.kind,
             state,
             transitions.join(" "),
-            s.component_sha256.as_deref().map(|h| &h[..12]).unwrap_or("-")
+            s.component_sha256
+                .as_deref()
+                .map(|h| &h[..12])
+                .unwrap_or("-")
         );
         for e in &s.errors {
             println!("  error: {e}");

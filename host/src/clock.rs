@@ -13,8 +13,11 @@ pub enum Clock {
 impl Clock {
     /// Parses an RFC 3339 instant into a fixed clock.
     pub fn fixed(rfc3339: &str) -> anyhow::Result<Clock> {
-        let t = chrono::DateTime::parse_from_rfc3339(rfc3339)
-            .map_err(|e| anyhow::anyhow!("`{rfc3339}` is not an RFC 3339 instant ({e}); e.g. 2026-01-05T09:00:00Z"))?;
+        let t = chrono::DateTime::parse_from_rfc3339(rfc3339).map_err(|e| {
+            anyhow::anyhow!(
+                "`{rfc3339}` is not an RFC 3339 instant ({e}); e.g. 2026-01-05T09:00:00Z"
+            )
+        })?;
         Ok(Clock::Fixed(t.timestamp_millis()))
     }
 

@@ -29,9 +29,15 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
         }
     };
     println!("data directory: {}", dir.display());
-    let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let (smtp, sms) = servers.block_on(async {
-        anyhow::Ok((SmtpSink::start().await?, SmsApi::start("AC00000000000000000000000000demo", "demo-auth-token").await?))
+        anyhow::Ok((
+            SmtpSink::start().await?,
+            SmsApi::start("AC00000000000000000000000000demo", "demo-auth-token").await?,
+        ))
     })?;
     println!("SMTP sink on {}, SMS API on {}", smtp.addr, sms.addr);
 
@@ -39,10 +45,21 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
     let mut app = App::open(&dir, t0)?;
     let plugins = crate::cli::builtin_dir(None)?;
     for p in app.init(&plugins)? {
-        println!("installed plugin {} {} (sha256 {}…)", p.name, p.version, &p.sha256[..12]);
+        println!(
+            "installed plugin {} {} (sha256 {}…)",
+            p.name,
+            p.version,
+            &p.sha256[..12]
+        );
     }
-    app.store.put_secret("twilio-token", sms.auth_token.as_bytes())?;
-    app.store.put_account(&Account { name: "smtp".into(), url: smtp.url(), user: None, secret: None })?;
+    app.store
+        .put_secret("twilio-token", sms.auth_token.as_bytes())?;
+    app.store.put_account(&Account {
+        name: "smtp".into(),
+        url: smtp.url(),
+        user: None,
+        secret: None,
+    })?;
     app.store.put_account(&Account {
         name: "twilio".into(),
         url: sms.url(),
@@ -58,23 +75,40 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
     let (rfile, sfile) = sample::write(&dir.join("sample"), recipients, 7)?;
     let r = crate::import::import_file(&app.store, "recipient", &rfile)?;
     let s = crate::import::import_file(&app.store, "subscription", &sfile)?;
-    println!("imported {} recipients and {} app subscriptions (sample in {})", r.inserted, s.inserted, dir.join("sample").display());
+    println!(
+        "imported {} recipients and {} app subscriptions (sample in {})",
+        r.inserted,
+        s.inserted,
+        dir.join("sample").display()
+    );
 
     let wf_path = dir.join("cross-channel.toml");
     std::fs::write(&wf_path, WORKFLOW)?;
     let wf = match app.validate(&wf_path)? {
         Ok(wf) => wf,
-        Err(lines) => anyhow::bail!("the shipped workflow does not validate:\n{}", lines.join("\n")),
+        Err(lines) => anyhow::bail!(
+            "the shipped workflow does not validate:\n{}",
+            lines.join("\n")
+        ),
     };
     println!("\n== {T0}: run the workflow");
-    let run = app.executor()?.start(&wf, "examples/cross-channel.toml").context("starting the run")?;
+    let run = app
+        .executor()?
+        .start(&wf, "examples/cross-channel.toml")
+        .context("starting the run")?;
     show(&app, run)?;
 
     let later = t0.now_ms() + WEEK_MS;
-    println!("\n== {}: seven days later, the worker fires the wait", format_ms(later));
+    println!(
+        "\n== {}: seven days later, the worker fires the wait",
+        format_ms(later)
+    );
     app.clock = Clock::Fixed(later);
     let tick = app.executor()?.tick()?;
-    println!("worker: {} timer(s) due, {} task(s) executed", tick.timers, tick.tasks);
+    println!(
+        "worker: {} timer(s) due, {} task(s) executed",
+        tick.timers, tick.tasks
+    );
     show(&app, run)?;
 
     let mails = smtp.received();
@@ -82,13 +116,20 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
     println!("\n== What the servers received");
     println!("SMTP sink {}: {} emails", smtp.addr, mails.len());
     for m in mails.iter().take(3) {
-        println!("  to {:<28} subject: {}", m.to.join(","), m.subject().unwrap_or_default());
+        println!(
+            "  to {:<28} subject: {}",
+            m.to.join(","),
+            m.subject().unwrap_or_default()
+        );
     }
     println!("SMS API {}: {} texts", sms.addr, texts.len());
     for t in texts.iter().take(3) {
         println!("  to {:<16} {} ({})", t.to, t.body, t.sid);
     }
-    println!("\nInspect it yourself: crosscast --data {} status {run}", dir.display());
+    println!(
+        "\nInspect it yourself: crosscast --data {} status {run}",
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -96,9 +137,26 @@ fn show(app: &App, run: u64) -> anyhow::Result<()> {
     let (state, acts) = run_status(&app.store, run)?;
     println!("run {run}: {state}");
     for (id, s) in acts {
-        let t: Vec<String> = s.transitions.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let d = s.deliveries.map(|d| format!(" sent={} failed={} excluded={}", d.sent, d.failed, d.excluded)).unwrap_or_default();
-        println!("  {id:<14} {:<8} {:<12} {}{d}", s.kind, s.state, t.join(" "));
+        let t: Vec<String> = s
+            .transitions
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let d = s
+            .deliveries
+            .map(|d| {
+                format!(
+                    " sent={} failed={} excluded={}",
+                    d.sent, d.failed, d.excluded
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "  {id:<14} {:<8} {:<12} {}{d}",
+            s.kind,
+            s.state,
+            t.join(" ")
+        );
         for e in s.errors {
             println!("    error: {e}");
         }

@@ -45,7 +45,7 @@ pub struct Tick {
 impl Executor {
     /// Starts a run of a validated workflow and drives it until it ends or waits.
     pub fn start(&self, workflow: &Workflow, file: &str) -> anyhow::Result<u64> {
-        let id = self.store.next_id()?;
+        let id = self.store.next_run_id()?;
         let run = Run {
             id,
             workflow_name: workflow.name.clone(),
@@ -65,11 +65,16 @@ impl Executor {
     /// Executes pending tasks of a run until none is left.
     pub fn drive(&self, run_id: u64) -> anyhow::Result<usize> {
         let run = self.store.run(run_id)?;
-        let workflow: Workflow = serde_json::from_value(run.workflow.clone()).context("stored workflow")?;
+        let workflow: Workflow =
+            serde_json::from_value(run.workflow.clone()).context("stored workflow")?;
         let mut executed = 0;
         loop {
-            let pending: Vec<Task> =
-                self.store.tasks(run_id)?.into_iter().filter(|t| t.state == TaskState::Pending).collect();
+            let pending: Vec<Task> = self
+                .store
+                .tasks(run_id)?
+                .into_iter()
+                .filter(|t| t.state == TaskState::Pending)
+                .collect();
             if pending.is_empty() {
                 return Ok(executed);
             }
@@ -96,13 +101,17 @@ impl Executor {
 
     fn execute(&self, run: &Run, workflow: &Workflow, mut task: Task) -> anyhow::Result<()> {
         let Some(activity) = workflow.activity(&task.activity) else {
-            task.state = TaskState::Failed { error: format!("activity `{}` is not in the workflow", task.activity) };
+            task.state = TaskState::Failed {
+                error: format!("activity `{}` is not in the workflow", task.activity),
+            };
             return Ok(self.store.put_task(run.id, &task)?);
         };
         let plugin = match self.store.plugin(&activity.kind) {
             Ok(p) => p,
             Err(e) => {
-                task.state = TaskState::Failed { error: e.to_string() };
+                task.state = TaskState::Failed {
+                    error: e.to_string(),
+                };
                 return Ok(self.store.put_task(run.id, &task)?);
             }
         };
@@ -125,7 +134,9 @@ impl Executor {
         let loaded = match self.runtime.load(&self.store, &plugin.sha256) {
             Ok(l) => l,
             Err(e) => {
-                task.state = TaskState::Failed { error: e.to_string() };
+                task.state = TaskState::Failed {
+                    error: e.to_string(),
+                };
                 return Ok(self.store.put_task(run.id, &task)?);
             }
         };
@@ -143,7 +154,9 @@ impl Executor {
             Ok(Step::Done(outputs)) => {
                 let mut next = Vec::new();
                 for (transition, targets) in &activity.next {
-                    let Some(out) = outputs.get(transition) else { continue };
+                    let Some(out) = outputs.get(transition) else {
+                        continue;
+                    };
                     for target in targets {
                         let input = InputRef {
                             source: format!("{}.{transition}", activity.id),
@@ -180,16 +193,32 @@ impl Executor {
         let limits = self.runtime.limits();
         let plugin = ctx.plugin.clone();
         let mut st = self.runtime.new_store(ctx);
-        let crash = |e: wasmtime::Error| format!("plugin `{plugin}` {}", describe_failure(&e, limits));
+        let stderr = st.data().stderr.clone();
+        let crash = |e: wasmtime::Error| {
+            format!(
+                "plugin `{plugin}` {}",
+                describe_failure(&e, limits, &stderr)
+            )
+        };
         let instance = pre.instantiate(&mut st).map_err(crash)?;
         let mut inputs = Vec::new();
         let mut first_dimension = None;
         for i in &task.inputs {
-            let meta = self.store.population_meta(i.population).map_err(|e| e.to_string())?;
+            let meta = self
+                .store
+                .population_meta(i.population)
+                .map_err(|e| e.to_string())?;
             first_dimension.get_or_insert_with(|| meta.dimension.clone());
             let cursor = Cursor::stored(meta.dimension, i.population, meta.count, meta.blocks);
-            let population = st.data_mut().table.push(cursor).map_err(|e| e.to_string())?;
-            inputs.push(wit::Input { source: i.source.clone(), population });
+            let population = st
+                .data_mut()
+                .table
+                .push(cursor)
+                .map_err(|e| e.to_string())?;
+            inputs.push(wit::Input {
+                source: i.source.clone(),
+                population,
+            });
         }
         let arg = wit::Task {
             run_id: run.id.to_string(),
@@ -198,7 +227,10 @@ impl Executor {
             started_at: task.started_at.unwrap_or(0),
             inputs,
         };
-        let outcome = instance.crosscast_plugin_activity().call_execute(&mut st, &arg).map_err(crash)?;
+        let outcome = instance
+            .crosscast_plugin_activity()
+            .call_execute(&mut st, &arg)
+            .map_err(crash)?;
         match outcome {
             Err(message) => Err(format!("plugin `{plugin}` reported: {message}")),
             Ok(wit::Outcome::WaitUntil(t)) => Ok(Step::Wait(t)),
@@ -207,7 +239,12 @@ impl Executor {
                 let emitted = std::mem::take(&mut st.data_mut().emitted);
                 drop(st);
                 let mut outputs = BTreeMap::new();
-                let fallback = emitted.values().next().map(|e| e.dimension.clone()).or(first_dimension).unwrap_or_default();
+                let fallback = emitted
+                    .values()
+                    .next()
+                    .map(|e| e.dimension.clone())
+                    .or(first_dimension)
+                    .unwrap_or_default();
                 for transition in &activity.outputs {
                     let (dimension, mut ids) = match emitted.get(transition) {
                         Some(e) => (e.dimension.clone(), e.ids.clone()),
@@ -215,8 +252,17 @@ impl Executor {
                     };
                     ids.sort_unstable();
                     ids.dedup();
-                    let population = self.store.write_population(&dimension, &ids).map_err(|e| e.to_string())?;
-                    outputs.insert(transition.clone(), OutputRef { population, count: ids.len() as u64 });
+                    let population = self
+                        .store
+                        .write_population(&dimension, &ids)
+                        .map_err(|e| e.to_string())?;
+                    outputs.insert(
+                        transition.clone(),
+                        OutputRef {
+                            population,
+                            count: ids.len() as u64,
+                        },
+                    );
                 }
                 Ok(Step::Done(outputs))
             }

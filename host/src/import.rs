@@ -44,8 +44,13 @@ pub enum ImportError {
 }
 
 fn render(file: &str, problems: &[Problem]) -> String {
-    let mut s: Vec<String> = problems.iter().map(|p| format!("{file}:{}: {}", p.line, p.message)).collect();
-    s.push(format!("nothing was imported from {file}: fix the line(s) above and import it again"));
+    let mut s: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{file}:{}: {}", p.line, p.message))
+        .collect();
+    s.push(format!(
+        "nothing was imported from {file}: fix the line(s) above and import it again"
+    ));
     s.join("\n")
 }
 
@@ -53,11 +58,27 @@ fn render(file: &str, problems: &[Problem]) -> String {
 pub fn import_file(store: &Store, dimension: &str, path: &Path) -> Result<Upserted, ImportError> {
     let file = path.display().to_string();
     let dim = audience::dimension(dimension)?;
-    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read { file: file.clone(), source })?;
-    let is_json = matches!(path.extension().and_then(|e| e.to_str()), Some("ndjson" | "jsonl" | "json"));
-    let records = if is_json { read_ndjson(&text) } else { read_csv(&text, dim) };
-    let records = records.map_err(|problems| ImportError::Invalid { file: file.clone(), problems })?;
-    let rows = check(store, dim, records).map_err(|problems| ImportError::Invalid { file: file.clone(), problems })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let is_json = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("ndjson" | "jsonl" | "json")
+    );
+    let records = if is_json {
+        read_ndjson(&text)
+    } else {
+        read_csv(&text, dim)
+    };
+    let records = records.map_err(|problems| ImportError::Invalid {
+        file: file.clone(),
+        problems,
+    })?;
+    let rows = check(store, dim, records).map_err(|problems| ImportError::Invalid {
+        file: file.clone(),
+        problems,
+    })?;
     Ok(store.audience().upsert(dimension, &rows)?)
 }
 
@@ -65,13 +86,22 @@ pub fn import_file(store: &Store, dimension: &str, path: &Path) -> Result<Upsert
 type Record = (u64, Vec<(String, Option<String>)>);
 
 fn read_csv(text: &str, dim: &audience::Dimension) -> Result<Vec<Record>, Vec<Problem>> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let headers = reader
         .headers()
-        .map_err(|e| vec![Problem { line: 1, message: format!("unreadable header: {e}") }])?
+        .map_err(|e| {
+            vec![Problem {
+                line: 1,
+                message: format!("unreadable header: {e}"),
+            }]
+        })?
         .clone();
-    let missing: Vec<&str> =
-        std::iter::once("id").chain(dim.columns.iter().copied()).filter(|c| !headers.iter().any(|h| h == *c)).collect();
+    let missing: Vec<&str> = std::iter::once("id")
+        .chain(dim.columns.iter().copied())
+        .filter(|c| !headers.iter().any(|h| h == *c))
+        .collect();
     if !missing.is_empty() {
         return Err(vec![Problem {
             line: 1,
@@ -92,20 +122,36 @@ fn read_csv(text: &str, dim: &audience::Dimension) -> Result<Vec<Record>, Vec<Pr
                 let fields = headers
                     .iter()
                     .zip(r.iter())
-                    .map(|(h, v)| (h.to_string(), if v.is_empty() { None } else { Some(v.to_string()) }))
+                    .map(|(h, v)| {
+                        (
+                            h.to_string(),
+                            if v.is_empty() {
+                                None
+                            } else {
+                                Some(v.to_string())
+                            },
+                        )
+                    })
                     .collect();
                 out.push((line, fields));
             }
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                problems.push(Problem { line, message: format!("unreadable row: {e}") });
+                problems.push(Problem {
+                    line,
+                    message: format!("unreadable row: {e}"),
+                });
                 if problems.len() >= MAX_PROBLEMS {
                     break;
                 }
             }
         }
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
 fn read_ndjson(text: &str) -> Result<Vec<Record>, Vec<Problem>> {
@@ -127,7 +173,12 @@ fn read_ndjson(text: &str) -> Result<Vec<Record>, Vec<Problem>> {
                         serde_json::Value::Number(n) => Some(n.to_string()),
                         serde_json::Value::Bool(b) => Some(b.to_string()),
                         other => {
-                            problems.push(Problem { line: line_no, message: format!("field `{k}`: expected a text, number or boolean, found {other}") });
+                            problems.push(Problem {
+                                line: line_no,
+                                message: format!(
+                                    "field `{k}`: expected a text, number or boolean, found {other}"
+                                ),
+                            });
                             continue;
                         }
                     };
@@ -135,30 +186,48 @@ fn read_ndjson(text: &str) -> Result<Vec<Record>, Vec<Problem>> {
                 }
                 out.push((line_no, fields));
             }
-            Err(e) => problems.push(Problem { line: line_no, message: format!("not a JSON object: {e}") }),
+            Err(e) => problems.push(Problem {
+                line: line_no,
+                message: format!("not a JSON object: {e}"),
+            }),
         }
         if problems.len() >= MAX_PROBLEMS {
             break;
         }
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Validates records and resolves links; every problem is reported.
-fn check(store: &Store, dim: &audience::Dimension, records: Vec<Record>) -> Result<Vec<Row>, Vec<Problem>> {
+fn check(
+    store: &Store,
+    dim: &audience::Dimension,
+    records: Vec<Record>,
+) -> Result<Vec<Row>, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut rows = Vec::with_capacity(records.len());
     let mut link_cache: HashMap<String, Option<u64>> = HashMap::new();
     for (line, fields) in records {
         let mut bad = |message: String| problems.push(Problem { line, message });
-        let get = |name: &str| fields.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.clone());
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.clone())
+        };
         let Some(key) = get("id") else {
             bad("`id` is empty".into());
             continue;
         };
         if let Some(first) = seen.insert(key.clone(), line) {
-            bad(format!("id `{key}` appears twice in the file (first on line {first})"));
+            bad(format!(
+                "id `{key}` appears twice in the file (first on line {first})"
+            ));
         }
         match dim.name {
             "recipient" => {
@@ -170,13 +239,17 @@ fn check(store: &Store, dim: &audience::Dimension, records: Vec<Record>) -> Resu
                 if let Some(mobile) = get("mobile")
                     && !plausible_mobile(&mobile)
                 {
-                    bad(format!("mobile `{mobile}` is not an E.164 number such as +15550001111"));
+                    bad(format!(
+                        "mobile `{mobile}` is not an E.164 number such as +15550001111"
+                    ));
                 }
             }
             "subscription" => {
                 match get("platform").as_deref() {
                     Some("ios" | "android") => {}
-                    Some(p) => bad(format!("platform `{p}` is unknown (expected ios or android)")),
+                    Some(p) => bad(format!(
+                        "platform `{p}` is unknown (expected ios or android)"
+                    )),
                     None => bad("`platform` is empty (expected ios or android)".into()),
                 }
                 for required in ["app", "token"] {
@@ -221,7 +294,11 @@ fn check(store: &Store, dim: &audience::Dimension, records: Vec<Record>) -> Resu
             break;
         }
     }
-    if problems.is_empty() { Ok(rows) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(rows)
+    } else {
+        Err(problems)
+    }
 }
 
 fn plausible_email(s: &str) -> bool {
@@ -230,5 +307,7 @@ fn plausible_email(s: &str) -> bool {
 
 fn plausible_mobile(s: &str) -> bool {
     let digits = s.strip_prefix('+').unwrap_or("");
-    (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0')
+    (8..=15).contains(&digits.len())
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && !digits.starts_with('0')
 }

@@ -14,7 +14,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// A problem at `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError { field: field.into(), message: message.into() }
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -33,7 +36,11 @@ pub fn parse<T: DeserializeOwned>(json: &str) -> Result<T, Vec<ConfigError>> {
     let de = &mut serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
-        let field = if field == "." { String::new() } else { field.replace('[', ".").replace(']', "") };
+        let field = if field == "." {
+            String::new()
+        } else {
+            field.replace('[', ".").replace(']', "")
+        };
         let message = e.inner().to_string();
         // serde_json appends " at line L column C" of the JSON text, which
         // means nothing to someone reading the TOML workflow.
@@ -47,5 +54,6 @@ pub fn parse<T: DeserializeOwned>(json: &str) -> Result<T, Vec<ConfigError>> {
 
 /// Parses a filter found at `field`, as a config error on failure.
 pub fn filter(field: &str, source: &str) -> Result<crate::filter::Filter, ConfigError> {
-    crate::filter::Filter::parse(source).map_err(|e| ConfigError::new(field, format!("invalid filter: {e}")))
+    crate::filter::Filter::parse(source)
+        .map_err(|e| ConfigError::new(field, format!("invalid filter: {e}")))
 }

@@ -21,7 +21,11 @@ pub fn log_warn(message: &str) {
 /// Fetches attribute columns for a batch of ids, keyed by path.
 pub fn fetch(dimension: &str, ids: &[u64], paths: &[String]) -> Result<Columns, String> {
     let cols = attributes::fetch(dimension, ids, paths)?;
-    Ok(paths.iter().cloned().zip(cols.into_iter().map(column)).collect())
+    Ok(paths
+        .iter()
+        .cloned()
+        .zip(cols.into_iter().map(column))
+        .collect())
 }
 
 /// The attribute names of a dimension.
@@ -41,6 +45,9 @@ fn column(c: types::Column) -> Column {
 
 impl From<crate::config::ConfigError> for types::ConfigError {
     fn from(e: crate::config::ConfigError) -> Self {
-        types::ConfigError { field: e.field, message: e.message }
+        types::ConfigError {
+            field: e.field,
+            message: e.message,
+        }
     }
 }

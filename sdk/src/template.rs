@@ -23,31 +23,47 @@ impl Templates {
         let mut errors = Vec::new();
         for (field, source) in fields {
             if let Err(e) = env.add_template_owned(field.to_string(), source.to_string()) {
-                errors.push(ConfigError::new(*field, format!("template error: {}", describe(&e))));
+                errors.push(ConfigError::new(
+                    *field,
+                    format!("template error: {}", describe(&e)),
+                ));
             }
         }
-        if errors.is_empty() { Ok(Templates { env }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Templates { env })
+        } else {
+            Err(errors)
+        }
     }
 
     /// Renders the template of config field `field`.
     pub fn render(&self, field: &str, ctx: &Value) -> Result<String, String> {
         let t = self.env.get_template(field).map_err(|e| describe(&e))?;
-        t.render(ctx).map_err(|e| format!("{field}: {}", describe(&e)))
+        t.render(ctx)
+            .map_err(|e| format!("{field}: {}", describe(&e)))
     }
 }
 
 fn describe(e: &minijinja::Error) -> String {
     match e.line() {
-        Some(line) => format!("{} (template line {line})", e.detail().unwrap_or(&e.kind().to_string())),
-        None => e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string()),
+        Some(line) => format!(
+            "{} (template line {line})",
+            e.detail().unwrap_or(&e.kind().to_string())
+        ),
+        None => e
+            .detail()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.kind().to_string()),
     }
 }
 
 /// The variables for record `i`: each column by name (empty text when absent),
 /// also reachable as `recipient.NAME` on a recipient population.
 pub fn row_context(columns: &Columns, i: usize) -> Value {
-    let row: BTreeMap<String, Value> =
-        columns.iter().map(|(k, c)| (k.clone(), Value::from(c.text(i).unwrap_or_default()))).collect();
+    let row: BTreeMap<String, Value> = columns
+        .iter()
+        .map(|(k, c)| (k.clone(), Value::from(c.text(i).unwrap_or_default())))
+        .collect();
     let mut ctx = row.clone();
     ctx.insert("recipient".into(), Value::from(row));
     Value::from(ctx)

@@ -10,10 +10,22 @@ fn text(values: &[Option<&str>]) -> Column {
 /// Four recipients: email only, mobile only, both, neither.
 fn sample() -> Columns {
     let mut c = Columns::new();
-    c.insert("recipient.email".into(), text(&[Some("a@x.test"), None, Some("c@x.test"), Some("")]));
-    c.insert("recipient.mobile".into(), text(&[None, Some("+1555"), Some("+1556"), None]));
-    c.insert("platform".into(), text(&[Some("ios"), Some("android"), Some("ios"), Some("android")]));
-    c.insert("score".into(), text(&[Some("10"), Some("2.5"), None, Some("x")]));
+    c.insert(
+        "recipient.email".into(),
+        text(&[Some("a@x.test"), None, Some("c@x.test"), Some("")]),
+    );
+    c.insert(
+        "recipient.mobile".into(),
+        text(&[None, Some("+1555"), Some("+1556"), None]),
+    );
+    c.insert(
+        "platform".into(),
+        text(&[Some("ios"), Some("android"), Some("ios"), Some("android")]),
+    );
+    c.insert(
+        "score".into(),
+        text(&[Some("10"), Some("2.5"), None, Some("x")]),
+    );
     c
 }
 
@@ -22,17 +34,32 @@ fn evaluates_a_table_of_filters() {
     let cases: &[(&str, [bool; 4])] = &[
         ("recipient.email is not empty", [true, false, true, false]),
         ("recipient.email is empty", [false, true, false, true]),
-        ("recipient.email IS NOT EMPTY or recipient.mobile is not empty", [true, true, true, false]),
-        ("recipient.email is not empty and recipient.mobile is not empty", [false, false, true, false]),
-        ("not recipient.email is not empty", [false, true, false, true]),
+        (
+            "recipient.email IS NOT EMPTY or recipient.mobile is not empty",
+            [true, true, true, false],
+        ),
+        (
+            "recipient.email is not empty and recipient.mobile is not empty",
+            [false, false, true, false],
+        ),
+        (
+            "not recipient.email is not empty",
+            [false, true, false, true],
+        ),
         ("platform = 'ios'", [true, false, true, false]),
         ("platform != 'ios'", [false, true, false, true]),
-        ("platform = \"android\" and not (recipient.mobile is empty)", [false, true, false, false]),
+        (
+            "platform = \"android\" and not (recipient.mobile is empty)",
+            [false, true, false, false],
+        ),
         ("score = 10", [true, false, false, false]),
         ("score = 2.5", [false, true, false, false]),
         // An absent value compares false with either operator.
         ("score != 10", [false, true, false, true]),
-        ("recipient.email = 'a@x.test' or (platform = 'ios' and recipient.mobile is not empty)", [true, false, true, false]),
+        (
+            "recipient.email = 'a@x.test' or (platform = 'ios' and recipient.mobile is not empty)",
+            [true, false, true, false],
+        ),
     ];
     let cols = sample();
     for (src, want) in cases {
@@ -75,7 +102,12 @@ fn errors_point_at_the_column() {
 #[test]
 fn evaluation_names_a_missing_column() {
     let f = Filter::parse("nope is empty").unwrap();
-    assert!(f.evaluate(&sample(), 4).unwrap_err().to_string().contains("nope"));
+    assert!(
+        f.evaluate(&sample(), 4)
+            .unwrap_err()
+            .to_string()
+            .contains("nope")
+    );
 }
 
 proptest! {

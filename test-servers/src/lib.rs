@@ -3,8 +3,8 @@
 //! and by `crosscast demo`; they bind 127.0.0.1 only.
 
 pub mod sample;
-pub mod smtp;
 pub mod sms;
+pub mod smtp;
 
-pub use smtp::{ReceivedMail, SmtpSink};
 pub use sms::{ReceivedSms, SmsApi};
+pub use smtp::{ReceivedMail, SmtpSink};

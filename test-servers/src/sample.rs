@@ -29,9 +29,17 @@ impl Rng {
     }
 }
 
-const FIRST: &[&str] = &["Ada", "Bruno", "Chloé", "Dmitri", "Emma", "Farid", "Grace", "Hugo", "Inès", "Jonas"];
-const LAST: &[&str] = &["Martin", "Nguyen", "Okafor", "Petit", "Quinn", "Rossi", "Schmidt", "Tanaka"];
-const LOCALES: &[(&str, &str)] = &[("en-US", "America/New_York"), ("fr-FR", "Europe/Paris"), ("de-DE", "Europe/Berlin")];
+const FIRST: &[&str] = &[
+    "Ada", "Bruno", "Chloé", "Dmitri", "Emma", "Farid", "Grace", "Hugo", "Inès", "Jonas",
+];
+const LAST: &[&str] = &[
+    "Martin", "Nguyen", "Okafor", "Petit", "Quinn", "Rossi", "Schmidt", "Tanaka",
+];
+const LOCALES: &[(&str, &str)] = &[
+    ("en-US", "America/New_York"),
+    ("fr-FR", "Europe/Paris"),
+    ("de-DE", "Europe/Berlin"),
+];
 
 /// Writes `recipients.csv` and `subscriptions.csv` with `n` recipients into
 /// `dir`; returns their paths.
@@ -41,7 +49,10 @@ pub fn write(dir: &Path, n: usize, seed: u64) -> std::io::Result<(PathBuf, PathB
     let spath = dir.join("subscriptions.csv");
     let mut r = std::io::BufWriter::new(std::fs::File::create(&rpath)?);
     let mut s = std::io::BufWriter::new(std::fs::File::create(&spath)?);
-    writeln!(r, "id,email,mobile,first_name,last_name,locale,timezone,loyalty")?;
+    writeln!(
+        r,
+        "id,email,mobile,first_name,last_name,locale,timezone,loyalty"
+    )?;
     writeln!(s, "id,recipient_id,app,platform,token")?;
     let mut rng = Rng(seed);
     let mut sub = 0usize;
@@ -51,10 +62,21 @@ pub fn write(dir: &Path, n: usize, seed: u64) -> std::io::Result<(PathBuf, PathB
         let (locale, tz) = LOCALES[rng.below(LOCALES.len() as u64) as usize];
         // 30% email only, 20% mobile only, 30% both, 20% neither.
         let kind = rng.below(10);
-        let email = if kind < 3 || (5..8).contains(&kind) { format!("user{i}@example.com") } else { String::new() };
-        let mobile = if (3..8).contains(&kind) { format!("+1555{:07}", i) } else { String::new() };
+        let email = if kind < 3 || (5..8).contains(&kind) {
+            format!("user{i}@example.com")
+        } else {
+            String::new()
+        };
+        let mobile = if (3..8).contains(&kind) {
+            format!("+1555{:07}", i)
+        } else {
+            String::new()
+        };
         let loyalty = ["bronze", "silver", "gold"][rng.below(3) as usize];
-        writeln!(r, "R{i},{email},{mobile},{first},{last},{locale},{tz},{loyalty}")?;
+        writeln!(
+            r,
+            "R{i},{email},{mobile},{first},{last},{locale},{tz},{loyalty}"
+        )?;
         // 0, 1 or 2 devices; mostly the target app.
         let devices = rng.below(3);
         for _ in 0..devices {

@@ -58,12 +58,20 @@ impl SmsApi {
             received: received.clone(),
         };
         let app = Router::new()
-            .route("/2010-04-01/Accounts/{sid}/Messages.json", post(create_message))
+            .route(
+                "/2010-04-01/Accounts/{sid}/Messages.json",
+                post(create_message),
+            )
             .with_state(shared);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(SmsApi { addr, account_sid: account_sid.into(), auth_token: auth_token.into(), received })
+        Ok(SmsApi {
+            addr,
+            account_sid: account_sid.into(),
+            auth_token: auth_token.into(),
+            received,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, for an account URL.
@@ -73,7 +81,10 @@ impl SmsApi {
 
     /// Everything accepted so far.
     pub fn received(&self) -> Vec<ReceivedSms> {
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -90,7 +101,9 @@ fn error(status: StatusCode, code: u32, message: &str) -> Response {
 fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get("authorization")?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (u, p) = text.split_once(':')?;
     Some((u.to_string(), p.to_string()))
@@ -98,7 +111,9 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
 
 fn is_e164(s: &str) -> bool {
     let digits = s.strip_prefix('+').unwrap_or("");
-    (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0')
+    (8..=15).contains(&digits.len())
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && !digits.starts_with('0')
 }
 
 async fn create_message(
@@ -112,27 +127,53 @@ async fn create_message(
         _ => return error(StatusCode::UNAUTHORIZED, 20003, "Authenticate"),
     }
     if sid != s.account_sid {
-        return error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found");
+        return error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        );
     }
     let form: Vec<(String, String)> = url_pairs(&body);
-    let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+    let get = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
     let Some(to) = get("To") else {
-        return error(StatusCode::BAD_REQUEST, 21604, "A 'To' phone number is required.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            21604,
+            "A 'To' phone number is required.",
+        );
     };
     let Some(from) = get("From") else {
-        return error(StatusCode::BAD_REQUEST, 21603, "A 'From' phone number is required.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            21603,
+            "A 'From' phone number is required.",
+        );
     };
     let Some(text) = get("Body") else {
         return error(StatusCode::BAD_REQUEST, 21602, "Message body is required.");
     };
     if !is_e164(&to) {
-        return error(StatusCode::BAD_REQUEST, 21211, &format!("Invalid 'To' Phone Number: {to}"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            21211,
+            &format!("Invalid 'To' Phone Number: {to}"),
+        );
     }
     let n = {
         let mut r = s.received.lock().unwrap_or_else(|p| p.into_inner());
         let n = r.len() as u128 + 1;
         let sid = format!("SM{n:032x}");
-        r.push(ReceivedSms { sid: sid.clone(), to: to.clone(), from: from.clone(), body: text.clone() });
+        r.push(ReceivedSms {
+            sid: sid.clone(),
+            to: to.clone(),
+            from: from.clone(),
+            body: text.clone(),
+        });
         sid
     };
     let segments = text.chars().count().div_ceil(160).max(1);
@@ -152,5 +193,7 @@ async fn create_message(
 }
 
 fn url_pairs(body: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(body.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    form_urlencoded::parse(body.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }

@@ -56,7 +56,10 @@ impl ReceivedMail {
 
     /// The body (everything after the header).
     pub fn body(&self) -> &str {
-        self.data.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+        self.data
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or("")
     }
 }
 
@@ -74,7 +77,10 @@ impl SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = SmtpSink { addr, received: received.clone() };
+        let sink = SmtpSink {
+            addr,
+            received: received.clone(),
+        };
         tokio::spawn(async move {
             let mut counter = 0u64;
             while let Ok((stream, _)) = listener.accept().await {
@@ -98,11 +104,18 @@ impl SmtpSink {
 
     /// Everything received so far.
     pub fn received(&self) -> Vec<ReceivedMail> {
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
-async fn session(stream: TcpStream, received: Arc<Mutex<Vec<ReceivedMail>>>, conn: u64) -> std::io::Result<()> {
+async fn session(
+    stream: TcpStream,
+    received: Arc<Mutex<Vec<ReceivedMail>>>,
+    conn: u64,
+) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     w.write_all(b"220 crosscast-sink ESMTP ready\r\n").await?;
@@ -136,7 +149,8 @@ async fn session(stream: TcpStream, received: Arc<Mutex<Vec<ReceivedMail>>>, con
             if to.is_empty() {
                 "503 5.5.1 Error: need RCPT command\r\n".into()
             } else {
-                w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
+                w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
                 let mut data = String::new();
                 loop {
                     let mut l = String::new();
@@ -151,12 +165,15 @@ async fn session(stream: TcpStream, received: Arc<Mutex<Vec<ReceivedMail>>>, con
                 }
                 seq += 1;
                 let queue_id = format!("C{conn}M{seq}");
-                received.lock().unwrap_or_else(|p| p.into_inner()).push(ReceivedMail {
-                    from: from.take().unwrap_or_default(),
-                    to: std::mem::take(&mut to),
-                    data,
-                    queue_id: queue_id.clone(),
-                });
+                received
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(ReceivedMail {
+                        from: from.take().unwrap_or_default(),
+                        to: std::mem::take(&mut to),
+                        data,
+                        queue_id: queue_id.clone(),
+                    });
                 format!("250 2.0.0 Ok: queued as {queue_id}\r\n")
             }
         } else if upper == "RSET" {

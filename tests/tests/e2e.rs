@@ -34,16 +34,28 @@ struct Expected {
 fn expected(last_match_wins: bool) -> Expected {
     let recipients = read_recipients(&root().join("tests/data/recipients.csv"));
     let subs = read_subscriptions(&root().join("tests/data/subscriptions.csv"));
-    let mut e = Expected { email_subs: 0, sms_subs: 0, emails: BTreeMap::new(), mobiles: BTreeSet::new(), ios: 0, android: 0 };
+    let mut e = Expected {
+        email_subs: 0,
+        sms_subs: 0,
+        emails: BTreeMap::new(),
+        mobiles: BTreeSet::new(),
+        ios: 0,
+        android: 0,
+    };
     for s in &subs {
         let r = &recipients[&s.recipient];
         if s.app != APP || (r.email.is_none() && r.mobile.is_none()) {
             continue;
         }
-        let to_email = if last_match_wins { r.mobile.is_none() } else { r.email.is_some() };
+        let to_email = if last_match_wins {
+            r.mobile.is_none()
+        } else {
+            r.email.is_some()
+        };
         if to_email {
             e.email_subs += 1;
-            e.emails.insert(r.email.clone().expect("has email"), r.first_name.clone());
+            e.emails
+                .insert(r.email.clone().expect("has email"), r.first_name.clone());
         } else {
             e.sms_subs += 1;
             e.mobiles.insert(r.mobile.clone().expect("has mobile"));
@@ -61,16 +73,27 @@ fn expected(last_match_wins: bool) -> Expected {
 fn the_sample_covers_every_case() {
     let recipients = read_recipients(&root().join("tests/data/recipients.csv"));
     let subs = read_subscriptions(&root().join("tests/data/subscriptions.csv"));
-    let kinds: BTreeSet<(bool, bool)> = recipients.values().map(|r| (r.email.is_some(), r.mobile.is_some())).collect();
+    let kinds: BTreeSet<(bool, bool)> = recipients
+        .values()
+        .map(|r| (r.email.is_some(), r.mobile.is_some()))
+        .collect();
     assert_eq!(kinds.len(), 4, "email only, mobile only, both, neither");
     let mut devices: BTreeMap<&str, usize> = BTreeMap::new();
     for s in &subs {
         *devices.entry(s.recipient.as_str()).or_default() += 1;
     }
-    assert!(recipients.keys().any(|r| !devices.contains_key(r.as_str())), "someone without a subscription");
-    assert!(devices.values().any(|n| *n >= 2), "someone with two devices");
+    assert!(
+        recipients.keys().any(|r| !devices.contains_key(r.as_str())),
+        "someone without a subscription"
+    );
+    assert!(
+        devices.values().any(|n| *n >= 2),
+        "someone with two devices"
+    );
     assert!(subs.iter().any(|s| s.app != APP), "another app");
-    assert!(subs.iter().any(|s| s.platform == "ios") && subs.iter().any(|s| s.platform == "android"));
+    assert!(
+        subs.iter().any(|s| s.platform == "ios") && subs.iter().any(|s| s.platform == "android")
+    );
     assert!(recipients.len() >= 200, "a few hundred recipients");
 }
 
@@ -81,8 +104,17 @@ struct Servers {
 }
 
 fn servers() -> Servers {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let (smtp, sms) = rt.block_on(async { (SmtpSink::start().await.expect("smtp"), SmsApi::start(SID, TOKEN).await.expect("sms")) });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (smtp, sms) = rt.block_on(async {
+        (
+            SmtpSink::start().await.expect("smtp"),
+            SmsApi::start(SID, TOKEN).await.expect("sms"),
+        )
+    });
     Servers { _rt: rt, smtp, sms }
 }
 
@@ -91,12 +123,33 @@ fn setup(env: &Env, s: &Servers) {
     env.ok(&["init"]);
     env.ok(&["account", "set", "smtp", "--url", &s.smtp.url()]);
     env.ok(&["secret", "set", "twilio-token", "--value", TOKEN]);
-    env.ok(&["account", "set", "twilio", "--url", &s.sms.url(), "--user", SID, "--secret", "twilio-token"]);
+    env.ok(&[
+        "account",
+        "set",
+        "twilio",
+        "--url",
+        &s.sms.url(),
+        "--user",
+        SID,
+        "--secret",
+        "twilio-token",
+    ]);
     env.ok(&["plugin", "grant", "email", "--account", "smtp"]);
     env.ok(&["plugin", "grant", "sms", "--account", "twilio"]);
-    let r = env.ok(&["import", "recipients", root().join("tests/data/recipients.csv").to_str().unwrap()]);
+    let r = env.ok(&[
+        "import",
+        "recipients",
+        root().join("tests/data/recipients.csv").to_str().unwrap(),
+    ]);
     assert!(r.contains("imported 300 recipients"), "{r}");
-    let s = env.ok(&["import", "subscriptions", root().join("tests/data/subscriptions.csv").to_str().unwrap()]);
+    let s = env.ok(&[
+        "import",
+        "subscriptions",
+        root()
+            .join("tests/data/subscriptions.csv")
+            .to_str()
+            .unwrap(),
+    ]);
     assert!(s.contains("imported 305 subscriptions"), "{s}");
 }
 
@@ -118,11 +171,20 @@ fn reference_workflow_end_to_end() {
     let run = start_run(&env, T0);
     let st = env.status(run);
     assert_eq!(st["state"], "waiting", "{st:#}");
-    assert_eq!(count(&st, "query", "done") as usize, want.email_subs + want.sms_subs);
-    assert_eq!(count(&st, "split_channel", "email") as usize, want.email_subs);
+    assert_eq!(
+        count(&st, "query", "done") as usize,
+        want.email_subs + want.sms_subs
+    );
+    assert_eq!(
+        count(&st, "split_channel", "email") as usize,
+        want.email_subs
+    );
     assert_eq!(count(&st, "split_channel", "sms") as usize, want.sms_subs);
     // A delivery's outgoing transition carries the population it received.
-    assert_eq!(count(&st, "deliver_email", "done") as usize, want.email_subs);
+    assert_eq!(
+        count(&st, "deliver_email", "done") as usize,
+        want.email_subs
+    );
     assert_eq!(count(&st, "deliver_sms", "done") as usize, want.sms_subs);
     assert_eq!(st["activities"]["wait"]["state"], "waiting");
     assert_eq!(st["activities"]["split_os"]["state"], "not_reached");
@@ -135,23 +197,47 @@ fn reference_workflow_end_to_end() {
         *got.entry(m.to[0].clone()).or_default() += 1;
         let first = &want.emails[&m.to[0]];
         let subject = m.subject().expect("subject");
-        assert!(subject.starts_with(first.as_str()), "subject `{subject}` for {first}");
-        assert!(m.header("Message-ID").is_some() && m.header("Date").is_some(), "{}", m.data);
+        assert!(
+            subject.starts_with(first.as_str()),
+            "subject `{subject}` for {first}"
+        );
+        assert!(
+            m.header("Message-ID").is_some() && m.header("Date").is_some(),
+            "{}",
+            m.data
+        );
         assert_eq!(m.from, "news@acme.example");
     }
-    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), want.emails.keys().cloned().collect::<BTreeSet<_>>());
-    assert!(got.values().all(|n| *n == 1), "two devices never mean two emails: {got:?}");
-    assert!(want.emails.len() < want.email_subs, "the data has recipients with two devices");
+    assert_eq!(
+        got.keys().cloned().collect::<BTreeSet<_>>(),
+        want.emails.keys().cloned().collect::<BTreeSet<_>>()
+    );
+    assert!(
+        got.values().all(|n| *n == 1),
+        "two devices never mean two emails: {got:?}"
+    );
+    assert!(
+        want.emails.len() < want.email_subs,
+        "the data has recipients with two devices"
+    );
 
     // Exactly one SMS per distinct recipient with a mobile and no email.
     let texts = s.sms.received();
     let numbers: Vec<String> = texts.iter().map(|t| t.to.clone()).collect();
-    assert_eq!(numbers.iter().cloned().collect::<BTreeSet<_>>(), want.mobiles);
+    assert_eq!(
+        numbers.iter().cloned().collect::<BTreeSet<_>>(),
+        want.mobiles
+    );
     assert_eq!(numbers.len(), want.mobiles.len(), "one SMS per recipient");
-    assert!(texts.iter().all(|t| t.from == "+15550001111" && t.body.starts_with("Hi ")));
+    assert!(
+        texts
+            .iter()
+            .all(|t| t.from == "+15550001111" && t.body.starts_with("Hi "))
+    );
 
     // The sha256 of each component that ran is the installed one.
-    let plugins: serde_json::Value = serde_json::from_str(&env.ok(&["plugin", "list", "--json"])).unwrap();
+    let plugins: serde_json::Value =
+        serde_json::from_str(&env.ok(&["plugin", "list", "--json"])).unwrap();
     for p in plugins.as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
         for (id, a) in st["activities"].as_object().unwrap() {
@@ -164,14 +250,23 @@ fn reference_workflow_end_to_end() {
     // One second before the wait ends, nothing moves.
     let out = env.ok(&["--now", T7_MINUS_1S, "worker", "--once"]);
     assert!(out.contains("0 timer(s) due, 0 task(s) executed"), "{out}");
-    assert_eq!(env.status(run)["activities"]["split_os"]["state"], "not_reached");
+    assert_eq!(
+        env.status(run)["activities"]["split_os"]["state"],
+        "not_reached"
+    );
 
     // At T0 + 7 days the run reaches the OS split.
     let out = env.ok(&["--now", T7, "worker", "--once"]);
-    assert!(out.contains("2 timer(s) due"), "one timer per arriving population: {out}");
+    assert!(
+        out.contains("2 timer(s) due"),
+        "one timer per arriving population: {out}"
+    );
     let st = env.status(run);
     assert_eq!(st["state"], "done", "{st:#}");
-    assert_eq!(count(&st, "wait", "done") as usize, want.email_subs + want.sms_subs);
+    assert_eq!(
+        count(&st, "wait", "done") as usize,
+        want.email_subs + want.sms_subs
+    );
     assert_eq!(count(&st, "split_os", "ios") as usize, want.ios);
     assert_eq!(count(&st, "split_os", "android") as usize, want.android);
 
@@ -184,9 +279,17 @@ fn reference_workflow_end_to_end() {
 
     // The delivery log holds one sent entry per message with the provider's id.
     let log = env.ok(&["deliveries", &run.to_string(), "--json"]);
-    let entries: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let entries: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(entries.len(), want.emails.len() + want.mobiles.len());
-    assert!(entries.iter().all(|e| e["state"] == "sent" && e["provider_id"].is_string()), "{log}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["state"] == "sent" && e["provider_id"].is_string()),
+        "{log}"
+    );
 }
 
 #[test]
@@ -201,11 +304,27 @@ fn swapping_the_split_plugin_changes_the_counts() {
     let st = env.status(run);
     let builtin = expected(false);
     let swapped = expected(true);
-    assert_ne!(builtin.email_subs, swapped.email_subs, "the data must tell the rules apart");
-    assert_eq!(count(&st, "split_channel", "email") as usize, swapped.email_subs);
-    assert_eq!(count(&st, "split_channel", "sms") as usize, swapped.sms_subs);
-    let list: serde_json::Value = serde_json::from_str(&env.ok(&["plugin", "list", "--json"])).unwrap();
-    let sha = list.as_array().unwrap().iter().find(|p| p["name"] == "split").unwrap()["sha256"].clone();
+    assert_ne!(
+        builtin.email_subs, swapped.email_subs,
+        "the data must tell the rules apart"
+    );
+    assert_eq!(
+        count(&st, "split_channel", "email") as usize,
+        swapped.email_subs
+    );
+    assert_eq!(
+        count(&st, "split_channel", "sms") as usize,
+        swapped.sms_subs
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["plugin", "list", "--json"])).unwrap();
+    let sha = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "split")
+        .unwrap()["sha256"]
+        .clone();
     assert_eq!(st["activities"]["split_channel"]["component_sha256"], sha);
     assert_eq!(s.sms.received().len(), swapped.mobiles.len());
 }

@@ -26,7 +26,10 @@ const WASM_CRATES: &[&str] = &[
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf();
     match args.first().map(String::as_str) {
         Some("plugins") => plugins(&root),
         Some("demo") => {
@@ -42,7 +45,12 @@ fn main() -> anyhow::Result<()> {
             plugins(&root)?;
             cargo(&root, &["build", "-p", "crosscast"])?;
             let mut cmd = Command::new(env_cargo());
-            cmd.current_dir(&root).args(["test", "--workspace", "--exclude", "crosscast-plugin-query"]);
+            cmd.current_dir(&root).args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "crosscast-plugin-query",
+            ]);
             for c in WASM_CRATES.iter().skip(1) {
                 cmd.args(["--exclude", c]);
             }
@@ -56,7 +64,19 @@ fn main() -> anyhow::Result<()> {
             plugins(&root)?;
             cargo(&root, &["clippy", "--all-targets", "--", "-D", "warnings"])?;
             for c in WASM_CRATES {
-                cargo(&root, &["clippy", "--target", "wasm32-wasip2", "-p", c, "--", "-D", "warnings"])?;
+                cargo(
+                    &root,
+                    &[
+                        "clippy",
+                        "--target",
+                        "wasm32-wasip2",
+                        "-p",
+                        c,
+                        "--",
+                        "-D",
+                        "warnings",
+                    ],
+                )?;
             }
             let mut cmd = Command::new(env_cargo());
             cmd.current_dir(&root).args(["xtask", "test"]);
@@ -84,8 +104,13 @@ fn plugin_dir(root: &Path) -> PathBuf {
 }
 
 fn plugins(root: &Path) -> anyhow::Result<()> {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
-    let has = installed.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2")).unwrap_or(false);
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    let has = installed
+        .as_ref()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"))
+        .unwrap_or(false);
     if !has {
         run({
             let mut c = Command::new("rustup");
@@ -94,7 +119,18 @@ fn plugins(root: &Path) -> anyhow::Result<()> {
         })?;
     }
     for c in WASM_CRATES {
-        cargo(root, &["build", "--target", "wasm32-wasip2", "--profile", "plugin", "-p", c])?;
+        cargo(
+            root,
+            &[
+                "build",
+                "--target",
+                "wasm32-wasip2",
+                "--profile",
+                "plugin",
+                "-p",
+                c,
+            ],
+        )?;
     }
     Ok(())
 }
@@ -106,7 +142,9 @@ fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 fn run(mut cmd: Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }

@@ -17,7 +17,11 @@ impl Host for HostState {
             Err(e) => return Ok(Err(e)),
         };
         match store.account(&name) {
-            Ok(a) => Ok(Ok(Account { name: a.name, url: a.url, user: a.user })),
+            Ok(a) => Ok(Ok(Account {
+                name: a.name,
+                url: a.url,
+                user: a.user,
+            })),
             Err(e) => Ok(Err(e.to_string())),
         }
     }

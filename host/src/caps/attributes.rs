@@ -17,7 +17,10 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<Vec<Column>, String>> {
         self.host_calls += 1;
         if ids.len() > MAX_IDS {
-            return Ok(Err(format!("fetch takes at most {MAX_IDS} ids per call, got {}", ids.len())));
+            return Ok(Err(format!(
+                "fetch takes at most {MAX_IDS} ids per call, got {}",
+                ids.len()
+            )));
         }
         let store = match self.ctx.store() {
             Ok(s) => s,

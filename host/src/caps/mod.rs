@@ -12,6 +12,8 @@ pub mod log;
 pub mod output;
 pub mod population;
 
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
 use crate::runtime::Limits;
 use crate::store::Store;
 
@@ -51,24 +53,54 @@ impl Context {
     }
 
     pub(crate) fn store(&self) -> Result<&Store, String> {
-        self.store.as_ref().ok_or_else(|| "no data is available while a plugin is being installed".to_string())
+        self.store
+            .as_ref()
+            .ok_or_else(|| "no data is available while a plugin is being installed".to_string())
     }
 }
 
-/// Turns a guest failure into a sentence for the operator.
-pub fn describe_failure(e: &wasmtime::Error, limits: Limits) -> String {
-    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-        if *trap == wasmtime::Trap::Interrupt {
-            return format!("ran out of time (limit {} s) and was stopped", limits.timeout.as_secs_f64());
-        }
+/// Turns a guest failure into a sentence for the operator, with what the
+/// guest wrote to stderr (a Rust panic message, say) when there is any.
+pub fn describe_failure(e: &wasmtime::Error, limits: Limits, stderr: &MemoryOutputPipe) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>()
+        && *trap == wasmtime::Trap::Interrupt
+    {
+        return format!(
+            "ran out of time (limit {} s) and was stopped",
+            limits.timeout.as_secs_f64()
+        );
     }
     let text = format!("{e:?}");
-    if text.contains("growing memory") || text.contains("memory minimum size") || text.contains("forcing trap when growing") {
-        return format!("ran out of memory (limit {} MiB) and was stopped", limits.memory_bytes >> 20);
+    if text.contains("growing memory") || text.contains("forcing trap when growing") {
+        return format!(
+            "ran out of memory (limit {} MiB) and was stopped",
+            limits.memory_bytes >> 20
+        );
     }
+    let said = guest_said(&stderr.contents());
     let first = text.lines().next().unwrap_or("").to_string();
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("crashed: {trap} ({first})"),
-        None => format!("failed: {first}"),
+    match (e.downcast_ref::<wasmtime::Trap>(), said) {
+        (Some(_), Some(said)) => format!("crashed: {said}"),
+        (Some(trap), None) => format!("crashed: {trap} ({first})"),
+        (None, _) => format!("failed: {first}"),
     }
+}
+
+/// The gist of a guest's stderr: a panic's message, else its last line.
+fn guest_said(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(i) = lines.iter().position(|l| l.contains("panicked at")) {
+        let message = lines
+            .get(i + 1)
+            .filter(|l| !l.starts_with("note:"))
+            .copied()
+            .unwrap_or(lines[i]);
+        return Some(format!("panicked: {message}"));
+    }
+    lines.last().map(|l| l.to_string())
 }

@@ -32,16 +32,34 @@ pub struct Cursor {
 impl Cursor {
     /// A cursor over a stored population.
     pub fn stored(dimension: String, population: u64, count: u64, blocks: u32) -> Cursor {
-        Cursor { dimension, count, source: Source::Stored { population, blocks }, next: 0, buffer: Vec::new(), pos: 0 }
+        Cursor {
+            dimension,
+            count,
+            source: Source::Stored { population, blocks },
+            next: 0,
+            buffer: Vec::new(),
+            pos: 0,
+        }
     }
 
     /// A cursor over every record of a dimension.
     pub fn range(dimension: String, end: u64) -> Cursor {
-        Cursor { dimension, count: end, source: Source::Range { end }, next: 0, buffer: Vec::new(), pos: 0 }
+        Cursor {
+            dimension,
+            count: end,
+            source: Source::Range { end },
+            next: 0,
+            buffer: Vec::new(),
+            pos: 0,
+        }
     }
 
     /// The next ids, at most `max`.
-    pub fn read(&mut self, store: &crate::store::Store, max: usize) -> Result<Vec<u64>, crate::store::StoreError> {
+    pub fn read(
+        &mut self,
+        store: &crate::store::Store,
+        max: usize,
+    ) -> Result<Vec<u64>, crate::store::StoreError> {
         let mut out = Vec::with_capacity(max.min(self.count as usize));
         while out.len() < max {
             if self.pos < self.buffer.len() {

@@ -1,7 +1,9 @@
 //! HTTP transport: one pooled client (HTTP/1.1 and HTTP/2 over rustls); the
 //! host joins the account's base URL and applies its credentials.
 
-use crate::runtime::bindings::channel::exports::crosscast::plugin::channel::{Answer, HttpRequest, HttpResponse};
+use crate::runtime::bindings::channel::exports::crosscast::plugin::channel::{
+    Answer, HttpRequest, HttpResponse,
+};
 use crate::store::settings::Account;
 
 /// Largest response body kept for classification.
@@ -27,7 +29,10 @@ impl HttpTransport {
     /// Sends one request relative to the account's URL.
     pub async fn send(&self, account: &Account, secret: Option<&str>, req: &HttpRequest) -> Answer {
         if !req.path.starts_with('/') {
-            return Answer::TransportError(format!("request path `{}` must start with `/`", req.path));
+            return Answer::TransportError(format!(
+                "request path `{}` must start with `/`",
+                req.path
+            ));
         }
         let url = format!("{}{}", account.url.trim_end_matches('/'), req.path);
         let method = match reqwest::Method::from_bytes(req.method.as_bytes()) {
@@ -53,11 +58,20 @@ impl HttpTransport {
                 let headers = resp
                     .headers()
                     .iter()
-                    .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
                     .collect();
                 let mut body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
                 body.truncate(MAX_BODY);
-                Answer::Http(HttpResponse { status, headers, body })
+                Answer::Http(HttpResponse {
+                    status,
+                    headers,
+                    body,
+                })
             }
             Err(e) => Answer::TransportError(format!("HTTP {url}: {e}")),
         }

@@ -41,7 +41,11 @@ pub struct Transports {
 impl Transports {
     /// Transports that run their I/O on `runtime`.
     pub fn new(runtime: tokio::runtime::Handle) -> anyhow::Result<Transports> {
-        Ok(Transports { runtime, http: http::HttpTransport::new()?, smtp: smtp::SmtpTransports::default() })
+        Ok(Transports {
+            runtime,
+            http: http::HttpTransport::new()?,
+            smtp: smtp::SmtpTransports::default(),
+        })
     }
 }
 
@@ -67,8 +71,14 @@ pub(crate) fn deliver(
     let plugin = ctx.plugin.clone();
     let accounts = ctx.accounts.clone();
     let now = ctx.now_ms;
-    let crash = |e: wasmtime::Error| format!("plugin `{plugin}` {}", describe_failure(&e, limits));
     let mut st = exec.runtime.new_store(ctx);
+    let stderr = st.data().stderr.clone();
+    let crash = |e: wasmtime::Error| {
+        format!(
+            "plugin `{plugin}` {}",
+            describe_failure(&e, limits, &stderr)
+        )
+    };
     let instance = pre.instantiate(&mut st).map_err(crash)?;
     let channel = instance.crosscast_plugin_channel();
     let descriptor = channel.call_describe(&mut st).map_err(crash)?;
@@ -76,12 +86,20 @@ pub(crate) fn deliver(
     let store = &exec.store;
     let mut counts = DeliveryCounts::default();
 
-    let input = task.inputs.first().ok_or("a delivery needs an incoming population")?;
-    let meta = store.population_meta(input.population).map_err(|e| e.to_string())?;
-    let (target_dim, targets) = targets(exec, &meta.dimension, input.population, descriptor.target)?;
+    let input = task
+        .inputs
+        .first()
+        .ok_or("a delivery needs an incoming population")?;
+    let meta = store
+        .population_meta(input.population)
+        .map_err(|e| e.to_string())?;
+    let (target_dim, targets) =
+        targets(exec, &meta.dimension, input.population, descriptor.target)?;
 
     for round in targets.chunks(ROUND) {
-        let existing = store.deliveries(run, &activity.id, round).map_err(|e| e.to_string())?;
+        let existing = store
+            .deliveries(run, &activity.id, round)
+            .map_err(|e| e.to_string())?;
         let todo: Vec<u64> = round
             .iter()
             .zip(&existing)
@@ -93,10 +111,17 @@ pub(crate) fn deliver(
             continue;
         }
         exec.runtime.arm(&mut st);
-        let prepared = channel.call_build(&mut st, &config, &target_dim, &todo).map_err(crash)?;
-        let prepared = prepared.map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
+        let prepared = channel
+            .call_build(&mut st, &config, &target_dim, &todo)
+            .map_err(crash)?;
+        let prepared =
+            prepared.map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
         if prepared.len() != todo.len() {
-            return Err(format!("plugin `{plugin}` built {} messages for {} recipients", prepared.len(), todo.len()));
+            return Err(format!(
+                "plugin `{plugin}` built {} messages for {} recipients",
+                prepared.len(),
+                todo.len()
+            ));
         }
         let entry = |state: DeliveryState, to: Option<String>| Delivery {
             channel: plugin.clone(),
@@ -121,8 +146,18 @@ pub(crate) fn deliver(
                     };
                     if !accounts.contains(account) {
                         counts.failed += 1;
-                        let reason = format!("account `{account}` is not granted to plugin `{plugin}`");
-                        log.push((*id, entry(DeliveryState::Failed { reason, permanent: true }, None)));
+                        let reason =
+                            format!("account `{account}` is not granted to plugin `{plugin}`");
+                        log.push((
+                            *id,
+                            entry(
+                                DeliveryState::Failed {
+                                    reason,
+                                    permanent: true,
+                                },
+                                None,
+                            ),
+                        ));
                         continue;
                     }
                     let mut e = entry(DeliveryState::Intent, Some(address(&message)));
@@ -133,12 +168,20 @@ pub(crate) fn deliver(
             }
         }
         // The intent is durable before anything leaves.
-        store.record_deliveries(run, &activity.id, &log).map_err(|e| e.to_string())?;
+        store
+            .record_deliveries(run, &activity.id, &log)
+            .map_err(|e| e.to_string())?;
         let answers = send_all(exec, &sends);
         exec.runtime.arm(&mut st);
-        let verdicts = channel.call_classify(&mut st, &config, &answers).map_err(crash)?;
+        let verdicts = channel
+            .call_classify(&mut st, &config, &answers)
+            .map_err(crash)?;
         if verdicts.len() != sends.len() {
-            return Err(format!("plugin `{plugin}` classified {} answers out of {}", verdicts.len(), sends.len()));
+            return Err(format!(
+                "plugin `{plugin}` classified {} answers out of {}",
+                verdicts.len(),
+                sends.len()
+            ));
         }
         let mut outcomes = Vec::new();
         for ((id, message), verdict) in sends.iter().zip(verdicts) {
@@ -149,23 +192,37 @@ pub(crate) fn deliver(
                 }
                 wit::Verdict::Failed(reason) => {
                     counts.failed += 1;
-                    DeliveryState::Failed { reason, permanent: true }
+                    DeliveryState::Failed {
+                        reason,
+                        permanent: true,
+                    }
                 }
                 // Durable retries with backoff come with the channel-depth
                 // work; until then a transient failure is logged as such.
                 wit::Verdict::Retry((reason, _after)) => {
                     counts.failed += 1;
-                    DeliveryState::Failed { reason, permanent: false }
+                    DeliveryState::Failed {
+                        reason,
+                        permanent: false,
+                    }
                 }
             };
             let mut e = entry(state, Some(address(message)));
             e.attempts = 1;
             outcomes.push((*id, e));
         }
-        store.record_deliveries(run, &activity.id, &outcomes).map_err(|e| e.to_string())?;
+        store
+            .record_deliveries(run, &activity.id, &outcomes)
+            .map_err(|e| e.to_string())?;
     }
     let mut outputs = BTreeMap::new();
-    outputs.insert("done".to_string(), OutputRef { population: input.population, count: input.count });
+    outputs.insert(
+        "done".to_string(),
+        OutputRef {
+            population: input.population,
+            count: input.count,
+        },
+    );
     Ok((counts, outputs))
 }
 
@@ -181,19 +238,24 @@ fn targets(
         wit::Target::Recipient => "recipient",
         wit::Target::Subscription => "subscription",
     };
-    let ids = exec.store.population_ids(population).map_err(|e| e.to_string())?;
+    let ids = exec
+        .store
+        .population_ids(population)
+        .map_err(|e| e.to_string())?;
     if ids.is_empty() || dim == want {
         return Ok((want.to_string(), ids));
     }
     let d = dimension(dim).map_err(|e| e.to_string())?;
-    let link = d
-        .links
-        .iter()
-        .find(|l| l.target == want)
-        .ok_or_else(|| format!("this channel sends per {want}, and a {dim} population has no link to {want}s"))?;
+    let link = d.links.iter().find(|l| l.target == want).ok_or_else(|| {
+        format!("this channel sends per {want}, and a {dim} population has no link to {want}s")
+    })?;
     let mut out: Vec<u64> = Vec::new();
     for chunk in ids.chunks(10_000) {
-        let linked = exec.store.audience().read_links(d, link.name, chunk).map_err(|e| e.to_string())?;
+        let linked = exec
+            .store
+            .audience()
+            .read_links(d, link.name, chunk)
+            .map_err(|e| e.to_string())?;
         out.extend(linked.into_iter().flatten());
     }
     out.sort_unstable();

@@ -42,7 +42,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes: 64 << 20, timeout: Duration::from_secs(300) }
+        Limits {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -98,14 +101,16 @@ impl Runtime {
         let engine_hash = hasher.finish();
 
         let mut activity_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut activity_linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut activity_linker)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         bindings::activity::ActivityPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
             &mut activity_linker,
             |s| s,
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut channel_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut channel_linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut channel_linker)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         bindings::channel::ChannelPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
             &mut channel_linker,
             |s| s,
@@ -113,12 +118,14 @@ impl Runtime {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let ticker = engine.clone();
-        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
-            loop {
-                std::thread::sleep(TICK);
-                ticker.increment_epoch();
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(TICK);
+                    ticker.increment_epoch();
+                }
+            })?;
         Ok(Arc::new(Runtime {
             engine,
             engine_hash,
@@ -136,8 +143,11 @@ impl Runtime {
 
     /// A fresh sandboxed store for one execution.
     pub fn new_store(&self, ctx: Arc<Context>) -> wasmtime::Store<HostState> {
+        // Bounded: a guest that floods stderr cannot grow host memory.
+        let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(16 * 1024);
         let wasi = WasiCtxBuilder::new()
             .wall_clock(RunClock(ctx.now_ms))
+            .stderr(stderr.clone())
             .build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
@@ -152,6 +162,7 @@ impl Runtime {
             limits,
             ctx,
             emitted: Default::default(),
+            stderr,
             host_calls: 0,
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
@@ -174,23 +185,49 @@ impl Runtime {
         let loaded = self.link(&component)?;
         let ctx = Arc::new(Context::inspection());
         let mut store = self.new_store(ctx);
+        let stderr = store.data().stderr.clone();
         let crash = |e: wasmtime::Error| PluginError::Crashed {
             plugin: "(being installed)".into(),
-            message: crate::caps::describe_failure(&e, self.limits),
+            message: crate::caps::describe_failure(&e, self.limits, &stderr),
         };
         let record = match loaded {
             Loaded::Activity(pre) => {
                 let p = pre.instantiate(&mut store).map_err(crash)?;
-                let d = p.crosscast_plugin_activity().call_describe(&mut store).map_err(crash)?;
-                PluginRecord { name: d.name, version: d.version, summary: d.summary, kind: PluginKind::Activity, sha256, accounts: vec![] }
+                let d = p
+                    .crosscast_plugin_activity()
+                    .call_describe(&mut store)
+                    .map_err(crash)?;
+                PluginRecord {
+                    name: d.name,
+                    version: d.version,
+                    summary: d.summary,
+                    kind: PluginKind::Activity,
+                    sha256,
+                    accounts: vec![],
+                }
             }
             Loaded::Channel(pre) => {
                 let p = pre.instantiate(&mut store).map_err(crash)?;
-                let d = p.crosscast_plugin_channel().call_describe(&mut store).map_err(crash)?;
-                PluginRecord { name: d.name, version: d.version, summary: d.summary, kind: PluginKind::Channel, sha256, accounts: vec![] }
+                let d = p
+                    .crosscast_plugin_channel()
+                    .call_describe(&mut store)
+                    .map_err(crash)?;
+                PluginRecord {
+                    name: d.name,
+                    version: d.version,
+                    summary: d.summary,
+                    kind: PluginKind::Channel,
+                    sha256,
+                    accounts: vec![],
+                }
             }
         };
-        if record.name.is_empty() || !record.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if record.name.is_empty()
+            || !record
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(PluginError::Invalid(format!(
                 "plugin name `{}` must be non-empty ASCII letters, digits, `-` or `_`",
                 record.name
@@ -201,7 +238,12 @@ impl Runtime {
 
     /// Installs a component: verify, describe, precompile, store. Grants of
     /// a plugin being replaced are kept.
-    pub fn install(&self, store: &Store, bytes: &[u8], accounts: &[String]) -> Result<PluginRecord, PluginError> {
+    pub fn install(
+        &self,
+        store: &Store,
+        bytes: &[u8],
+        accounts: &[String],
+    ) -> Result<PluginRecord, PluginError> {
         let (component, mut record) = self.inspect(bytes)?;
         if let Ok(old) = store.plugin(&record.name) {
             record.accounts = old.accounts;
@@ -211,7 +253,9 @@ impl Runtime {
                 record.accounts.push(a.clone());
             }
         }
-        let artifact = component.serialize().map_err(|e| PluginError::Invalid(format!("cannot precompile: {e}")))?;
+        let artifact = component
+            .serialize()
+            .map_err(|e| PluginError::Invalid(format!("cannot precompile: {e}")))?;
         store.put_artifact(self.engine_hash, &record.sha256, &artifact)?;
         store.put_plugin(&record, bytes)?;
         Ok(record)
@@ -220,7 +264,12 @@ impl Runtime {
     /// Loads an installed component by sha256, from the in-process cache, the
     /// precompiled artifact, or (new engine) by compiling the stored bytes.
     pub fn load(&self, store: &Store, sha256: &str) -> Result<Loaded, PluginError> {
-        if let Some(l) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(sha256) {
+        if let Some(l) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sha256)
+        {
             return Ok(l.clone());
         }
         let component = match store.artifact(self.engine_hash, sha256)? {
@@ -230,15 +279,21 @@ impl Runtime {
                 .map_err(|e| PluginError::Invalid(format!("stored artifact does not load: {e}")))?,
             None => {
                 let bytes = store.component(sha256)?;
-                let c = Component::new(&self.engine, &bytes)
-                    .map_err(|e| PluginError::Invalid(format!("stored component does not compile: {e}")))?;
-                let artifact = c.serialize().map_err(|e| PluginError::Invalid(e.to_string()))?;
+                let c = Component::new(&self.engine, &bytes).map_err(|e| {
+                    PluginError::Invalid(format!("stored component does not compile: {e}"))
+                })?;
+                let artifact = c
+                    .serialize()
+                    .map_err(|e| PluginError::Invalid(e.to_string()))?;
                 store.put_artifact(self.engine_hash, sha256, &artifact)?;
                 c
             }
         };
         let loaded = self.link(&component)?;
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(sha256.to_string(), loaded.clone());
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sha256.to_string(), loaded.clone());
         Ok(loaded)
     }
 
@@ -251,7 +306,11 @@ impl Runtime {
             Ok(pre) => return Ok(Loaded::Activity(pre)),
             Err(e) => e,
         };
-        match self.channel_linker.instantiate_pre(component).and_then(ChannelPluginPre::new) {
+        match self
+            .channel_linker
+            .instantiate_pre(component)
+            .and_then(ChannelPluginPre::new)
+        {
             Ok(pre) => Ok(Loaded::Channel(pre)),
             Err(channel_err) => Err(PluginError::Invalid(format!(
                 "the component implements neither crosscast:plugin/activity-plugin@0.1.0 ({activity_err}) \
@@ -292,34 +351,43 @@ impl Runtime {
             outputs: Vec::new(),
         });
         let mut st = self.new_store(ctx);
+        let stderr = st.data().stderr.clone();
         let crash = |e: wasmtime::Error| PluginError::Crashed {
             plugin: plugin.name.clone(),
-            message: crate::caps::describe_failure(&e, self.limits),
+            message: crate::caps::describe_failure(&e, self.limits, &stderr),
         };
         let pairs = |es: Vec<bindings::activity::crosscast::plugin::types::ConfigError>| {
-            es.into_iter().map(|e| (e.field, e.message)).collect::<Vec<_>>()
+            es.into_iter()
+                .map(|e| (e.field, e.message))
+                .collect::<Vec<_>>()
         };
         match self.load(store, &plugin.sha256)? {
             Loaded::Activity(pre) => {
                 let p = pre.instantiate(&mut st).map_err(crash)?;
                 let a = p.crosscast_plugin_activity();
                 let d = a.call_describe(&mut st).map_err(crash)?;
-                Ok(a.call_configure(&mut st, config).map_err(crash)?.map_err(pairs).map(|outputs| Configured {
-                    outputs,
-                    min_inputs: d.min_inputs,
-                    max_inputs: d.max_inputs,
-                    delivery: false,
-                }))
+                Ok(a.call_configure(&mut st, config)
+                    .map_err(crash)?
+                    .map_err(pairs)
+                    .map(|outputs| Configured {
+                        outputs,
+                        min_inputs: d.min_inputs,
+                        max_inputs: d.max_inputs,
+                        delivery: false,
+                    }))
             }
             Loaded::Channel(pre) => {
                 let p = pre.instantiate(&mut st).map_err(crash)?;
                 let c = p.crosscast_plugin_channel();
-                Ok(c.call_configure(&mut st, config).map_err(crash)?.map_err(pairs).map(|()| Configured {
-                    outputs: vec!["done".to_string()],
-                    min_inputs: 1,
-                    max_inputs: 1,
-                    delivery: true,
-                }))
+                Ok(c.call_configure(&mut st, config)
+                    .map_err(crash)?
+                    .map_err(pairs)
+                    .map(|()| Configured {
+                        outputs: vec!["done".to_string()],
+                        min_inputs: 1,
+                        max_inputs: 1,
+                        delivery: true,
+                    }))
             }
         }
     }

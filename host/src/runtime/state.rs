@@ -28,12 +28,17 @@ pub struct HostState {
     pub ctx: Arc<Context>,
     /// What the activity emitted, by transition.
     pub emitted: BTreeMap<String, Emitted>,
+    /// What the guest wrote to stderr (kept for failure messages).
+    pub stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
     /// How many calls the guest made into the host (for benchmarks).
     pub host_calls: u64,
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }

@@ -45,13 +45,24 @@ pub struct Dimension {
 pub const SCHEMA: &[Dimension] = &[
     Dimension {
         name: "recipient",
-        columns: &["email", "mobile", "first_name", "last_name", "locale", "timezone"],
+        columns: &[
+            "email",
+            "mobile",
+            "first_name",
+            "last_name",
+            "locale",
+            "timezone",
+        ],
         links: &[],
     },
     Dimension {
         name: "subscription",
         columns: &["recipient_id", "app", "platform", "token"],
-        links: &[Link { name: "recipient", column: "recipient_id", target: "recipient" }],
+        links: &[Link {
+            name: "recipient",
+            column: "recipient_id",
+            target: "recipient",
+        }],
     },
 ];
 
@@ -59,7 +70,10 @@ pub const SCHEMA: &[Dimension] = &[
 pub fn dimension(name: &str) -> Result<&'static Dimension> {
     SCHEMA.iter().find(|d| d.name == name).ok_or_else(|| {
         let known: Vec<&str> = SCHEMA.iter().map(|d| d.name).collect();
-        StoreError::NotFound(format!("unknown dimension `{name}` (known: {})", known.join(", ")))
+        StoreError::NotFound(format!(
+            "unknown dimension `{name}` (known: {})",
+            known.join(", ")
+        ))
     })
 }
 
@@ -132,7 +146,9 @@ impl Audience<'_> {
     /// The internal id of an external id, if imported.
     pub fn lookup(&self, dimension: &str, key: &str) -> Result<Option<u64>> {
         let tree = self.tree(self::dimension(dimension)?)?;
-        Ok(tree.get(ext_key(key))?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
+        Ok(tree
+            .get(ext_key(key))?
+            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
     }
 
     /// The columns a dimension has: the schema's, then extras seen at import.
@@ -158,7 +174,10 @@ impl Audience<'_> {
         let tree = self.tree(dim)?;
         let mut next = self.count(dimension)?;
         let mut batch = sled::Batch::default();
-        let mut result = Upserted { inserted: 0, updated: 0 };
+        let mut result = Upserted {
+            inserted: 0,
+            updated: 0,
+        };
         let mut text: BTreeMap<(String, u64), TextBlock> = BTreeMap::new();
         let mut links: BTreeMap<(&'static str, u64), LinkBlock> = BTreeMap::new();
         let mut columns = self.columns(dimension)?;
@@ -227,7 +246,10 @@ impl Audience<'_> {
         for ((link, block), blk) in &links {
             batch.insert(block_key(b'l', link, *block), encode(blk));
         }
-        let extras: Vec<&String> = columns.iter().filter(|c| *c != "id" && !dim.columns.contains(&c.as_str())).collect();
+        let extras: Vec<&String> = columns
+            .iter()
+            .filter(|c| *c != "id" && !dim.columns.contains(&c.as_str()))
+            .collect();
         batch.insert(b"m:columns".to_vec(), json_encode(&extras));
         batch.insert(b"m:next".to_vec(), &next.to_be_bytes());
         tree.apply_batch(batch)?;
@@ -237,12 +259,22 @@ impl Audience<'_> {
 
     /// Fetches attribute paths for ids: one column of texts per path, in the
     /// order of `ids`. A path is `column` or `link.column`.
-    pub fn fetch(&self, dimension: &str, ids: &[u64], paths: &[String]) -> Result<Vec<Vec<Option<String>>>> {
+    pub fn fetch(
+        &self,
+        dimension: &str,
+        ids: &[u64],
+        paths: &[String],
+    ) -> Result<Vec<Vec<Option<String>>>> {
         let dim = self::dimension(dimension)?;
         paths.iter().map(|p| self.fetch_path(dim, ids, p)).collect()
     }
 
-    fn fetch_path(&self, dim: &'static Dimension, ids: &[u64], path: &str) -> Result<Vec<Option<String>>> {
+    fn fetch_path(
+        &self,
+        dim: &'static Dimension,
+        ids: &[u64],
+        path: &str,
+    ) -> Result<Vec<Option<String>>> {
         if let Some((head, rest)) = path.split_once('.')
             && let Some(link) = dim.links.iter().find(|l| l.name == head)
         {
@@ -255,12 +287,23 @@ impl Audience<'_> {
             let values = self.fetch_path(target_dim, &distinct, rest)?;
             return Ok(targets
                 .iter()
-                .map(|t| t.and_then(|t| distinct.binary_search(&t).ok().and_then(|i| values[i].clone())))
+                .map(|t| {
+                    t.and_then(|t| {
+                        distinct
+                            .binary_search(&t)
+                            .ok()
+                            .and_then(|i| values[i].clone())
+                    })
+                })
                 .collect());
         }
         let columns = self.columns(dim.name)?;
         if !columns.iter().any(|c| c == path) {
-            let links: Vec<String> = dim.links.iter().map(|l| format!("{}.<attribute>", l.name)).collect();
+            let links: Vec<String> = dim
+                .links
+                .iter()
+                .map(|l| format!("{}.<attribute>", l.name))
+                .collect();
             return Err(StoreError::NotFound(format!(
                 "unknown attribute `{path}` of dimension `{}` (known: {}{}{})",
                 dim.name,
@@ -270,13 +313,15 @@ impl Audience<'_> {
             )));
         }
         let tree = self.tree(dim)?;
-        read_blocks::<Option<String>>(&tree, b'c', path, ids).map(|v| v.into_iter().map(Option::flatten).collect())
+        read_blocks::<Option<String>>(&tree, b'c', path, ids)
+            .map(|v| v.into_iter().map(Option::flatten).collect())
     }
 
     /// The internal ids that records of `dim` link to through `link`.
     pub fn read_links(&self, dim: &Dimension, link: &str, ids: &[u64]) -> Result<Vec<Option<u64>>> {
         let tree = self.tree(dim)?;
-        read_blocks::<Option<u64>>(&tree, b'l', link, ids).map(|v| v.into_iter().map(Option::flatten).collect())
+        read_blocks::<Option<u64>>(&tree, b'l', link, ids)
+            .map(|v| v.into_iter().map(Option::flatten).collect())
     }
 }
 
@@ -291,14 +336,16 @@ fn read_blocks<T: Clone + serde::de::DeserializeOwned>(
     let mut out = Vec::with_capacity(ids.len());
     for &id in ids {
         let block = id / BLOCK;
-        if !cache.contains_key(&block) {
-            let blk = match tree.get(block_key(tag, name, block))? {
-                Some(bytes) => decode::<Vec<T>>("audience", &bytes)?,
-                None => Vec::new(),
-            };
-            cache.insert(block, blk);
-        }
-        out.push(cache[&block].get((id % BLOCK) as usize).cloned());
+        let blk = match cache.entry(block) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(match tree.get(block_key(tag, name, block))? {
+                    Some(bytes) => decode::<Vec<T>>("audience", &bytes)?,
+                    None => Vec::new(),
+                })
+            }
+        };
+        out.push(blk.get((id % BLOCK) as usize).cloned());
     }
     Ok(out)
 }

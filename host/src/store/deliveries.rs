@@ -69,17 +69,31 @@ fn key(run: u64, activity: &str, target: u64) -> Vec<u8> {
 
 impl Store {
     /// The log entries of `targets` (in order) for one delivery activity.
-    pub fn deliveries(&self, run: u64, activity: &str, targets: &[u64]) -> Result<Vec<Option<Delivery>>> {
+    pub fn deliveries(
+        &self,
+        run: u64,
+        activity: &str,
+        targets: &[u64],
+    ) -> Result<Vec<Option<Delivery>>> {
         let tree = self.tree("deliveries")?;
         targets
             .iter()
-            .map(|t| tree.get(key(run, activity, *t))?.map(|v| json_decode("deliveries", &v)).transpose())
+            .map(|t| {
+                tree.get(key(run, activity, *t))?
+                    .map(|v| json_decode("deliveries", &v))
+                    .transpose()
+            })
             .collect()
     }
 
     /// Writes log entries in one atomic batch and flushes: an intent must be
     /// on disk before its message leaves.
-    pub fn record_deliveries(&self, run: u64, activity: &str, entries: &[(u64, Delivery)]) -> Result<()> {
+    pub fn record_deliveries(
+        &self,
+        run: u64,
+        activity: &str,
+        entries: &[(u64, Delivery)],
+    ) -> Result<()> {
         let mut batch = sled::Batch::default();
         for (target, d) in entries {
             batch.insert(key(run, activity, *target), json_encode(d));

@@ -21,7 +21,9 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process holds the data directory.
-    #[error("the data directory {dir} is in use by {holder}; stop it or use another --data directory")]
+    #[error(
+        "the data directory {dir} is in use by {holder}; stop it or use another --data directory"
+    )]
     Locked {
         /// The data directory.
         dir: PathBuf,
@@ -73,11 +75,15 @@ impl Store {
             .cache_capacity(128 * 1024 * 1024)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                // sled wraps the failed file lock in an error of its own kind.
+                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
                     let holder = std::fs::read_to_string(&pid_file)
                         .map(|s| s.trim().to_string())
                         .unwrap_or_else(|_| "another process".into());
-                    StoreError::Locked { dir: dir.to_path_buf(), holder }
+                    StoreError::Locked {
+                        dir: dir.to_path_buf(),
+                        holder,
+                    }
                 }
                 other => StoreError::Sled(other),
             })?;
@@ -87,7 +93,10 @@ impl Store {
             std::env::args().collect::<Vec<_>>().join(" ")
         );
         std::fs::write(&pid_file, me)?;
-        Ok(Store { db, dir: dir.to_path_buf() })
+        Ok(Store {
+            db,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The data directory.
@@ -120,7 +129,10 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { tree, message: e.to_string() })
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        message: e.to_string(),
+    })
 }
 
 pub(crate) fn json_encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -128,5 +140,8 @@ pub(crate) fn json_encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub(crate) fn json_decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, message: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        message: e.to_string(),
+    })
 }

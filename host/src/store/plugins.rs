@@ -36,14 +36,17 @@ pub struct PluginRecord {
 impl Store {
     /// Stores a plugin's component bytes (by sha256) and its record.
     pub fn put_plugin(&self, record: &PluginRecord, component: &[u8]) -> Result<()> {
-        self.tree("components")?.insert(record.sha256.as_bytes(), component)?;
-        self.tree("plugins")?.insert(record.name.as_bytes(), json_encode(record))?;
+        self.tree("components")?
+            .insert(record.sha256.as_bytes(), component)?;
+        self.tree("plugins")?
+            .insert(record.name.as_bytes(), json_encode(record))?;
         self.flush()
     }
 
     /// Updates a plugin's record (grants).
     pub fn update_plugin(&self, record: &PluginRecord) -> Result<()> {
-        self.tree("plugins")?.insert(record.name.as_bytes(), json_encode(record))?;
+        self.tree("plugins")?
+            .insert(record.name.as_bytes(), json_encode(record))?;
         self.flush()
     }
 
@@ -59,7 +62,11 @@ impl Store {
 
     /// Every installed plugin, by name.
     pub fn plugins(&self) -> Result<Vec<PluginRecord>> {
-        self.tree("plugins")?.iter().values().map(|v| json_decode("plugins", &v?)).collect()
+        self.tree("plugins")?
+            .iter()
+            .values()
+            .map(|v| json_decode("plugins", &v?))
+            .collect()
     }
 
     /// A component's bytes by sha256.
@@ -72,12 +79,16 @@ impl Store {
 
     /// A precompiled artifact written by this host for `engine`.
     pub fn artifact(&self, engine: u64, sha256: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree("artifacts")?.get(artifact_key(engine, sha256))?.map(|v| v.to_vec()))
+        Ok(self
+            .tree("artifacts")?
+            .get(artifact_key(engine, sha256))?
+            .map(|v| v.to_vec()))
     }
 
     /// Stores a precompiled artifact.
     pub fn put_artifact(&self, engine: u64, sha256: &str, bytes: &[u8]) -> Result<()> {
-        self.tree("artifacts")?.insert(artifact_key(engine, sha256), bytes)?;
+        self.tree("artifacts")?
+            .insert(artifact_key(engine, sha256), bytes)?;
         self.flush()
     }
 }

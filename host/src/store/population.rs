@@ -43,8 +43,13 @@ impl Store {
             blocks += 1;
         }
         blocks_tree.apply_batch(batch)?;
-        let meta = PopulationMeta { dimension: dimension.to_string(), count: ids.len() as u64, blocks };
-        self.tree("pop_meta")?.insert(pop.to_be_bytes(), json_encode(&meta))?;
+        let meta = PopulationMeta {
+            dimension: dimension.to_string(),
+            count: ids.len() as u64,
+            blocks,
+        };
+        self.tree("pop_meta")?
+            .insert(pop.to_be_bytes(), json_encode(&meta))?;
         Ok(pop)
     }
 
@@ -52,15 +57,22 @@ impl Store {
     pub fn population_meta(&self, pop: u64) -> Result<PopulationMeta> {
         match self.tree("pop_meta")?.get(pop.to_be_bytes())? {
             Some(v) => json_decode("pop_meta", &v),
-            None => Err(StoreError::NotFound(format!("population {pop} does not exist"))),
+            None => Err(StoreError::NotFound(format!(
+                "population {pop} does not exist"
+            ))),
         }
     }
 
     /// One block of a population's ids.
     pub fn population_block(&self, pop: u64, block: u32) -> Result<Vec<u64>> {
         match self.tree("pop_blocks")?.get(block_key(pop, block))? {
-            Some(v) => Ok(v.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),
-            None => Err(StoreError::NotFound(format!("population {pop} block {block} is missing"))),
+            Some(v) => Ok(v
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect()),
+            None => Err(StoreError::NotFound(format!(
+                "population {pop} block {block} is missing"
+            ))),
         }
     }
 

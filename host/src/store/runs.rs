@@ -128,6 +128,20 @@ fn tx_err(e: sled::transaction::TransactionError<StoreError>) -> StoreError {
 }
 
 impl Store {
+    /// The next run number: 1, 2, 3... (sled's own ids jump after a restart).
+    pub fn next_run_id(&self) -> Result<u64> {
+        let v = self.tree("meta")?.update_and_fetch("run_seq", |old| {
+            let n = old
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        Ok(v.and_then(|b| b.as_ref().try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(1))
+    }
+
     /// Stores a new run with its first tasks, atomically, and flushes.
     pub fn create_run(&self, run: &Run, tasks: &[Task]) -> Result<()> {
         let runs = self.tree("runs")?;
@@ -154,7 +168,11 @@ impl Store {
 
     /// Every run, oldest first.
     pub fn runs(&self) -> Result<Vec<Run>> {
-        self.tree("runs")?.iter().values().map(|v| json_decode("runs", &v?)).collect()
+        self.tree("runs")?
+            .iter()
+            .values()
+            .map(|v| json_decode("runs", &v?))
+            .collect()
     }
 
     /// The tasks of a run, in creation order.
@@ -168,7 +186,8 @@ impl Store {
 
     /// Overwrites one task (e.g. to record when it started) and flushes.
     pub fn put_task(&self, run: u64, task: &Task) -> Result<()> {
-        self.tree("tasks")?.insert(task_key(run, task.id), json_encode(task))?;
+        self.tree("tasks")?
+            .insert(task_key(run, task.id), json_encode(task))?;
         self.flush()
     }
 
@@ -204,7 +223,8 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.tree("timers")?.range(..=end.to_vec()) {
             let (k, _) = kv?;
-            let due = (u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8])) ^ (1u64 << 63)) as i64;
+            let due =
+                (u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8])) ^ (1u64 << 63)) as i64;
             let run = u64::from_be_bytes(k[8..16].try_into().unwrap_or([0; 8]));
             let task = u64::from_be_bytes(k[16..24].try_into().unwrap_or([0; 8]));
             out.push((due, run, task));
@@ -214,10 +234,9 @@ impl Store {
 
     /// The earliest timer, if any.
     pub fn next_timer(&self) -> Result<Option<i64>> {
-        Ok(self
-            .tree("timers")?
-            .first()?
-            .map(|(k, _)| (u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8])) ^ (1u64 << 63)) as i64))
+        Ok(self.tree("timers")?.first()?.map(|(k, _)| {
+            (u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8])) ^ (1u64 << 63)) as i64
+        }))
     }
 
     /// Fires a timer: the task becomes pending again and the timer goes, atomically.
@@ -228,7 +247,8 @@ impl Store {
             .transaction(|(t, tm)| {
                 let key = task_key(run, task_id);
                 if let Some(v) = t.get(key)? {
-                    let mut task: Task = json_decode("tasks", &v).map_err(ConflictableTransactionError::Abort)?;
+                    let mut task: Task =
+                        json_decode("tasks", &v).map_err(ConflictableTransactionError::Abort)?;
                     if matches!(task.state, TaskState::Waiting { .. }) {
                         task.state = TaskState::Pending;
                         t.insert(&key, json_encode(&task))?;

@@ -23,7 +23,8 @@ pub struct Account {
 impl Store {
     /// Creates or replaces an account.
     pub fn put_account(&self, account: &Account) -> Result<()> {
-        self.tree("settings")?.insert(format!("account/{}", account.name), json_encode(account))?;
+        self.tree("settings")?
+            .insert(format!("account/{}", account.name), json_encode(account))?;
         self.flush()
     }
 
@@ -31,18 +32,25 @@ impl Store {
     pub fn account(&self, name: &str) -> Result<Account> {
         match self.tree("settings")?.get(format!("account/{name}"))? {
             Some(v) => json_decode("settings", &v),
-            None => Err(StoreError::NotFound(format!("no account `{name}` (see `crosscast account list`)"))),
+            None => Err(StoreError::NotFound(format!(
+                "no account `{name}` (see `crosscast account list`)"
+            ))),
         }
     }
 
     /// Every account.
     pub fn accounts(&self) -> Result<Vec<Account>> {
-        self.tree("settings")?.scan_prefix("account/").values().map(|v| json_decode("settings", &v?)).collect()
+        self.tree("settings")?
+            .scan_prefix("account/")
+            .values()
+            .map(|v| json_decode("settings", &v?))
+            .collect()
     }
 
     /// Stores a secret.
     pub fn put_secret(&self, name: &str, value: &[u8]) -> Result<()> {
-        self.tree("settings")?.insert(format!("secret/{name}"), value)?;
+        self.tree("settings")?
+            .insert(format!("secret/{name}"), value)?;
         self.flush()
     }
 
@@ -51,7 +59,9 @@ impl Store {
         self.tree("settings")?
             .get(format!("secret/{name}"))?
             .map(|v| v.to_vec())
-            .ok_or_else(|| StoreError::NotFound(format!("no secret `{name}` (see `crosscast secret list`)")))
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("no secret `{name}` (see `crosscast secret list`)"))
+            })
     }
 
     /// Names of the stored secrets.

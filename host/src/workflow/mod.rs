@@ -60,7 +60,12 @@ impl Workflow {
     pub fn starts(&self) -> Vec<&Activity> {
         self.activities
             .iter()
-            .filter(|a| !self.activities.iter().any(|b| b.next.values().flatten().any(|t| t == &a.id)))
+            .filter(|a| {
+                !self
+                    .activities
+                    .iter()
+                    .any(|b| b.next.values().flatten().any(|t| t == &a.id))
+            })
             .collect()
     }
 }

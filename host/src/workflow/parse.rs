@@ -21,9 +21,15 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// Renders as `FILE:LINE:COL: field: message`.
     pub fn render(&self, file: &str) -> String {
-        format!("{file}:{}:{}: {}: {}", self.line, self.column, self.field, self.message)
+        format!(
+            "{file}:{}:{}: {}: {}",
+            self.line, self.column, self.field, self.message
+        )
     }
 }
+
+/// A transition as written: the span of its value, and each target with its span.
+pub type RawTransition = (Range<usize>, Vec<(String, Range<usize>)>);
 
 /// An activity as written, with positions.
 #[derive(Debug, Clone)]
@@ -37,7 +43,7 @@ pub struct RawActivity {
     /// `config` as JSON, and the TOML item to locate fields in it.
     pub config: serde_json::Value,
     /// Transition → targets, each with the span of its value.
-    pub next: BTreeMap<String, (Range<usize>, Vec<(String, Range<usize>)>)>,
+    pub next: BTreeMap<String, RawTransition>,
 }
 
 /// A parsed workflow file.
@@ -58,24 +64,37 @@ impl Parsed {
     }
 
     /// A diagnostic at a span.
-    pub fn at(&self, span: &Range<usize>, field: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+    pub fn at(
+        &self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         let (line, column) = self.position(span.start);
-        Diagnostic { line, column, field: field.into(), message: message.into() }
+        Diagnostic {
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The span of a field inside an activity's config (`subsets.1.filter`),
     /// or of the closest enclosing item found.
     pub fn config_span(&self, activity: &RawActivity, field: &str) -> Range<usize> {
         let fallback = activity.id_span.clone();
-        let Some(act) = self.activity_table(&activity.id) else { return fallback };
-        let Some((key, item)) = act.get_key_value("config") else { return fallback };
+        let Some(act) = self.activity_table(&activity.id) else {
+            return fallback;
+        };
+        let Some((key, item)) = act.get_key_value("config") else {
+            return fallback;
+        };
         let mut best = item.span().or_else(|| key.span()).unwrap_or(fallback);
         let mut cur = Cursor::Item(item);
         for part in field.split('.').filter(|p| !p.is_empty()) {
             let next = match (cur, part.parse::<usize>()) {
-                (Cursor::Item(Item::Value(Value::Array(a))), Ok(i)) | (Cursor::Value(Value::Array(a)), Ok(i)) => {
-                    a.get(i).map(Cursor::Value)
-                }
+                (Cursor::Item(Item::Value(Value::Array(a))), Ok(i))
+                | (Cursor::Value(Value::Array(a)), Ok(i)) => a.get(i).map(Cursor::Value),
                 (Cursor::Item(Item::ArrayOfTables(a)), Ok(i)) => a.get(i).map(Cursor::Table),
                 (Cursor::Item(Item::Table(t)), _) | (Cursor::Table(t), _) => {
                     t.get_key_value(part).map(|(k, v)| {
@@ -85,7 +104,8 @@ impl Parsed {
                         Cursor::Item(v)
                     })
                 }
-                (Cursor::Item(Item::Value(Value::InlineTable(t))), _) | (Cursor::Value(Value::InlineTable(t)), _) => {
+                (Cursor::Item(Item::Value(Value::InlineTable(t))), _)
+                | (Cursor::Value(Value::InlineTable(t)), _) => {
                     t.get_key_value(part).map(|(k, v)| {
                         if let Some(s) = v.span().or_else(|| k.span()) {
                             best = s;
@@ -135,7 +155,12 @@ pub fn position(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
     let before = &source[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -143,12 +168,22 @@ pub fn position(source: &str, offset: usize) -> (usize, usize) {
 pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
     let doc = ImDocument::parse(source.to_string()).map_err(|e| {
         let (line, column) = position(source, e.span().map(|s| s.start).unwrap_or(0));
-        vec![Diagnostic { line, column, field: "(syntax)".into(), message: e.message().trim().to_string() }]
+        vec![Diagnostic {
+            line,
+            column,
+            field: "(syntax)".into(),
+            message: e.message().trim().lines().collect::<Vec<_>>().join("; "),
+        }]
     })?;
     let mut diags = Vec::new();
     let at = |span: Option<Range<usize>>, field: &str, message: String| {
         let (line, column) = position(source, span.map(|s| s.start).unwrap_or(0));
-        Diagnostic { line, column, field: field.to_string(), message }
+        Diagnostic {
+            line,
+            column,
+            field: field.to_string(),
+            message,
+        }
     };
     let mut name = String::new();
     for (key, item) in doc.iter() {
@@ -160,7 +195,11 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
             },
             "description" => {}
             "activity" => {}
-            other => diags.push(at(span, other, format!("unknown field `{other}` (expected name, description, activity)"))),
+            other => diags.push(at(
+                span,
+                other,
+                format!("unknown field `{other}` (expected name, description, activity)"),
+            )),
         }
     }
     if name.is_empty() && !diags.iter().any(|d| d.field == "name") {
@@ -168,9 +207,17 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
     }
     let mut activities = Vec::new();
     match doc.get("activity") {
-        None => diags.push(at(Some(0..0), "activity", "the workflow has no activities: add [activity.ID] tables".into())),
+        None => diags.push(at(
+            Some(0..0),
+            "activity",
+            "the workflow has no activities: add [activity.ID] tables".into(),
+        )),
         Some(item) => match item.as_table_like() {
-            None => diags.push(at(item.span(), "activity", "expected a table of activities ([activity.ID])".into())),
+            None => diags.push(at(
+                item.span(),
+                "activity",
+                "expected a table of activities ([activity.ID])".into(),
+            )),
             Some(table) => {
                 for (id, item) in table.iter() {
                     let id_span = doc["activity"]
@@ -195,26 +242,47 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
                         let field = format!("{prefix}.{k}");
                         match k {
                             "type" => match v.as_str() {
-                                Some(s) => raw.kind = Some((s.to_string(), v.span().unwrap_or(id_span.clone()))),
-                                None => diags.push(at(v.span(), &field, "expected the plugin name as a string".into())),
+                                Some(s) => {
+                                    raw.kind =
+                                        Some((s.to_string(), v.span().unwrap_or(id_span.clone())))
+                                }
+                                None => diags.push(at(
+                                    v.span(),
+                                    &field,
+                                    "expected the plugin name as a string".into(),
+                                )),
                             },
                             "config" => match to_json(v) {
                                 Some(j @ serde_json::Value::Object(_)) => raw.config = j,
                                 _ => diags.push(at(v.span(), &field, "expected a table".into())),
                             },
                             "next" => match v.as_table_like() {
-                                None => diags.push(at(v.span(), &field, "expected a table of transition = activity".into())),
+                                None => diags.push(at(
+                                    v.span(),
+                                    &field,
+                                    "expected a table of transition = activity".into(),
+                                )),
                                 Some(t) => {
                                     for (tr, target) in t.iter() {
                                         let tspan = target.span().unwrap_or(id_span.clone());
-                                        let targets: Option<Vec<(String, Range<usize>)>> = match target {
-                                            Item::Value(Value::String(s)) => Some(vec![(s.value().clone(), tspan.clone())]),
-                                            Item::Value(Value::Array(a)) => a
-                                                .iter()
-                                                .map(|x| x.as_str().map(|s| (s.to_string(), x.span().unwrap_or(tspan.clone()))))
-                                                .collect(),
-                                            _ => None,
-                                        };
+                                        let targets: Option<Vec<(String, Range<usize>)>> =
+                                            match target {
+                                                Item::Value(Value::String(s)) => {
+                                                    Some(vec![(s.value().clone(), tspan.clone())])
+                                                }
+                                                Item::Value(Value::Array(a)) => a
+                                                    .iter()
+                                                    .map(|x| {
+                                                        x.as_str().map(|s| {
+                                                            (
+                                                                s.to_string(),
+                                                                x.span().unwrap_or(tspan.clone()),
+                                                            )
+                                                        })
+                                                    })
+                                                    .collect(),
+                                                _ => None,
+                                            };
                                         match targets {
                                             Some(ts) => {
                                                 raw.next.insert(tr.to_string(), (tspan, ts));
@@ -229,14 +297,22 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
                                 }
                             },
                             other => diags.push(at(
-                                v.span(),
+                                act.get_key_value(other)
+                                    .and_then(|(key, _)| key.span())
+                                    .or_else(|| v.span()),
                                 &field,
                                 format!("unknown field `{other}` (expected type, config, next)"),
                             )),
                         }
                     }
-                    if raw.kind.is_none() && !diags.iter().any(|d| d.field == format!("{prefix}.type")) {
-                        diags.push(at(Some(id_span), &format!("{prefix}.type"), "missing `type` (the plugin to run)".into()));
+                    if raw.kind.is_none()
+                        && !diags.iter().any(|d| d.field == format!("{prefix}.type"))
+                    {
+                        diags.push(at(
+                            Some(id_span),
+                            &format!("{prefix}.type"),
+                            "missing `type` (the plugin to run)".into(),
+                        ));
                     }
                     activities.push(raw);
                 }
@@ -246,7 +322,12 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
     if !diags.is_empty() {
         return Err(diags);
     }
-    Ok(Parsed { source: source.to_string(), doc, name, activities })
+    Ok(Parsed {
+        source: source.to_string(),
+        doc,
+        name,
+        activities,
+    })
 }
 
 fn to_json(item: &Item) -> Option<serde_json::Value> {
@@ -254,12 +335,18 @@ fn to_json(item: &Item) -> Option<serde_json::Value> {
         Item::None => None,
         Item::Value(v) => Some(value_json(v)),
         Item::Table(t) => Some(serde_json::Value::Object(
-            t.iter().filter_map(|(k, v)| to_json(v).map(|j| (k.to_string(), j))).collect(),
+            t.iter()
+                .filter_map(|(k, v)| to_json(v).map(|j| (k.to_string(), j)))
+                .collect(),
         )),
         Item::ArrayOfTables(a) => Some(serde_json::Value::Array(
             a.iter()
                 .map(|t| {
-                    serde_json::Value::Object(t.iter().filter_map(|(k, v)| to_json(v).map(|j| (k.to_string(), j))).collect())
+                    serde_json::Value::Object(
+                        t.iter()
+                            .filter_map(|(k, v)| to_json(v).map(|j| (k.to_string(), j)))
+                            .collect(),
+                    )
                 })
                 .collect(),
         )),
@@ -274,8 +361,10 @@ fn value_json(v: &Value) -> serde_json::Value {
         Value::Boolean(b) => serde_json::Value::Bool(*b.value()),
         Value::Datetime(d) => serde_json::Value::String(d.value().to_string()),
         Value::Array(a) => serde_json::Value::Array(a.iter().map(value_json).collect()),
-        Value::InlineTable(t) => {
-            serde_json::Value::Object(t.iter().map(|(k, v)| (k.to_string(), value_json(v))).collect())
-        }
+        Value::InlineTable(t) => serde_json::Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.to_string(), value_json(v)))
+                .collect(),
+        ),
     }
 }

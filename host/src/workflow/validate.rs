@@ -10,21 +10,39 @@ use crate::runtime::Runtime;
 use crate::store::Store;
 
 /// Validates; every problem found is reported.
-pub fn validate(parsed: &Parsed, store: &Store, runtime: &Runtime) -> Result<Workflow, Vec<Diagnostic>> {
+pub fn validate(
+    parsed: &Parsed,
+    store: &Store,
+    runtime: &Runtime,
+) -> Result<Workflow, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut activities = Vec::new();
     let mut inputs_range: HashMap<String, (u32, u32)> = HashMap::new();
     for raw in &parsed.activities {
         let prefix = format!("activity.{}", raw.id);
-        let Some((kind, kind_span)) = &raw.kind else { continue };
+        let Some((kind, kind_span)) = &raw.kind else {
+            continue;
+        };
         let plugin = match store.plugin(kind) {
             Ok(p) => p,
             Err(_) => {
-                let known: Vec<String> = store.plugins().unwrap_or_default().into_iter().map(|p| p.name).collect();
+                let known: Vec<String> = store
+                    .plugins()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| p.name)
+                    .collect();
                 diags.push(parsed.at(
                     kind_span,
                     format!("{prefix}.type"),
-                    format!("unknown plugin `{kind}` (installed: {})", if known.is_empty() { "none; run `crosscast init`".to_string() } else { known.join(", ") }),
+                    format!(
+                        "unknown plugin `{kind}` (installed: {})",
+                        if known.is_empty() {
+                            "none; run `crosscast init`".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
                 ));
                 continue;
             }
@@ -35,7 +53,11 @@ pub fn validate(parsed: &Parsed, store: &Store, runtime: &Runtime) -> Result<Wor
             Ok(Err(errors)) => {
                 for (field, message) in errors {
                     let span = parsed.config_span(raw, &field);
-                    let path = if field.is_empty() { format!("{prefix}.config") } else { format!("{prefix}.config.{field}") };
+                    let path = if field.is_empty() {
+                        format!("{prefix}.config")
+                    } else {
+                        format!("{prefix}.config.{}", toml_path(&field))
+                    };
                     diags.push(parsed.at(&span, path, message));
                 }
                 continue;
@@ -45,7 +67,10 @@ pub fn validate(parsed: &Parsed, store: &Store, runtime: &Runtime) -> Result<Wor
                 continue;
             }
         };
-        inputs_range.insert(raw.id.clone(), (configured.min_inputs, configured.max_inputs));
+        inputs_range.insert(
+            raw.id.clone(),
+            (configured.min_inputs, configured.max_inputs),
+        );
         for (transition, (span, _)) in &raw.next {
             if !configured.outputs.contains(transition) {
                 diags.push(parsed.at(
@@ -62,7 +87,11 @@ pub fn validate(parsed: &Parsed, store: &Store, runtime: &Runtime) -> Result<Wor
             id: raw.id.clone(),
             kind: kind.clone(),
             config: raw.config.clone(),
-            next: raw.next.iter().map(|(t, (_, ts))| (t.clone(), ts.iter().map(|(s, _)| s.clone()).collect())).collect(),
+            next: raw
+                .next
+                .iter()
+                .map(|(t, (_, ts))| (t.clone(), ts.iter().map(|(s, _)| s.clone()).collect()))
+                .collect(),
             outputs: configured.outputs,
             delivery: configured.delivery,
         });
@@ -77,10 +106,17 @@ pub fn validate(parsed: &Parsed, store: &Store, runtime: &Runtime) -> Result<Wor
                     diags.push(parsed.at(
                         span,
                         format!("activity.{}.next.{transition}", raw.id),
-                        format!("dangling transition: no activity `{target}` (activities: {})", ids.join(", ")),
+                        format!(
+                            "dangling transition: no activity `{target}` (activities: {})",
+                            ids.join(", ")
+                        ),
                     ));
                 } else if target == &raw.id {
-                    diags.push(parsed.at(span, format!("activity.{}.next.{transition}", raw.id), "an activity cannot lead to itself"));
+                    diags.push(parsed.at(
+                        span,
+                        format!("activity.{}.next.{transition}", raw.id),
+                        "an activity cannot lead to itself",
+                    ));
                 } else {
                     *incoming.entry(target.as_str()).or_default() += 1;
                 }
@@ -90,21 +126,29 @@ pub fn validate(parsed: &Parsed, store: &Store, runtime: &Runtime) -> Result<Wor
     // Each activity must be able to take what arrives (one population at a
     // time: there is no implicit join).
     for raw in &parsed.activities {
-        let Some(&(min, max)) = inputs_range.get(&raw.id) else { continue };
+        let Some(&(min, max)) = inputs_range.get(&raw.id) else {
+            continue;
+        };
         let n = incoming.get(raw.id.as_str()).copied().unwrap_or(0);
         let kind = raw.kind.as_ref().map(|k| k.0.as_str()).unwrap_or("?");
         if n == 0 && min > 0 {
             diags.push(parsed.at(
                 &raw.id_span,
                 format!("activity.{}", raw.id),
-                format!("`{kind}` needs an incoming population, but no transition leads to `{}`", raw.id),
+                format!(
+                    "`{kind}` needs an incoming population, but no transition leads to `{}`",
+                    raw.id
+                ),
             ));
         }
         if n > 0 && max == 0 {
             diags.push(parsed.at(
                 &raw.id_span,
                 format!("activity.{}", raw.id),
-                format!("`{kind}` starts a workflow and takes no input, but a transition leads to `{}`", raw.id),
+                format!(
+                    "`{kind}` starts a workflow and takes no input, but a transition leads to `{}`",
+                    raw.id
+                ),
             ));
         }
     }
@@ -113,7 +157,14 @@ pub fn validate(parsed: &Parsed, store: &Store, runtime: &Runtime) -> Result<Wor
     {
         diags.push(d);
     }
-    if diags.is_empty() { Ok(Workflow { name: parsed.name.clone(), activities }) } else { Err(diags) }
+    if diags.is_empty() {
+        Ok(Workflow {
+            name: parsed.name.clone(),
+            activities,
+        })
+    } else {
+        Err(diags)
+    }
 }
 
 /// Reports the transition that closes a cycle, if the graph has one.
@@ -124,7 +175,12 @@ fn find_cycle(parsed: &Parsed) -> Option<Diagnostic> {
         Active,
         Done,
     }
-    let index: HashMap<&str, usize> = parsed.activities.iter().enumerate().map(|(i, a)| (a.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = parsed
+        .activities
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.id.as_str(), i))
+        .collect();
     let mut marks = vec![Mark::New; parsed.activities.len()];
     fn visit(
         parsed: &Parsed,
@@ -136,7 +192,9 @@ fn find_cycle(parsed: &Parsed) -> Option<Diagnostic> {
         let raw = &parsed.activities[i];
         for (transition, (_, targets)) in &raw.next {
             for (target, span) in targets {
-                let Some(&j) = index.get(target.as_str()) else { continue };
+                let Some(&j) = index.get(target.as_str()) else {
+                    continue;
+                };
                 match marks[j] {
                     Mark::Active => {
                         return Some(parsed.at(
@@ -165,4 +223,20 @@ fn find_cycle(parsed: &Parsed) -> Option<Diagnostic> {
         }
     }
     None
+}
+
+/// `subsets.1.filter` → `subsets[1].filter`, as a TOML reader writes it.
+fn toml_path(field: &str) -> String {
+    let mut out = String::new();
+    for part in field.split('.') {
+        if part.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
 }

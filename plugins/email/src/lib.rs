@@ -28,12 +28,18 @@ fn default_account() -> String {
 
 fn load(json: &str) -> Result<(Config, Templates), Vec<ConfigError>> {
     let cfg: Config = config::parse(json)?;
-    let mut fields = vec![("subject", cfg.subject.as_str()), ("text", cfg.text.as_str())];
+    let mut fields = vec![
+        ("subject", cfg.subject.as_str()),
+        ("text", cfg.text.as_str()),
+    ];
     if let Some(html) = &cfg.html {
         fields.push(("html", html));
     }
     if !cfg.from.contains('@') {
-        return Err(vec![ConfigError::new("from", "expected an address like `Acme <news@acme.example>`")]);
+        return Err(vec![ConfigError::new(
+            "from",
+            "expected an address like `Acme <news@acme.example>`",
+        )]);
     }
     let templates = Templates::compile(&fields)?;
     Ok((cfg, templates))
@@ -58,7 +64,9 @@ impl Channel for EmailChannel {
     fn build(config: &str, dimension: &str, ids: &[u64]) -> Result<Vec<Prepared>, String> {
         let (cfg, templates) = load(config).map_err(|es| es[0].to_string())?;
         let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
-        let email = columns.get("email").ok_or("the recipient dimension has no `email` attribute")?;
+        let email = columns
+            .get("email")
+            .ok_or("the recipient dimension has no `email` attribute")?;
         let mut out = Vec::with_capacity(ids.len());
         for i in 0..ids.len() {
             let Some(to) = email.text(i) else {
@@ -94,13 +102,18 @@ fn classify_one(answer: Answer) -> Verdict {
     match answer {
         Answer::Smtp(SmtpReply { code, message }) => match code {
             200..=299 => Verdict::Sent(
-                message.split("queued as ").nth(1).map(|id| id.trim().to_string()),
+                message
+                    .split("queued as ")
+                    .nth(1)
+                    .map(|id| id.trim().to_string()),
             ),
             400..=499 => Verdict::Retry((format!("{code} {message}"), None)),
             _ => Verdict::Failed(format!("{code} {message}")),
         },
         Answer::TransportError(e) => Verdict::Retry((e, None)),
-        Answer::Http(r) => Verdict::Failed(format!("unexpected HTTP answer {} to an email", r.status)),
+        Answer::Http(r) => {
+            Verdict::Failed(format!("unexpected HTTP answer {} to an email", r.status))
+        }
     }
 }
 

@@ -51,8 +51,15 @@ impl Activity for Query {
                 return emit("done", &cfg.dimension, ids);
             };
             let columns = fetch(&cfg.dimension, ids, &paths)?;
-            let keep = filter.evaluate(&columns, ids.len()).map_err(|e| e.to_string())?;
-            let selected: Vec<u64> = ids.iter().zip(keep).filter(|(_, k)| *k).map(|(id, _)| *id).collect();
+            let keep = filter
+                .evaluate(&columns, ids.len())
+                .map_err(|e| e.to_string())?;
+            let selected: Vec<u64> = ids
+                .iter()
+                .zip(keep)
+                .filter(|(_, k)| *k)
+                .map(|(id, _)| *id)
+                .collect();
             emit("done", &cfg.dimension, &selected)
         })?;
         Ok(Outcome::Done)

@@ -19,7 +19,10 @@ struct Config {
 fn load(json: &str) -> Result<(Config, Templates), Vec<ConfigError>> {
     let cfg: Config = config::parse(json)?;
     if !cfg.from.starts_with('+') {
-        return Err(vec![ConfigError::new("from", "expected an E.164 number such as +15550001111")]);
+        return Err(vec![ConfigError::new(
+            "from",
+            "expected an E.164 number such as +15550001111",
+        )]);
     }
     let templates = Templates::compile(&[("body", cfg.body.as_str())])?;
     Ok((cfg, templates))
@@ -44,10 +47,14 @@ impl Channel for SmsChannel {
     fn build(config: &str, dimension: &str, ids: &[u64]) -> Result<Vec<Prepared>, String> {
         let (cfg, templates) = load(config).map_err(|es| es[0].to_string())?;
         let acct = account(&cfg.account)?;
-        let sid = acct.user.ok_or_else(|| format!("account `{}` has no user (the Account SID)", cfg.account))?;
+        let sid = acct
+            .user
+            .ok_or_else(|| format!("account `{}` has no user (the Account SID)", cfg.account))?;
         let path = format!("/2010-04-01/Accounts/{sid}/Messages.json");
         let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
-        let mobile = columns.get("mobile").ok_or("the recipient dimension has no `mobile` attribute")?;
+        let mobile = columns
+            .get("mobile")
+            .ok_or("the recipient dimension has no `mobile` attribute")?;
         let mut out = Vec::with_capacity(ids.len());
         for i in 0..ids.len() {
             let Some(to) = mobile.text(i) else {
@@ -64,7 +71,10 @@ impl Channel for SmsChannel {
                 account: cfg.account.clone(),
                 method: "POST".into(),
                 path: path.clone(),
-                headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
+                headers: vec![(
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                )],
                 body: form.into_bytes(),
             })));
         }
@@ -97,7 +107,10 @@ fn classify_one(answer: Answer) -> Verdict {
     if (200..300).contains(&r.status) {
         return match serde_json::from_slice::<Created>(&r.body) {
             Ok(c) => Verdict::Sent(Some(c.sid)),
-            Err(e) => Verdict::Failed(format!("accepted ({}) but the answer has no sid: {e}", r.status)),
+            Err(e) => Verdict::Failed(format!(
+                "accepted ({}) but the answer has no sid: {e}",
+                r.status
+            )),
         };
     }
     let reason = match serde_json::from_slice::<ApiError>(&r.body) {

@@ -39,7 +39,10 @@ fn load(json: &str) -> Result<Plan, Vec<ConfigError>> {
     let mut names: Vec<&str> = Vec::new();
     for (i, s) in cfg.subsets.iter().enumerate() {
         if names.contains(&s.name.as_str()) || cfg.complement.as_deref() == Some(s.name.as_str()) {
-            errors.push(ConfigError::new(format!("subsets.{i}.name"), format!("`{}` is used twice", s.name)));
+            errors.push(ConfigError::new(
+                format!("subsets.{i}.name"),
+                format!("`{}` is used twice", s.name),
+            ));
         }
         names.push(&s.name);
         match config::filter(&format!("subsets.{i}.filter"), &s.filter) {
@@ -58,7 +61,11 @@ fn load(json: &str) -> Result<Plan, Vec<ConfigError>> {
             }
         }
     }
-    Ok(Plan { subsets, complement: cfg.complement, paths })
+    Ok(Plan {
+        subsets,
+        complement: cfg.complement,
+        paths,
+    })
 }
 
 struct Split;
@@ -89,7 +96,9 @@ impl Activity for Split {
                 let columns = fetch(&dimension, ids, &plan.paths)?;
                 let mut left = vec![true; ids.len()];
                 for (name, filter) in &plan.subsets {
-                    let matched = filter.evaluate(&columns, ids.len()).map_err(|e| e.to_string())?;
+                    let matched = filter
+                        .evaluate(&columns, ids.len())
+                        .map_err(|e| e.to_string())?;
                     let mut taken = Vec::new();
                     for (i, m) in matched.into_iter().enumerate() {
                         if m && left[i] {
@@ -100,7 +109,12 @@ impl Activity for Split {
                     emit(name, &dimension, &taken)?;
                 }
                 if let Some(name) = &plan.complement {
-                    let rest: Vec<u64> = ids.iter().zip(&left).filter(|(_, l)| **l).map(|(id, _)| *id).collect();
+                    let rest: Vec<u64> = ids
+                        .iter()
+                        .zip(&left)
+                        .filter(|(_, l)| **l)
+                        .map(|(id, _)| *id)
+                        .collect();
                     emit(name, &dimension, &rest)?;
                 }
                 Ok(())

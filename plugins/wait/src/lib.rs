@@ -17,7 +17,13 @@ struct Config {
 fn duration_ms(json: &str) -> Result<i64, Vec<ConfigError>> {
     let cfg: Config = config::parse(json)?;
     let d = humantime::parse_duration(&cfg.duration).map_err(|e| {
-        vec![ConfigError::new("duration", format!("`{}` is not a duration ({e}); write e.g. 7d, 36h, 90min", cfg.duration))]
+        vec![ConfigError::new(
+            "duration",
+            format!(
+                "`{}` is not a duration ({e}); write e.g. 7d, 36h, 90min",
+                cfg.duration
+            ),
+        )]
     })?;
     i64::try_from(d.as_millis()).map_err(|_| vec![ConfigError::new("duration", "too long")])
 }

@@ -108,9 +108,15 @@ pub(crate) fn evaluate(expr: &Expr, columns: &Columns, len: usize) -> Result<Vec
 }
 
 fn column<'a>(columns: &'a Columns, path: &str, len: usize) -> Result<&'a Column, EvalError> {
-    let col = columns.get(path).ok_or_else(|| EvalError::MissingColumn(path.to_string()))?;
+    let col = columns
+        .get(path)
+        .ok_or_else(|| EvalError::MissingColumn(path.to_string()))?;
     if col.len() != len {
-        return Err(EvalError::Length { path: path.to_string(), got: col.len(), want: len });
+        return Err(EvalError::Length {
+            path: path.to_string(),
+            got: col.len(),
+            want: len,
+        });
     }
     Ok(col)
 }
@@ -130,19 +136,33 @@ fn compare(col: &Column, op: CmpOp, value: &Literal, len: usize) -> Vec<bool> {
             .collect(),
         (Column::Text(v), Literal::Number(n)) => v
             .iter()
-            .map(|x| apply(x.as_deref().filter(|s| !s.is_empty()).map(|s| s.trim().parse::<f64>() == Ok(*n))))
+            .map(|x| {
+                apply(
+                    x.as_deref()
+                        .filter(|s| !s.is_empty())
+                        .map(|s| s.trim().parse::<f64>() == Ok(*n)),
+                )
+            })
             .collect(),
         (Column::Text(v), Literal::Bool(b)) => v
             .iter()
             .map(|x| {
-                apply(x.as_deref().filter(|s| !s.is_empty()).map(|s| s.eq_ignore_ascii_case(if *b { "true" } else { "false" })))
+                apply(
+                    x.as_deref()
+                        .filter(|s| !s.is_empty())
+                        .map(|s| s.eq_ignore_ascii_case(if *b { "true" } else { "false" })),
+                )
             })
             .collect(),
         (Column::Integer(v) | Column::Timestamp(v), Literal::Number(n)) => {
             v.iter().map(|x| apply(x.map(|x| x as f64 == *n))).collect()
         }
-        (Column::Float(v), Literal::Number(n)) => v.iter().map(|x| apply(x.map(|x| x == *n))).collect(),
-        (Column::Boolean(v), Literal::Bool(b)) => v.iter().map(|x| apply(x.map(|x| x == *b))).collect(),
+        (Column::Float(v), Literal::Number(n)) => {
+            v.iter().map(|x| apply(x.map(|x| x == *n))).collect()
+        }
+        (Column::Boolean(v), Literal::Bool(b)) => {
+            v.iter().map(|x| apply(x.map(|x| x == *b))).collect()
+        }
         // Mixed kinds: compare the value's text form with the literal's.
         (col, lit) => {
             let lit = match lit {
@@ -150,7 +170,9 @@ fn compare(col: &Column, op: CmpOp, value: &Literal, len: usize) -> Vec<bool> {
                 Literal::Number(n) => n.to_string(),
                 Literal::Bool(b) => b.to_string(),
             };
-            (0..len).map(|i| apply(col.text(i).map(|s| s == lit))).collect()
+            (0..len)
+                .map(|i| apply(col.text(i).map(|s| s == lit)))
+                .collect()
         }
     }
 }

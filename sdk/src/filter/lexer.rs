@@ -74,7 +74,11 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
                     text.push(d);
                 }
                 if !closed {
-                    return Err(ParseError::new(src, pos, "unterminated text: add the closing quote"));
+                    return Err(ParseError::new(
+                        src,
+                        pos,
+                        "unterminated text: add the closing quote",
+                    ));
                 }
                 out.push((pos, Tok::Text(text)));
             }
@@ -109,7 +113,11 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
                 out.push((pos, Tok::Ident(src[pos..end].to_string())));
             }
             other => {
-                return Err(ParseError::new(src, pos, &format!("unexpected character `{other}`")));
+                return Err(ParseError::new(
+                    src,
+                    pos,
+                    &format!("unexpected character `{other}`"),
+                ));
             }
         }
     }

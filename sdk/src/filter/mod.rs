@@ -40,7 +40,10 @@ impl Filter {
     /// Parses a filter; the error points at the offending column.
     pub fn parse(source: &str) -> Result<Filter, ParseError> {
         let expr = parser::parse(source)?;
-        Ok(Filter { source: source.to_string(), expr })
+        Ok(Filter {
+            source: source.to_string(),
+            expr,
+        })
     }
 
     /// The filter as written.

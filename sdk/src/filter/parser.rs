@@ -48,7 +48,9 @@ pub(crate) fn parse(src: &str) -> Result<Expr, ParseError> {
     let expr = p.or()?;
     if p.peek() != &Tok::End {
         let found = p.peek().describe();
-        return Err(p.error(&format!("expected `and`, `or` or the end of the filter, found {found}")));
+        return Err(p.error(&format!(
+            "expected `and`, `or` or the end of the filter, found {found}"
+        )));
     }
     Ok(expr)
 }
@@ -76,7 +78,11 @@ impl Parser<'_> {
             self.next();
             xs.push(self.and()?);
         }
-        Ok(if xs.len() == 1 { xs.pop().unwrap() } else { Expr::Or(xs) })
+        Ok(if xs.len() == 1 {
+            xs.pop().unwrap()
+        } else {
+            Expr::Or(xs)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
@@ -85,7 +91,11 @@ impl Parser<'_> {
             self.next();
             xs.push(self.unary()?);
         }
-        Ok(if xs.len() == 1 { xs.pop().unwrap() } else { Expr::And(xs) })
+        Ok(if xs.len() == 1 {
+            xs.pop().unwrap()
+        } else {
+            Expr::And(xs)
+        })
     }
 
     fn unary(&mut self) -> Result<Expr, ParseError> {

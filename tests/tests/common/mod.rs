@@ -10,17 +10,28 @@ use std::process::{Command, Output};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 /// The `crosscast` binary (built by `cargo xtask test`).
 pub fn bin() -> PathBuf {
-    let p = std::env::var_os("CROSSCAST_BIN").map(PathBuf::from).unwrap_or_else(|| target_dir().join("debug/crosscast"));
-    assert!(p.exists(), "{} is missing: run the tests with `cargo xtask test`, which builds it", p.display());
+    let p = std::env::var_os("CROSSCAST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/crosscast"));
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds it",
+        p.display()
+    );
     p
 }
 
@@ -47,7 +58,10 @@ pub struct Env {
 impl Env {
     /// A fresh data directory.
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().expect("tempdir"), envs: Vec::new() }
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+            envs: Vec::new(),
+        }
     }
 
     /// Sets an environment variable for every later command.
@@ -63,7 +77,11 @@ impl Env {
     /// Runs `crosscast --data DIR ARGS`.
     pub fn run(&self, args: &[&str]) -> Output {
         let mut c = Command::new(bin());
-        c.arg("--data").arg(self.data()).args(args).env("CROSSCAST_PLUGIN_DIR", plugin_dir()).env_remove("CROSSCAST_NOW");
+        c.arg("--data")
+            .arg(self.data())
+            .args(args)
+            .env("CROSSCAST_PLUGIN_DIR", plugin_dir())
+            .env_remove("CROSSCAST_NOW");
         for (k, v) in &self.envs {
             c.env(k, v);
         }
@@ -86,13 +104,18 @@ impl Env {
     /// Runs and requires failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "crosscast {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "crosscast {args:?} should have failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// `status RUN --json`, parsed.
     pub fn status(&self, run: u64) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["status", &run.to_string(), "--json"])).expect("status is JSON")
+        serde_json::from_str(&self.ok(&["status", &run.to_string(), "--json"]))
+            .expect("status is JSON")
     }
 }
 
@@ -121,7 +144,11 @@ pub struct Subscription {
 }
 
 fn opt(s: &str) -> Option<String> {
-    if s.trim().is_empty() { None } else { Some(s.trim().to_string()) }
+    if s.trim().is_empty() {
+        None
+    } else {
+        Some(s.trim().to_string())
+    }
 }
 
 /// Reads recipients by id.
@@ -133,7 +160,14 @@ pub fn read_recipients(path: &Path) -> BTreeMap<String, Recipient> {
     r.records()
         .map(|rec| {
             let rec = rec.expect("row");
-            (rec[id].to_string(), Recipient { email: opt(&rec[email]), mobile: opt(&rec[mobile]), first_name: rec[first].to_string() })
+            (
+                rec[id].to_string(),
+                Recipient {
+                    email: opt(&rec[email]),
+                    mobile: opt(&rec[mobile]),
+                    first_name: rec[first].to_string(),
+                },
+            )
         })
         .collect()
 }

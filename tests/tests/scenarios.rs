@@ -1,0 +1,207 @@
+//! Scenario tests: bad workflows, bad audience files, misbehaving plugins and
+//! a second process on a busy data directory. Each must fail clearly and
+//! leave everything else as it was.
+
+mod common;
+
+use common::{Env, count, plugin_dir, root};
+
+/// Every file in `tests/scenarios/invalid` fails validation with exactly the
+/// diagnostics in its `.expected` twin (`FILE` stands for the path).
+#[test]
+fn invalid_workflows_point_at_line_column_and_field() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let dir = root().join("tests/scenarios/invalid");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        seen += 1;
+        let out = env.run(&["validate", path.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{} should be invalid",
+            path.display()
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "FILE");
+        let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
+        assert_eq!(stderr.trim_end(), expected.trim_end(), "{}", path.display());
+        // `run` refuses the same file with the same words and starts nothing.
+        let out = env.run(&["run", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+    }
+    assert!(seen >= 8, "scenario files are missing");
+    let ok = env.ok(&[
+        "validate",
+        root().join("examples/cross-channel.toml").to_str().unwrap(),
+    ]);
+    assert!(ok.contains("ok (6 activities)"), "{ok}");
+}
+
+/// A bad row is reported with its line, and nothing from the file is stored.
+#[test]
+fn imports_are_all_or_nothing() {
+    let env = Env::new();
+    let dir = root().join("tests/scenarios/import");
+    let bad = env.fails(&[
+        "import",
+        "recipients",
+        dir.join("recipients-bad.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        bad.contains("recipients-bad.csv:3: email `not-an-address` is not an address"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("recipients-bad.csv:4: mobile `+1555` is not an E.164 number"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("recipients-bad.csv:5: id `B1` appears twice in the file (first on line 2)"),
+        "{bad}"
+    );
+    assert!(bad.contains("nothing was imported"), "{bad}");
+    // B1 and B2 were in the bad file: had anything been stored they would be updates.
+    let good = env.ok(&[
+        "import",
+        "recipients",
+        dir.join("recipients-good.csv").to_str().unwrap(),
+    ]);
+    assert!(good.contains("(2 new, 0 updated)"), "{good}");
+    let again = env.ok(&[
+        "import",
+        "recipients",
+        dir.join("recipients-good.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        again.contains("(0 new, 2 updated)"),
+        "upsert by id: {again}"
+    );
+
+    let bad = env.fails(&[
+        "import",
+        "subscriptions",
+        dir.join("subscriptions-bad.ndjson").to_str().unwrap(),
+    ]);
+    assert!(
+        bad.contains("subscriptions-bad.ndjson:2: recipient_id `NOPE` does not exist"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("subscriptions-bad.ndjson:3: platform `windows` is unknown"),
+        "{bad}"
+    );
+    // Nothing stored: a query over subscriptions finds none.
+    let wf = env.data().join("subs.toml");
+    std::fs::write(&wf, "name = \"subs\"\n[activity.q]\ntype = \"query\"\nconfig = { dimension = \"subscription\" }\n").unwrap();
+    env.ok(&["init"]);
+    let run: serde_json::Value =
+        serde_json::from_str(&env.ok(&["run", wf.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(count(&run, "q", "done"), 0);
+}
+
+fn misbehave_workflow(env: &Env, mode: &str) -> std::path::PathBuf {
+    let path = env.data().join(format!("misbehave-{mode}.toml"));
+    let text = format!(
+        "name = \"misbehave {mode}\"\n\
+         [activity.query]\ntype = \"query\"\nconfig = {{ dimension = \"recipient\" }}\nnext = {{ done = \"bad\" }}\n\
+         [activity.bad]\ntype = \"misbehave\"\nconfig = {{ mode = \"{mode}\" }}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A plugin that traps, loops, eats memory or dials out fails its activity
+/// with a message; the host, other runs and stored data are untouched.
+#[test]
+fn a_misbehaving_plugin_fails_only_its_activity() {
+    let mut env = Env::new();
+    env.env("CROSSCAST_PLUGIN_TIMEOUT_MS", "2000");
+    env.env("CROSSCAST_PLUGIN_MEMORY_MB", "32");
+    env.ok(&["init"]);
+    env.ok(&[
+        "import",
+        "recipients",
+        root().join("tests/data/recipients.csv").to_str().unwrap(),
+    ]);
+    let fixture = plugin_dir().join("crosscast_fixture_misbehave.wasm");
+    env.ok(&["plugin", "install", fixture.to_str().unwrap()]);
+
+    let good = misbehave_workflow(&env, "pass");
+    let first: serde_json::Value =
+        serde_json::from_str(&env.ok(&["run", good.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(first["state"], "done");
+    assert_eq!(count(&first, "bad", "done"), 300);
+    let first_run = first["run"].as_u64().unwrap();
+    let before = env.status(first_run);
+
+    for (mode, words) in [
+        ("trap", "crashed: panicked: misbehave: deliberate trap"),
+        ("loop", "ran out of time (limit 2 s)"),
+        ("memory", "ran out of memory (limit 32 MiB)"),
+        ("network", "network denied"),
+    ] {
+        let wf = misbehave_workflow(&env, mode);
+        let st: serde_json::Value =
+            serde_json::from_str(&env.ok(&["run", wf.to_str().unwrap(), "--json"])).unwrap();
+        assert_eq!(st["state"], "failed", "{mode}: {st:#}");
+        let bad = &st["activities"]["bad"];
+        assert_eq!(bad["state"], "failed", "{mode}");
+        let error = bad["errors"][0].as_str().unwrap();
+        assert!(
+            error.contains("plugin `misbehave`") || mode == "network",
+            "{mode}: {error}"
+        );
+        assert!(
+            error.contains(words),
+            "{mode}: `{error}` should say `{words}`"
+        );
+        // The query before it completed and its data is intact.
+        assert_eq!(count(&st, "query", "done"), 300, "{mode}");
+    }
+    // The earlier run is unchanged, and a new good run still works.
+    assert_eq!(env.status(first_run), before);
+    let again: serde_json::Value =
+        serde_json::from_str(&env.ok(&["run", good.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(again["state"], "done");
+    assert_eq!(count(&again, "bad", "done"), 300);
+}
+
+/// sled allows one process per data directory: a second one is told who holds it.
+#[test]
+fn a_second_process_is_told_who_holds_the_data_directory() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let mut worker = std::process::Command::new(common::bin())
+        .arg("--data")
+        .arg(env.data())
+        .args(["worker", "--poll-ms", "50"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = worker.id();
+    let mut message = String::new();
+    for _ in 0..100 {
+        let out = env.run(&["plugin", "list"]);
+        if !out.status.success() {
+            message = String::from_utf8_lossy(&out.stderr).into_owned();
+            if message.contains(&format!("process {pid}")) {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(message.contains("is in use by process"), "{message}");
+    assert!(
+        message.contains(&format!("process {pid} (")) && message.contains("worker"),
+        "{message}"
+    );
+    // Once it is gone, the directory opens again.
+    env.ok(&["plugin", "list"]);
+}
