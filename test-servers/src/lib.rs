@@ -7,4 +7,4 @@ pub mod sms;
 pub mod smtp;
 
 pub use sms::{ReceivedSms, SmsApi};
-pub use smtp::{ReceivedMail, SmtpSink};
+pub use smtp::{ReceivedMail, SinkOptions, SmtpSink};

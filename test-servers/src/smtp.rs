@@ -71,9 +71,22 @@ pub struct SmtpSink {
     received: Arc<Mutex<Vec<ReceivedMail>>>,
 }
 
+/// How a sink behaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SinkOptions {
+    /// Pause between accepting a message's data and replying to it: a slow
+    /// server, which keeps messages in flight.
+    pub reply_delay: std::time::Duration,
+}
+
 impl SmtpSink {
     /// Starts a sink on 127.0.0.1 on a free port, on the current tokio runtime.
     pub async fn start() -> std::io::Result<SmtpSink> {
+        SmtpSink::start_with(SinkOptions::default()).await
+    }
+
+    /// Starts a sink with options.
+    pub async fn start_with(options: SinkOptions) -> std::io::Result<SmtpSink> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -88,7 +101,7 @@ impl SmtpSink {
                 let received = received.clone();
                 let conn = counter;
                 tokio::spawn(async move {
-                    if let Err(e) = session(stream, received, conn).await {
+                    if let Err(e) = session(stream, received, conn, options).await {
                         tracing::debug!("smtp sink session ended: {e}");
                     }
                 });
@@ -115,6 +128,7 @@ async fn session(
     stream: TcpStream,
     received: Arc<Mutex<Vec<ReceivedMail>>>,
     conn: u64,
+    options: SinkOptions,
 ) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -174,6 +188,9 @@ async fn session(
                         data,
                         queue_id: queue_id.clone(),
                     });
+                if !options.reply_delay.is_zero() {
+                    tokio::time::sleep(options.reply_delay).await;
+                }
                 format!("250 2.0.0 Ok: queued as {queue_id}\r\n")
             }
         } else if upper == "RSET" {

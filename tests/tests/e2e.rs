@@ -328,3 +328,74 @@ fn swapping_the_split_plugin_changes_the_counts() {
     assert_eq!(st["activities"]["split_channel"]["component_sha256"], sha);
     assert_eq!(s.sms.received().len(), swapped.mobiles.len());
 }
+
+/// Killing the process in the middle of a delivery loses nothing: the worker
+/// resumes the task, sends what has no recorded outcome, and repeats at most
+/// the wave that was in flight (64 messages).
+#[test]
+fn a_crash_mid_delivery_repeats_at_most_what_was_in_flight() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let options = crosscast_test_servers::SinkOptions {
+        reply_delay: std::time::Duration::from_millis(150),
+    };
+    let (smtp, sms) = rt.block_on(async {
+        (
+            SmtpSink::start_with(options).await.unwrap(),
+            SmsApi::start(SID, TOKEN).await.unwrap(),
+        )
+    });
+    let s = Servers { _rt: rt, smtp, sms };
+    let env = Env::new();
+    setup(&env, &s);
+    let want = expected(false);
+    assert!(want.emails.len() > 64, "more than one wave of emails");
+
+    let wf = root().join("examples/cross-channel.toml");
+    let mut child = std::process::Command::new(common::bin())
+        .arg("--data")
+        .arg(env.data())
+        .args(["--now", T0, "run", wf.to_str().unwrap()])
+        .env("CROSSCAST_PLUGIN_DIR", common::plugin_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL: no cleanup) once the second wave is on the wire.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.smtp.received().len() < 70 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before_restart = s.smtp.received().len();
+    assert!(
+        before_restart >= 70,
+        "the delivery was under way when killed"
+    );
+
+    let out = env.ok(&["--now", T0, "worker", "--once"]);
+    assert!(out.contains("task(s) executed"), "{out}");
+    let mails = s.smtp.received();
+    let mut per_address: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &mails {
+        *per_address.entry(m.to[0].clone()).or_default() += 1;
+    }
+    // Nothing lost...
+    assert_eq!(
+        per_address.keys().cloned().collect::<BTreeSet<_>>(),
+        want.emails.keys().cloned().collect()
+    );
+    // ...and what was repeated fits in one wave.
+    let repeats: usize = per_address.values().map(|n| n - 1).sum();
+    println!("killed after {before_restart} emails; {repeats} repeated after the restart");
+    assert!(repeats <= 64, "{repeats} repeats");
+    // The run goes on as if nothing happened.
+    let st = env.status(1);
+    assert_eq!(st["activities"]["deliver_email"]["state"], "done", "{st:#}");
+    assert_eq!(st["activities"]["wait"]["state"], "waiting");
+    assert_eq!(s.sms.received().len(), want.mobiles.len());
+}

@@ -3,9 +3,9 @@
 //! For each batch of target ids the host asks the plugin to build messages,
 //! writes every intent to the delivery log (flushed), sends over the wire with
 //! the operator's account and credentials, asks the plugin to classify the
-//! answers, and writes the outcomes. Ids whose outcome is already logged are
-//! skipped, so executing a task again (after a crash) repeats at most the
-//! messages that were in flight.
+//! answers, and writes the outcomes, a wave of [`WAVE`] messages at a time.
+//! Ids whose outcome is already logged are skipped, so executing a task again
+//! (after a crash) repeats at most the wave that was in flight.
 
 pub mod http;
 pub mod smtp;
@@ -30,6 +30,8 @@ use crate::workflow::Activity;
 const ROUND: usize = 1000;
 /// Messages in flight at once.
 const CONCURRENCY: usize = 32;
+/// Messages sent between two writes of outcomes: what a crash may repeat.
+const WAVE: usize = 2 * CONCURRENCY;
 
 /// The network side of deliveries: pooled connections, one per account.
 pub struct Transports {
@@ -171,49 +173,53 @@ pub(crate) fn deliver(
         store
             .record_deliveries(run, &activity.id, &log)
             .map_err(|e| e.to_string())?;
-        let answers = send_all(exec, &sends);
-        exec.runtime.arm(&mut st);
-        let verdicts = channel
-            .call_classify(&mut st, &config, &answers)
-            .map_err(crash)?;
-        if verdicts.len() != sends.len() {
-            return Err(format!(
-                "plugin `{plugin}` classified {} answers out of {}",
-                verdicts.len(),
-                sends.len()
-            ));
-        }
-        let mut outcomes = Vec::new();
-        for ((id, message), verdict) in sends.iter().zip(verdicts) {
-            let state = match verdict {
-                wit::Verdict::Sent(provider_id) => {
-                    counts.sent += 1;
-                    DeliveryState::Sent { provider_id }
-                }
-                wit::Verdict::Failed(reason) => {
-                    counts.failed += 1;
-                    DeliveryState::Failed {
-                        reason,
-                        permanent: true,
+        // Send in waves and record each wave's outcomes before the next: a
+        // crash repeats at most one wave (the messages in flight).
+        for wave in sends.chunks(WAVE) {
+            let answers = send_all(exec, wave);
+            exec.runtime.arm(&mut st);
+            let verdicts = channel
+                .call_classify(&mut st, &config, &answers)
+                .map_err(crash)?;
+            if verdicts.len() != wave.len() {
+                return Err(format!(
+                    "plugin `{plugin}` classified {} answers out of {}",
+                    verdicts.len(),
+                    wave.len()
+                ));
+            }
+            let mut outcomes = Vec::new();
+            for ((id, message), verdict) in wave.iter().zip(verdicts) {
+                let state = match verdict {
+                    wit::Verdict::Sent(provider_id) => {
+                        counts.sent += 1;
+                        DeliveryState::Sent { provider_id }
                     }
-                }
-                // Durable retries with backoff come with the channel-depth
-                // work; until then a transient failure is logged as such.
-                wit::Verdict::Retry((reason, _after)) => {
-                    counts.failed += 1;
-                    DeliveryState::Failed {
-                        reason,
-                        permanent: false,
+                    wit::Verdict::Failed(reason) => {
+                        counts.failed += 1;
+                        DeliveryState::Failed {
+                            reason,
+                            permanent: true,
+                        }
                     }
-                }
-            };
-            let mut e = entry(state, Some(address(message)));
-            e.attempts = 1;
-            outcomes.push((*id, e));
+                    // Durable retries with backoff come with the channel-depth
+                    // work; until then a transient failure is logged as such.
+                    wit::Verdict::Retry((reason, _after)) => {
+                        counts.failed += 1;
+                        DeliveryState::Failed {
+                            reason,
+                            permanent: false,
+                        }
+                    }
+                };
+                let mut e = entry(state, Some(address(message)));
+                e.attempts = 1;
+                outcomes.push((*id, e));
+            }
+            store
+                .record_deliveries(run, &activity.id, &outcomes)
+                .map_err(|e| e.to_string())?;
         }
-        store
-            .record_deliveries(run, &activity.id, &outcomes)
-            .map_err(|e| e.to_string())?;
     }
     let mut outputs = BTreeMap::new();
     outputs.insert(
