@@ -12,8 +12,9 @@ use crate::deliver::Transports;
 use crate::executor::Executor;
 use crate::runtime::{Limits, Runtime};
 use crate::store::Store;
+use crate::store::deliveries::DeliveryState;
 use crate::store::runs::TaskState;
-use crate::store::settings::Account;
+use crate::store::settings::{Account, AuthScheme};
 use crate::workflow::{self, Workflow};
 
 /// Crosscast: durable cross-channel marketing workflows on WebAssembly plugins.
@@ -33,7 +34,7 @@ pub struct Cli {
 /// The commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Install the built-in plugins (query, split, wait, email, sms).
+    /// Install the built-in plugins (query, split, wait, email, sms, apns, fcm).
     Init {
         /// Directory holding the built-in plugin components.
         #[arg(long, env = "CROSSCAST_PLUGIN_DIR")]
@@ -48,6 +49,9 @@ pub enum Command {
     /// Manage secrets (stored in the data directory, never shown to plugins).
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Trust private or test certificate authorities for outbound TLS.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Import an audience file (CSV with a header, or NDJSON); all or nothing.
     Import {
         /// What the file holds.
@@ -150,12 +154,39 @@ pub enum AccountCommand {
         /// Public user or account id (SMTP login, Twilio Account SID).
         #[arg(long)]
         user: Option<String>,
-        /// Name of the secret holding its password or token.
+        /// Name of the secret holding its password, token or key.
         #[arg(long)]
         secret: Option<String>,
+        /// How requests are authenticated.
+        #[arg(long, value_enum, default_value = "auto")]
+        auth: AuthScheme,
+        /// A public parameter, KEY=VALUE (repeatable): team_id, key_id, project_id, topic...
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
     },
     /// List accounts.
     List,
+}
+
+/// Trusted certificate authorities for outbound TLS.
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Trust a CA certificate (PEM) in addition to the public roots.
+    Add {
+        /// A name for it.
+        name: String,
+        /// The PEM file.
+        file: PathBuf,
+    },
+    /// List trusted CAs.
+    List,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }
 
 /// Secret commands.
@@ -184,6 +215,8 @@ pub fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // One crypto provider for every TLS connection of the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
@@ -267,7 +300,7 @@ impl App {
             store: self.store.clone(),
             runtime: self.runtime()?,
             clock: self.clock,
-            transports: Transports::new(handle)?,
+            transports: Transports::new(handle, &self.store)?,
         })
     }
 
@@ -306,7 +339,7 @@ impl App {
 }
 
 /// The built-in plugins `init` installs, by file stem.
-pub const BUILTINS: &[&str] = &["query", "split", "wait", "email", "sms"];
+pub const BUILTINS: &[&str] = &["query", "split", "wait", "email", "sms", "apns", "fcm"];
 
 pub fn builtin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(d) = given {
@@ -328,7 +361,8 @@ pub fn builtin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     )
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs one parsed command line.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let clock = match &cli.now {
         Some(t) => Clock::fixed(t)?,
         None => Clock::System,
@@ -398,24 +432,51 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             url,
             user,
             secret,
+            auth,
+            params,
         }) => {
             url::Url::parse(&url).with_context(|| format!("`{url}` is not a URL"))?;
-            app.store.put_account(&Account {
+            let account = Account {
                 name: name.clone(),
                 url,
                 user,
                 secret,
-            })?;
+                auth,
+                params: params.into_iter().collect(),
+            };
+            if account.auth == AuthScheme::Apns {
+                for p in ["team_id", "key_id"] {
+                    account.param(p).map_err(anyhow::Error::msg)?;
+                }
+            }
+            app.store.put_account(&account)?;
             println!("account {name} saved");
+        }
+        Command::Ca(CaCommand::Add { name, file }) => {
+            let pem =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", file.display()))?;
+            app.store.put_ca(&name, &pem)?;
+            println!("trusting CA {name} for outbound TLS");
+        }
+        Command::Ca(CaCommand::List) => {
+            for (name, _) in app.store.cas()? {
+                println!("{name}");
+            }
         }
         Command::Account(AccountCommand::List) => {
             for a in app.store.accounts()? {
+                let params: Vec<String> =
+                    a.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!(
-                    "{:<12} {:<40} user={} secret={}",
+                    "{:<12} {:<40} auth={:?} user={} secret={} {}",
                     a.name,
                     a.url,
+                    a.auth,
                     a.user.as_deref().unwrap_or("-"),
-                    a.secret.as_deref().unwrap_or("-")
+                    a.secret.as_deref().unwrap_or("-"),
+                    params.join(" ")
                 );
             }
         }
@@ -533,15 +594,28 @@ pub struct ActivityStatus {
     pub component_sha256: Option<String>,
     /// Transition → ids that left on it.
     pub transitions: std::collections::BTreeMap<String, u64>,
-    /// Delivery counts (deliveries only).
+    /// What the delivery log says (deliveries only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub deliveries: Option<crate::store::runs::DeliveryCounts>,
+    pub deliveries: Option<DeliverySummary>,
     /// When a waiting activity resumes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_until: Option<String>,
     /// Failure messages.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+}
+
+/// A delivery activity's log, counted by state.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliverySummary {
+    /// Accepted by the provider.
+    pub sent: u64,
+    /// Failed, hard or soft.
+    pub failed: u64,
+    /// Not sent on purpose.
+    pub excluded: u64,
+    /// Intent recorded, outcome not yet (in flight, or interrupted).
+    pub in_flight: u64,
 }
 
 /// A run's status, activity by activity, in workflow order.
@@ -552,6 +626,18 @@ pub fn run_status(
     let r = store.run(run)?;
     let wf: Workflow = serde_json::from_value(r.workflow)?;
     let tasks = store.tasks(run)?;
+    // Delivery counts come from the log itself, the one record of what was
+    // sent, whatever number of executions it took.
+    let mut summaries: std::collections::HashMap<String, DeliverySummary> = Default::default();
+    for (activity, _, d) in store.run_deliveries(run)? {
+        let s = summaries.entry(activity).or_default();
+        match d.state {
+            DeliveryState::Sent { .. } => s.sent += 1,
+            DeliveryState::Failed { .. } => s.failed += 1,
+            DeliveryState::Excluded { .. } => s.excluded += 1,
+            DeliveryState::Intent => s.in_flight += 1,
+        }
+    }
     let mut out = Vec::new();
     let mut run_state = "done";
     for a in &wf.activities {
@@ -561,7 +647,11 @@ pub fn run_status(
             state: "not_reached".into(),
             component_sha256: None,
             transitions: a.outputs.iter().map(|o| (o.clone(), 0)).collect(),
-            deliveries: None,
+            deliveries: if a.delivery {
+                Some(summaries.remove(&a.id).unwrap_or_default())
+            } else {
+                None
+            },
             waiting_until: None,
             errors: Vec::new(),
         };
@@ -586,13 +676,6 @@ pub fn run_status(
                         *st.transitions.entry(k.clone()).or_default() += o.count;
                     }
                 }
-            }
-            if let Some(d) = &t.delivery {
-                let c = st.deliveries.get_or_insert_with(Default::default);
-                c.sent += d.sent;
-                c.failed += d.failed;
-                c.excluded += d.excluded;
-                c.skipped += d.skipped;
             }
         }
         st.state = if failed > 0 {

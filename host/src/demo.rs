@@ -1,16 +1,16 @@
 //! `crosscast demo`: the reference workflow on a sample audience, end to end,
-//! against loopback servers it starts itself, on a virtual clock that crosses
-//! the 7-day wait.
+//! against loopback servers it starts itself (SMTP, SMS API, APNs, FCM), on a
+//! virtual clock that crosses the 7-day wait.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use crosscast_test_servers::{SmsApi, SmtpSink, sample};
+use clap::Parser;
+use crosscast_test_servers::{Rig, SinkOptions, sample};
 
-use crate::cli::{App, run_status};
+use crate::cli::{App, Cli, dispatch, run_status};
 use crate::clock::{Clock, format_ms};
-use crate::store::settings::Account;
 
 /// The reference workflow, as shipped in `examples/`.
 const WORKFLOW: &str = include_str!("../../examples/cross-channel.toml");
@@ -33,45 +33,29 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let (smtp, sms) = servers.block_on(async {
-        anyhow::Ok((
-            SmtpSink::start().await?,
-            SmsApi::start("AC00000000000000000000000000demo", "demo-auth-token").await?,
-        ))
-    })?;
-    println!("SMTP sink on {}, SMS API on {}", smtp.addr, sms.addr);
+    let rig = servers.block_on(Rig::start(SinkOptions::default()))?;
+    println!(
+        "local servers: SMTP {}, SMS API {}, APNs {} (HTTP/2, TLS), FCM {} (TLS)",
+        rig.smtp.addr, rig.sms.addr, rig.apns.addr, rig.fcm.addr
+    );
+
+    // Configure the data directory as an operator would, command by command.
+    let credentials = dir.join("credentials");
+    std::fs::create_dir_all(&credentials)?;
+    let data = dir.display().to_string();
+    let mut commands = vec![vec!["init".to_string()]];
+    commands.extend(rig.setup_commands(&credentials)?);
+    for args in commands {
+        println!("$ crosscast {}", args.join(" "));
+        let argv = ["crosscast", "--data", data.as_str()]
+            .into_iter()
+            .map(String::from)
+            .chain(args);
+        dispatch(Cli::try_parse_from(argv)?)?;
+    }
 
     let t0 = Clock::fixed(T0)?;
     let mut app = App::open(&dir, t0)?;
-    let plugins = crate::cli::builtin_dir(None)?;
-    for p in app.init(&plugins)? {
-        println!(
-            "installed plugin {} {} (sha256 {}…)",
-            p.name,
-            p.version,
-            &p.sha256[..12]
-        );
-    }
-    app.store
-        .put_secret("twilio-token", sms.auth_token.as_bytes())?;
-    app.store.put_account(&Account {
-        name: "smtp".into(),
-        url: smtp.url(),
-        user: None,
-        secret: None,
-    })?;
-    app.store.put_account(&Account {
-        name: "twilio".into(),
-        url: sms.url(),
-        user: Some(sms.account_sid.clone()),
-        secret: Some("twilio-token".into()),
-    })?;
-    for (plugin, account) in [("email", "smtp"), ("sms", "twilio")] {
-        let mut p = app.store.plugin(plugin)?;
-        p.accounts = vec![account.to_string()];
-        app.store.update_plugin(&p)?;
-    }
-
     let (rfile, sfile) = sample::write(&dir.join("sample"), recipients, 7)?;
     let r = crate::import::import_file(&app.store, "recipient", &rfile)?;
     let s = crate::import::import_file(&app.store, "subscription", &sfile)?;
@@ -111,10 +95,12 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
     );
     show(&app, run)?;
 
-    let mails = smtp.received();
-    let texts = sms.received();
+    let mails = rig.smtp.received();
+    let texts = rig.sms.received();
+    let ios = rig.apns.received();
+    let android = rig.fcm.received();
     println!("\n== What the servers received");
-    println!("SMTP sink {}: {} emails", smtp.addr, mails.len());
+    println!("SMTP sink {}: {} emails", rig.smtp.addr, mails.len());
     for m in mails.iter().take(3) {
         println!(
             "  to {:<28} subject: {}",
@@ -122,9 +108,25 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
             m.subject().unwrap_or_default()
         );
     }
-    println!("SMS API {}: {} texts", sms.addr, texts.len());
+    println!("SMS API {}: {} texts", rig.sms.addr, texts.len());
     for t in texts.iter().take(3) {
         println!("  to {:<16} {} ({})", t.to, t.body, t.sid);
+    }
+    println!("APNs {}: {} pushes", rig.apns.addr, ios.len());
+    for p in ios.iter().take(2) {
+        println!(
+            "  device {}… {}",
+            &p.token[..12],
+            p.payload["aps"]["alert"]["title"]
+        );
+    }
+    println!("FCM {}: {} pushes", rig.fcm.addr, android.len());
+    for p in android.iter().take(2) {
+        println!(
+            "  device {}… {}",
+            &p.token[..12],
+            p.payload["message"]["notification"]["title"]
+        );
     }
     println!(
         "\nInspect it yourself: crosscast --data {} status {run}",
@@ -146,13 +148,13 @@ fn show(app: &App, run: u64) -> anyhow::Result<()> {
             .deliveries
             .map(|d| {
                 format!(
-                    " sent={} failed={} excluded={}",
+                    "  (sent {}, failed {}, excluded {})",
                     d.sent, d.failed, d.excluded
                 )
             })
             .unwrap_or_default();
         println!(
-            "  {id:<14} {:<8} {:<12} {}{d}",
+            "  {id:<14} {:<6} {:<12} {}{d}",
             s.kind,
             s.state,
             t.join(" ")

@@ -57,14 +57,32 @@ fn describe(e: &minijinja::Error) -> String {
     }
 }
 
-/// The variables for record `i`: each column by name (empty text when absent),
-/// also reachable as `recipient.NAME` on a recipient population.
+/// The variables for record `i`: each column by name (empty text when
+/// absent); a linked attribute `recipient.email` becomes `recipient.email` in
+/// the template too. On a recipient population the record's own attributes
+/// are also reachable as `recipient.NAME`.
 pub fn row_context(columns: &Columns, i: usize) -> Value {
-    let row: BTreeMap<String, Value> = columns
-        .iter()
-        .map(|(k, c)| (k.clone(), Value::from(c.text(i).unwrap_or_default())))
-        .collect();
-    let mut ctx = row.clone();
-    ctx.insert("recipient".into(), Value::from(row));
-    Value::from(ctx)
+    let mut top: BTreeMap<String, Value> = BTreeMap::new();
+    let mut nested: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    for (k, c) in columns {
+        let v = Value::from(c.text(i).unwrap_or_default());
+        match k.split_once('.') {
+            Some((link, rest)) => {
+                nested
+                    .entry(link.to_string())
+                    .or_default()
+                    .insert(rest.to_string(), v);
+            }
+            None => {
+                top.insert(k.clone(), v);
+            }
+        }
+    }
+    if nested.is_empty() {
+        top.insert("recipient".into(), Value::from(top.clone()));
+    }
+    for (link, values) in nested {
+        top.insert(link, Value::from(values));
+    }
+    Value::from(top)
 }

@@ -1,10 +1,18 @@
 //! Loopback servers that speak the providers' protocols and record what they
-//! receive: an SMTP sink and a Twilio-compatible SMS API. Used by the tests
+//! receive: an SMTP sink, a Twilio-compatible SMS API, APNs (HTTP/2 over TLS)
+//! and FCM HTTP v1 with its OAuth token endpoint. Used by the tests
 //! and by `crosscast demo`; they bind 127.0.0.1 only.
 
+pub mod keys;
+pub mod push;
+pub mod rig;
 pub mod sample;
 pub mod sms;
 pub mod smtp;
+pub mod tls;
 
+pub use push::{ApnsConfig, ApnsServer, FcmConfig, FcmServer, ReceivedPush};
+pub use rig::Rig;
 pub use sms::{ReceivedSms, SmsApi};
 pub use smtp::{ReceivedMail, SinkOptions, SmtpSink};
+pub use tls::TestTls;

@@ -83,7 +83,14 @@ pub fn write(dir: &Path, n: usize, seed: u64) -> std::io::Result<(PathBuf, PathB
             sub += 1;
             let app = if rng.below(5) == 0 { OTHER_APP } else { APP };
             let platform = if rng.below(2) == 0 { "ios" } else { "android" };
-            let token = format!("{:016x}{:016x}", rng.next(), rng.next());
+            // 32 bytes in hex, the shape of an APNs device token.
+            let token = format!(
+                "{:016x}{:016x}{:016x}{:016x}",
+                rng.next(),
+                rng.next(),
+                rng.next(),
+                rng.next()
+            );
             writeln!(s, "S{sub},R{i},{app},{platform},{token}")?;
         }
     }

@@ -7,14 +7,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Env, count, read_recipients, read_subscriptions, root};
-use crosscast_test_servers::{SmsApi, SmtpSink};
+use crosscast_test_servers::{Rig, SinkOptions};
 
 const APP: &str = "com.acme.shop";
 const T0: &str = "2026-01-05T09:00:00Z";
 const T7_MINUS_1S: &str = "2026-01-12T08:59:59Z";
 const T7: &str = "2026-01-12T09:00:00Z";
-const SID: &str = "AC0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "e2e-auth-token";
 
 /// What the input files say the run must do.
 struct Expected {
@@ -26,9 +24,11 @@ struct Expected {
     emails: BTreeMap<String, String>,
     /// Numbers that get exactly one SMS.
     mobiles: BTreeSet<String>,
-    /// Selected subscriptions by platform.
-    ios: usize,
-    android: usize,
+    /// Selected subscriptions by platform: device tokens.
+    ios: Vec<String>,
+    android: Vec<String>,
+    /// Recipient first name by device token.
+    names: BTreeMap<String, String>,
 }
 
 fn expected(last_match_wins: bool) -> Expected {
@@ -39,8 +39,9 @@ fn expected(last_match_wins: bool) -> Expected {
         sms_subs: 0,
         emails: BTreeMap::new(),
         mobiles: BTreeSet::new(),
-        ios: 0,
-        android: 0,
+        ios: Vec::new(),
+        android: Vec::new(),
+        names: BTreeMap::new(),
     };
     for s in &subs {
         let r = &recipients[&s.recipient];
@@ -60,9 +61,10 @@ fn expected(last_match_wins: bool) -> Expected {
             e.sms_subs += 1;
             e.mobiles.insert(r.mobile.clone().expect("has mobile"));
         }
+        e.names.insert(s.token.clone(), r.first_name.clone());
         match s.platform.as_str() {
-            "ios" => e.ios += 1,
-            _ => e.android += 1,
+            "ios" => e.ios.push(s.token.clone()),
+            _ => e.android.push(s.token.clone()),
         }
     }
     e
@@ -99,43 +101,31 @@ fn the_sample_covers_every_case() {
 
 struct Servers {
     _rt: tokio::runtime::Runtime,
-    smtp: SmtpSink,
-    sms: SmsApi,
+    rig: Rig,
 }
 
-fn servers() -> Servers {
+fn servers_with(options: SinkOptions) -> Servers {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let (smtp, sms) = rt.block_on(async {
-        (
-            SmtpSink::start().await.expect("smtp"),
-            SmsApi::start(SID, TOKEN).await.expect("sms"),
-        )
-    });
-    Servers { _rt: rt, smtp, sms }
+    let rig = rt.block_on(Rig::start(options)).expect("servers start");
+    Servers { _rt: rt, rig }
 }
 
-/// Installs plugins, accounts and the audience, each step its own process.
+fn servers() -> Servers {
+    servers_with(SinkOptions::default())
+}
+
+/// Installs plugins, accounts, secrets, grants and the audience, each step
+/// its own process.
 fn setup(env: &Env, s: &Servers) {
     env.ok(&["init"]);
-    env.ok(&["account", "set", "smtp", "--url", &s.smtp.url()]);
-    env.ok(&["secret", "set", "twilio-token", "--value", TOKEN]);
-    env.ok(&[
-        "account",
-        "set",
-        "twilio",
-        "--url",
-        &s.sms.url(),
-        "--user",
-        SID,
-        "--secret",
-        "twilio-token",
-    ]);
-    env.ok(&["plugin", "grant", "email", "--account", "smtp"]);
-    env.ok(&["plugin", "grant", "sms", "--account", "twilio"]);
+    for args in s.rig.setup_commands(env.data()).expect("credential files") {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.ok(&args);
+    }
     let r = env.ok(&[
         "import",
         "recipients",
@@ -150,11 +140,15 @@ fn setup(env: &Env, s: &Servers) {
             .to_str()
             .unwrap(),
     ]);
-    assert!(s.contains("imported 305 subscriptions"), "{s}");
+    let n = read_subscriptions(&root().join("tests/data/subscriptions.csv")).len();
+    assert!(s.contains(&format!("imported {n} subscriptions")), "{s}");
 }
 
 fn start_run(env: &Env, now: &str) -> u64 {
-    let wf = root().join("examples/cross-channel.toml");
+    start_workflow(env, now, &root().join("examples/cross-channel.toml"))
+}
+
+fn start_workflow(env: &Env, now: &str, wf: &std::path::Path) -> u64 {
     let out = env.ok(&["--now", now, "run", wf.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("run prints JSON status");
     v["run"].as_u64().expect("run id")
@@ -166,7 +160,12 @@ fn reference_workflow_end_to_end() {
     let env = Env::new();
     setup(&env, &s);
     let want = expected(false);
-    assert!(want.email_subs > 0 && want.sms_subs > 0 && want.ios > 0 && want.android > 0);
+    assert!(
+        want.email_subs > 0
+            && want.sms_subs > 0
+            && !want.ios.is_empty()
+            && !want.android.is_empty()
+    );
 
     let run = start_run(&env, T0);
     let st = env.status(run);
@@ -188,9 +187,19 @@ fn reference_workflow_end_to_end() {
     assert_eq!(count(&st, "deliver_sms", "done") as usize, want.sms_subs);
     assert_eq!(st["activities"]["wait"]["state"], "waiting");
     assert_eq!(st["activities"]["split_os"]["state"], "not_reached");
+    let email_log = &st["activities"]["deliver_email"]["deliveries"];
+    assert_eq!(
+        email_log["sent"].as_u64(),
+        Some(want.emails.len() as u64),
+        "{email_log}"
+    );
+    assert_eq!(
+        st["activities"]["deliver_sms"]["deliveries"]["sent"].as_u64(),
+        Some(want.mobiles.len() as u64)
+    );
 
     // Exactly one email per distinct recipient, personalised.
-    let mails = s.smtp.received();
+    let mails = s.rig.smtp.received();
     let mut got: BTreeMap<String, usize> = BTreeMap::new();
     for m in &mails {
         assert_eq!(m.to.len(), 1);
@@ -222,7 +231,7 @@ fn reference_workflow_end_to_end() {
     );
 
     // Exactly one SMS per distinct recipient with a mobile and no email.
-    let texts = s.sms.received();
+    let texts = s.rig.sms.received();
     let numbers: Vec<String> = texts.iter().map(|t| t.to.clone()).collect();
     assert_eq!(
         numbers.iter().cloned().collect::<BTreeSet<_>>(),
@@ -267,15 +276,80 @@ fn reference_workflow_end_to_end() {
         count(&st, "wait", "done") as usize,
         want.email_subs + want.sms_subs
     );
-    assert_eq!(count(&st, "split_os", "ios") as usize, want.ios);
-    assert_eq!(count(&st, "split_os", "android") as usize, want.android);
+    assert_eq!(count(&st, "split_os", "ios") as usize, want.ios.len());
+    assert_eq!(
+        count(&st, "split_os", "android") as usize,
+        want.android.len()
+    );
+
+    // Each iOS device got exactly one APNs push and each Android device one
+    // FCM push, personalised through the subscription's recipient.
+    let mut ios: Vec<String> = s
+        .rig
+        .apns
+        .received()
+        .iter()
+        .map(|p| p.token.clone())
+        .collect();
+    ios.sort();
+    let mut want_ios = want.ios.clone();
+    want_ios.sort();
+    assert_eq!(ios, want_ios);
+    for p in s.rig.apns.received() {
+        let title = p.payload["aps"]["alert"]["title"].as_str().unwrap();
+        assert!(title.starts_with(&want.names[&p.token]), "{title}");
+        let header = |n: &str| {
+            p.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header("apns-topic").as_deref(), Some("com.acme.shop"));
+        assert_eq!(header("apns-push-type").as_deref(), Some("alert"));
+        assert_eq!(header("apns-priority").as_deref(), Some("10"));
+        // Expiration: one day after the run's clock at send time (T0 + 7 days).
+        assert_eq!(header("apns-expiration").as_deref(), Some("1768294800"));
+    }
+    let mut android: Vec<String> = s
+        .rig
+        .fcm
+        .received()
+        .iter()
+        .map(|p| p.token.clone())
+        .collect();
+    android.sort();
+    let mut want_android = want.android.clone();
+    want_android.sort();
+    assert_eq!(android, want_android);
+    for p in s.rig.fcm.received() {
+        let title = p.payload["message"]["notification"]["title"]
+            .as_str()
+            .unwrap();
+        assert!(title.starts_with(&want.names[&p.token]), "{title}");
+        assert_eq!(p.payload["message"]["android"]["priority"], "high");
+    }
+    assert_eq!(
+        s.rig.fcm.tokens_issued(),
+        1,
+        "one access token, reused for every push"
+    );
+    assert_eq!(
+        st["activities"]["push_ios"]["deliveries"]["sent"].as_u64(),
+        Some(want.ios.len() as u64)
+    );
+    assert_eq!(
+        st["activities"]["push_android"]["deliveries"]["sent"].as_u64(),
+        Some(want.android.len() as u64)
+    );
 
     // A repeat does nothing, and nothing was sent twice.
     let out = env.ok(&["--now", T7, "worker", "--once"]);
     assert!(out.contains("0 timer(s) due, 0 task(s) executed"), "{out}");
     assert_eq!(env.status(run), st);
-    assert_eq!(s.smtp.received().len(), want.emails.len());
-    assert_eq!(s.sms.received().len(), want.mobiles.len());
+    assert_eq!(s.rig.smtp.received().len(), want.emails.len());
+    assert_eq!(s.rig.sms.received().len(), want.mobiles.len());
+    assert_eq!(s.rig.apns.received().len(), want.ios.len());
+    assert_eq!(s.rig.fcm.received().len(), want.android.len());
 
     // The delivery log holds one sent entry per message with the provider's id.
     let log = env.ok(&["deliveries", &run.to_string(), "--json"]);
@@ -283,7 +357,10 @@ fn reference_workflow_end_to_end() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(entries.len(), want.emails.len() + want.mobiles.len());
+    assert_eq!(
+        entries.len(),
+        want.emails.len() + want.mobiles.len() + want.ios.len() + want.android.len()
+    );
     assert!(
         entries
             .iter()
@@ -326,7 +403,7 @@ fn swapping_the_split_plugin_changes_the_counts() {
         .unwrap()["sha256"]
         .clone();
     assert_eq!(st["activities"]["split_channel"]["component_sha256"], sha);
-    assert_eq!(s.sms.received().len(), swapped.mobiles.len());
+    assert_eq!(s.rig.sms.received().len(), swapped.mobiles.len());
 }
 
 /// Killing the process in the middle of a delivery loses nothing: the worker
@@ -334,21 +411,9 @@ fn swapping_the_split_plugin_changes_the_counts() {
 /// the wave that was in flight (64 messages).
 #[test]
 fn a_crash_mid_delivery_repeats_at_most_what_was_in_flight() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let options = crosscast_test_servers::SinkOptions {
+    let s = servers_with(SinkOptions {
         reply_delay: std::time::Duration::from_millis(150),
-    };
-    let (smtp, sms) = rt.block_on(async {
-        (
-            SmtpSink::start_with(options).await.unwrap(),
-            SmsApi::start(SID, TOKEN).await.unwrap(),
-        )
     });
-    let s = Servers { _rt: rt, smtp, sms };
     let env = Env::new();
     setup(&env, &s);
     let want = expected(false);
@@ -366,12 +431,12 @@ fn a_crash_mid_delivery_repeats_at_most_what_was_in_flight() {
         .unwrap();
     // Kill it (SIGKILL: no cleanup) once the second wave is on the wire.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while s.smtp.received().len() < 70 && std::time::Instant::now() < deadline {
+    while s.rig.smtp.received().len() < 70 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let before_restart = s.smtp.received().len();
+    let before_restart = s.rig.smtp.received().len();
     assert!(
         before_restart >= 70,
         "the delivery was under way when killed"
@@ -379,7 +444,7 @@ fn a_crash_mid_delivery_repeats_at_most_what_was_in_flight() {
 
     let out = env.ok(&["--now", T0, "worker", "--once"]);
     assert!(out.contains("task(s) executed"), "{out}");
-    let mails = s.smtp.received();
+    let mails = s.rig.smtp.received();
     let mut per_address: BTreeMap<String, usize> = BTreeMap::new();
     for m in &mails {
         *per_address.entry(m.to[0].clone()).or_default() += 1;
@@ -396,6 +461,86 @@ fn a_crash_mid_delivery_repeats_at_most_what_was_in_flight() {
     // The run goes on as if nothing happened.
     let st = env.status(1);
     assert_eq!(st["activities"]["deliver_email"]["state"], "done", "{st:#}");
+    let log = &st["activities"]["deliver_email"]["deliveries"];
+    assert_eq!(
+        log["sent"].as_u64(),
+        Some(want.emails.len() as u64),
+        "{log}"
+    );
+    assert_eq!(log["in_flight"].as_u64(), Some(0), "{log}");
     assert_eq!(st["activities"]["wait"]["state"], "waiting");
-    assert_eq!(s.sms.received().len(), want.mobiles.len());
+    assert_eq!(s.rig.sms.received().len(), want.mobiles.len());
+}
+
+fn log_entries(env: &Env, run: u64, activity: &str) -> Vec<serde_json::Value> {
+    env.ok(&["deliveries", &run.to_string(), "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["activity"] == activity)
+        .collect()
+}
+
+/// A wrong signing key fails the APNs delivery with Apple's reason in the
+/// log; an unknown CA fails the FCM delivery with the TLS reason; nothing
+/// reaches the servers.
+#[test]
+fn wrong_credentials_and_unknown_ca_fail_with_the_reason() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    // push-only.toml takes every subscription of the app.
+    let subs = read_subscriptions(&root().join("tests/data/subscriptions.csv"));
+    let of = |platform: &str| {
+        subs.iter()
+            .filter(|s| s.app == APP && s.platform == platform)
+            .count()
+    };
+    let (want_ios, want_android) = (of("ios"), of("android"));
+    // Replace the APNs key with another one: same team and key id, wrong key.
+    let other = crosscast_test_servers::keys::ApnsKey::generate().unwrap();
+    let p8 = env.data().join("other.p8");
+    std::fs::write(&p8, other.p8).unwrap();
+    env.ok(&[
+        "secret",
+        "set",
+        "apns-key",
+        "--from-file",
+        p8.to_str().unwrap(),
+    ]);
+
+    let run = start_workflow(&env, T0, &root().join("tests/scenarios/push-only.toml"));
+    assert!(s.rig.apns.received().is_empty());
+    let ios = log_entries(&env, run, "push_ios");
+    assert_eq!(ios.len(), want_ios);
+    let failed: Vec<&serde_json::Value> = ios.iter().filter(|e| e["state"] == "failed").collect();
+    assert_eq!(failed.len(), want_ios, "{ios:#?}");
+    assert!(
+        failed
+            .iter()
+            .all(|e| e["reason"] == "403 InvalidProviderToken" && e["permanent"] == true),
+        "{failed:#?}"
+    );
+    // FCM still works with the right credentials.
+    assert_eq!(s.rig.fcm.received().len(), want_android);
+
+    // Without the test CA, the TLS handshake fails and says why.
+    let env2 = Env::new();
+    setup(&env2, &s);
+    let untrusted = crosscast_test_servers::TestTls::new().unwrap();
+    let ca = env2.data().join("other-ca.pem");
+    std::fs::write(&ca, &untrusted.ca_pem).unwrap();
+    // Same name, other certificate: the server's CA is no longer trusted.
+    env2.ok(&["ca", "add", "test-ca", ca.to_str().unwrap()]);
+    let before = s.rig.fcm.received().len();
+    let run = start_workflow(&env2, T0, &root().join("tests/scenarios/push-only.toml"));
+    let android = log_entries(&env2, run, "push_android");
+    let failed: Vec<&serde_json::Value> =
+        android.iter().filter(|e| e["state"] == "failed").collect();
+    assert_eq!(failed.len(), want_android);
+    let reason = failed[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("credentials") && reason.to_lowercase().contains("certificate"),
+        "{reason}"
+    );
+    assert_eq!(s.rig.fcm.received().len(), before, "nothing reached FCM");
 }

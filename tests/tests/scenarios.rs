@@ -184,17 +184,24 @@ fn a_second_process_is_told_who_holds_the_data_directory() {
         .spawn()
         .unwrap();
     let pid = worker.id();
-    let mut message = String::new();
-    for _ in 0..100 {
-        let out = env.run(&["plugin", "list"]);
-        if !out.status.success() {
-            message = String::from_utf8_lossy(&out.stderr).into_owned();
-            if message.contains(&format!("process {pid}")) {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    // The worker writes the pid file once it holds the lock.
+    let pid_file = env.data().join("crosscast.pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&pid_file)
+        .unwrap_or_default()
+        .contains(&format!("process {pid} "))
+    {
+        assert!(
+            worker.try_wait().unwrap().is_none(),
+            "the worker exited early"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never took the data directory"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let message = env.fails(&["plugin", "list"]);
     worker.kill().unwrap();
     worker.wait().unwrap();
     assert!(message.contains("is in use by process"), "{message}");

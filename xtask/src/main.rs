@@ -20,6 +20,8 @@ const WASM_CRATES: &[&str] = &[
     "crosscast-plugin-wait",
     "crosscast-plugin-email",
     "crosscast-plugin-sms",
+    "crosscast-plugin-apns",
+    "crosscast-plugin-fcm",
     "crosscast-fixture-split-last-match",
     "crosscast-fixture-misbehave",
 ];

@@ -21,6 +21,7 @@ impl Host for HostState {
                 name: a.name,
                 url: a.url,
                 user: a.user,
+                params: a.params.into_iter().collect(),
             })),
             Err(e) => Ok(Err(e.to_string())),
         }

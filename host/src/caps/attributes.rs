@@ -39,12 +39,25 @@ impl Host for HostState {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
-        match store.audience().columns(&dimension) {
+        match paths(store, &dimension) {
             Ok(c) => Ok(Ok(c)),
             Err(StoreError::NotFound(m)) => Ok(Err(m)),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Every attribute path of a dimension: its columns, then each linked
+/// dimension's columns behind the link (`recipient.email`).
+fn paths(store: &crate::store::Store, dimension: &str) -> Result<Vec<String>, StoreError> {
+    let audience = store.audience();
+    let mut out = audience.columns(dimension)?;
+    for link in crate::store::audience::dimension(dimension)?.links {
+        for c in audience.columns(link.target)? {
+            out.push(format!("{}.{c}", link.name));
+        }
+    }
+    Ok(out)
 }
 
 impl crate::runtime::bindings::activity::crosscast::plugin::types::Host for HostState {}

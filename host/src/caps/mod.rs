@@ -11,6 +11,7 @@ pub mod clock;
 pub mod log;
 pub mod output;
 pub mod population;
+pub mod signing;
 
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 

@@ -1,9 +1,11 @@
 //! HTTP transport: one pooled client (HTTP/1.1 and HTTP/2 over rustls); the
 //! host joins the account's base URL and applies its credentials.
 
+use crate::caps::signing::{Credential, credential};
 use crate::runtime::bindings::channel::exports::crosscast::plugin::channel::{
     Answer, HttpRequest, HttpResponse,
 };
+use crate::store::Store;
 use crate::store::settings::Account;
 
 /// Largest response body kept for classification.
@@ -12,22 +14,36 @@ const MAX_BODY: usize = 64 * 1024;
 /// The shared HTTP client.
 pub struct HttpTransport {
     client: reqwest::Client,
+    /// One token acquisition at a time, so concurrent sends share one token
+    /// instead of each signing or exchanging their own.
+    signing: tokio::sync::Mutex<()>,
 }
 
 impl HttpTransport {
-    /// A client with connection pooling and sane timeouts.
-    pub fn new() -> anyhow::Result<HttpTransport> {
-        let client = reqwest::Client::builder()
+    /// A client with connection pooling and sane timeouts, trusting the
+    /// public roots and the CA certificates the operator added.
+    pub fn new(store: &Store) -> anyhow::Result<HttpTransport> {
+        let mut builder = reqwest::Client::builder();
+        for (name, pem) in store.cas()? {
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                anyhow::anyhow!("trusted CA `{name}` is not a PEM certificate: {e}")
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("crosscast/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(HttpTransport { client })
+        Ok(HttpTransport {
+            client,
+            signing: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Sends one request relative to the account's URL.
-    pub async fn send(&self, account: &Account, secret: Option<&str>, req: &HttpRequest) -> Answer {
+    pub async fn send(&self, store: &Store, account: &Account, req: &HttpRequest) -> Answer {
         if !req.path.starts_with('/') {
             return Answer::TransportError(format!(
                 "request path `{}` must start with `/`",
@@ -47,10 +63,15 @@ impl HttpTransport {
             }
             r = r.header(k, v);
         }
-        if let Some(user) = &account.user {
-            r = r.basic_auth(user, secret);
-        } else if let Some(token) = secret {
-            r = r.bearer_auth(token);
+        let credential = {
+            let _one_at_a_time = self.signing.lock().await;
+            credential(store, &self.client, account).await
+        };
+        match credential {
+            Ok(Credential::None) => {}
+            Ok(Credential::Basic { user, password }) => r = r.basic_auth(user, password),
+            Ok(Credential::Bearer(token)) => r = r.bearer_auth(token),
+            Err(e) => return Answer::TransportError(format!("credentials: {e}")),
         }
         match r.send().await {
             Ok(resp) => {
@@ -73,7 +94,19 @@ impl HttpTransport {
                     body,
                 })
             }
-            Err(e) => Answer::TransportError(format!("HTTP {url}: {e}")),
+            Err(e) => Answer::TransportError(format!("HTTP {url}: {}", error_chain(&e))),
         }
     }
+}
+
+/// An error with its causes: reqwest's own message hides the TLS reason.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

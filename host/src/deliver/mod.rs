@@ -42,10 +42,13 @@ pub struct Transports {
 
 impl Transports {
     /// Transports that run their I/O on `runtime`.
-    pub fn new(runtime: tokio::runtime::Handle) -> anyhow::Result<Transports> {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        store: &crate::store::Store,
+    ) -> anyhow::Result<Transports> {
         Ok(Transports {
             runtime,
-            http: http::HttpTransport::new()?,
+            http: http::HttpTransport::new(store)?,
             smtp: smtp::SmtpTransports::default(),
         })
     }
@@ -272,13 +275,7 @@ fn targets(
 fn address(message: &wit::Message) -> String {
     match message {
         wit::Message::Email(e) => e.to.clone(),
-        wit::Message::Http(h) => {
-            // The `To` of a form body, else the path: enough to find it in the log.
-            url::form_urlencoded::parse(&h.body)
-                .find(|(k, _)| k == "To" || k == "to")
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_else(|| h.path.clone())
-        }
+        wit::Message::Http(h) => h.recipient.clone(),
     }
 }
 
@@ -296,16 +293,18 @@ fn send_all(exec: &Executor, sends: &[(u64, wit::Message)]) -> Vec<wit::Answer> 
                 Ok(a) => a,
                 Err(e) => return wit::Answer::TransportError(e.to_string()),
             };
-            let secret = match &account.secret {
-                Some(name) => match store.secret(name) {
-                    Ok(s) => Some(String::from_utf8_lossy(&s).trim().to_string()),
-                    Err(e) => return wit::Answer::TransportError(e.to_string()),
-                },
-                None => None,
-            };
             match m {
-                wit::Message::Email(e) => t.smtp.send(&account, secret.as_deref(), e).await,
-                wit::Message::Http(h) => t.http.send(&account, secret.as_deref(), h).await,
+                wit::Message::Email(e) => {
+                    let password = match &account.secret {
+                        Some(name) => match store.secret(name) {
+                            Ok(s) => Some(String::from_utf8_lossy(&s).trim().to_string()),
+                            Err(e) => return wit::Answer::TransportError(e.to_string()),
+                        },
+                        None => None,
+                    };
+                    t.smtp.send(&account, password.as_deref(), e).await
+                }
+                wit::Message::Http(h) => t.http.send(store, &account, h).await,
             }
         }))
         .buffered(CONCURRENCY)

@@ -349,3 +349,133 @@ fn read_blocks<T: Clone + serde::de::DeserializeOwned>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, values: &[(&str, Option<&str>)], links: Vec<(&'static str, u64)>) -> Row {
+        Row {
+            key: key.into(),
+            values: values
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
+            links,
+        }
+    }
+
+    #[test]
+    fn upserts_by_key_and_fetches_columns_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.audience();
+        // Enough recipients to span two column blocks.
+        let rows: Vec<Row> = (0..5000)
+            .map(|i| {
+                row(
+                    &format!("R{i}"),
+                    &[
+                        ("email", Some(&format!("r{i}@x.test"))),
+                        ("tier", Some("gold")),
+                    ],
+                    vec![],
+                )
+            })
+            .collect();
+        assert_eq!(
+            a.upsert("recipient", &rows).unwrap(),
+            Upserted {
+                inserted: 5000,
+                updated: 0
+            }
+        );
+        assert_eq!(a.count("recipient").unwrap(), 5000);
+        assert_eq!(a.lookup("recipient", "R4097").unwrap(), Some(4097));
+        // Upsert: same key, same id, new value; a new key gets the next id.
+        let again = vec![
+            row("R1", &[("email", None)], vec![]),
+            row("R9", &[("email", Some("new@x.test"))], vec![]),
+        ];
+        let again: Vec<Row> = again
+            .into_iter()
+            .chain([row("R5000", &[("email", Some("last@x.test"))], vec![])])
+            .collect();
+        assert_eq!(
+            a.upsert("recipient", &again).unwrap(),
+            Upserted {
+                inserted: 1,
+                updated: 2
+            }
+        );
+        let cols = a
+            .fetch(
+                "recipient",
+                &[1, 9, 4097, 5000],
+                &["email".into(), "tier".into(), "id".into()],
+            )
+            .unwrap();
+        assert_eq!(
+            cols[0],
+            vec![
+                None,
+                Some("new@x.test".into()),
+                Some("r4097@x.test".into()),
+                Some("last@x.test".into())
+            ]
+        );
+        assert_eq!(
+            cols[1],
+            vec![
+                Some("gold".into()),
+                Some("gold".into()),
+                Some("gold".into()),
+                None
+            ]
+        );
+        assert_eq!(cols[2][3], Some("R5000".into()));
+        assert!(
+            a.columns("recipient")
+                .unwrap()
+                .contains(&"tier".to_string())
+        );
+
+        let subs = vec![
+            row("S1", &[("platform", Some("ios"))], vec![("recipient", 9)]),
+            row(
+                "S2",
+                &[("platform", Some("android"))],
+                vec![("recipient", 4097)],
+            ),
+        ];
+        a.upsert("subscription", &subs).unwrap();
+        let cols = a
+            .fetch(
+                "subscription",
+                &[1, 0],
+                &["recipient.email".into(), "platform".into()],
+            )
+            .unwrap();
+        assert_eq!(
+            cols[0],
+            vec![Some("r4097@x.test".into()), Some("new@x.test".into())]
+        );
+        assert_eq!(cols[1], vec![Some("android".into()), Some("ios".into())]);
+
+        let err = a
+            .fetch("subscription", &[0], &["colour".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown attribute `colour` of dimension `subscription`"),
+            "{err}"
+        );
+        assert!(err.contains("recipient.<attribute>"), "{err}");
+        assert!(
+            a.fetch("planet", &[0], &[])
+                .unwrap_err()
+                .to_string()
+                .contains("unknown dimension `planet`")
+        );
+    }
+}

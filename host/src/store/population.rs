@@ -86,3 +86,31 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn populations_round_trip_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ids: Vec<u64> = (0..40_000u64).map(|i| i * 3).collect();
+        let pop = store.write_population("recipient", &ids).unwrap();
+        let meta = store.population_meta(pop).unwrap();
+        assert_eq!(
+            meta,
+            PopulationMeta {
+                dimension: "recipient".into(),
+                count: 40_000,
+                blocks: 3
+            }
+        );
+        assert_eq!(store.population_block(pop, 1).unwrap().len(), BLOCK_IDS);
+        assert_eq!(store.population_ids(pop).unwrap(), ids);
+        let empty = store.write_population("recipient", &[]).unwrap();
+        assert_eq!(store.population_meta(empty).unwrap().blocks, 0);
+        assert!(store.population_ids(empty).unwrap().is_empty());
+        assert!(store.population_meta(pop + 1000).is_err());
+    }
+}

@@ -275,3 +275,67 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: u64, state: TaskState) -> Task {
+        Task {
+            id,
+            activity: "a".into(),
+            inputs: vec![],
+            state,
+            started_at: None,
+            component: None,
+            delivery: None,
+        }
+    }
+
+    #[test]
+    fn timers_fire_in_order_and_only_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.next_run_id().unwrap(), 1);
+        assert_eq!(store.next_run_id().unwrap(), 2);
+        let run = Run {
+            id: 2,
+            workflow_name: "w".into(),
+            workflow_file: "w.toml".into(),
+            workflow: serde_json::json!({}),
+            created_at: 0,
+        };
+        store
+            .create_run(
+                &run,
+                &[task(10, TaskState::Pending), task(11, TaskState::Pending)],
+            )
+            .unwrap();
+        store
+            .wait_task(2, &task(10, TaskState::Waiting { until: 5_000 }), 5_000)
+            .unwrap();
+        store
+            .wait_task(2, &task(11, TaskState::Waiting { until: -10 }), -10)
+            .unwrap();
+        assert_eq!(store.next_timer().unwrap(), Some(-10));
+        assert_eq!(store.due_timers(4_999).unwrap(), vec![(-10, 2, 11)]);
+        assert_eq!(
+            store.due_timers(5_000).unwrap(),
+            vec![(-10, 2, 11), (5_000, 2, 10)]
+        );
+        assert!(store.runs_with_pending().unwrap().is_empty());
+        store.fire_timer(-10, 2, 11).unwrap();
+        assert_eq!(store.due_timers(5_000).unwrap(), vec![(5_000, 2, 10)]);
+        assert_eq!(store.runs_with_pending().unwrap(), vec![2]);
+        let states: Vec<TaskState> = store
+            .tasks(2)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.state)
+            .collect();
+        assert_eq!(
+            states,
+            vec![TaskState::Waiting { until: 5_000 }, TaskState::Pending]
+        );
+    }
+}

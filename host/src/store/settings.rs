@@ -7,6 +7,25 @@ use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, StoreError, json_decode, json_encode};
 
+/// How the host authenticates requests of an account.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthScheme {
+    /// Basic auth when the account has a user, else a bearer token (the secret).
+    #[default]
+    Auto,
+    /// HTTP Basic: user and secret.
+    Basic,
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// APNs provider token: ES256 JWT signed with the secret (.p8 key);
+    /// params `team_id` and `key_id`.
+    Apns,
+    /// Google OAuth 2.0 for service accounts: the secret is the service
+    /// account JSON; the host exchanges an RS256 assertion for access tokens.
+    Google,
+}
+
 /// A named connection to a provider.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Account {
@@ -16,8 +35,24 @@ pub struct Account {
     pub url: String,
     /// Public user / account identifier.
     pub user: Option<String>,
-    /// Name of the secret holding the password or token.
+    /// Name of the secret holding the password, token or key.
     pub secret: Option<String>,
+    /// How requests are authenticated.
+    #[serde(default)]
+    pub auth: AuthScheme,
+    /// Public parameters (team id, key id, project id, topic...).
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+impl Account {
+    /// A parameter, or an error naming it.
+    pub fn param(&self, name: &str) -> Result<&str, String> {
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| format!("account `{}` needs --param {name}=...", self.name))
+    }
 }
 
 impl Store {
@@ -71,5 +106,45 @@ impl Store {
             .keys()
             .map(|k| Ok(String::from_utf8_lossy(&k?["secret/".len()..]).into_owned()))
             .collect()
+    }
+}
+
+impl Store {
+    /// Trusts a CA certificate (PEM) for outbound TLS, under a name.
+    pub fn put_ca(&self, name: &str, pem: &[u8]) -> Result<()> {
+        self.tree("settings")?.insert(format!("ca/{name}"), pem)?;
+        self.flush()
+    }
+
+    /// The trusted CA certificates: (name, PEM).
+    pub fn cas(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.tree("settings")?
+            .scan_prefix("ca/")
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((
+                    String::from_utf8_lossy(&k["ca/".len()..]).into_owned(),
+                    v.to_vec(),
+                ))
+            })
+            .collect()
+    }
+
+    /// A cached token, if still valid at `now_ms` (system clock).
+    pub(crate) fn cached_token(&self, key: &str, now_ms: i64) -> Result<Option<String>> {
+        Ok(match self.tree("tokens")?.get(key)? {
+            Some(v) => {
+                let (token, until): (String, i64) = json_decode("tokens", &v)?;
+                (until > now_ms).then_some(token)
+            }
+            None => None,
+        })
+    }
+
+    /// Caches a token until `until_ms` (system clock).
+    pub(crate) fn cache_token(&self, key: &str, token: &str, until_ms: i64) -> Result<()> {
+        self.tree("tokens")?
+            .insert(key, json_encode(&(token, until_ms)))?;
+        self.flush()
     }
 }

@@ -368,3 +368,62 @@ fn value_json(v: &Value) -> serde_json::Value {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WF: &str = r#"name = "t"
+
+[activity.q]
+type = "query"
+next = { done = ["s", "w"] }
+[activity.q.config]
+dimension = "recipient"
+subsets = [
+    { name = "a", filter = "x is empty" },
+    { name = "b", filter = "y" },
+]
+"#;
+
+    #[test]
+    fn keeps_positions_of_fields_and_config_paths() {
+        let p = parse(WF).unwrap();
+        assert_eq!(p.name, "t");
+        let q = &p.activities[0];
+        assert_eq!(q.id, "q");
+        assert_eq!(q.kind.as_ref().unwrap().0, "query");
+        assert_eq!(p.position(q.kind.as_ref().unwrap().1.start), (4, 8));
+        let targets: Vec<&str> = q.next["done"].1.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(targets, ["s", "w"]);
+        assert_eq!(p.position(q.next["done"].1[1].1.start), (5, 23));
+        assert_eq!(q.config["subsets"][1]["filter"], "y");
+        assert_eq!(
+            p.position(p.config_span(q, "subsets.1.filter").start),
+            (10, 28)
+        );
+        assert_eq!(p.position(p.config_span(q, "dimension").start), (7, 13));
+        // An unknown path falls back to the closest known item.
+        assert_eq!(
+            p.position(p.config_span(q, "subsets.7.filter").start),
+            (8, 11)
+        );
+    }
+
+    #[test]
+    fn reports_every_structural_problem_with_its_position() {
+        let errs = parse("nam = 1\n[activity.a]\ntipe = \"x\"\n")
+            .err()
+            .unwrap();
+        let rendered: Vec<String> = errs.iter().map(|d| d.render("f.toml")).collect();
+        assert_eq!(
+            rendered,
+            [
+                "f.toml:1:1: nam: unknown field `nam` (expected name, description, activity)",
+                "f.toml:1:1: name: the workflow needs a `name`",
+                "f.toml:3:1: activity.a.tipe: unknown field `tipe` (expected type, config, next)",
+                "f.toml:2:11: activity.a.type: missing `type` (the plugin to run)",
+            ]
+        );
+    }
+}

@@ -70,6 +70,7 @@ impl Channel for SmsChannel {
             out.push(Prepared::Send(Message::Http(HttpRequest {
                 account: cfg.account.clone(),
                 method: "POST".into(),
+                recipient: to.clone(),
                 path: path.clone(),
                 headers: vec![(
                     "content-type".into(),

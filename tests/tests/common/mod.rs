@@ -141,6 +141,7 @@ pub struct Subscription {
     pub recipient: String,
     pub app: String,
     pub platform: String,
+    pub token: String,
 }
 
 fn opt(s: &str) -> Option<String> {
@@ -183,6 +184,7 @@ pub fn read_subscriptions(path: &Path) -> Vec<Subscription> {
                 recipient: rec["recipient_id"].clone(),
                 app: rec["app"].clone(),
                 platform: rec["platform"].clone(),
+                token: rec["token"].clone(),
             }
         })
         .collect()

@@ -1,0 +1,221 @@
+//! APNs: one push per iOS device (subscription) through Apple's provider API
+//! (`POST /3/device/<token>` over HTTP/2). The host signs the provider token
+//! (ES256) with the operator's .p8 key; this plugin never sees it.
+//!
+//! Config: `account` (default `apns`), `topic` (the app's bundle id; else the
+//! account's `topic` param), `title` and `body` templates (the subscription's
+//! attributes and `recipient.*`), optional `push_type` (`alert`), `priority`
+//! (10 or 5), `expiration` (`1d`: the push is dropped if undeliverable that
+//! long) and `collapse_id`.
+
+use crosscast_sdk::channel::*;
+use crosscast_sdk::config;
+use serde::Deserialize;
+
+/// Apple's limit for a notification payload.
+const MAX_PAYLOAD: usize = 4096;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_account")]
+    account: String,
+    #[serde(default)]
+    topic: Option<String>,
+    title: String,
+    body: String,
+    #[serde(default = "default_push_type")]
+    push_type: String,
+    #[serde(default = "default_priority")]
+    priority: u8,
+    #[serde(default)]
+    expiration: Option<String>,
+    #[serde(default)]
+    collapse_id: Option<String>,
+}
+
+fn default_account() -> String {
+    "apns".into()
+}
+
+fn default_push_type() -> String {
+    "alert".into()
+}
+
+fn default_priority() -> u8 {
+    10
+}
+
+struct Plan {
+    cfg: Config,
+    templates: Templates,
+    expiration_ms: Option<i64>,
+}
+
+fn load(json: &str) -> Result<Plan, Vec<ConfigError>> {
+    let cfg: Config = config::parse(json)?;
+    if ![5, 10].contains(&cfg.priority) {
+        return Err(vec![ConfigError::new(
+            "priority",
+            "APNs priority is 10 (immediate) or 5 (power-friendly)",
+        )]);
+    }
+    if let Some(c) = &cfg.collapse_id
+        && c.len() > 64
+    {
+        return Err(vec![ConfigError::new(
+            "collapse_id",
+            "APNs collapse ids are at most 64 bytes",
+        )]);
+    }
+    let expiration_ms = match &cfg.expiration {
+        Some(e) => Some(
+            humantime::parse_duration(e)
+                .map_err(|err| {
+                    vec![ConfigError::new(
+                        "expiration",
+                        format!("`{e}` is not a duration ({err})"),
+                    )]
+                })?
+                .as_millis() as i64,
+        ),
+        None => None,
+    };
+    let templates =
+        Templates::compile(&[("title", cfg.title.as_str()), ("body", cfg.body.as_str())])?;
+    Ok(Plan {
+        cfg,
+        templates,
+        expiration_ms,
+    })
+}
+
+struct Apns;
+
+impl Channel for Apns {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "apns".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: "Push to iOS devices through APNs (HTTP/2), once per device".into(),
+            target: Target::Subscription,
+        }
+    }
+
+    fn configure(config: &str) -> Result<(), Vec<ConfigError>> {
+        load(config).map(|_| ())
+    }
+
+    fn build(config: &str, dimension: &str, ids: &[u64]) -> Result<Vec<Prepared>, String> {
+        let plan = load(config).map_err(|es| es[0].to_string())?;
+        let acct = account(&plan.cfg.account)?;
+        let topic = plan
+            .cfg
+            .topic
+            .clone()
+            .or_else(|| {
+                acct.params
+                    .iter()
+                    .find(|(k, _)| k == "topic")
+                    .map(|(_, v)| v.clone())
+            })
+            .ok_or(
+                "no APNs topic: set `topic` in the config or --param topic=... on the account",
+            )?;
+        let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
+        let token = columns
+            .get("token")
+            .ok_or("the dimension has no `token` attribute")?;
+        let platform = columns
+            .get("platform")
+            .ok_or("the dimension has no `platform` attribute")?;
+        let expiration = plan
+            .expiration_ms
+            .map(|d| ((now_ms() + d) / 1000).to_string())
+            .unwrap_or_else(|| "0".into());
+        let mut out = Vec::with_capacity(ids.len());
+        for i in 0..ids.len() {
+            if platform.text(i).as_deref() != Some("ios") {
+                out.push(Prepared::Exclude("not an iOS device".into()));
+                continue;
+            }
+            let Some(device) = token.text(i) else {
+                out.push(Prepared::Exclude("no device token".into()));
+                continue;
+            };
+            let ctx = row_context(&columns, i);
+            let payload = serde_json::json!({
+                "aps": {
+                    "alert": { "title": plan.templates.render("title", &ctx)?, "body": plan.templates.render("body", &ctx)? },
+                    "sound": "default",
+                }
+            })
+            .to_string();
+            if payload.len() > MAX_PAYLOAD {
+                out.push(Prepared::Exclude(format!(
+                    "payload is {} bytes; APNs allows {MAX_PAYLOAD}",
+                    payload.len()
+                )));
+                continue;
+            }
+            let mut headers = vec![
+                ("apns-topic".to_string(), topic.clone()),
+                ("apns-push-type".to_string(), plan.cfg.push_type.clone()),
+                ("apns-priority".to_string(), plan.cfg.priority.to_string()),
+                ("apns-expiration".to_string(), expiration.clone()),
+                ("content-type".to_string(), "application/json".to_string()),
+            ];
+            if let Some(c) = &plan.cfg.collapse_id {
+                headers.push(("apns-collapse-id".to_string(), c.clone()));
+            }
+            out.push(Prepared::Send(Message::Http(HttpRequest {
+                account: plan.cfg.account.clone(),
+                method: "POST".into(),
+                recipient: device.clone(),
+                path: format!("/3/device/{device}"),
+                headers,
+                body: payload.into_bytes(),
+            })));
+        }
+        Ok(out)
+    }
+
+    fn classify(_config: &str, answers: Vec<Answer>) -> Vec<Verdict> {
+        answers.into_iter().map(classify_one).collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct ApnsError {
+    reason: String,
+}
+
+/// Apple's answers: 200 with `apns-id`; otherwise a JSON `reason`.
+fn classify_one(answer: Answer) -> Verdict {
+    let r = match answer {
+        Answer::Http(r) => r,
+        Answer::TransportError(e) => return Verdict::Retry((e, None)),
+        Answer::Smtp(s) => return Verdict::Failed(format!("unexpected SMTP answer {}", s.code)),
+    };
+    let header = |name: &str| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    if r.status == 200 {
+        return Verdict::Sent(header("apns-id"));
+    }
+    let reason = serde_json::from_slice::<ApnsError>(&r.body)
+        .map(|e| e.reason)
+        .unwrap_or_default();
+    let text = format!("{} {reason}", r.status).trim().to_string();
+    match r.status {
+        429 | 500..=599 => {
+            Verdict::Retry((text, header("retry-after").and_then(|v| v.parse().ok())))
+        }
+        _ => Verdict::Failed(text),
+    }
+}
+
+crosscast_sdk::export_channel!(Apns);

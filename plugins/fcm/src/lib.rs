@@ -1,0 +1,174 @@
+//! FCM: one push per Android device (subscription) through Firebase Cloud
+//! Messaging HTTP v1 (`POST /v1/projects/{project}/messages:send`). The host
+//! obtains the OAuth access token from the operator's service account; this
+//! plugin never sees the key or the token.
+//!
+//! Config: `account` (default `fcm`; its `project_id` param names the
+//! project), `title` and `body` templates, optional `priority` (`high` or
+//! `normal`) and `ttl` (`1d`).
+
+use crosscast_sdk::channel::*;
+use crosscast_sdk::config;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_account")]
+    account: String,
+    title: String,
+    body: String,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+fn default_account() -> String {
+    "fcm".into()
+}
+
+fn load(json: &str) -> Result<(Config, Templates, Option<u64>), Vec<ConfigError>> {
+    let cfg: Config = config::parse(json)?;
+    if let Some(p) = &cfg.priority
+        && p != "high"
+        && p != "normal"
+    {
+        return Err(vec![ConfigError::new(
+            "priority",
+            "expected `high` or `normal`",
+        )]);
+    }
+    let ttl = match &cfg.ttl {
+        Some(t) => Some(
+            humantime::parse_duration(t)
+                .map_err(|e| {
+                    vec![ConfigError::new(
+                        "ttl",
+                        format!("`{t}` is not a duration ({e})"),
+                    )]
+                })?
+                .as_secs(),
+        ),
+        None => None,
+    };
+    let templates =
+        Templates::compile(&[("title", cfg.title.as_str()), ("body", cfg.body.as_str())])?;
+    Ok((cfg, templates, ttl))
+}
+
+struct Fcm;
+
+impl Channel for Fcm {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "fcm".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: "Push to Android devices through FCM HTTP v1, once per device".into(),
+            target: Target::Subscription,
+        }
+    }
+
+    fn configure(config: &str) -> Result<(), Vec<ConfigError>> {
+        load(config).map(|_| ())
+    }
+
+    fn build(config: &str, dimension: &str, ids: &[u64]) -> Result<Vec<Prepared>, String> {
+        let (cfg, templates, ttl) = load(config).map_err(|es| es[0].to_string())?;
+        let acct = account(&cfg.account)?;
+        let project = acct
+            .params
+            .iter()
+            .find(|(k, _)| k == "project_id")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| format!("account `{}` needs --param project_id=...", cfg.account))?;
+        let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
+        let token = columns
+            .get("token")
+            .ok_or("the dimension has no `token` attribute")?;
+        let platform = columns
+            .get("platform")
+            .ok_or("the dimension has no `platform` attribute")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for i in 0..ids.len() {
+            if platform.text(i).as_deref() != Some("android") {
+                out.push(Prepared::Exclude("not an Android device".into()));
+                continue;
+            }
+            let Some(device) = token.text(i) else {
+                out.push(Prepared::Exclude("no registration token".into()));
+                continue;
+            };
+            let ctx = row_context(&columns, i);
+            let mut message = serde_json::json!({
+                "token": &device,
+                "notification": { "title": templates.render("title", &ctx)?, "body": templates.render("body", &ctx)? },
+            });
+            let mut android = serde_json::Map::new();
+            if let Some(p) = &cfg.priority {
+                android.insert("priority".into(), p.clone().into());
+            }
+            if let Some(t) = ttl {
+                android.insert("ttl".into(), format!("{t}s").into());
+            }
+            if !android.is_empty() {
+                message["android"] = android.into();
+            }
+            out.push(Prepared::Send(Message::Http(HttpRequest {
+                account: cfg.account.clone(),
+                method: "POST".into(),
+                recipient: device.clone(),
+                path: format!("/v1/projects/{project}/messages:send"),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: serde_json::json!({ "message": message })
+                    .to_string()
+                    .into_bytes(),
+            })));
+        }
+        Ok(out)
+    }
+
+    fn classify(_config: &str, answers: Vec<Answer>) -> Vec<Verdict> {
+        answers.into_iter().map(classify_one).collect()
+    }
+}
+
+/// FCM answers 200 with the message `name`, or a Google API error whose
+/// details may carry an FCM `errorCode` (UNREGISTERED, QUOTA_EXCEEDED...).
+fn classify_one(answer: Answer) -> Verdict {
+    let r = match answer {
+        Answer::Http(r) => r,
+        Answer::TransportError(e) => return Verdict::Retry((e, None)),
+        Answer::Smtp(s) => return Verdict::Failed(format!("unexpected SMTP answer {}", s.code)),
+    };
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    if r.status == 200 {
+        return Verdict::Sent(body["name"].as_str().map(str::to_string));
+    }
+    let error = &body["error"];
+    let code = error["details"]
+        .as_array()
+        .and_then(|ds| ds.iter().find_map(|d| d["errorCode"].as_str()))
+        .or_else(|| error["status"].as_str())
+        .unwrap_or("");
+    let text = format!(
+        "{} {code}: {}",
+        r.status,
+        error["message"].as_str().unwrap_or("")
+    )
+    .trim()
+    .to_string();
+    let retry_after = r
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+        .and_then(|(_, v)| v.trim().parse().ok());
+    match (r.status, code) {
+        (429, _) | (500..=599, _) | (_, "QUOTA_EXCEEDED" | "UNAVAILABLE" | "INTERNAL") => {
+            Verdict::Retry((text, retry_after))
+        }
+        _ => Verdict::Failed(text),
+    }
+}
+
+crosscast_sdk::export_channel!(Fcm);
