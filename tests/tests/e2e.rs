@@ -351,6 +351,15 @@ fn reference_workflow_end_to_end() {
     assert_eq!(s.rig.apns.received().len(), want.ios.len());
     assert_eq!(s.rig.fcm.received().len(), want.android.len());
 
+    // Another run in another process reuses the cached FCM access token.
+    start_workflow(&env, T7, &root().join("tests/scenarios/push-only.toml"));
+    assert!(s.rig.fcm.received().len() > want.android.len());
+    assert_eq!(
+        s.rig.fcm.tokens_issued(),
+        1,
+        "the token is cached across processes"
+    );
+
     // The delivery log holds one sent entry per message with the provider's id.
     let log = env.ok(&["deliveries", &run.to_string(), "--json"]);
     let entries: Vec<serde_json::Value> = log
@@ -543,4 +552,42 @@ fn wrong_credentials_and_unknown_ca_fail_with_the_reason() {
         "{reason}"
     );
     assert_eq!(s.rig.fcm.received().len(), before, "nothing reached FCM");
+}
+
+/// An account's host name is checked again on the address it resolves to: a
+/// name resolving to an internal address is denied unless the operator
+/// allowed it on that account.
+#[test]
+fn egress_is_checked_on_the_resolved_address() {
+    use crosscast_test_servers::rig::{KEY_ID, TEAM_ID};
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let by_name = format!("https://localhost:{}", s.rig.apns.addr.port());
+    let team = format!("team_id={TEAM_ID}");
+    let key = format!("key_id={KEY_ID}");
+    let mut account = vec![
+        "account", "set", "apns", "--url", &by_name, "--secret", "apns-key", "--auth", "apns",
+    ];
+    account.extend(["--param", &team, "--param", &key]);
+    env.ok(&account);
+    let workflow = root().join("tests/scenarios/push-only.toml");
+    let run = start_workflow(&env, T0, &workflow);
+    let ios = log_entries(&env, run, "push_ios");
+    assert!(!ios.is_empty());
+    for e in &ios {
+        let reason = e["reason"].as_str().unwrap_or_default();
+        assert!(
+            e["state"] == "failed" && reason.contains("egress denied: localhost resolved to"),
+            "{e}"
+        );
+    }
+    assert!(s.rig.apns.received().is_empty(), "nothing left the host");
+
+    account.extend(["--param", "allow_private=true"]);
+    env.ok(&account);
+    let run = start_workflow(&env, T0, &workflow);
+    let ios = log_entries(&env, run, "push_ios");
+    assert!(ios.iter().all(|e| e["state"] == "sent"), "{ios:#?}");
+    assert_eq!(s.rig.apns.received().len(), ios.len());
 }

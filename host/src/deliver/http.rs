@@ -30,7 +30,22 @@ impl HttpTransport {
             })?;
             builder = builder.add_root_certificate(cert);
         }
+        // Names of accounts that may resolve to internal addresses.
+        let allow_internal = store
+            .accounts()?
+            .into_iter()
+            .filter(|a| a.params.get("allow_private").is_some_and(|v| v == "true"))
+            .filter_map(|a| {
+                url::Url::parse(&a.url)
+                    .ok()?
+                    .host_str()
+                    .map(|h| h.to_ascii_lowercase())
+            })
+            .collect();
         let client = builder
+            .dns_resolver(std::sync::Arc::new(super::egress::PolicyResolver::new(
+                allow_internal,
+            )))
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
@@ -51,6 +66,18 @@ impl HttpTransport {
             ));
         }
         let url = format!("{}{}", account.url.trim_end_matches('/'), req.path);
+        // The request must stay on the account's host, whatever the path says.
+        let host = |u: &str| {
+            url::Url::parse(u)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+        };
+        if host(&url).is_none() || host(&url) != host(&account.url) {
+            return Answer::TransportError(format!(
+                "egress denied: {url} leaves the host of account `{}`",
+                account.name
+            ));
+        }
         let method = match reqwest::Method::from_bytes(req.method.as_bytes()) {
             Ok(m) => m,
             Err(_) => return Answer::TransportError(format!("bad HTTP method `{}`", req.method)),

@@ -7,6 +7,7 @@
 //! Ids whose outcome is already logged are skipped, so executing a task again
 //! (after a crash) repeats at most the wave that was in flight.
 
+pub mod egress;
 pub mod http;
 pub mod smtp;
 
