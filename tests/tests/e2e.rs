@@ -591,3 +591,31 @@ fn egress_is_checked_on_the_resolved_address() {
     assert!(ios.iter().all(|e| e["state"] == "sent"), "{ios:#?}");
     assert_eq!(s.rig.apns.received().len(), ios.len());
 }
+
+/// An APNs payload over 4096 bytes never leaves: it is excluded with the size.
+#[test]
+fn oversized_apns_payloads_are_refused_before_sending() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let text = std::fs::read_to_string(root().join("tests/scenarios/push-only.toml")).unwrap();
+    let big = "x".repeat(4200);
+    let text = text.replace(
+        r#"body = "New arrivals" }"#,
+        &format!(r#"body = "{big}" }}"#),
+    );
+    assert!(text.contains(&big));
+    let wf = env.data().join("big.toml");
+    std::fs::write(&wf, text).unwrap();
+    let run = start_workflow(&env, T0, &wf);
+    let ios = log_entries(&env, run, "push_ios");
+    assert!(!ios.is_empty());
+    for e in &ios {
+        assert_eq!(e["state"], "excluded", "{e}");
+        assert!(
+            e["reason"].as_str().unwrap().contains("APNs allows 4096"),
+            "{e}"
+        );
+    }
+    assert!(s.rig.apns.received().is_empty());
+}
