@@ -553,11 +553,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     v["target"] = target.into();
                     println!("{v}");
                 } else {
+                    let state = match &d.state {
+                        DeliveryState::Intent => "in flight".to_string(),
+                        DeliveryState::Sent { provider_id } => {
+                            format!("sent {}", provider_id.as_deref().unwrap_or(""))
+                        }
+                        DeliveryState::Failed {
+                            reason,
+                            permanent: true,
+                        } => format!("failed: {reason}"),
+                        DeliveryState::Failed {
+                            reason,
+                            permanent: false,
+                        } => format!("failed (transient): {reason}"),
+                        DeliveryState::Excluded { reason } => format!("excluded: {reason}"),
+                    };
+                    let to = d.to.as_deref().unwrap_or("-");
                     println!(
-                        "{activity:<16} {:<12} {target:<8} {:<28} {:?}",
-                        d.dimension,
-                        d.to.as_deref().unwrap_or("-"),
-                        d.state
+                        "{activity:<16} {:<12} {target:<8} {to:<28} {state}",
+                        d.dimension
                     );
                 }
             }
