@@ -18,6 +18,8 @@
 pub mod config;
 pub mod filter;
 #[cfg(feature = "channel")]
+pub mod push;
+#[cfg(feature = "channel")]
 pub mod template;
 
 #[cfg(all(feature = "activity", feature = "channel"))]
@@ -108,6 +110,7 @@ pub mod channel {
     };
     pub use crate::config::ConfigError;
     pub use crate::host::*;
+    pub use crate::push::{devices, param};
     pub use crate::template::{Templates, row_context};
 
     /// A delivery channel: builds messages, reads the provider's answers.

@@ -113,35 +113,24 @@ impl Channel for Apns {
             .cfg
             .topic
             .clone()
-            .or_else(|| {
-                acct.params
-                    .iter()
-                    .find(|(k, _)| k == "topic")
-                    .map(|(_, v)| v.clone())
-            })
+            .or_else(|| param(&acct, "topic"))
             .ok_or(
                 "no APNs topic: set `topic` in the config or --param topic=... on the account",
             )?;
         let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
-        let token = columns
-            .get("token")
-            .ok_or("the dimension has no `token` attribute")?;
-        let platform = columns
-            .get("platform")
-            .ok_or("the dimension has no `platform` attribute")?;
+        let devices = devices(&columns, "ios", "an iOS device", "no device token")?;
         let expiration = plan
             .expiration_ms
             .map(|d| ((now_ms() + d) / 1000).to_string())
             .unwrap_or_else(|| "0".into());
         let mut out = Vec::with_capacity(ids.len());
-        for i in 0..ids.len() {
-            if platform.text(i).as_deref() != Some("ios") {
-                out.push(Prepared::Exclude("not an iOS device".into()));
-                continue;
-            }
-            let Some(device) = token.text(i) else {
-                out.push(Prepared::Exclude("no device token".into()));
-                continue;
+        for (i, device) in devices.into_iter().enumerate() {
+            let device = match device {
+                Ok(d) => d,
+                Err(reason) => {
+                    out.push(Prepared::Exclude(reason));
+                    continue;
+                }
             };
             let ctx = row_context(&columns, i);
             let payload = serde_json::json!({

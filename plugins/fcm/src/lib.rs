@@ -76,28 +76,23 @@ impl Channel for Fcm {
     fn build(config: &str, dimension: &str, ids: &[u64]) -> Result<Vec<Prepared>, String> {
         let (cfg, templates, ttl) = load(config).map_err(|es| es[0].to_string())?;
         let acct = account(&cfg.account)?;
-        let project = acct
-            .params
-            .iter()
-            .find(|(k, _)| k == "project_id")
-            .map(|(_, v)| v.clone())
+        let project = param(&acct, "project_id")
             .ok_or_else(|| format!("account `{}` needs --param project_id=...", cfg.account))?;
         let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
-        let token = columns
-            .get("token")
-            .ok_or("the dimension has no `token` attribute")?;
-        let platform = columns
-            .get("platform")
-            .ok_or("the dimension has no `platform` attribute")?;
+        let devices = devices(
+            &columns,
+            "android",
+            "an Android device",
+            "no registration token",
+        )?;
         let mut out = Vec::with_capacity(ids.len());
-        for i in 0..ids.len() {
-            if platform.text(i).as_deref() != Some("android") {
-                out.push(Prepared::Exclude("not an Android device".into()));
-                continue;
-            }
-            let Some(device) = token.text(i) else {
-                out.push(Prepared::Exclude("no registration token".into()));
-                continue;
+        for (i, device) in devices.into_iter().enumerate() {
+            let device = match device {
+                Ok(d) => d,
+                Err(reason) => {
+                    out.push(Prepared::Exclude(reason));
+                    continue;
+                }
             };
             let ctx = row_context(&columns, i);
             let mut message = serde_json::json!({
