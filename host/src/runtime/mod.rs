@@ -190,21 +190,15 @@ impl Runtime {
             plugin: "(being installed)".into(),
             message: crate::caps::describe_failure(&e, self.limits, &stderr),
         };
-        let record = match loaded {
+        // Both worlds describe themselves with a name, version and summary.
+        let (name, version, summary, kind) = match loaded {
             Loaded::Activity(pre) => {
                 let p = pre.instantiate(&mut store).map_err(crash)?;
                 let d = p
                     .crosscast_plugin_activity()
                     .call_describe(&mut store)
                     .map_err(crash)?;
-                PluginRecord {
-                    name: d.name,
-                    version: d.version,
-                    summary: d.summary,
-                    kind: PluginKind::Activity,
-                    sha256,
-                    accounts: vec![],
-                }
+                (d.name, d.version, d.summary, PluginKind::Activity)
             }
             Loaded::Channel(pre) => {
                 let p = pre.instantiate(&mut store).map_err(crash)?;
@@ -212,15 +206,16 @@ impl Runtime {
                     .crosscast_plugin_channel()
                     .call_describe(&mut store)
                     .map_err(crash)?;
-                PluginRecord {
-                    name: d.name,
-                    version: d.version,
-                    summary: d.summary,
-                    kind: PluginKind::Channel,
-                    sha256,
-                    accounts: vec![],
-                }
+                (d.name, d.version, d.summary, PluginKind::Channel)
             }
+        };
+        let record = PluginRecord {
+            name,
+            version,
+            summary,
+            kind,
+            sha256,
+            accounts: vec![],
         };
         if record.name.is_empty()
             || !record
