@@ -52,12 +52,25 @@ pub enum Command {
     /// Trust private or test certificate authorities for outbound TLS.
     #[command(subcommand)]
     Ca(CaCommand),
-    /// Import an audience file (CSV with a header, or NDJSON); all or nothing.
+    /// Import an audience file (CSV with a header, or NDJSON), upserting by id;
+    /// all or nothing unless --skip-invalid.
     Import {
         /// What the file holds.
         what: ImportKind,
-        /// The file.
+        /// The file (`.ndjson`/`.jsonl`/`.json` for NDJSON, anything else CSV).
         file: PathBuf,
+        /// Load the valid rows and write the rejected ones, with their line
+        /// and reasons, to this file (NDJSON).
+        #[arg(long, value_name = "REJECTS")]
+        skip_invalid: Option<PathBuf>,
+    },
+    /// Write an audience dimension as NDJSON (to stdout, or a file).
+    Export {
+        /// What to export.
+        what: ImportKind,
+        /// The file to write; stdout when absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Check a workflow file against the installed plugins.
     Validate {
@@ -79,6 +92,15 @@ pub enum Command {
         /// As JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// List the records that left an activity on a transition (external ids).
+    Members {
+        /// The run number.
+        run: u64,
+        /// The activity id.
+        activity: String,
+        /// The transition.
+        transition: String,
     },
     /// List a run's delivery log.
     Deliveries {
@@ -112,6 +134,16 @@ pub enum ImportKind {
     Recipients,
     /// App subscriptions: id,recipient_id,app,platform,token.
     Subscriptions,
+}
+
+impl ImportKind {
+    /// The dimension the files hold.
+    pub fn dimension(self) -> &'static str {
+        match self {
+            ImportKind::Recipients => "recipient",
+            ImportKind::Subscriptions => "subscription",
+        }
+    }
 }
 
 /// Plugin commands.
@@ -500,21 +532,57 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{n}");
             }
         }
-        Command::Import { what, file } => {
-            let dim = match what {
-                ImportKind::Recipients => "recipient",
-                ImportKind::Subscriptions => "subscription",
-            };
+        Command::Import {
+            what,
+            file,
+            skip_invalid,
+        } => {
+            let dim = what.dimension();
             let started = std::time::Instant::now();
-            let r = crate::import::import_file(&app.store, dim, &file)?;
+            let options = crate::import::Options {
+                rejects: skip_invalid.clone(),
+                progress: true,
+            };
+            let r = crate::import::import_file(&app.store, dim, &file, &options)?;
+            if let Some(earlier) = &r.interrupted {
+                eprintln!(
+                    "note: an earlier import of {earlier} was interrupted; import it again to complete it"
+                );
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let stored = r.inserted + r.updated;
             println!(
-                "imported {} {dim}s from {} ({} new, {} updated) in {:.2} s",
-                r.inserted + r.updated,
+                "imported {stored} {dim}s from {} ({} new, {} updated) in {secs:.2} s ({:.0} rows/s)",
                 file.display(),
                 r.inserted,
                 r.updated,
-                started.elapsed().as_secs_f64()
+                (stored + r.rejected) as f64 / secs.max(1e-9),
             );
+            if let Some(rejects) = &skip_invalid {
+                println!(
+                    "rejected {} rows, written to {}",
+                    r.rejected,
+                    rejects.display()
+                );
+            }
+        }
+        Command::Export { what, output } => {
+            let dim = what.dimension();
+            let n = match &output {
+                Some(path) => {
+                    let f = std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    crate::import::export(&app.store, dim, &mut std::io::BufWriter::new(f))?
+                }
+                None => crate::import::export(
+                    &app.store,
+                    dim,
+                    &mut std::io::BufWriter::new(std::io::stdout().lock()),
+                )?,
+            };
+            if let Some(path) = &output {
+                println!("exported {n} {dim}s to {}", path.display());
+            }
         }
         Command::Validate { file } => match app.validate(&file)? {
             Ok(wf) => println!(
@@ -544,6 +612,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print_status(&app.store, run, json)?;
         }
         Command::Status { run, json } => print_status(&app.store, run, json)?,
+        Command::Members {
+            run,
+            activity,
+            transition,
+        } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for key in members(&app.store, run, &activity, &transition)? {
+                use std::io::Write as _;
+                writeln!(out, "{key}")?;
+            }
+        }
         Command::Deliveries { run, json } => {
             app.store.run(run)?;
             for (activity, target, d) in app.store.run_deliveries(run)? {
@@ -596,6 +675,48 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The external ids of the records that left `activity` on `transition`, in
+/// id order (over every execution of the activity).
+pub fn members(
+    store: &Store,
+    run: u64,
+    activity: &str,
+    transition: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut found = false;
+    for t in store.tasks(run)? {
+        if t.activity != activity {
+            continue;
+        }
+        let TaskState::Done { outputs } = &t.state else {
+            continue;
+        };
+        let Some(out) = outputs.get(transition) else {
+            continue;
+        };
+        found = true;
+        let meta = store.population_meta(out.population)?;
+        for b in 0..meta.blocks {
+            let ids = store.population_block(out.population, b)?;
+            let cols = store
+                .audience()
+                .fetch(&meta.dimension, &ids, &["id".to_string()])?;
+            keys.extend(
+                cols.into_iter()
+                    .next()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+    }
+    if !found {
+        bail!("run {run} has no population on {activity}.{transition} (not reached, or skipped)");
+    }
+    Ok(keys)
+}
+
 /// The status of one activity of a run, summed over its tasks.
 #[derive(Debug, serde::Serialize)]
 pub struct ActivityStatus {
@@ -614,6 +735,9 @@ pub struct ActivityStatus {
     /// When a waiting activity resumes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_until: Option<String>,
+    /// Transitions not taken (a split's skip-empty subsets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     /// Failure messages.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
@@ -667,8 +791,10 @@ pub fn run_status(
                 None
             },
             waiting_until: None,
+            skipped: Vec::new(),
             errors: Vec::new(),
         };
+        let mut taken = std::collections::BTreeSet::new();
         let (mut pending, mut waiting, mut failed, mut done) = (0, 0, 0, 0);
         for t in &mine {
             if t.component.is_some() {
@@ -688,9 +814,18 @@ pub fn run_status(
                     done += 1;
                     for (k, o) in outputs {
                         *st.transitions.entry(k.clone()).or_default() += o.count;
+                        taken.insert(k.clone());
                     }
                 }
             }
+        }
+        if done > 0 {
+            st.skipped = a
+                .outputs
+                .iter()
+                .filter(|o| !taken.contains(*o))
+                .cloned()
+                .collect();
         }
         st.state = if failed > 0 {
             run_state = "failed";
@@ -749,7 +884,13 @@ fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
         let mut transitions: Vec<String> = s
             .transitions
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| {
+                if s.skipped.contains(k) {
+                    format!("{k}=skipped")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
             .collect();
         if let Some(d) = &s.deliveries {
             transitions.push(format!(

@@ -57,8 +57,9 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
     let t0 = Clock::fixed(T0)?;
     let mut app = App::open(&dir, t0)?;
     let (rfile, sfile) = sample::write(&dir.join("sample"), recipients, 7)?;
-    let r = crate::import::import_file(&app.store, "recipient", &rfile)?;
-    let s = crate::import::import_file(&app.store, "subscription", &sfile)?;
+    let quiet = crate::import::Options::default();
+    let r = crate::import::import_file(&app.store, "recipient", &rfile, &quiet)?;
+    let s = crate::import::import_file(&app.store, "subscription", &sfile, &quiet)?;
     println!(
         "imported {} recipients and {} app subscriptions (sample in {})",
         r.inserted,

@@ -202,13 +202,11 @@ impl Executor {
         };
         let instance = pre.instantiate(&mut st).map_err(crash)?;
         let mut inputs = Vec::new();
-        let mut first_dimension = None;
         for i in &task.inputs {
             let meta = self
                 .store
                 .population_meta(i.population)
                 .map_err(|e| e.to_string())?;
-            first_dimension.get_or_insert_with(|| meta.dimension.clone());
             let cursor = Cursor::stored(meta.dimension, i.population, meta.count, meta.blocks);
             let population = st
                 .data_mut()
@@ -239,17 +237,13 @@ impl Executor {
                 let emitted = std::mem::take(&mut st.data_mut().emitted);
                 drop(st);
                 let mut outputs = BTreeMap::new();
-                let fallback = emitted
-                    .values()
-                    .next()
-                    .map(|e| e.dimension.clone())
-                    .or(first_dimension)
-                    .unwrap_or_default();
                 for transition in &activity.outputs {
-                    let (dimension, mut ids) = match emitted.get(transition) {
-                        Some(e) => (e.dimension.clone(), e.ids.clone()),
-                        None => (fallback.clone(), Vec::new()),
+                    // A transition the plugin never emitted on is not taken
+                    // (a split's skip-empty subset): nothing downstream runs.
+                    let Some(e) = emitted.get(transition) else {
+                        continue;
                     };
+                    let (dimension, mut ids) = (e.dimension.clone(), e.ids.clone());
                     ids.sort_unstable();
                     ids.dedup();
                     let population = self

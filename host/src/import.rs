@@ -1,14 +1,32 @@
-//! Audience files: CSV (with a header) or NDJSON, validated in full before
-//! anything is stored, then upserted in one atomic batch.
+//! Audience files: CSV (with a header) or NDJSON, upserted by `id`.
+//!
+//! Two streaming passes keep memory flat at any size: the first validates
+//! every record (syntax, email and mobile formats, platform, links to existing
+//! records, duplicate ids) without storing anything; the second stores the
+//! valid records in chunks of [`CHUNK`] rows, one sled batch each. By default
+//! one bad record stores nothing (all-or-nothing); with a rejects file, bad
+//! records are written there with their reasons and the rest is stored.
+//!
+//! A crash during the second pass leaves the chunks stored so far, and a
+//! marker that makes the next import say so; imports upsert by id, so
+//! importing the same file again completes it.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
-use crate::store::audience::{self, Row, Upserted};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::store::audience::{self, Dimension, Row};
 use crate::store::{Store, StoreError};
 
-/// Most problems listed before the import gives up reading.
-const MAX_PROBLEMS: usize = 20;
+/// Problems listed in an all-or-nothing failure; the rest are counted.
+const MAX_LISTED: usize = 20;
+
+/// Rows stored per sled batch: a multiple of the column block size, and the
+/// batch size sled handles fastest.
+const CHUNK: usize = 16_384;
 
 /// A problem with one line of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,16 +41,18 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// Lines that do not fit; nothing was stored.
-    #[error("{}", render(.file, .problems))]
+    #[error("{}", render(.file, .problems, *.more))]
     Invalid {
         /// The file.
         file: String,
-        /// What is wrong, by line.
+        /// What is wrong, by line (the first [`MAX_LISTED`]).
         problems: Vec<Problem>,
+        /// Problems found beyond those listed.
+        more: u64,
     },
-    /// The file cannot be read.
-    #[error("cannot read {file}: {source}")]
-    Read {
+    /// A file cannot be read or written.
+    #[error("{file}: {source}")]
+    Io {
         /// The file.
         file: String,
         /// Why.
@@ -43,271 +63,468 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
-fn render(file: &str, problems: &[Problem]) -> String {
+fn render(file: &str, problems: &[Problem], more: u64) -> String {
     let mut s: Vec<String> = problems
         .iter()
         .map(|p| format!("{file}:{}: {}", p.line, p.message))
         .collect();
+    if more > 0 {
+        s.push(format!("... and {more} more problem(s)"));
+    }
     s.push(format!(
-        "nothing was imported from {file}: fix the line(s) above and import it again"
+        "nothing was imported from {file}: fix the line(s) above and import it again, \
+         or pass --skip-invalid FILE to load the valid rows and write the rejected ones to FILE"
     ));
     s.join("\n")
 }
 
+/// How to import.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Store the valid rows and write rejected ones, with reasons, here
+    /// (NDJSON); without it the import is all-or-nothing.
+    pub rejects: Option<PathBuf>,
+    /// Draw a progress bar on stderr (hidden when stderr is not a terminal).
+    pub progress: bool,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records that did not exist.
+    pub inserted: u64,
+    /// Records that existed and were overwritten.
+    pub updated: u64,
+    /// Records rejected (only with a rejects file).
+    pub rejected: u64,
+    /// An earlier import of this dimension that was interrupted, if any.
+    pub interrupted: Option<String>,
+}
+
+/// A record as read: its line and fields by column (`None`: empty).
+struct Record {
+    line: u64,
+    fields: Vec<(String, Option<String>)>,
+}
+
+impl Record {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
 /// Imports a file into a dimension (`recipient` or `subscription`).
-pub fn import_file(store: &Store, dimension: &str, path: &Path) -> Result<Upserted, ImportError> {
+pub fn import_file(
+    store: &Store,
+    dimension: &str,
+    path: &Path,
+    options: &Options,
+) -> Result<Summary, ImportError> {
     let file = path.display().to_string();
     let dim = audience::dimension(dimension)?;
-    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
+    let io = |source| ImportError::Io {
         file: file.clone(),
         source,
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    let interrupted = store.audience().interrupted_import(dimension)?;
+    let was_empty = store.audience().count(dimension)? == 0;
+    let mut links = LinkCache::default();
+
+    // Pass 1: validate everything, store nothing.
+    let bar = progress(options.progress, size, "checking");
+    let mut seen: HashMap<Box<str>, u64> = HashMap::new();
+    let mut listed = Vec::new();
+    let mut more = 0u64;
+    let mut rejected: HashSet<u64> = HashSet::new();
+    let mut rejects = match &options.rejects {
+        Some(p) => Some(BufWriter::new(File::create(p).map_err(|source| {
+            ImportError::Io {
+                file: p.display().to_string(),
+                source,
+            }
+        })?)),
+        None => None,
+    };
+    for_each_record(path, dim, &bar, |rec| {
+        let (line, reasons, fields) = match rec {
+            Err(p) => (p.line, vec![p.message], None),
+            Ok(r) => {
+                let reasons = check(store, dim, &r, &mut seen, &mut links)?;
+                (r.line, reasons, Some(r.fields))
+            }
+        };
+        if reasons.is_empty() {
+            return Ok(());
+        }
+        rejected.insert(line);
+        match &mut rejects {
+            Some(w) => {
+                let record: serde_json::Map<String, serde_json::Value> = fields
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, serde_json::Value::String(v))))
+                    .collect();
+                let json =
+                    serde_json::json!({ "line": line, "reasons": reasons, "record": record });
+                writeln!(w, "{json}").map_err(|source| ImportError::Io {
+                    file: options
+                        .rejects
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    source,
+                })?;
+            }
+            None => {
+                for message in reasons {
+                    if listed.len() < MAX_LISTED {
+                        listed.push(Problem { line, message });
+                    } else {
+                        more += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
     })?;
+    bar.finish_and_clear();
+    drop(seen);
+    if let Some(mut w) = rejects {
+        w.flush().map_err(io)?;
+    }
+    if options.rejects.is_none() && !listed.is_empty() {
+        return Err(ImportError::Invalid {
+            file,
+            problems: listed,
+            more,
+        });
+    }
+
+    // Pass 2: store the valid records, a chunk at a time.
+    let bar = progress(options.progress, size, "storing");
+    store.audience().mark_import(dimension, Some(&file))?;
+    let mut summary = Summary {
+        rejected: rejected.len() as u64,
+        interrupted,
+        ..Summary::default()
+    };
+    let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
+    let flush = |chunk: &mut Vec<Row>, summary: &mut Summary| -> Result<(), ImportError> {
+        let r = store.audience().upsert_chunk(dimension, chunk, was_empty)?;
+        summary.inserted += r.inserted;
+        summary.updated += r.updated;
+        chunk.clear();
+        Ok(())
+    };
+    for_each_record(path, dim, &bar, |rec| {
+        let Ok(rec) = rec else { return Ok(()) };
+        if rejected.contains(&rec.line) {
+            return Ok(());
+        }
+        chunk.push(to_row(store, dim, rec, &mut links)?);
+        if chunk.len() >= CHUNK {
+            flush(&mut chunk, &mut summary)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut chunk, &mut summary)?;
+    store.flush()?;
+    store.audience().mark_import(dimension, None)?;
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+fn progress(show: bool, bytes: u64, what: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(bytes);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("a valid progress template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// Calls `f` on every record of the file, in order, with the problem of a
+/// record that cannot be read.
+fn for_each_record(
+    path: &Path,
+    dim: &Dimension,
+    bar: &ProgressBar,
+    mut f: impl FnMut(Result<Record, Problem>) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
+    let file = path.display().to_string();
+    let io = |source| ImportError::Io {
+        file: file.clone(),
+        source,
+    };
+    let reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
     let is_json = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("ndjson" | "jsonl" | "json")
     );
-    let records = if is_json {
-        read_ndjson(&text)
-    } else {
-        read_csv(&text, dim)
-    };
-    let records = records.map_err(|problems| ImportError::Invalid {
-        file: file.clone(),
-        problems,
-    })?;
-    let rows = check(store, dim, records).map_err(|problems| ImportError::Invalid {
-        file: file.clone(),
-        problems,
-    })?;
-    Ok(store.audience().upsert(dimension, &rows)?)
+    if is_json {
+        let mut bytes = 0u64;
+        for (i, line) in reader.lines().enumerate() {
+            let line = line.map_err(io)?;
+            bytes += line.len() as u64 + 1;
+            if i.is_multiple_of(4096) {
+                bar.set_position(bytes);
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            f(parse_json_line(i as u64 + 1, &line))?;
+        }
+        return Ok(());
+    }
+    read_csv(reader, dim, bar, &file, f)
 }
 
-/// A record as read: its line and fields by column.
-type Record = (u64, Vec<(String, Option<String>)>);
-
-fn read_csv(text: &str, dim: &audience::Dimension) -> Result<Vec<Record>, Vec<Problem>> {
+fn read_csv(
+    reader: impl Read,
+    dim: &Dimension,
+    bar: &ProgressBar,
+    file: &str,
+    mut f: impl FnMut(Result<Record, Problem>) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| {
-            vec![Problem {
-                line: 1,
-                message: format!("unreadable header: {e}"),
-            }]
-        })?
-        .clone();
+        .from_reader(reader);
+    let headers = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            return Err(ImportError::Invalid {
+                file: file.to_string(),
+                problems: vec![Problem {
+                    line: 1,
+                    message: format!("unreadable header: {e}"),
+                }],
+                more: 0,
+            });
+        }
+    };
     let missing: Vec<&str> = std::iter::once("id")
-        .chain(dim.columns.iter().copied())
+        .chain(dim.required())
         .filter(|c| !headers.iter().any(|h| h == *c))
         .collect();
     if !missing.is_empty() {
-        return Err(vec![Problem {
-            line: 1,
-            message: format!(
-                "the header lacks {} (a {} file has id,{})",
-                missing.join(", "),
-                dim.name,
-                dim.columns.join(",")
-            ),
-        }]);
+        return Err(ImportError::Invalid {
+            file: file.to_string(),
+            problems: vec![Problem {
+                line: 1,
+                message: format!(
+                    "the header lacks {} (a {} file has id,{})",
+                    missing.join(", "),
+                    dim.name,
+                    dim.columns.join(",")
+                ),
+            }],
+            more: 0,
+        });
     }
-    let mut out = Vec::new();
-    let mut problems = Vec::new();
-    for rec in reader.records() {
-        match rec {
-            Ok(r) => {
-                let line = r.position().map(|p| p.line()).unwrap_or(0);
+    let headers: Vec<String> = headers.iter().map(str::to_string).collect();
+    let mut record = csv::StringRecord::new();
+    let mut n = 0u64;
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                let pos = record
+                    .position()
+                    .expect("a record read from a file has a position");
+                n += 1;
+                if n.is_multiple_of(4096) {
+                    bar.set_position(pos.byte());
+                }
                 let fields = headers
                     .iter()
-                    .zip(r.iter())
-                    .map(|(h, v)| {
-                        (
-                            h.to_string(),
-                            if v.is_empty() {
-                                None
-                            } else {
-                                Some(v.to_string())
-                            },
-                        )
-                    })
+                    .zip(record.iter())
+                    .map(|(h, v)| (h.clone(), (!v.is_empty()).then(|| v.to_string())))
                     .collect();
-                out.push((line, fields));
+                f(Ok(Record {
+                    line: pos.line(),
+                    fields,
+                }))?;
             }
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                problems.push(Problem {
+                let recoverable = matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. });
+                f(Err(Problem {
                     line,
                     message: format!("unreadable row: {e}"),
-                });
-                if problems.len() >= MAX_PROBLEMS {
-                    break;
+                }))?;
+                if !recoverable {
+                    return Ok(());
                 }
             }
         }
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
     }
 }
 
-fn read_ndjson(text: &str) -> Result<Vec<Record>, Vec<Problem>> {
-    let mut out = Vec::new();
-    let mut problems = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i as u64 + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line) {
-            Ok(obj) => {
-                let mut fields = Vec::new();
-                for (k, v) in obj {
-                    let v = match v {
-                        serde_json::Value::Null => None,
-                        serde_json::Value::String(s) if s.trim().is_empty() => None,
-                        serde_json::Value::String(s) => Some(s.trim().to_string()),
-                        serde_json::Value::Number(n) => Some(n.to_string()),
-                        serde_json::Value::Bool(b) => Some(b.to_string()),
-                        other => {
-                            problems.push(Problem {
-                                line: line_no,
-                                message: format!(
-                                    "field `{k}`: expected a text, number or boolean, found {other}"
-                                ),
-                            });
-                            continue;
-                        }
-                    };
-                    fields.push((k, v));
-                }
-                out.push((line_no, fields));
-            }
-            Err(e) => problems.push(Problem {
-                line: line_no,
+fn parse_json_line(line: u64, text: &str) -> Result<Record, Problem> {
+    let obj =
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).map_err(|e| {
+            Problem {
+                line,
                 message: format!("not a JSON object: {e}"),
-            }),
-        }
-        if problems.len() >= MAX_PROBLEMS {
-            break;
-        }
+            }
+        })?;
+    let mut fields = Vec::with_capacity(obj.len());
+    for (k, v) in obj {
+        let v = match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) if s.trim().is_empty() => None,
+            serde_json::Value::String(s) => Some(s.trim().to_string()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Bool(b) => Some(b.to_string()),
+            other => {
+                return Err(Problem {
+                    line,
+                    message: format!(
+                        "field `{k}`: expected a text, number or boolean, found {other}"
+                    ),
+                });
+            }
+        };
+        fields.push((k, v));
     }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
+    Ok(Record { line, fields })
+}
+
+/// Internal ids of link targets by external id; bounded, since a file may
+/// reference millions of records.
+#[derive(Default)]
+struct LinkCache {
+    map: HashMap<(&'static str, String), Option<u64>>,
+}
+
+impl LinkCache {
+    fn resolve(
+        &mut self,
+        store: &Store,
+        target: &'static str,
+        key: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        if let Some(r) = self.map.get(&(target, key.to_string())) {
+            return Ok(*r);
+        }
+        let r = store.audience().lookup(target, key)?;
+        if self.map.len() >= 262_144 {
+            self.map.clear();
+        }
+        self.map.insert((target, key.to_string()), r);
+        Ok(r)
     }
 }
 
-/// Validates records and resolves links; every problem is reported.
+/// Every problem of one record (empty when it is valid).
 fn check(
     store: &Store,
-    dim: &audience::Dimension,
-    records: Vec<Record>,
-) -> Result<Vec<Row>, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut rows = Vec::with_capacity(records.len());
-    let mut link_cache: HashMap<String, Option<u64>> = HashMap::new();
-    for (line, fields) in records {
-        let mut bad = |message: String| problems.push(Problem { line, message });
-        let get = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| v.clone())
-        };
-        let Some(key) = get("id") else {
-            bad("`id` is empty".into());
+    dim: &Dimension,
+    rec: &Record,
+    seen: &mut HashMap<Box<str>, u64>,
+    links: &mut LinkCache,
+) -> Result<Vec<String>, ImportError> {
+    let mut bad = Vec::new();
+    match rec.get("id") {
+        None => bad.push("`id` is empty".to_string()),
+        Some(key) => {
+            if let Some(first) = seen.get(key) {
+                bad.push(format!(
+                    "id `{key}` appears twice in the file (first on line {first})"
+                ));
+            } else {
+                seen.insert(key.into(), rec.line);
+            }
+        }
+    }
+    for (column, rule) in dim.checks {
+        if let Err(e) = rule.apply(rec.get(column)) {
+            bad.push(format!("{column} {e}"));
+        }
+    }
+    for link in dim.links {
+        let Some(target_key) = rec.get(link.column) else {
+            bad.push(format!("`{}` is empty", link.column));
             continue;
         };
-        if let Some(first) = seen.insert(key.clone(), line) {
-            bad(format!(
-                "id `{key}` appears twice in the file (first on line {first})"
+        if links.resolve(store, link.target, target_key)?.is_none() {
+            bad.push(format!(
+                "{} `{target_key}` does not exist (import the {}s first)",
+                link.column, link.target
             ));
         }
-        match dim.name {
-            "recipient" => {
-                if let Some(email) = get("email")
-                    && !plausible_email(&email)
-                {
-                    bad(format!("email `{email}` is not an address"));
-                }
-                if let Some(mobile) = get("mobile")
-                    && !plausible_mobile(&mobile)
-                {
-                    bad(format!(
-                        "mobile `{mobile}` is not an E.164 number such as +15550001111"
-                    ));
-                }
-            }
-            "subscription" => {
-                match get("platform").as_deref() {
-                    Some("ios" | "android") => {}
-                    Some(p) => bad(format!(
-                        "platform `{p}` is unknown (expected ios or android)"
-                    )),
-                    None => bad("`platform` is empty (expected ios or android)".into()),
-                }
-                for required in ["app", "token"] {
-                    if get(required).is_none() {
-                        bad(format!("`{required}` is empty"));
-                    }
-                }
-            }
-            _ => {}
-        }
-        let mut links = Vec::new();
-        for link in dim.links {
-            let Some(target_key) = get(link.column) else {
-                bad(format!("`{}` is empty", link.column));
-                continue;
-            };
-            let resolved = match link_cache.get(&target_key) {
-                Some(r) => *r,
-                None => {
-                    let r = match store.audience().lookup(link.target, &target_key) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            bad(e.to_string());
-                            continue;
-                        }
-                    };
-                    link_cache.insert(target_key.clone(), r);
-                    r
-                }
-            };
-            match resolved {
-                Some(id) => links.push((link.name, id)),
-                None => bad(format!(
-                    "{} `{target_key}` does not exist (import the {}s first)",
-                    link.column, link.target
-                )),
-            }
-        }
-        let values = fields.into_iter().filter(|(k, _)| k != "id").collect();
-        rows.push(Row { key, values, links });
-        if problems.len() >= MAX_PROBLEMS {
-            break;
-        }
     }
-    if problems.is_empty() {
-        Ok(rows)
-    } else {
-        Err(problems)
-    }
+    Ok(bad)
 }
 
-fn plausible_email(s: &str) -> bool {
-    s.parse::<lettre::Address>().is_ok()
+/// A valid record as a row to store: normalised values and resolved links.
+fn to_row(
+    store: &Store,
+    dim: &Dimension,
+    rec: Record,
+    links: &mut LinkCache,
+) -> Result<Row, ImportError> {
+    let mut resolved = Vec::with_capacity(dim.links.len());
+    for link in dim.links {
+        let key = rec.get(link.column).unwrap_or_default();
+        if let Some(id) = links.resolve(store, link.target, key)? {
+            resolved.push((link.name, id));
+        }
+    }
+    let mut key = String::new();
+    let mut values = Vec::with_capacity(rec.fields.len());
+    for (k, v) in rec.fields {
+        if k == "id" {
+            key = v.unwrap_or_default();
+            continue;
+        }
+        let v = match (dim.checks.iter().find(|(c, _)| *c == k), v) {
+            (Some((_, rule)), Some(v)) => Some(rule.apply(Some(&v)).ok().flatten().unwrap_or(v)),
+            (_, v) => v,
+        };
+        values.push((k, v));
+    }
+    Ok(Row {
+        key,
+        values,
+        links: resolved,
+    })
 }
 
-fn plausible_mobile(s: &str) -> bool {
-    let digits = s.strip_prefix('+').unwrap_or("");
-    (8..=15).contains(&digits.len())
-        && digits.chars().all(|c| c.is_ascii_digit())
-        && !digits.starts_with('0')
+/// Writes every record of a dimension as NDJSON, in id order; returns how many.
+pub fn export(store: &Store, dimension: &str, out: &mut impl Write) -> anyhow::Result<u64> {
+    let audience = store.audience();
+    let count = audience.count(dimension)?;
+    let mut start = 0;
+    while start < count {
+        let len = audience::BLOCK.min(count - start);
+        let columns = audience.read_range(dimension, start, len)?;
+        for i in 0..len as usize {
+            let obj: serde_json::Map<String, serde_json::Value> = columns
+                .iter()
+                .filter_map(|(c, v)| {
+                    v.get(i)
+                        .cloned()
+                        .flatten()
+                        .map(|v| (c.clone(), serde_json::Value::String(v)))
+                })
+                .collect();
+            serde_json::to_writer(&mut *out, &obj)?;
+            out.write_all(b"\n")?;
+        }
+        start += len;
+    }
+    out.flush()?;
+    Ok(count)
 }

@@ -1,7 +1,7 @@
 //! Calls into the host shared by both worlds: log, clock, attributes.
 
 use crate::bindings::crosscast::plugin::{attributes, clock, log, types};
-use crate::filter::{Column, Columns};
+use crate::filter::{Column, Columns, Field};
 
 /// The run's clock, in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -18,14 +18,54 @@ pub fn log_warn(message: &str) {
     log::log(log::Level::Warn, message);
 }
 
-/// Fetches attribute columns for a batch of ids, keyed by path.
+/// Fetches attribute columns (values) for a batch of ids, keyed by path.
 pub fn fetch(dimension: &str, ids: &[u64], paths: &[String]) -> Result<Columns, String> {
-    let cols = attributes::fetch(dimension, ids, paths)?;
-    Ok(paths
+    let fields: Vec<Field> = paths
         .iter()
-        .cloned()
+        .map(|p| Field {
+            path: p.clone(),
+            presence_only: false,
+        })
+        .collect();
+    fetch_fields(dimension, ids, &fields)
+}
+
+/// Fetches fields (values or presence only) for a batch of ids, keyed by path.
+pub fn fetch_fields(dimension: &str, ids: &[u64], fields: &[Field]) -> Result<Columns, String> {
+    let cols = attributes::fetch(dimension, ids, &wit_fields(fields))?;
+    Ok(keyed(fields, cols))
+}
+
+/// The links of a dimension: (link name, target dimension).
+pub fn links(dimension: &str) -> Result<Vec<(String, String)>, String> {
+    attributes::links(dimension)
+}
+
+/// Follows a link from a batch of ids: the target id of each, in order.
+pub fn follow(dimension: &str, link: &str, ids: &[u64]) -> Result<Vec<Option<u64>>, String> {
+    attributes::follow(dimension, link, ids)
+}
+
+pub(crate) fn wit_fields(fields: &[Field]) -> Vec<types::Field> {
+    fields
+        .iter()
+        .map(|f| types::Field {
+            path: f.path.clone(),
+            form: if f.presence_only {
+                types::Form::Presence
+            } else {
+                types::Form::Value
+            },
+        })
+        .collect()
+}
+
+pub(crate) fn keyed(fields: &[Field], cols: Vec<types::Column>) -> Columns {
+    fields
+        .iter()
+        .map(|f| f.path.clone())
         .zip(cols.into_iter().map(column))
-        .collect())
+        .collect()
 }
 
 /// The attribute names of a dimension.
@@ -40,6 +80,11 @@ fn column(c: types::Column) -> Column {
         types::Column::Float(v) => Column::Float(v),
         types::Column::Boolean(v) => Column::Boolean(v),
         types::Column::Timestamp(v) => Column::Timestamp(v),
+        types::Column::Dictionary(d) => Column::Dictionary {
+            values: d.values,
+            rows: d.rows,
+        },
+        types::Column::Presence(v) => Column::Presence(v),
     }
 }
 

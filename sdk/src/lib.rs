@@ -19,6 +19,7 @@ pub mod config;
 pub mod filter;
 #[cfg(feature = "channel")]
 pub mod push;
+pub mod select;
 #[cfg(feature = "channel")]
 pub mod template;
 
@@ -56,7 +57,7 @@ pub use host::*;
 
 /// How many ids a plugin reads from the host per call: crossing the wasm
 /// boundary is cheap per batch and expensive per record.
-pub const BATCH: u32 = 10_000;
+pub const BATCH: u32 = 16_384;
 
 /// Everything an activity plugin needs.
 #[cfg(feature = "activity")]
@@ -66,7 +67,7 @@ pub mod activity {
         Descriptor, Input, Outcome, Task,
     };
     pub use crate::config::ConfigError;
-    pub use crate::filter::{Column, Columns, Filter};
+    pub use crate::filter::{Column, Columns, Field, Filter, merge_fields};
     pub use crate::host::*;
 
     /// An activity type: the logic of one kind of workflow node.
@@ -82,6 +83,80 @@ pub mod activity {
     /// Adds ids to the population leaving on `transition`.
     pub fn emit(transition: &str, dimension: &str, ids: &[u64]) -> Result<(), String> {
         crate::bindings::crosscast::plugin::output::emit(transition, dimension, ids)
+    }
+
+    /// Most ids [`Outputs`] holds per transition before handing them to the host.
+    const FLUSH_AT: usize = 65_536;
+
+    /// Buffers emitted ids per transition and hands them to the host in large
+    /// lists, so an activity crosses the boundary once per 65,536 ids emitted
+    /// rather than once per batch read. Call [`Outputs::finish`] at the end.
+    #[derive(Default)]
+    pub struct Outputs {
+        pending: Vec<(String, String, Vec<u64>)>,
+    }
+
+    impl Outputs {
+        /// An empty buffer.
+        pub fn new() -> Outputs {
+            Outputs::default()
+        }
+
+        /// Adds ids to the population leaving on `transition`.
+        pub fn emit(
+            &mut self,
+            transition: &str,
+            dimension: &str,
+            ids: &[u64],
+        ) -> Result<(), String> {
+            let i = match self.pending.iter().position(|(t, _, _)| t == transition) {
+                Some(i) => i,
+                None => {
+                    self.pending
+                        .push((transition.to_string(), dimension.to_string(), Vec::new()));
+                    self.pending.len() - 1
+                }
+            };
+            let (t, d, buf) = &mut self.pending[i];
+            if d != dimension {
+                // The host reports the mismatch with its own message.
+                return emit(t, dimension, ids);
+            }
+            buf.extend_from_slice(ids);
+            if buf.len() >= FLUSH_AT {
+                emit(t, d, buf)?;
+                buf.clear();
+            }
+            Ok(())
+        }
+
+        /// Hands every buffered id to the host. A transition that was emitted
+        /// on, even with no ids, is announced with its dimension.
+        pub fn finish(self) -> Result<(), String> {
+            for (t, d, buf) in self.pending {
+                emit(&t, &d, &buf)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Calls `f` on each batch of a population with the columns of `fields`,
+    /// fetched in the same call, in ascending id order.
+    pub fn for_each_batch_with(
+        population: &Population,
+        fields: &[Field],
+        mut f: impl FnMut(&[u64], &Columns) -> Result<(), String>,
+    ) -> Result<(), String> {
+        population.rewind();
+        let wit = crate::host::wit_fields(fields);
+        loop {
+            let batch = population.read_with(crate::BATCH, &wit)?;
+            if batch.ids.is_empty() {
+                return Ok(());
+            }
+            let columns = crate::host::keyed(fields, batch.columns);
+            f(&batch.ids, &columns)?;
+        }
     }
 
     /// Calls `f` on each batch of a population, in ascending id order.

@@ -53,7 +53,7 @@ fn imports_are_all_or_nothing() {
         dir.join("recipients-bad.csv").to_str().unwrap(),
     ]);
     assert!(
-        bad.contains("recipients-bad.csv:3: email `not-an-address` is not an address"),
+        bad.contains("recipients-bad.csv:3: email `not-an-address` is not an email address"),
         "{bad}"
     );
     assert!(
@@ -102,6 +102,87 @@ fn imports_are_all_or_nothing() {
     let run: serde_json::Value =
         serde_json::from_str(&env.ok(&["run", wf.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(count(&run, "q", "done"), 0);
+}
+
+/// `--skip-invalid` stores the valid rows (mobiles normalised to E.164) and
+/// writes each rejected row with its line and reasons; `export` writes back
+/// what was stored.
+#[test]
+fn skip_invalid_loads_the_rest_and_export_writes_it_back() {
+    let env = Env::new();
+    let dir = root().join("tests/scenarios/import");
+    let rejects = env.data().join("rejects.ndjson");
+    let out = env.ok(&[
+        "import",
+        "recipients",
+        dir.join("recipients-mixed.csv").to_str().unwrap(),
+        "--skip-invalid",
+        rejects.to_str().unwrap(),
+    ]);
+    assert!(out.contains("imported 3 recipients"), "{out}");
+    assert!(out.contains("(3 new, 0 updated)"), "{out}");
+    assert!(out.contains("rejected 3 rows"), "{out}");
+    let rejected: Vec<serde_json::Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(u64, String)> = rejected
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["reasons"][0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (3, "email `broken@` is not an email address".to_string()),
+            (
+                5,
+                "mobile `12345` is not an E.164 number such as +15550001111".to_string()
+            ),
+            (
+                6,
+                "id `M1` appears twice in the file (first on line 2)".to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        rejected[0]["record"]["id"], "M2",
+        "the rejected row is kept whole"
+    );
+
+    let export = env.data().join("export.ndjson");
+    env.ok(&["export", "recipients", "--output", export.to_str().unwrap()]);
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(String, Option<String>, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["mobile"].as_str().map(str::to_string),
+                r["score"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("M1".into(), Some("+15550001111".into()), Some("10".into())),
+            ("M3".into(), Some("+442079460958".into()), Some("30".into())),
+            ("M5".into(), Some("+33612345678".into()), None),
+        ]
+    );
+    // The export imports back as an upsert of the same records.
+    let again = env.ok(&["import", "recipients", export.to_str().unwrap()]);
+    assert!(again.contains("(0 new, 3 updated)"), "{again}");
 }
 
 fn misbehave_workflow(env: &Env, mode: &str) -> std::path::PathBuf {

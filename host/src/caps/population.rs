@@ -7,7 +7,10 @@ use wasmtime::component::Resource;
 
 use super::MAX_BATCH;
 use crate::runtime::HostState;
-use crate::runtime::bindings::activity::crosscast::plugin::population::{Host, HostPopulation};
+use crate::runtime::bindings::activity::crosscast::plugin::population::{
+    Batch, Host, HostPopulation,
+};
+use crate::runtime::bindings::activity::crosscast::plugin::types::Field;
 
 /// Where a population's ids come from.
 enum Source {
@@ -111,6 +114,23 @@ impl HostPopulation for HostState {
         let store = self.ctx.store().map_err(wasmtime::Error::msg)?.clone();
         let cursor = self.table.get_mut(&this)?;
         Ok(cursor.read(&store, max.clamp(1, MAX_BATCH) as usize)?)
+    }
+
+    fn read_with(
+        &mut self,
+        this: Resource<Cursor>,
+        max: u32,
+        fields: Vec<Field>,
+    ) -> wasmtime::Result<Result<Batch, String>> {
+        self.host_calls += 1;
+        let store = self.ctx.store().map_err(wasmtime::Error::msg)?.clone();
+        let cursor = self.table.get_mut(&this)?;
+        let ids = cursor.read(&store, max.clamp(1, MAX_BATCH) as usize)?;
+        let dimension = cursor.dimension.clone();
+        // Fetched even for an empty batch, so a misspelt path is reported
+        // on an empty population too.
+        let columns = super::attributes::columns_for(&store, &dimension, &ids, &fields);
+        super::attributes::guest_error(columns.map(|columns| Batch { ids, columns }))
     }
 
     fn rewind(&mut self, this: Resource<Cursor>) -> wasmtime::Result<()> {

@@ -30,15 +30,91 @@ pub struct Link {
     pub target: &'static str,
 }
 
+/// A rule a column's values must follow at import.
+#[derive(Debug, Clone, Copy)]
+pub enum Check {
+    /// An email address, if present.
+    Email,
+    /// A mobile number, if present: E.164 after normalisation (spaces,
+    /// dashes, dots and parentheses dropped, a leading `00` read as `+`).
+    Phone,
+    /// Present and one of these values.
+    OneOf(&'static [&'static str]),
+    /// Present.
+    Required,
+}
+
+impl Check {
+    /// Checks a value; `Ok` carries the value to store (normalised).
+    pub fn apply(&self, value: Option<&str>) -> std::result::Result<Option<String>, String> {
+        match (self, value) {
+            (Check::Email | Check::Phone, None) => Ok(None),
+            (Check::OneOf(allowed), None) => {
+                Err(format!("is empty (expected {})", allowed.join(" or ")))
+            }
+            (Check::Required, None) => Err("is empty".into()),
+            (Check::Email, Some(v)) => match v.parse::<lettre::Address>() {
+                Ok(_) => Ok(Some(v.to_string())),
+                Err(_) => Err(format!("`{v}` is not an email address")),
+            },
+            (Check::Phone, Some(v)) => normalise_phone(v)
+                .map(Some)
+                .ok_or_else(|| format!("`{v}` is not an E.164 number such as +15550001111")),
+            (Check::OneOf(allowed), Some(v)) => {
+                if allowed.contains(&v) {
+                    Ok(Some(v.to_string()))
+                } else {
+                    Err(format!(
+                        "`{v}` is unknown (expected {})",
+                        allowed.join(" or ")
+                    ))
+                }
+            }
+            (Check::Required, Some(v)) => Ok(Some(v.to_string())),
+        }
+    }
+}
+
+/// A mobile number in E.164 form (`+` and 7 to 15 digits, no leading zero),
+/// after dropping separators; `None` when it cannot be one.
+pub fn normalise_phone(raw: &str) -> Option<String> {
+    let compact: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\u{a0}'))
+        .collect();
+    let digits = match compact.strip_prefix('+') {
+        Some(d) => d,
+        None => compact.strip_prefix("00")?,
+    };
+    let ok = (7..=15).contains(&digits.len())
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && !digits.starts_with('0');
+    ok.then(|| format!("+{digits}"))
+}
+
 /// A target dimension: a kind of record workflows run on.
 #[derive(Debug, Clone, Copy)]
 pub struct Dimension {
     /// Its name in workflows and on the command line.
     pub name: &'static str,
-    /// Columns every file of this dimension has (after `id`), in order.
+    /// Its documented columns (after `id`), in order; files may have more.
     pub columns: &'static [&'static str],
+    /// Rules columns follow at import.
+    pub checks: &'static [(&'static str, Check)],
     /// Links to other dimensions.
     pub links: &'static [Link],
+}
+
+impl Dimension {
+    /// Columns a file of this dimension must have (besides `id`).
+    pub fn required(&self) -> impl Iterator<Item = &'static str> {
+        self.links.iter().map(|l| l.column).chain(
+            self.checks
+                .iter()
+                .filter(|(_, c)| matches!(c, Check::Required | Check::OneOf(_)))
+                .map(|(name, _)| *name),
+        )
+    }
 }
 
 /// The dimensions Crosscast knows. A further dimension is one more entry.
@@ -53,11 +129,17 @@ pub const SCHEMA: &[Dimension] = &[
             "locale",
             "timezone",
         ],
+        checks: &[("email", Check::Email), ("mobile", Check::Phone)],
         links: &[],
     },
     Dimension {
         name: "subscription",
         columns: &["recipient_id", "app", "platform", "token"],
+        checks: &[
+            ("app", Check::Required),
+            ("platform", Check::OneOf(&["ios", "android"])),
+            ("token", Check::Required),
+        ],
         links: &[Link {
             name: "recipient",
             column: "recipient_id",
@@ -170,6 +252,36 @@ impl Audience<'_> {
     /// Upserts rows of one dimension in one atomic batch, then flushes.
     /// Callers validate everything first: this either stores all or nothing.
     pub fn upsert(&self, dimension: &str, rows: &[Row]) -> Result<Upserted> {
+        let r = self.upsert_chunk(dimension, rows, false)?;
+        self.store.flush()?;
+        Ok(r)
+    }
+
+    /// Records that an import of `file` is being stored (`None`: it ended).
+    /// An import stores its chunks one batch at a time; a marker left behind
+    /// says one was interrupted, so the next import can say so.
+    pub fn mark_import(&self, dimension: &str, file: Option<&str>) -> Result<()> {
+        let tree = self.tree(self::dimension(dimension)?)?;
+        match file {
+            Some(f) => tree.insert(b"m:importing", f.as_bytes())?,
+            None => tree.remove(b"m:importing")?,
+        };
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// The file of an import that was interrupted, if any.
+    pub fn interrupted_import(&self, dimension: &str) -> Result<Option<String>> {
+        let tree = self.tree(self::dimension(dimension)?)?;
+        Ok(tree
+            .get(b"m:importing")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Upserts one chunk of rows in one sled batch, without flushing. With
+    /// `all_new`, the caller guarantees no key exists yet (a first import
+    /// checked for duplicates), which skips a lookup per row.
+    pub fn upsert_chunk(&self, dimension: &str, rows: &[Row], all_new: bool) -> Result<Upserted> {
         let dim = self::dimension(dimension)?;
         let tree = self.tree(dim)?;
         let mut next = self.count(dimension)?;
@@ -183,9 +295,14 @@ impl Audience<'_> {
         let mut columns = self.columns(dimension)?;
         let mut assigned: HashMap<&str, u64> = HashMap::new();
         for row in rows {
+            let existing = if all_new {
+                None
+            } else {
+                tree.get(ext_key(&row.key))?
+            };
             let id = match assigned.get(row.key.as_str()) {
                 Some(id) => *id,
-                None => match tree.get(ext_key(&row.key))? {
+                None => match existing {
                     Some(v) => {
                         result.updated += 1;
                         u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))
@@ -253,7 +370,6 @@ impl Audience<'_> {
         batch.insert(b"m:columns".to_vec(), json_encode(&extras));
         batch.insert(b"m:next".to_vec(), &next.to_be_bytes());
         tree.apply_batch(batch)?;
-        self.store.flush()?;
         Ok(result)
     }
 
@@ -315,6 +431,43 @@ impl Audience<'_> {
         let tree = self.tree(dim)?;
         read_blocks::<Option<String>>(&tree, b'c', path, ids)
             .map(|v| v.into_iter().map(Option::flatten).collect())
+    }
+
+    /// Every stored column of records `start..start + len` (at most one
+    /// block), for export: `(column, values)` in column order.
+    pub fn read_range(
+        &self,
+        dimension: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Vec<(String, Vec<Option<String>>)>> {
+        let dim = self::dimension(dimension)?;
+        let ids: Vec<u64> = (start..start + len).collect();
+        let tree = self.tree(dim)?;
+        self.columns(dimension)?
+            .into_iter()
+            .map(|c| {
+                let v = read_blocks::<Option<String>>(&tree, b'c', &c, &ids)?;
+                Ok((c, v.into_iter().map(Option::flatten).collect()))
+            })
+            .collect()
+    }
+
+    /// Follows a link by name: the target id of each of `ids`, in order.
+    pub fn follow(&self, dimension: &str, link: &str, ids: &[u64]) -> Result<Vec<Option<u64>>> {
+        let dim = self::dimension(dimension)?;
+        if !dim.links.iter().any(|l| l.name == link) {
+            let known: Vec<&str> = dim.links.iter().map(|l| l.name).collect();
+            return Err(StoreError::NotFound(format!(
+                "dimension `{dimension}` has no link `{link}` (links: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        self.read_links(dim, link, ids)
     }
 
     /// The internal ids that records of `dim` link to through `link`.

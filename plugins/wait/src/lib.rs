@@ -52,10 +52,14 @@ impl Activity for Wait {
         if now_ms() < due {
             return Ok(Outcome::WaitUntil(due));
         }
+        let mut out = Outputs::new();
         for input in &task.inputs {
             let dimension = input.population.dimension();
-            for_each_batch(&input.population, |ids| emit("done", &dimension, ids))?;
+            // Announced even when empty: the transition is taken either way.
+            out.emit("done", &dimension, &[])?;
+            for_each_batch(&input.population, |ids| out.emit("done", &dimension, ids))?;
         }
+        out.finish()?;
         Ok(Outcome::Done)
     }
 }

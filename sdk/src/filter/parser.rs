@@ -1,6 +1,6 @@
 //! Recursive-descent parser for filters.
 
-use super::ast::{CmpOp, Expr, Literal};
+use super::ast::{CmpOp, Expr, Literal, TextOp, TimeBase, TimeExpr};
 use super::lexer::{Tok, tokenize};
 
 /// A filter that does not parse: where, and what was expected.
@@ -27,7 +27,12 @@ impl ParseError {
     }
 }
 
-const KEYWORDS: &[&str] = &["and", "or", "not", "is", "empty", "true", "false"];
+/// Words that cannot start an attribute path.
+const RESERVED: &[&str] = &["and", "or", "not", "true", "false"];
+
+/// What may follow a path, for error messages.
+const PREDICATES: &str = "`=`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `like`, `contains`, \
+                          `starts with`, `is empty` or `is not empty`";
 
 fn is_kw(tok: &Tok, kw: &str) -> bool {
     matches!(tok, Tok::Ident(s) if s.eq_ignore_ascii_case(kw))
@@ -72,6 +77,25 @@ impl Parser<'_> {
         ParseError::new(self.src, self.toks[self.pos].0, message)
     }
 
+    /// Consumes `tok` or explains what was expected instead.
+    fn expect(&mut self, tok: Tok, what: &str) -> Result<(), ParseError> {
+        if self.peek() != &tok {
+            let found = self.peek().describe();
+            return Err(self.error(&format!("expected {what}, found {found}")));
+        }
+        self.next();
+        Ok(())
+    }
+
+    fn expect_kw(&mut self, kw: &str) -> Result<(), ParseError> {
+        if !is_kw(self.peek(), kw) {
+            let found = self.peek().describe();
+            return Err(self.error(&format!("expected `{kw}`, found {found}")));
+        }
+        self.next();
+        Ok(())
+    }
+
     fn or(&mut self) -> Result<Expr, ParseError> {
         let mut xs = vec![self.and()?];
         while is_kw(self.peek(), "or") {
@@ -111,17 +135,15 @@ impl Parser<'_> {
             Tok::LParen => {
                 self.next();
                 let e = self.or()?;
-                if self.peek() != &Tok::RParen {
-                    let found = self.peek().describe();
-                    return Err(self.error(&format!("expected `)`, found {found}")));
-                }
-                self.next();
+                self.expect(Tok::RParen, "`)`")?;
                 Ok(e)
             }
-            Tok::Ident(name) if !KEYWORDS.iter().any(|k| name.eq_ignore_ascii_case(k)) => {
-                self.check_path(&name)?;
+            Tok::Ident(name) if !RESERVED.iter().any(|k| name.eq_ignore_ascii_case(k)) => {
+                if name.split('.').any(|part| part.is_empty()) {
+                    return Err(self.error(&format!("`{name}` is not a valid attribute path")));
+                }
                 self.next();
-                self.after_path(name)
+                self.predicate(name)
             }
             other => Err(self.error(&format!(
                 "expected an attribute path, `not` or `(`, found {}",
@@ -130,53 +152,194 @@ impl Parser<'_> {
         }
     }
 
-    fn check_path(&self, name: &str) -> Result<(), ParseError> {
-        if name.split('.').any(|part| part.is_empty()) {
-            return Err(self.error(&format!("`{name}` is not a valid attribute path")));
-        }
-        Ok(())
-    }
-
-    fn after_path(&mut self, path: String) -> Result<Expr, ParseError> {
+    fn predicate(&mut self, path: String) -> Result<Expr, ParseError> {
         let op = match self.peek() {
-            Tok::Eq => CmpOp::Eq,
-            Tok::Ne => CmpOp::Ne,
-            t if is_kw(t, "is") => {
-                self.next();
-                let negated = if is_kw(self.peek(), "not") {
-                    self.next();
-                    true
-                } else {
-                    false
-                };
-                if !is_kw(self.peek(), "empty") {
-                    let found = self.peek().describe();
-                    return Err(self.error(&format!("expected `empty`, found {found}")));
-                }
-                self.next();
-                return Ok(Expr::IsEmpty { path, negated });
+            Tok::Eq => Some(CmpOp::Eq),
+            Tok::Ne => Some(CmpOp::Ne),
+            Tok::Lt => Some(CmpOp::Lt),
+            Tok::Le => Some(CmpOp::Le),
+            Tok::Gt => Some(CmpOp::Gt),
+            Tok::Ge => Some(CmpOp::Ge),
+            _ => None,
+        };
+        if let Some(op) = op {
+            self.next();
+            let at = self.pos;
+            let value = self.value()?;
+            if matches!(value, Literal::Bool(_)) && !matches!(op, CmpOp::Eq | CmpOp::Ne) {
+                self.pos = at;
+                return Err(self.error("true and false can only be compared with `=` or `!=`"));
             }
-            other => {
-                let found = other.describe();
-                return Err(self.error(&format!(
-                    "expected `=`, `!=`, `is empty` or `is not empty` after `{path}`, found {found}"
-                )));
+            return Ok(Expr::Compare { path, op, value });
+        }
+        if is_kw(self.peek(), "is") {
+            self.next();
+            let negated = is_kw(self.peek(), "not");
+            if negated {
+                self.next();
             }
+            self.expect_kw("empty")?;
+            return Ok(Expr::IsEmpty { path, negated });
+        }
+        let negated = is_kw(self.peek(), "not");
+        if negated {
+            self.next();
+        }
+        let tok = self.peek().clone();
+        if is_kw(&tok, "in") {
+            self.next();
+            self.expect(Tok::LParen, "`(` opening the list of values")?;
+            let mut values = vec![self.value()?];
+            while self.peek() == &Tok::Comma {
+                self.next();
+                values.push(self.value()?);
+            }
+            self.expect(Tok::RParen, "`,` or `)` closing the list of values")?;
+            return Ok(Expr::In {
+                path,
+                values,
+                negated,
+            });
+        }
+        let text_op: Option<fn(String) -> TextOp> = if is_kw(&tok, "like") {
+            Some(TextOp::Like)
+        } else if is_kw(&tok, "contains") {
+            Some(TextOp::Contains)
+        } else if is_kw(&tok, "starts") {
+            self.next();
+            if !is_kw(self.peek(), "with") {
+                let found = self.peek().describe();
+                return Err(self.error(&format!("expected `with` after `starts`, found {found}")));
+            }
+            Some(TextOp::StartsWith)
+        } else {
+            None
+        };
+        let Some(make) = text_op else {
+            let found = tok.describe();
+            let after = if negated {
+                "`in`, `like`, `contains` or `starts with` after `not`".to_string()
+            } else {
+                format!("{PREDICATES} after `{path}`")
+            };
+            return Err(self.error(&format!("expected {after}, found {found}")));
         };
         self.next();
-        let value = match self.peek().clone() {
-            Tok::Text(s) => Literal::Text(s),
-            Tok::Number(n) => Literal::Number(n),
-            t if is_kw(&t, "true") => Literal::Bool(true),
-            t if is_kw(&t, "false") => Literal::Bool(false),
+        let at = self.pos;
+        match self.next() {
+            Tok::Text(s) => Ok(Expr::Text {
+                path,
+                op: make(s),
+                negated,
+            }),
+            other => {
+                self.pos = at;
+                Err(self.error(&format!(
+                    "expected a quoted text to match, found {}",
+                    other.describe()
+                )))
+            }
+        }
+    }
+
+    fn value(&mut self) -> Result<Literal, ParseError> {
+        let tok = self.peek().clone();
+        let value = match tok {
+            Tok::Text(s) => {
+                self.next();
+                Literal::Text(s)
+            }
+            Tok::Number(n) => {
+                self.next();
+                if self.peek() == &Tok::Minus {
+                    return Err(self.error(
+                        "a date is written date('2026-01-05'); a number cannot be followed by `-`",
+                    ));
+                }
+                Literal::Number(n)
+            }
+            Tok::Minus => {
+                self.next();
+                let at = self.pos;
+                match self.next() {
+                    Tok::Number(n) => Literal::Number(-n),
+                    _ => {
+                        self.pos = at;
+                        let found = self.peek().describe();
+                        return Err(
+                            self.error(&format!("expected a number after `-`, found {found}"))
+                        );
+                    }
+                }
+            }
+            ref t if is_kw(t, "true") => {
+                self.next();
+                Literal::Bool(true)
+            }
+            ref t if is_kw(t, "false") => {
+                self.next();
+                Literal::Bool(false)
+            }
+            ref t if is_kw(t, "now") || is_kw(t, "today") || is_kw(t, "date") => {
+                Literal::Time(self.time()?)
+            }
             other => {
                 return Err(self.error(&format!(
-                    "expected a value ('text', a number, true or false), found {}",
+                    "expected a value ('text', a number, true, false, now(), today() or \
+                     date('2026-01-05')), found {}",
                     other.describe()
                 )));
             }
         };
-        self.next();
-        Ok(Expr::Compare { path, op, value })
+        Ok(value)
+    }
+
+    fn time(&mut self) -> Result<TimeExpr, ParseError> {
+        let Tok::Ident(name) = self.next() else {
+            unreachable!("time() is called on a function name")
+        };
+        self.expect(Tok::LParen, &format!("`(` after `{name}`"))?;
+        let base = if name.eq_ignore_ascii_case("date") {
+            let at = self.pos;
+            match self.next() {
+                Tok::Text(s) => match super::time::parse(&s) {
+                    Some(t) => TimeBase::At(t),
+                    None => {
+                        self.pos = at;
+                        return Err(self.error(&format!(
+                            "'{s}' is not a date: write 2026-01-05 or 2026-01-05T10:30:00Z"
+                        )));
+                    }
+                },
+                other => {
+                    self.pos = at;
+                    return Err(self.error(&format!(
+                        "expected a quoted date such as '2026-01-05', found {}",
+                        other.describe()
+                    )));
+                }
+            }
+        } else if name.eq_ignore_ascii_case("now") {
+            TimeBase::Now
+        } else {
+            TimeBase::Today
+        };
+        self.expect(Tok::RParen, "`)`")?;
+        let mut offset_ms: i64 = 0;
+        while matches!(self.peek(), Tok::Plus | Tok::Minus) {
+            let sign = if self.next() == Tok::Plus { 1 } else { -1 };
+            let at = self.pos;
+            match self.next() {
+                Tok::Duration(ms) => offset_ms = offset_ms.saturating_add(sign * ms),
+                other => {
+                    self.pos = at;
+                    return Err(self.error(&format!(
+                        "expected a duration such as 30d, 12h or 15m, found {}",
+                        other.describe()
+                    )));
+                }
+            }
+        }
+        Ok(TimeExpr { base, offset_ms })
     }
 }
