@@ -84,6 +84,11 @@ pub enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+        /// Evaluate the whole graph, crossing waits on the run's clock,
+        /// without sending: counts on every transition and one rendered
+        /// message per delivery.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show a run: each activity, its state, counts and component.
     Status {
@@ -597,7 +602,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         },
-        Command::Run { file, json } => {
+        Command::Run {
+            file,
+            json,
+            dry_run,
+        } => {
             let wf = match app.validate(&file)? {
                 Ok(wf) => wf,
                 Err(lines) => {
@@ -608,7 +617,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let exec = app.executor()?;
-            let run = exec.start(&wf, &file.display().to_string())?;
+            let run = exec.start(&wf, &file.display().to_string(), dry_run)?;
             print_status(&app.store, run, json)?;
         }
         Command::Status { run, json } => print_status(&app.store, run, json)?,
@@ -735,6 +744,11 @@ pub struct ActivityStatus {
     /// When a waiting activity resumes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_until: Option<String>,
+    /// Calls across the wasm boundary (activities; summed over executions).
+    pub calls: u64,
+    /// Dry runs: what each delivery would send, with a sample message.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub previews: Vec<serde_json::Value>,
     /// Transitions not taken (a split's skip-empty subsets).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
@@ -791,6 +805,8 @@ pub fn run_status(
                 None
             },
             waiting_until: None,
+            calls: 0,
+            previews: Vec::new(),
             skipped: Vec::new(),
             errors: Vec::new(),
         };
@@ -800,6 +816,8 @@ pub fn run_status(
             if t.component.is_some() {
                 st.component_sha256 = t.component.clone();
             }
+            st.calls += t.calls;
+            st.previews.extend(t.preview.clone());
             match &t.state {
                 TaskState::Pending => pending += 1,
                 TaskState::Waiting { until } => {
@@ -861,6 +879,7 @@ fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
             .collect();
         let v = serde_json::json!({
             "run": run,
+            "dry_run": r.dry_run,
             "workflow": r.workflow_name,
             "file": r.workflow_file,
             "started_at": format_ms(r.created_at),
@@ -871,7 +890,8 @@ fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "run {run}: {} ({}), started {}, {state}",
+        "{} {run}: {} ({}), started {}, {state}",
+        if r.dry_run { "dry run" } else { "run" },
         r.workflow_name,
         r.workflow_file,
         format_ms(r.created_at)
@@ -892,7 +912,7 @@ fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        if let Some(d) = &s.deliveries {
+        if let Some(d) = s.deliveries.as_ref().filter(|_| !r.dry_run) {
             transitions.push(format!(
                 "(sent {} failed {} excluded {})",
                 d.sent, d.failed, d.excluded
@@ -916,6 +936,54 @@ fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
         for e in &s.errors {
             println!("  error: {e}");
         }
+        for p in &s.previews {
+            print_preview(p);
+        }
     }
     Ok(())
+}
+
+/// A dry run's delivery preview, for people.
+fn print_preview(p: &serde_json::Value) {
+    println!(
+        "  would send {} of {} {}(s), exclude {}",
+        p["would_send"],
+        p["targets"],
+        p["target"].as_str().unwrap_or("record"),
+        p["excluded"]
+    );
+    if let Some(reasons) = p["reasons"].as_object() {
+        for (reason, n) in reasons {
+            println!("    excluded {n}: {reason}");
+        }
+    }
+    let m = &p["sample"];
+    if m.is_null() {
+        return;
+    }
+    if let Some(subject) = m["subject"].as_str() {
+        println!("  sample email to {}", m["to"].as_str().unwrap_or("?"));
+        println!("    From: {}", m["from"].as_str().unwrap_or(""));
+        println!("    Subject: {subject}");
+        for line in m["text"].as_str().unwrap_or("").lines() {
+            println!("    | {line}");
+        }
+    } else {
+        println!(
+            "  sample request to {}: {} {}",
+            m["recipient"].as_str().unwrap_or("?"),
+            m["method"].as_str().unwrap_or(""),
+            m["path"].as_str().unwrap_or("")
+        );
+        if let Some(headers) = m["headers"].as_array() {
+            for h in headers {
+                println!(
+                    "    {}: {}",
+                    h[0].as_str().unwrap_or(""),
+                    h[1].as_str().unwrap_or("")
+                );
+            }
+        }
+        println!("    | {}", m["body"].as_str().unwrap_or(""));
+    }
 }

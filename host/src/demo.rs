@@ -79,7 +79,7 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
     println!("\n== {T0}: run the workflow");
     let run = app
         .executor()?
-        .start(&wf, "examples/cross-channel.toml")
+        .start(&wf, "examples/cross-channel.toml", false)
         .context("starting the run")?;
     show(&app, run)?;
 

@@ -43,8 +43,9 @@ pub struct Tick {
 }
 
 impl Executor {
-    /// Starts a run of a validated workflow and drives it until it ends or waits.
-    pub fn start(&self, workflow: &Workflow, file: &str) -> anyhow::Result<u64> {
+    /// Starts a run of a validated workflow and drives it until it ends or
+    /// waits. A dry run crosses its waits at once and sends nothing.
+    pub fn start(&self, workflow: &Workflow, file: &str, dry_run: bool) -> anyhow::Result<u64> {
         let id = self.store.next_run_id()?;
         let run = Run {
             id,
@@ -52,6 +53,7 @@ impl Executor {
             workflow_file: file.to_string(),
             workflow: serde_json::to_value(workflow)?,
             created_at: self.clock.now_ms(),
+            dry_run,
         };
         let mut tasks = Vec::new();
         for a in workflow.starts() {
@@ -115,7 +117,8 @@ impl Executor {
                 return Ok(self.store.put_task(run.id, &task)?);
             }
         };
-        let now = self.clock.now_ms();
+        // A dry run's task carries the instant the waits before it reached.
+        let now = task.clock.unwrap_or_else(|| self.clock.now_ms());
         if task.started_at.is_none() || task.component.as_deref() != Some(&plugin.sha256) {
             task.started_at.get_or_insert(now);
             task.component = Some(plugin.sha256.clone());
@@ -141,7 +144,20 @@ impl Executor {
             }
         };
         let result = match loaded {
-            Loaded::Activity(pre) => self.execute_activity(run, activity, &task, pre, ctx),
+            Loaded::Activity(pre) => {
+                self.execute_activity(run, activity, &task, pre, ctx)
+                    .map(|(step, calls)| {
+                        task.calls = calls;
+                        step
+                    })
+            }
+            Loaded::Channel(pre) if run.dry_run => {
+                let r = crate::deliver::preview(self, activity, &task, pre, ctx);
+                r.map(|(preview, outputs)| {
+                    task.preview = Some(preview);
+                    Step::Done(outputs)
+                })
+            }
             Loaded::Channel(pre) => {
                 let r = crate::deliver::deliver(self, run.id, activity, &task, pre, ctx);
                 r.map(|(counts, outputs)| {
@@ -163,11 +179,31 @@ impl Executor {
                             population: out.population,
                             count: out.count,
                         };
-                        next.push(new_task(&self.store, target, vec![input])?);
+                        let mut t = new_task(&self.store, target, vec![input])?;
+                        // Downstream of a crossed wait, a dry run's clock
+                        // stays where the wait took it.
+                        t.clock = task.clock;
+                        next.push(t);
                     }
                 }
                 task.state = TaskState::Done { outputs };
                 self.store.complete_task(run.id, &task, &next)?;
+            }
+            Ok(Step::Wait(until)) if run.dry_run => {
+                // Cross the wait on the task's own clock: execute again at
+                // `until` instead of parking on a timer.
+                if until <= now {
+                    task.state = TaskState::Failed {
+                        error: format!(
+                            "asked to wait until {}, which is not after its clock {}",
+                            crate::clock::format_ms(until),
+                            crate::clock::format_ms(now)
+                        ),
+                    };
+                } else {
+                    task.clock = Some(until);
+                }
+                self.store.put_task(run.id, &task)?;
             }
             Ok(Step::Wait(until)) => {
                 task.state = TaskState::Waiting { until };
@@ -189,7 +225,7 @@ impl Executor {
         task: &Task,
         pre: crate::runtime::bindings::activity::ActivityPluginPre<crate::runtime::HostState>,
         ctx: Arc<Context>,
-    ) -> Result<Step, String> {
+    ) -> Result<(Step, u64), String> {
         let limits = self.runtime.limits();
         let plugin = ctx.plugin.clone();
         let mut st = self.runtime.new_store(ctx);
@@ -229,11 +265,13 @@ impl Executor {
             .crosscast_plugin_activity()
             .call_execute(&mut st, &arg)
             .map_err(crash)?;
+        // Both directions: `execute` itself and every call the guest made.
+        let calls = st.data().host_calls + 1;
         match outcome {
             Err(message) => Err(format!("plugin `{plugin}` reported: {message}")),
-            Ok(wit::Outcome::WaitUntil(t)) => Ok(Step::Wait(t)),
+            Ok(wit::Outcome::WaitUntil(t)) => Ok((Step::Wait(t), calls)),
             Ok(wit::Outcome::Done) => {
-                tracing::debug!(host_calls = st.data().host_calls, "activity done");
+                tracing::debug!(calls, "activity done");
                 let emitted = std::mem::take(&mut st.data_mut().emitted);
                 drop(st);
                 let mut outputs = BTreeMap::new();
@@ -258,7 +296,7 @@ impl Executor {
                         },
                     );
                 }
-                Ok(Step::Done(outputs))
+                Ok((Step::Done(outputs), calls))
             }
         }
     }
@@ -281,5 +319,8 @@ fn new_task(store: &Store, activity: &str, inputs: Vec<InputRef>) -> anyhow::Res
         started_at: None,
         component: None,
         delivery: None,
+        calls: 0,
+        clock: None,
+        preview: None,
     })
 }

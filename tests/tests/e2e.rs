@@ -619,3 +619,105 @@ fn oversized_apns_payloads_are_refused_before_sending() {
     }
     assert!(s.rig.apns.received().is_empty());
 }
+
+/// A dry run evaluates the whole graph, crossing the week's wait on the run's
+/// clock, and sends nothing: counts on every transition match what the input
+/// files say, each delivery previews its messages, and no server hears a word.
+#[test]
+fn dry_run_counts_every_transition_and_sends_nothing() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let want = expected(false);
+    let wf = root().join("examples/cross-channel.toml");
+    let out = env.ok(&[
+        "--now",
+        T0,
+        "run",
+        wf.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]);
+    let st: serde_json::Value = serde_json::from_str(&out).expect("JSON status");
+    assert_eq!(st["dry_run"], true);
+    assert_eq!(st["state"], "done", "the wait was crossed: {st:#}");
+    assert_eq!(
+        count(&st, "query", "done") as usize,
+        want.email_subs + want.sms_subs
+    );
+    assert_eq!(
+        count(&st, "split_channel", "email") as usize,
+        want.email_subs
+    );
+    assert_eq!(count(&st, "split_channel", "sms") as usize, want.sms_subs);
+    assert_eq!(
+        count(&st, "wait", "done") as usize,
+        want.email_subs + want.sms_subs
+    );
+    assert_eq!(count(&st, "split_os", "ios") as usize, want.ios.len());
+    assert_eq!(
+        count(&st, "split_os", "android") as usize,
+        want.android.len()
+    );
+
+    let preview = |activity: &str| st["activities"][activity]["previews"][0].clone();
+    // Each arriving population is previewed on its own (the wait received
+    // two, the email and the SMS populations): sum over them.
+    let would_send = |activity: &str| -> usize {
+        st["activities"][activity]["previews"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["would_send"].as_u64().unwrap() as usize)
+            .sum()
+    };
+    let email = preview("deliver_email");
+    assert_eq!(would_send("deliver_email"), want.emails.len());
+    let to = email["sample"]["to"].as_str().unwrap();
+    let first_name = &want.emails[to];
+    assert!(
+        email["sample"]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{first_name}, ")),
+        "the sample is rendered for its recipient: {email:#}"
+    );
+    assert_eq!(would_send("deliver_sms"), want.mobiles.len());
+    assert_eq!(would_send("push_ios"), want.ios.len());
+    assert_eq!(would_send("push_android"), want.android.len());
+    let ios = preview("push_ios");
+    assert!(
+        want.ios
+            .contains(&ios["sample"]["recipient"].as_str().unwrap().to_string())
+    );
+    // The push expires a day after the dry run's clock crossed the wait.
+    let expiration = ios["sample"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "apns-expiration")
+        .map(|h| h[1].as_str().unwrap().parse::<i64>().unwrap())
+        .unwrap();
+    let t7 = chrono::DateTime::parse_from_rfc3339(T7)
+        .unwrap()
+        .timestamp();
+    assert_eq!(expiration, t7 + 86_400);
+
+    // Nothing left the host, not even a token request; no delivery was logged.
+    assert!(s.rig.smtp.received().is_empty());
+    assert!(s.rig.sms.received().is_empty());
+    assert!(s.rig.apns.received().is_empty());
+    assert!(s.rig.fcm.received().is_empty());
+    assert_eq!(s.rig.fcm.tokens_issued(), 0);
+    let run = st["run"].as_u64().unwrap().to_string();
+    assert_eq!(env.ok(&["deliveries", &run, "--json"]).trim(), "");
+
+    // The people's view: the table and a rendered sample.
+    let text = env.ok(&["--now", T0, "run", wf.to_str().unwrap(), "--dry-run"]);
+    assert!(text.starts_with("dry run "), "{text}");
+    assert!(text.contains("sample email to "), "{text}");
+    assert!(
+        text.contains(&format!("would send {} of", want.emails.len())),
+        "{text}"
+    );
+}

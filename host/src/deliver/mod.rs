@@ -236,6 +236,122 @@ pub(crate) fn deliver(
     Ok((counts, outputs))
 }
 
+/// Most distinct exclusion reasons a preview lists.
+const PREVIEW_REASONS: usize = 10;
+
+/// A dry run's delivery: builds every message without sending or logging
+/// anything; returns what would be sent and excluded, with the first message
+/// as it would leave, and the outputs (the population received, on `done`).
+pub(crate) fn preview(
+    exec: &Executor,
+    activity: &Activity,
+    task: &Task,
+    pre: ChannelPluginPre<HostState>,
+    ctx: Arc<Context>,
+) -> Result<(serde_json::Value, BTreeMap<String, OutputRef>), String> {
+    let limits = exec.runtime.limits();
+    let plugin = ctx.plugin.clone();
+    let accounts = ctx.accounts.clone();
+    let mut st = exec.runtime.new_store(ctx);
+    let stderr = st.data().stderr.clone();
+    let crash = |e: wasmtime::Error| {
+        format!(
+            "plugin `{plugin}` {}",
+            describe_failure(&e, limits, &stderr)
+        )
+    };
+    let instance = pre.instantiate(&mut st).map_err(crash)?;
+    let channel = instance.crosscast_plugin_channel();
+    let descriptor = channel.call_describe(&mut st).map_err(crash)?;
+    let config = activity.config.to_string();
+    let input = task
+        .inputs
+        .first()
+        .ok_or("a delivery needs an incoming population")?;
+    let meta = exec
+        .store
+        .population_meta(input.population)
+        .map_err(|e| e.to_string())?;
+    let (target_dim, targets) =
+        targets(exec, &meta.dimension, input.population, descriptor.target)?;
+    let mut would_send = 0u64;
+    let mut excluded = 0u64;
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sample = None;
+    for round in targets.chunks(ROUND) {
+        exec.runtime.arm(&mut st);
+        let prepared = channel
+            .call_build(&mut st, &config, &target_dim, round)
+            .map_err(crash)?
+            .map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
+        for p in prepared {
+            let reason = match p {
+                wit::Prepared::Exclude(reason) => reason,
+                wit::Prepared::Send(message) => {
+                    let account = match &message {
+                        wit::Message::Email(e) => &e.account,
+                        wit::Message::Http(h) => &h.account,
+                    };
+                    if accounts.contains(account) {
+                        would_send += 1;
+                        sample.get_or_insert_with(|| message_json(&message));
+                        continue;
+                    }
+                    format!("account `{account}` is not granted to plugin `{plugin}`")
+                }
+            };
+            excluded += 1;
+            if reasons.len() < PREVIEW_REASONS || reasons.contains_key(&reason) {
+                *reasons.entry(reason).or_default() += 1;
+            } else {
+                *reasons.entry("(other reasons)".into()).or_default() += 1;
+            }
+        }
+    }
+    let preview = serde_json::json!({
+        "channel": plugin,
+        "target": target_dim,
+        "targets": targets.len(),
+        "would_send": would_send,
+        "excluded": excluded,
+        "reasons": reasons,
+        "sample": sample,
+    });
+    let mut outputs = BTreeMap::new();
+    outputs.insert(
+        "done".to_string(),
+        OutputRef {
+            population: input.population,
+            count: input.count,
+        },
+    );
+    Ok((preview, outputs))
+}
+
+/// A message as a dry run shows it.
+fn message_json(message: &wit::Message) -> serde_json::Value {
+    match message {
+        wit::Message::Email(e) => serde_json::json!({
+            "account": e.account,
+            "from": e.from,
+            "to": e.to,
+            "reply_to": e.reply_to,
+            "subject": e.subject,
+            "text": e.text,
+            "html": e.html,
+            "headers": e.headers,
+        }),
+        wit::Message::Http(h) => serde_json::json!({
+            "account": h.account,
+            "method": h.method,
+            "path": h.path,
+            "recipient": h.recipient,
+            "headers": h.headers,
+            "body": String::from_utf8_lossy(&h.body),
+        }),
+    }
+}
+
 /// The ids to send to: the population itself, or its distinct linked
 /// recipients when the channel sends once per recipient.
 fn targets(

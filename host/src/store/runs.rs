@@ -27,6 +27,10 @@ pub struct Run {
     pub workflow: serde_json::Value,
     /// When it started, on the run's clock (ms).
     pub created_at: i64,
+    /// A dry run: waits are crossed at once on the run's own clock, and
+    /// deliveries build and preview their messages without sending.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// A population arriving at a task.
@@ -102,6 +106,16 @@ pub struct Task {
     pub component: Option<String>,
     /// For deliveries: what happened to the messages.
     pub delivery: Option<DeliveryCounts>,
+    /// Calls across the wasm boundary in its last execution, both ways.
+    #[serde(default)]
+    pub calls: u64,
+    /// A dry run's clock for this task: the instant the waits before it
+    /// reached (`None`: the run's clock).
+    #[serde(default)]
+    pub clock: Option<i64>,
+    /// A dry run's delivery preview: counts and one rendered message.
+    #[serde(default)]
+    pub preview: Option<serde_json::Value>,
 }
 
 fn task_key(run: u64, task: u64) -> [u8; 16] {
@@ -289,6 +303,9 @@ mod tests {
             started_at: None,
             component: None,
             delivery: None,
+            calls: 0,
+            clock: None,
+            preview: None,
         }
     }
 
@@ -304,6 +321,7 @@ mod tests {
             workflow_file: "w.toml".into(),
             workflow: serde_json::json!({}),
             created_at: 0,
+            dry_run: false,
         };
         store
             .create_run(
