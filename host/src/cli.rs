@@ -376,7 +376,20 @@ impl App {
 }
 
 /// The built-in plugins `init` installs, by file stem.
-pub const BUILTINS: &[&str] = &["query", "split", "wait", "email", "sms", "apns", "fcm"];
+pub const BUILTINS: &[&str] = &[
+    "query",
+    "split",
+    "wait",
+    "email",
+    "sms",
+    "apns",
+    "fcm",
+    "union",
+    "intersection",
+    "exclusion",
+    "dedup",
+    "change_dimension",
+];
 
 pub fn builtin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(d) = given {
@@ -746,6 +759,8 @@ pub struct ActivityStatus {
     pub waiting_until: Option<String>,
     /// Calls across the wasm boundary (activities; summed over executions).
     pub calls: u64,
+    /// Wall time of its executions, summed, in milliseconds.
+    pub elapsed_ms: u64,
     /// Dry runs: what each delivery would send, with a sample message.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub previews: Vec<serde_json::Value>,
@@ -806,6 +821,7 @@ pub fn run_status(
             },
             waiting_until: None,
             calls: 0,
+            elapsed_ms: 0,
             previews: Vec::new(),
             skipped: Vec::new(),
             errors: Vec::new(),
@@ -817,6 +833,7 @@ pub fn run_status(
                 st.component_sha256 = t.component.clone();
             }
             st.calls += t.calls;
+            st.elapsed_ms += t.elapsed_ms;
             st.previews.extend(t.preview.clone());
             match &t.state {
                 TaskState::Pending => pending += 1,

@@ -18,7 +18,7 @@ use crate::deliver::Transports;
 use crate::runtime::bindings::activity::exports::crosscast::plugin::activity as wit;
 use crate::runtime::{Loaded, Runtime};
 use crate::store::Store;
-use crate::store::runs::{InputRef, OutputRef, Run, Task, TaskState};
+use crate::store::runs::{InputRef, JoinState, OutputRef, Run, Task, TaskState};
 use crate::workflow::{Activity, Workflow};
 
 /// Executes runs on one store.
@@ -143,6 +143,7 @@ impl Executor {
                 return Ok(self.store.put_task(run.id, &task)?);
             }
         };
+        let started = std::time::Instant::now();
         let result = match loaded {
             Loaded::Activity(pre) => {
                 self.execute_activity(run, activity, &task, pre, ctx)
@@ -166,28 +167,12 @@ impl Executor {
                 })
             }
         };
+        task.elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(Step::Done(outputs)) => {
-                let mut next = Vec::new();
-                for (transition, targets) in &activity.next {
-                    let Some(out) = outputs.get(transition) else {
-                        continue;
-                    };
-                    for target in targets {
-                        let input = InputRef {
-                            source: format!("{}.{transition}", activity.id),
-                            population: out.population,
-                            count: out.count,
-                        };
-                        let mut t = new_task(&self.store, target, vec![input])?;
-                        // Downstream of a crossed wait, a dry run's clock
-                        // stays where the wait took it.
-                        t.clock = task.clock;
-                        next.push(t);
-                    }
-                }
+                let (next, joins) = self.successors(run, workflow, activity, &task, &outputs)?;
                 task.state = TaskState::Done { outputs };
-                self.store.complete_task(run.id, &task, &next)?;
+                self.store.complete_task(run.id, &task, &next, &joins)?;
             }
             Ok(Step::Wait(until)) if run.dry_run => {
                 // Cross the wait on the task's own clock: execute again at
@@ -216,6 +201,80 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// The tasks a finished task's outputs start, and the joins they arrive
+    /// at. A join activity runs once a population has arrived on each of its
+    /// incoming transitions; a transition not taken arrives there empty, so a
+    /// skipped subset never leaves a join waiting forever.
+    fn successors(
+        &self,
+        run: &Run,
+        workflow: &Workflow,
+        activity: &Activity,
+        task: &Task,
+        outputs: &BTreeMap<String, OutputRef>,
+    ) -> anyhow::Result<(Vec<Task>, Joins)> {
+        let mut next = Vec::new();
+        let mut joins: Joins = Vec::new();
+        for (transition, targets) in &activity.next {
+            let source = format!("{}.{transition}", activity.id);
+            for target in targets {
+                let is_join = workflow.activity(target).is_some_and(|a| a.join);
+                let input = match outputs.get(transition) {
+                    Some(out) => InputRef {
+                        source: source.clone(),
+                        population: out.population,
+                        count: out.count,
+                    },
+                    None if is_join => InputRef {
+                        source: source.clone(),
+                        population: self.empty_like(task, outputs)?,
+                        count: 0,
+                    },
+                    None => continue,
+                };
+                let inputs = if is_join {
+                    let i = match joins.iter().position(|(a, _)| a == target) {
+                        Some(i) => i,
+                        None => {
+                            joins.push((target.clone(), self.store.join_state(run.id, target)?));
+                            joins.len() - 1
+                        }
+                    };
+                    match joins[i].1.arrive(input, &workflow.incoming(target)) {
+                        Some(inputs) => inputs,
+                        None => continue,
+                    }
+                } else {
+                    vec![input]
+                };
+                let mut t = new_task(&self.store, target, inputs)?;
+                // Downstream of a crossed wait, a dry run's clock stays where
+                // the wait took it.
+                t.clock = task.clock;
+                next.push(t);
+            }
+        }
+        Ok((next, joins))
+    }
+
+    /// An empty population of the dimension a task worked on.
+    fn empty_like(
+        &self,
+        task: &Task,
+        outputs: &BTreeMap<String, OutputRef>,
+    ) -> anyhow::Result<u64> {
+        let any = outputs
+            .values()
+            .map(|o| o.population)
+            .chain(task.inputs.iter().map(|i| i.population))
+            .next();
+        let dimension = match any {
+            Some(p) => self.store.population_meta(p)?.dimension,
+            None => String::new(),
+        };
+        Ok(self.store.write_population(&dimension, &[])?)
     }
 
     fn execute_activity(
@@ -272,17 +331,21 @@ impl Executor {
             Ok(wit::Outcome::WaitUntil(t)) => Ok((Step::Wait(t), calls)),
             Ok(wit::Outcome::Done) => {
                 tracing::debug!(calls, "activity done");
-                let emitted = std::mem::take(&mut st.data_mut().emitted);
+                let mut emitted = std::mem::take(&mut st.data_mut().emitted);
                 drop(st);
                 let mut outputs = BTreeMap::new();
                 for transition in &activity.outputs {
                     // A transition the plugin never emitted on is not taken
                     // (a split's skip-empty subset): nothing downstream runs.
-                    let Some(e) = emitted.get(transition) else {
+                    let Some(e) = emitted.remove(transition) else {
                         continue;
                     };
-                    let (dimension, mut ids) = (e.dimension.clone(), e.ids.clone());
-                    ids.sort_unstable();
+                    let (dimension, mut ids) = (e.dimension, e.ids);
+                    // Plugins reading in id order emit in id order: skip
+                    // the sort then.
+                    if !ids.is_sorted() {
+                        ids.sort_unstable();
+                    }
                     ids.dedup();
                     let population = self
                         .store
@@ -302,6 +365,9 @@ impl Executor {
     }
 }
 
+/// Join activities and what has arrived at them.
+type Joins = Vec<(String, JoinState)>;
+
 /// How an execution ended.
 pub(crate) enum Step {
     /// Finished with these outputs.
@@ -320,6 +386,7 @@ fn new_task(store: &Store, activity: &str, inputs: Vec<InputRef>) -> anyhow::Res
         component: None,
         delivery: None,
         calls: 0,
+        elapsed_ms: 0,
         clock: None,
         preview: None,
     })

@@ -15,10 +15,11 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::store::audience::{self, Dimension, Row};
+use crate::store::audience::{self, Dimension, KeyIndex, Row};
 use crate::store::{Store, StoreError};
 
 /// Problems listed in an all-or-nothing failure; the rest are counted.
@@ -101,17 +102,18 @@ pub struct Summary {
     pub interrupted: Option<String>,
 }
 
-/// A record as read: its line and fields by column (`None`: empty).
+/// A record as read: its line and fields by column (`None`: empty). Column
+/// names are shared between the records of a file.
 struct Record {
     line: u64,
-    fields: Vec<(String, Option<String>)>,
+    fields: Vec<(Arc<str>, Option<String>)>,
 }
 
 impl Record {
     fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| &**k == name)
             .and_then(|(_, v)| v.as_deref())
     }
 }
@@ -131,12 +133,11 @@ pub fn import_file(
     };
     let size = std::fs::metadata(path).map_err(io)?.len();
     let interrupted = store.audience().interrupted_import(dimension)?;
-    let was_empty = store.audience().count(dimension)? == 0;
     let mut links = LinkCache::default();
 
     // Pass 1: validate everything, store nothing.
     let bar = progress(options.progress, size, "checking");
-    let mut seen: HashMap<Box<str>, u64> = HashMap::new();
+    let mut seen: rustc_hash::FxHashMap<Box<str>, u64> = Default::default();
     let mut listed = Vec::new();
     let mut more = 0u64;
     let mut rejected: HashSet<u64> = HashSet::new();
@@ -166,7 +167,7 @@ pub fn import_file(
                 let record: serde_json::Map<String, serde_json::Value> = fields
                     .unwrap_or_default()
                     .into_iter()
-                    .filter_map(|(k, v)| v.map(|v| (k, serde_json::Value::String(v))))
+                    .filter_map(|(k, v)| v.map(|v| (k.to_string(), serde_json::Value::String(v))))
                     .collect();
                 let json =
                     serde_json::json!({ "line": line, "reasons": reasons, "record": record });
@@ -213,8 +214,11 @@ pub fn import_file(
         ..Summary::default()
     };
     let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
-    let flush = |chunk: &mut Vec<Row>, summary: &mut Summary| -> Result<(), ImportError> {
-        let r = store.audience().upsert_chunk(dimension, chunk, was_empty)?;
+    let mut index = store.audience().key_index(dimension)?;
+    let mut flush = |chunk: &mut Vec<Row>, summary: &mut Summary| -> Result<(), ImportError> {
+        let r = store
+            .audience()
+            .upsert_chunk(dimension, std::mem::take(chunk), &mut index)?;
         summary.inserted += r.inserted;
         summary.updated += r.updated;
         chunk.clear();
@@ -332,7 +336,7 @@ fn read_csv(
             more: 0,
         });
     }
-    let headers: Vec<String> = headers.iter().map(str::to_string).collect();
+    let headers: Vec<Arc<str>> = headers.iter().map(Arc::from).collect();
     let mut record = csv::StringRecord::new();
     let mut n = 0u64;
     loop {
@@ -396,16 +400,15 @@ fn parse_json_line(line: u64, text: &str) -> Result<Record, Problem> {
                 });
             }
         };
-        fields.push((k, v));
+        fields.push((Arc::from(k), v));
     }
     Ok(Record { line, fields })
 }
 
-/// Internal ids of link targets by external id; bounded, since a file may
-/// reference millions of records.
+/// Key indexes of the dimensions a file links to, loaded on first use.
 #[derive(Default)]
 struct LinkCache {
-    map: HashMap<(&'static str, String), Option<u64>>,
+    indexes: HashMap<&'static str, KeyIndex>,
 }
 
 impl LinkCache {
@@ -415,15 +418,11 @@ impl LinkCache {
         target: &'static str,
         key: &str,
     ) -> Result<Option<u64>, StoreError> {
-        if let Some(r) = self.map.get(&(target, key.to_string())) {
-            return Ok(*r);
+        if !self.indexes.contains_key(target) {
+            let index = store.audience().key_index(target)?;
+            self.indexes.insert(target, index);
         }
-        let r = store.audience().lookup(target, key)?;
-        if self.map.len() >= 262_144 {
-            self.map.clear();
-        }
-        self.map.insert((target, key.to_string()), r);
-        Ok(r)
+        Ok(self.indexes[target].get(key))
     }
 }
 
@@ -432,7 +431,7 @@ fn check(
     store: &Store,
     dim: &Dimension,
     rec: &Record,
-    seen: &mut HashMap<Box<str>, u64>,
+    seen: &mut rustc_hash::FxHashMap<Box<str>, u64>,
     links: &mut LinkCache,
 ) -> Result<Vec<String>, ImportError> {
     let mut bad = Vec::new();
@@ -485,12 +484,15 @@ fn to_row(
     let mut key = String::new();
     let mut values = Vec::with_capacity(rec.fields.len());
     for (k, v) in rec.fields {
-        if k == "id" {
+        if &*k == "id" {
             key = v.unwrap_or_default();
             continue;
         }
-        let v = match (dim.checks.iter().find(|(c, _)| *c == k), v) {
-            (Some((_, rule)), Some(v)) => Some(rule.apply(Some(&v)).ok().flatten().unwrap_or(v)),
+        // Only phone numbers change when normalised; the other checks passed.
+        let v = match (dim.checks.iter().find(|(c, _)| **c == *k), v) {
+            (Some((_, rule @ audience::Check::Phone)), Some(v)) => {
+                Some(rule.apply(Some(&v)).ok().flatten().unwrap_or(v))
+            }
             (_, v) => v,
         };
         values.push((k, v));

@@ -33,7 +33,7 @@ pub fn fetch(dimension: &str, ids: &[u64], paths: &[String]) -> Result<Columns, 
 /// Fetches fields (values or presence only) for a batch of ids, keyed by path.
 pub fn fetch_fields(dimension: &str, ids: &[u64], fields: &[Field]) -> Result<Columns, String> {
     let cols = attributes::fetch(dimension, ids, &wit_fields(fields))?;
-    Ok(keyed(fields, cols))
+    Ok(keyed(fields, cols, ids.len()))
 }
 
 /// The links of a dimension: (link name, target dimension).
@@ -60,11 +60,11 @@ pub(crate) fn wit_fields(fields: &[Field]) -> Vec<types::Field> {
         .collect()
 }
 
-pub(crate) fn keyed(fields: &[Field], cols: Vec<types::Column>) -> Columns {
+pub(crate) fn keyed(fields: &[Field], cols: Vec<types::Column>, len: usize) -> Columns {
     fields
         .iter()
         .map(|f| f.path.clone())
-        .zip(cols.into_iter().map(column))
+        .zip(cols.into_iter().map(|c| column(c, len)))
         .collect()
 }
 
@@ -73,7 +73,8 @@ pub fn columns(dimension: &str) -> Result<Vec<String>, String> {
     attributes::columns(dimension)
 }
 
-fn column(c: types::Column) -> Column {
+/// A column of `len` rows from its boundary form.
+fn column(c: types::Column, len: usize) -> Column {
     match c {
         types::Column::Text(v) => Column::Text(v),
         types::Column::Integer(v) => Column::Integer(v),
@@ -82,9 +83,17 @@ fn column(c: types::Column) -> Column {
         types::Column::Timestamp(v) => Column::Timestamp(v),
         types::Column::Dictionary(d) => Column::Dictionary {
             values: d.values,
-            rows: d.rows,
+            rows: d
+                .rows
+                .into_iter()
+                .map(|r| (r != u32::MAX).then_some(r))
+                .collect(),
         },
-        types::Column::Presence(v) => Column::Presence(v),
+        types::Column::Presence(bits) => Column::Presence(
+            (0..len.min(bits.len() * 8))
+                .map(|i| bits[i / 8] & (1 << (i % 8)) != 0)
+                .collect(),
+        ),
     }
 }
 

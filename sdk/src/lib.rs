@@ -86,11 +86,12 @@ pub mod activity {
     }
 
     /// Most ids [`Outputs`] holds per transition before handing them to the host.
-    const FLUSH_AT: usize = 65_536;
+    const FLUSH_AT: usize = 262_144;
 
     /// Buffers emitted ids per transition and hands them to the host in large
-    /// lists, so an activity crosses the boundary once per 65,536 ids emitted
-    /// rather than once per batch read. Call [`Outputs::finish`] at the end.
+    /// lists (2 MiB), so an activity crosses the boundary once per 262,144 ids
+    /// emitted rather than once per batch read. Call [`Outputs::finish`] at
+    /// the end.
     #[derive(Default)]
     pub struct Outputs {
         pending: Vec<(String, String, Vec<u64>)>,
@@ -154,9 +155,32 @@ pub mod activity {
             if batch.ids.is_empty() {
                 return Ok(());
             }
-            let columns = crate::host::keyed(fields, batch.columns);
+            let columns = crate::host::keyed(fields, batch.columns, batch.ids.len());
             f(&batch.ids, &columns)?;
         }
+    }
+
+    /// The one dimension of a join's inputs, ignoring empty ones (a skipped
+    /// transition arrives empty); an error when they differ.
+    pub fn common_dimension(inputs: &[Input]) -> Result<Option<String>, String> {
+        let mut found: Option<(String, &str)> = None;
+        for i in inputs {
+            if i.population.count() == 0 {
+                continue;
+            }
+            let d = i.population.dimension();
+            match &found {
+                None => found = Some((d, &i.source)),
+                Some((f, source)) if *f != d => {
+                    return Err(format!(
+                        "inputs of different dimensions: `{f}` from {source}, `{d}` from {}",
+                        i.source
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(found.map(|(d, _)| d))
     }
 
     /// Calls `f` on each batch of a population, in ascending id order.

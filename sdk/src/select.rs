@@ -367,6 +367,15 @@ impl IdSet {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The ids, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, &bits)| {
+            (0..64u64)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| w as u64 * 64 + b)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -447,5 +456,6 @@ mod tests {
         assert!(s.contains(64) && !s.contains(65) && !s.contains(5000));
         s.insert(65);
         assert_eq!(s.len(), 4);
+        assert_eq!(s.iter().collect::<Vec<_>>(), [3, 64, 65, 1000]);
     }
 }

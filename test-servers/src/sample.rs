@@ -1,7 +1,7 @@
 //! A deterministic sample audience: the same seed always gives the same files.
 //!
 //! The mix covers what the reference workflow distinguishes: email only,
-//! mobile only, both, neither; no device, one, two; iOS and Android; the
+//! mobile only, both, neither; no device, one, several; iOS and Android; the
 //! target app and another app.
 
 use std::io::Write;
@@ -77,8 +77,8 @@ pub fn write(dir: &Path, n: usize, seed: u64) -> std::io::Result<(PathBuf, PathB
             r,
             "R{i},{email},{mobile},{first},{last},{locale},{tz},{loyalty}"
         )?;
-        // 0, 1 or 2 devices; mostly the target app.
-        let devices = rng.below(3);
+        // 0 to 3 devices (1.5 on average); mostly the target app.
+        let devices = rng.below(4);
         for _ in 0..devices {
             sub += 1;
             let app = if rng.below(5) == 0 { OTHER_APP } else { APP };

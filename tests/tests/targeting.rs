@@ -67,7 +67,25 @@ fn setup() -> (Env, Vec<Person>) {
     let file = env.data().join("people.csv");
     std::fs::write(&file, csv).unwrap();
     env.ok(&["import", "recipients", file.to_str().unwrap()]);
+    let mut subs = String::from("id,recipient_id,app,platform,token\n");
+    for p in &people {
+        for k in 0..devices(p) {
+            let platform = if k % 2 == 0 { "ios" } else { "android" };
+            subs.push_str(&format!(
+                "S{}_{k},{},com.acme.shop,{platform},t{}x{k}\n",
+                p.n, p.id, p.n
+            ));
+        }
+    }
+    let file = env.data().join("subs.csv");
+    std::fs::write(&file, subs).unwrap();
+    env.ok(&["import", "subscriptions", file.to_str().unwrap()]);
     (env, people)
+}
+
+/// How many app subscriptions a generated person has: 0 to 3.
+fn devices(p: &Person) -> u64 {
+    p.n % 4
 }
 
 fn run(env: &Env, name: &str, toml: &str) -> (u64, serde_json::Value) {
@@ -260,4 +278,107 @@ config = { duration = "0s" }
     assert_eq!(count(&status, "split", "none"), 0);
     assert_eq!(status["activities"]["w3"]["state"], "done");
     assert!(status["activities"]["split"]["skipped"].is_null());
+}
+
+/// Union, intersection and exclusion join their inputs; deduplication keeps
+/// the first record per value; change dimension moves between recipients and
+/// their app subscriptions; a join fed by a skipped transition still runs.
+#[test]
+fn set_activities_combine_populations() {
+    let (env, people) = setup();
+    let wf = r#"
+name = "sets"
+[activity.gold]
+type = "query"
+config = { dimension = "recipient", filter = "tier = 'gold'" }
+next = { done = ["union", "intersection", "exclusion", "split", "to_subs"] }
+
+[activity.emailed]
+type = "query"
+config = { dimension = "recipient", filter = "email is not empty" }
+next = { done = ["union", "intersection", "exclusion", "union_skipped"] }
+
+[activity.union]
+type = "union"
+
+[activity.intersection]
+type = "intersection"
+
+[activity.exclusion]
+type = "exclusion"
+config = { keep = "emailed.done" }
+
+[activity.split]
+type = "split"
+config = { subsets = [{ name = "none", filter = "tier = 'platinum'", skip_empty = true }], complement = "rest" }
+next = { none = "union_skipped" }
+
+[activity.union_skipped]
+type = "union"
+
+[activity.everyone]
+type = "query"
+config = { dimension = "recipient" }
+next = { done = "dedup" }
+
+[activity.dedup]
+type = "dedup"
+config = { by = "tier", duplicates = "dupes" }
+
+[activity.to_subs]
+type = "change-dimension"
+config = { to = "subscription" }
+next = { done = "to_recipients" }
+
+[activity.to_recipients]
+type = "change-dimension"
+config = { to = "recipient" }
+"#;
+    let (run_id, status) = run(&env, "sets", wf);
+    let gold = ids(people.iter().filter(|p| p.tier == "gold"));
+    let emailed = ids(people.iter().filter(|p| p.email));
+    let m = |a: &str, t: &str| members(&env, run_id, a, t);
+    assert_eq!(m("union", "done"), gold.union(&emailed).cloned().collect());
+    assert_eq!(
+        m("intersection", "done"),
+        gold.intersection(&emailed).cloned().collect()
+    );
+    assert_eq!(
+        m("exclusion", "done"),
+        emailed.difference(&gold).cloned().collect()
+    );
+    // Each join ran once, with both inputs.
+    for join in ["union", "intersection", "exclusion", "union_skipped"] {
+        assert_eq!(
+            status["activities"][join]["state"], "done",
+            "{join}: {status:#}"
+        );
+    }
+    assert_eq!(
+        status["activities"]["split"]["skipped"],
+        serde_json::json!(["none"])
+    );
+    assert_eq!(m("union_skipped", "done"), emailed);
+
+    // The first record of each tier, in import order: P1 silver, P3 bronze, P5 gold.
+    let kept = m("dedup", "done");
+    assert_eq!(
+        kept,
+        ["P1", "P3", "P5"].iter().map(|s| s.to_string()).collect()
+    );
+    assert_eq!(m("dedup", "dupes").len(), people.len() - 3);
+
+    let gold_subs: BTreeSet<String> = people
+        .iter()
+        .filter(|p| p.tier == "gold")
+        .flat_map(|p| (0..devices(p)).map(move |k| format!("S{}_{k}", p.n)))
+        .collect();
+    assert!(!gold_subs.is_empty());
+    assert_eq!(m("to_subs", "done"), gold_subs);
+    let gold_with_devices = ids(people.iter().filter(|p| p.tier == "gold" && devices(p) > 0));
+    assert!(
+        gold_with_devices.len() < gold.len(),
+        "someone gold has no device"
+    );
+    assert_eq!(m("to_recipients", "done"), gold_with_devices);
 }

@@ -6,6 +6,8 @@
 //!   exclusive and cargo would unify them across one build.
 //! - `demo`: build everything and run `crosscast demo`.
 //! - `test`: build everything and run the whole test suite.
+//! - `bench [N]`: the targeting benchmark on N recipients (default 1,000,000),
+//!   release builds; see `BENCHMARKS.md`.
 //! - `ci`: format and lint checks, then `test`.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +24,11 @@ const WASM_CRATES: &[&str] = &[
     "crosscast-plugin-sms",
     "crosscast-plugin-apns",
     "crosscast-plugin-fcm",
+    "crosscast-plugin-union",
+    "crosscast-plugin-intersection",
+    "crosscast-plugin-exclusion",
+    "crosscast-plugin-dedup",
+    "crosscast-plugin-change-dimension",
     "crosscast-fixture-split-last-match",
     "crosscast-fixture-misbehave",
 ];
@@ -56,9 +63,40 @@ fn main() -> anyhow::Result<()> {
             for c in WASM_CRATES.iter().skip(1) {
                 cmd.args(["--exclude", c]);
             }
+            // Benchmarks are separate commands (`cargo xtask bench`).
+            cmd.args(["--exclude", "crosscast-bench"]);
             cmd.args(&args[1..]);
             cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
             cmd.env("CROSSCAST_BIN", target_dir(&root).join("debug/crosscast"));
+            run(cmd)
+        }
+        Some("bench") => {
+            plugins(&root)?;
+            cargo(
+                &root,
+                &[
+                    "build",
+                    "--release",
+                    "-p",
+                    "crosscast",
+                    "-p",
+                    "crosscast-bench",
+                ],
+            )?;
+            let recipients = args.get(1).map(String::as_str).unwrap_or("1000000");
+            let mut cmd = Command::new(target_dir(&root).join("release/crosscast-bench"));
+            cmd.current_dir(&root).args([
+                "targeting",
+                "--recipients",
+                recipients,
+                "--dir",
+                target_dir(&root)
+                    .join("bench")
+                    .to_str()
+                    .context("utf-8 path")?,
+            ]);
+            cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
+            cmd.env("CROSSCAST_BIN", target_dir(&root).join("release/crosscast"));
             run(cmd)
         }
         Some("ci") => {
@@ -84,7 +122,9 @@ fn main() -> anyhow::Result<()> {
             cmd.current_dir(&root).args(["xtask", "test"]);
             run(cmd)
         }
-        _ => bail!("usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | ci"),
+        _ => bail!(
+            "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS] | ci"
+        ),
     }
 }
 

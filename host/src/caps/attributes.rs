@@ -1,13 +1,12 @@
 //! `crosscast:plugin/attributes`: attribute columns for a batch of ids, and
 //! the links between dimensions.
 
-use std::collections::HashMap;
-
 use crate::runtime::HostState;
 use crate::runtime::bindings::activity::crosscast::plugin::attributes::Host;
 use crate::runtime::bindings::activity::crosscast::plugin::types::{
     Column, Dictionary, Field, Form,
 };
+use crate::store::audience::{Values, Want};
 use crate::store::{Store, StoreError};
 
 /// Most ids one `fetch` serves: bounds host memory per call.
@@ -87,54 +86,43 @@ pub(crate) fn guest_error<T>(r: Result<T, StoreError>) -> wasmtime::Result<Resul
     }
 }
 
-/// The columns of `fields` for `ids`, each encoded for the boundary.
+/// The columns of `fields` for `ids`, each encoded for the boundary: presence
+/// as booleans, values as a dictionary when they repeat a lot.
 pub(crate) fn columns_for(
     store: &Store,
     dimension: &str,
     ids: &[u64],
     fields: &[Field],
 ) -> Result<Vec<Column>, StoreError> {
-    let paths: Vec<String> = fields.iter().map(|f| f.path.clone()).collect();
-    let values = store.audience().fetch(dimension, ids, &paths)?;
-    Ok(values
+    let wants: Vec<(String, Want)> = fields
+        .iter()
+        .map(|f| {
+            let want = match f.form {
+                Form::Presence => Want::Presence,
+                Form::Value => Want::Auto,
+            };
+            (f.path.clone(), want)
+        })
+        .collect();
+    Ok(store
+        .audience()
+        .fetch_as(dimension, ids, &wants)?
         .into_iter()
-        .zip(fields)
-        .map(|(v, f)| match f.form {
-            Form::Presence => Column::Presence(
-                v.iter()
-                    .map(|x| x.as_deref().is_some_and(|s| !s.is_empty()))
-                    .collect(),
-            ),
-            Form::Value => encode(v),
+        .map(|v| match v {
+            Values::Text(t) => Column::Text(t),
+            Values::Dictionary { values, rows } => Column::Dictionary(Dictionary {
+                values,
+                rows: rows.into_iter().map(|r| r.unwrap_or(u32::MAX)).collect(),
+            }),
+            Values::Presence(p) => {
+                let mut bits = vec![0u8; p.len().div_ceil(8)];
+                for (i, _) in p.iter().enumerate().filter(|(_, x)| **x) {
+                    bits[i / 8] |= 1 << (i % 8);
+                }
+                Column::Presence(bits)
+            }
         })
         .collect())
-}
-
-/// Sends a text column as a dictionary when it has few distinct values (an
-/// app id, a platform): each distinct string crosses the boundary once.
-fn encode(values: Vec<Option<String>>) -> Column {
-    // Give up early on columns that are mostly distinct (emails, tokens).
-    let limit = (values.len() / 16).max(16);
-    let mut index: HashMap<&str, u32> = HashMap::new();
-    let mut rows = Vec::with_capacity(values.len());
-    for v in &values {
-        match v.as_deref() {
-            None => rows.push(None),
-            Some(s) => {
-                let next = index.len() as u32;
-                let k = *index.entry(s).or_insert(next);
-                if index.len() > limit {
-                    return Column::Text(values);
-                }
-                rows.push(Some(k));
-            }
-        }
-    }
-    let mut dict = vec![String::new(); index.len()];
-    for (s, k) in index {
-        dict[k as usize] = s.to_string();
-    }
-    Column::Dictionary(Dictionary { values: dict, rows })
 }
 
 /// Every attribute path of a dimension: its columns, then each linked
@@ -151,26 +139,3 @@ fn paths(store: &Store, dimension: &str) -> Result<Vec<String>, StoreError> {
 }
 
 impl crate::runtime::bindings::activity::crosscast::plugin::types::Host for HostState {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn few_distinct_values_become_a_dictionary() {
-        let v: Vec<Option<String>> = (0..100)
-            .map(|i| (i % 10 != 0).then(|| ["ios", "android"][i % 2].to_string()))
-            .collect();
-        let Column::Dictionary(d) = encode(v.clone()) else {
-            panic!("expected a dictionary")
-        };
-        let back: Vec<Option<String>> = d
-            .rows
-            .iter()
-            .map(|r| r.map(|k| d.values[k as usize].clone()))
-            .collect();
-        assert_eq!(back, v);
-        let distinct: Vec<Option<String>> = (0..100).map(|i| Some(format!("u{i}@x"))).collect();
-        assert!(matches!(encode(distinct), Column::Text(_)));
-    }
-}

@@ -8,13 +8,15 @@
 //! keys. A link (`subscription.recipient`) is stored as a column of internal
 //! ids of the target dimension, resolved once at import.
 //!
-//! Keys inside a dimension tree: `k<external id>` → internal id;
-//! `c<column>\0<block>` → text block; `l<link>\0<block>` → link block;
+//! Keys inside a dimension tree: `c<column>\0<block>` → text block (see
+//! [`textblock`]; the external id is the `id` column, from which a
+//! [`KeyIndex`] is built when needed); `l<link>\0<block>` → link block;
 //! `m:next` → next internal id; `m:columns` → column names.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use super::{Result, Store, StoreError, decode, encode, json_decode, json_encode};
+use super::{Result, Store, StoreError, decode, encode, json_decode, json_encode, textblock};
 
 /// Ids per column block.
 pub const BLOCK: u64 = 4096;
@@ -164,8 +166,9 @@ pub fn dimension(name: &str) -> Result<&'static Dimension> {
 pub struct Row {
     /// External id (the file's `id`).
     pub key: String,
-    /// Attribute values by column (`None`: empty).
-    pub values: Vec<(String, Option<String>)>,
+    /// Attribute values by column (`None`: empty); column names are shared
+    /// between rows.
+    pub values: Vec<(Arc<str>, Option<String>)>,
     /// Link name → internal id of the target record.
     pub links: Vec<(&'static str, u64)>,
 }
@@ -188,13 +191,6 @@ fn block_key(tag: u8, name: &str, block: u64) -> Vec<u8> {
     k.extend_from_slice(name.as_bytes());
     k.push(0);
     k.extend_from_slice(&(block as u32).to_be_bytes());
-    k
-}
-
-fn ext_key(key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(b'k');
-    k.extend_from_slice(key.as_bytes());
     k
 }
 
@@ -225,12 +221,39 @@ impl Audience<'_> {
         })
     }
 
-    /// The internal id of an external id, if imported.
+    /// The internal id of an external id, if imported (builds the whole
+    /// index: for one-off lookups; imports keep a [`KeyIndex`]).
     pub fn lookup(&self, dimension: &str, key: &str) -> Result<Option<u64>> {
-        let tree = self.tree(self::dimension(dimension)?)?;
-        Ok(tree
-            .get(ext_key(key))?
-            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
+        Ok(self.key_index(dimension)?.get(key))
+    }
+
+    /// The map from external ids to internal ids of a dimension, read from
+    /// its `id` column. Kept in memory for an import rather than as one sled
+    /// key per record: a million keys cost sled far more time and memory
+    /// than reading 245 blocks.
+    pub fn key_index(&self, dimension: &str) -> Result<KeyIndex> {
+        let dim = self::dimension(dimension)?;
+        let tree = self.tree(dim)?;
+        let count = self.count(dimension)?;
+        let mut map = rustc_hash::FxHashMap::default();
+        map.reserve(count as usize);
+        let mut start = 0;
+        while start < count {
+            let end = (start + BLOCK).min(count);
+            let ids: Vec<u64> = (start..end).collect();
+            let blocks = TextBlocks::read(&tree, "id", &ids)?;
+            blocks
+                .each(&ids, |v| v.map(str::to_string))
+                .into_iter()
+                .zip(start..end)
+                .for_each(|(key, id)| {
+                    if let Some(key) = key {
+                        map.insert(key.into_boxed_str(), id);
+                    }
+                });
+            start = end;
+        }
+        Ok(KeyIndex { map })
     }
 
     /// The columns a dimension has: the schema's, then extras seen at import.
@@ -252,7 +275,8 @@ impl Audience<'_> {
     /// Upserts rows of one dimension in one atomic batch, then flushes.
     /// Callers validate everything first: this either stores all or nothing.
     pub fn upsert(&self, dimension: &str, rows: &[Row]) -> Result<Upserted> {
-        let r = self.upsert_chunk(dimension, rows, false)?;
+        let mut index = self.key_index(dimension)?;
+        let r = self.upsert_chunk(dimension, rows.to_vec(), &mut index)?;
         self.store.flush()?;
         Ok(r)
     }
@@ -278,10 +302,14 @@ impl Audience<'_> {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// Upserts one chunk of rows in one sled batch, without flushing. With
-    /// `all_new`, the caller guarantees no key exists yet (a first import
-    /// checked for duplicates), which skips a lookup per row.
-    pub fn upsert_chunk(&self, dimension: &str, rows: &[Row], all_new: bool) -> Result<Upserted> {
+    /// Upserts one chunk of rows in one sled batch, without flushing.
+    /// `index` is the dimension's [`KeyIndex`]; new records are added to it.
+    pub fn upsert_chunk(
+        &self,
+        dimension: &str,
+        rows: Vec<Row>,
+        index: &mut KeyIndex,
+    ) -> Result<Upserted> {
         let dim = self::dimension(dimension)?;
         let tree = self.tree(dim)?;
         let mut next = self.count(dimension)?;
@@ -290,46 +318,44 @@ impl Audience<'_> {
             inserted: 0,
             updated: 0,
         };
-        let mut text: BTreeMap<(String, u64), TextBlock> = BTreeMap::new();
+        // Blocks touched by this chunk, by (column index, block).
+        let mut text: BTreeMap<(usize, u64), TextBlock> = BTreeMap::new();
         let mut links: BTreeMap<(&'static str, u64), LinkBlock> = BTreeMap::new();
         let mut columns = self.columns(dimension)?;
-        let mut assigned: HashMap<&str, u64> = HashMap::new();
+        let id_column: Arc<str> = Arc::from("id");
         for row in rows {
-            let existing = if all_new {
-                None
-            } else {
-                tree.get(ext_key(&row.key))?
+            // Keys new in this chunk are in the index too, so a key repeated
+            // within a chunk keeps one id.
+            let id = match index.get(&row.key) {
+                Some(id) => {
+                    result.updated += 1;
+                    id
+                }
+                None => {
+                    let id = next;
+                    next += 1;
+                    result.inserted += 1;
+                    index.map.insert(row.key.clone().into_boxed_str(), id);
+                    id
+                }
             };
-            let id = match assigned.get(row.key.as_str()) {
-                Some(id) => *id,
-                None => match existing {
-                    Some(v) => {
-                        result.updated += 1;
-                        u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))
-                    }
-                    None => {
-                        let id = next;
-                        next += 1;
-                        result.inserted += 1;
-                        batch.insert(ext_key(&row.key), &id.to_be_bytes());
-                        id
-                    }
-                },
-            };
-            assigned.insert(row.key.as_str(), id);
             let (block, slot) = (id / BLOCK, (id % BLOCK) as usize);
             // The external id is an attribute too, so it can be filtered on.
-            let id_value = ("id".to_string(), Some(row.key.clone()));
-            for (col, value) in std::iter::once(&id_value).chain(row.values.iter()) {
-                if !columns.contains(col) {
-                    columns.push(col.clone());
-                }
-                let entry = text.entry((col.clone(), block));
+            let id_value: (Arc<str>, Option<String>) = (id_column.clone(), Some(row.key));
+            for (col, value) in std::iter::once(id_value).chain(row.values) {
+                let ci = match columns.iter().position(|c| **c == *col) {
+                    Some(i) => i,
+                    None => {
+                        columns.push(col.to_string());
+                        columns.len() - 1
+                    }
+                };
+                let entry = text.entry((ci, block));
                 let blk = match entry {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::btree_map::Entry::Vacant(v) => {
-                        let existing = match tree.get(block_key(b'c', col, block))? {
-                            Some(bytes) => decode::<TextBlock>("audience", &bytes)?,
+                        let existing = match tree.get(block_key(b'c', &col, block))? {
+                            Some(bytes) => textblock::View::parse(&bytes)?.to_vec(),
                             None => Vec::new(),
                         };
                         v.insert(existing)
@@ -338,7 +364,7 @@ impl Audience<'_> {
                 if blk.len() <= slot {
                     blk.resize(slot + 1, None);
                 }
-                blk[slot] = value.clone();
+                blk[slot] = value;
             }
             for (link, target) in &row.links {
                 let blk = match links.entry((link, block)) {
@@ -357,8 +383,11 @@ impl Audience<'_> {
                 blk[slot] = Some(*target);
             }
         }
-        for ((col, block), blk) in &text {
-            batch.insert(block_key(b'c', col, *block), encode(blk));
+        for ((ci, block), blk) in &text {
+            batch.insert(
+                block_key(b'c', &columns[*ci], *block),
+                textblock::encode(blk),
+            );
         }
         for ((link, block), blk) in &links {
             batch.insert(block_key(b'l', link, *block), encode(blk));
@@ -381,8 +410,57 @@ impl Audience<'_> {
         ids: &[u64],
         paths: &[String],
     ) -> Result<Vec<Vec<Option<String>>>> {
+        let wants: Vec<(String, Want)> = paths.iter().map(|p| (p.clone(), Want::Text)).collect();
+        Ok(self
+            .fetch_as(dimension, ids, &wants)?
+            .into_iter()
+            .map(Values::into_text)
+            .collect())
+    }
+
+    /// Fetches attribute paths for ids, each in the form asked for.
+    pub fn fetch_as(
+        &self,
+        dimension: &str,
+        ids: &[u64],
+        wants: &[(String, Want)],
+    ) -> Result<Vec<Values>> {
         let dim = self::dimension(dimension)?;
-        paths.iter().map(|p| self.fetch_path(dim, ids, p)).collect()
+        // Paths behind the same link share one resolution of the link.
+        let mut resolved: HashMap<&str, Resolved> = HashMap::new();
+        let mut out = Vec::with_capacity(wants.len());
+        for (path, want) in wants {
+            if let Some((head, rest)) = path.split_once('.')
+                && let Some(link) = dim.links.iter().find(|l| l.name == head)
+            {
+                if !resolved.contains_key(link.name) {
+                    resolved.insert(link.name, self.resolve(dim, link, ids)?);
+                }
+                let r = &resolved[link.name];
+                let target = self::dimension(link.target)?;
+                out.push(
+                    self.fetch_path(target, &r.distinct, rest, *want)?
+                        .gather(&r.slots),
+                );
+            } else {
+                out.push(self.fetch_path(dim, ids, path, *want)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Follows a link for a batch: the distinct targets, and each id's slot
+    /// among them.
+    fn resolve(&self, dim: &Dimension, link: &Link, ids: &[u64]) -> Result<Resolved> {
+        let targets = self.read_links(dim, link.name, ids)?;
+        let mut distinct: Vec<u64> = targets.iter().flatten().copied().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let slots = targets
+            .iter()
+            .map(|t| t.and_then(|t| distinct.binary_search(&t).ok()))
+            .collect();
+        Ok(Resolved { distinct, slots })
     }
 
     fn fetch_path(
@@ -390,28 +468,16 @@ impl Audience<'_> {
         dim: &'static Dimension,
         ids: &[u64],
         path: &str,
-    ) -> Result<Vec<Option<String>>> {
+        want: Want,
+    ) -> Result<Values> {
         if let Some((head, rest)) = path.split_once('.')
             && let Some(link) = dim.links.iter().find(|l| l.name == head)
         {
-            let targets = self.read_links(dim, link.name, ids)?;
+            // Fetch the linked attribute once per distinct target, in id order.
+            let r = self.resolve(dim, link, ids)?;
             let target_dim = self::dimension(link.target)?;
-            // Fetch the linked attribute for the distinct targets, in id order.
-            let mut distinct: Vec<u64> = targets.iter().flatten().copied().collect();
-            distinct.sort_unstable();
-            distinct.dedup();
-            let values = self.fetch_path(target_dim, &distinct, rest)?;
-            return Ok(targets
-                .iter()
-                .map(|t| {
-                    t.and_then(|t| {
-                        distinct
-                            .binary_search(&t)
-                            .ok()
-                            .and_then(|i| values[i].clone())
-                    })
-                })
-                .collect());
+            let values = self.fetch_path(target_dim, &r.distinct, rest, want)?;
+            return Ok(values.gather(&r.slots));
         }
         let columns = self.columns(dim.name)?;
         if !columns.iter().any(|c| c == path) {
@@ -429,8 +495,15 @@ impl Audience<'_> {
             )));
         }
         let tree = self.tree(dim)?;
-        read_blocks::<Option<String>>(&tree, b'c', path, ids)
-            .map(|v| v.into_iter().map(Option::flatten).collect())
+        let blocks = TextBlocks::read(&tree, path, ids)?;
+        Ok(match want {
+            Want::Presence => Values::Presence(blocks.presence(ids)),
+            Want::Text => Values::Text(blocks.texts(ids)),
+            Want::Auto => match blocks.dictionary(ids) {
+                Some(d) => d,
+                None => Values::Text(blocks.texts(ids)),
+            },
+        })
     }
 
     /// Every stored column of records `start..start + len` (at most one
@@ -447,8 +520,8 @@ impl Audience<'_> {
         self.columns(dimension)?
             .into_iter()
             .map(|c| {
-                let v = read_blocks::<Option<String>>(&tree, b'c', &c, &ids)?;
-                Ok((c, v.into_iter().map(Option::flatten).collect()))
+                let blocks = TextBlocks::read(&tree, &c, &ids)?;
+                Ok((c, blocks.texts(&ids)))
             })
             .collect()
     }
@@ -478,6 +551,185 @@ impl Audience<'_> {
     }
 }
 
+/// External ids of a dimension's records, mapped to their internal ids.
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    // FxHash: a million short keys hash several times faster than with SipHash,
+    // and the keys come from the operator's own files.
+    map: rustc_hash::FxHashMap<Box<str>, u64>,
+}
+
+impl KeyIndex {
+    /// The internal id of an external id.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.map.get(key).copied()
+    }
+}
+
+/// The form a caller wants a column in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Every value.
+    Text,
+    /// Only whether each record has a value.
+    Presence,
+    /// A dictionary when the values repeat a lot (an app, a platform),
+    /// otherwise every value.
+    Auto,
+}
+
+/// A fetched column, in the form it was asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    /// Every value (`None`: absent).
+    Text(Vec<Option<String>>),
+    /// Each distinct value once, and an index per record.
+    Dictionary {
+        /// The distinct values.
+        values: Vec<String>,
+        /// Per record, an index into `values`.
+        rows: Vec<Option<u32>>,
+    },
+    /// Whether each record has a (non-empty) value.
+    Presence(Vec<bool>),
+}
+
+impl Values {
+    /// The values as texts (a presence column has none).
+    pub fn into_text(self) -> Vec<Option<String>> {
+        match self {
+            Values::Text(v) => v,
+            Values::Dictionary { values, rows } => rows
+                .into_iter()
+                .map(|r| r.map(|k| values[k as usize].clone()))
+                .collect(),
+            Values::Presence(v) => v.into_iter().map(|_| None).collect(),
+        }
+    }
+
+    /// The column for rows that take slot `slots[i]` of this one.
+    fn gather(self, slots: &[Option<usize>]) -> Values {
+        match self {
+            Values::Text(v) => {
+                Values::Text(slots.iter().map(|s| s.and_then(|s| v[s].clone())).collect())
+            }
+            Values::Dictionary { values, rows } => Values::Dictionary {
+                values,
+                rows: slots.iter().map(|s| s.and_then(|s| rows[s])).collect(),
+            },
+            Values::Presence(v) => {
+                Values::Presence(slots.iter().map(|s| s.is_some_and(|s| v[s])).collect())
+            }
+        }
+    }
+}
+
+/// A link followed for a batch of ids.
+struct Resolved {
+    /// The distinct targets, ascending.
+    distinct: Vec<u64>,
+    /// Per id, its target's index in `distinct`.
+    slots: Vec<Option<usize>>,
+}
+
+/// The stored blocks of one text column that a batch of ids touches.
+struct TextBlocks {
+    /// (block number, stored bytes), sorted by block.
+    blocks: Vec<(u64, sled::IVec)>,
+}
+
+impl TextBlocks {
+    fn read(tree: &sled::Tree, column: &str, ids: &[u64]) -> Result<TextBlocks> {
+        let mut wanted: Vec<u64> = Vec::new();
+        for &id in ids {
+            let b = id / BLOCK;
+            // Ids mostly arrive sorted: comparing with the last is enough then.
+            if wanted.last() != Some(&b) {
+                wanted.push(b);
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut blocks = Vec::with_capacity(wanted.len());
+        for b in wanted {
+            if let Some(bytes) = tree.get(block_key(b'c', column, b))? {
+                textblock::View::parse(&bytes)?;
+                blocks.push((b, bytes));
+            }
+        }
+        Ok(TextBlocks { blocks })
+    }
+
+    /// The view of the block holding `id`.
+    fn view(&self, id: u64) -> Option<textblock::View<'_>> {
+        let b = id / BLOCK;
+        let i = self.blocks.binary_search_by_key(&b, |(k, _)| *k).ok()?;
+        // Checked in `read`.
+        textblock::View::parse(&self.blocks[i].1).ok()
+    }
+
+    /// Whether each id has a non-empty value, without reading the values.
+    fn presence(&self, ids: &[u64]) -> Vec<bool> {
+        self.each_slot(ids, |slot| slot.is_some_and(|(v, i)| v.present(i)))
+    }
+
+    fn texts(&self, ids: &[u64]) -> Vec<Option<String>> {
+        self.each(ids, |v| v.map(str::to_string))
+    }
+
+    /// Calls `f` with each id's value.
+    fn each<T>(&self, ids: &[u64], mut f: impl FnMut(Option<&str>) -> T) -> Vec<T> {
+        self.each_slot(ids, |slot| f(slot.and_then(|(v, i)| v.get(i))))
+    }
+
+    /// Calls `f` with each id's block view and slot, parsing each block's view
+    /// once per run of ids in the same block.
+    fn each_slot<T>(
+        &self,
+        ids: &[u64],
+        mut f: impl FnMut(Option<(&textblock::View<'_>, usize)>) -> T,
+    ) -> Vec<T> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut current: Option<(u64, Option<textblock::View<'_>>)> = None;
+        for &id in ids {
+            let b = id / BLOCK;
+            if current.as_ref().map(|(k, _)| *k) != Some(b) {
+                current = Some((b, self.view(id)));
+            }
+            let view = current.as_ref().and_then(|(_, v)| v.as_ref());
+            out.push(f(view.map(|v| (v, (id % BLOCK) as usize))));
+        }
+        out
+    }
+
+    /// The values as a dictionary, or `None` when they are mostly distinct.
+    fn dictionary(&self, ids: &[u64]) -> Option<Values> {
+        // Give up early on columns that are mostly distinct (emails, tokens).
+        let limit = (ids.len() / 16).max(16);
+        let mut index: rustc_hash::FxHashMap<String, u32> = Default::default();
+        let mut values: Vec<String> = Vec::new();
+        let mut overflow = false;
+        let rows = self.each(ids, |v| {
+            let v = v.filter(|s| !s.is_empty())?;
+            if overflow {
+                return None;
+            }
+            if let Some(k) = index.get(v) {
+                return Some(*k);
+            }
+            if values.len() >= limit {
+                overflow = true;
+                return None;
+            }
+            let k = values.len() as u32;
+            index.insert(v.to_string(), k);
+            values.push(v.to_string());
+            Some(k)
+        });
+        (!overflow).then_some(Values::Dictionary { values, rows })
+    }
+}
+
 /// Reads slot values for `ids` from the blocks of one column, each block once.
 fn read_blocks<T: Clone + serde::de::DeserializeOwned>(
     tree: &sled::Tree,
@@ -485,20 +737,27 @@ fn read_blocks<T: Clone + serde::de::DeserializeOwned>(
     name: &str,
     ids: &[u64],
 ) -> Result<Vec<Option<T>>> {
-    let mut cache: HashMap<u64, Vec<T>> = HashMap::new();
+    // Each block decoded once; ids mostly arrive sorted, so the block of the
+    // previous id is usually the one needed.
+    let mut decoded: Vec<(u64, Vec<T>)> = Vec::new();
     let mut out = Vec::with_capacity(ids.len());
+    let mut current = usize::MAX;
     for &id in ids {
         let block = id / BLOCK;
-        let blk = match cache.entry(block) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(match tree.get(block_key(tag, name, block))? {
-                    Some(bytes) => decode::<Vec<T>>("audience", &bytes)?,
-                    None => Vec::new(),
-                })
-            }
-        };
-        out.push(blk.get((id % BLOCK) as usize).cloned());
+        if decoded.get(current).map(|(b, _)| *b) != Some(block) {
+            current = match decoded.iter().position(|(b, _)| *b == block) {
+                Some(i) => i,
+                None => {
+                    let values = match tree.get(block_key(tag, name, block))? {
+                        Some(bytes) => decode::<Vec<T>>("audience", &bytes)?,
+                        None => Vec::new(),
+                    };
+                    decoded.push((block, values));
+                    decoded.len() - 1
+                }
+            };
+        }
+        out.push(decoded[current].1.get((id % BLOCK) as usize).cloned());
     }
     Ok(out)
 }
@@ -512,7 +771,7 @@ mod tests {
             key: key.into(),
             values: values
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .map(|(k, v)| (Arc::from(*k), v.map(str::to_string)))
                 .collect(),
             links,
         }
@@ -630,5 +889,66 @@ mod tests {
                 .to_string()
                 .contains("unknown dimension `planet`")
         );
+    }
+
+    #[test]
+    fn serves_presence_dictionaries_and_texts_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.audience();
+        let people: Vec<Row> = (0..100)
+            .map(|i| {
+                let email = format!("p{i}@x.test");
+                let tier = ["gold", "silver"][i % 2];
+                row(
+                    &format!("R{i}"),
+                    &[
+                        ("email", (i % 3 != 0).then_some(email.as_str())),
+                        ("tier", Some(tier)),
+                    ],
+                    vec![],
+                )
+            })
+            .collect();
+        a.upsert("recipient", &people).unwrap();
+        let subs: Vec<Row> = (0..10)
+            .map(|i| row(&format!("S{i}"), &[], vec![("recipient", 9 - i as u64)]))
+            .collect();
+        a.upsert("subscription", &subs).unwrap();
+        let ids: Vec<u64> = (0..10).collect();
+        let got = a
+            .fetch_as(
+                "subscription",
+                &ids,
+                &[
+                    ("recipient.email".into(), Want::Presence),
+                    ("recipient.tier".into(), Want::Auto),
+                    ("recipient.email".into(), Want::Auto),
+                ],
+            )
+            .unwrap();
+        // Subscription i links to recipient 9 - i.
+        let present: Vec<bool> = (0..10).map(|i| (9 - i) % 3 != 0).collect();
+        assert_eq!(got[0], Values::Presence(present));
+        let Values::Dictionary { values, rows } = &got[1] else {
+            panic!("tiers repeat: {:?}", got[1])
+        };
+        assert_eq!(values.len(), 2);
+        let tiers: Vec<&str> = rows
+            .iter()
+            .map(|r| values[r.unwrap() as usize].as_str())
+            .collect();
+        assert_eq!(tiers[0], "silver");
+        assert_eq!(tiers[1], "gold");
+        // Whatever the encoding, the values read back the same.
+        let emails = got[2].clone().into_text();
+        assert_eq!(emails[0], None);
+        assert_eq!(emails[1].as_deref(), Some("p8@x.test"));
+        // Mostly distinct values in a large batch are served as text.
+        let all: Vec<u64> = (0..100).collect();
+        let wide = a
+            .fetch_as("recipient", &all, &[("email".into(), Want::Auto)])
+            .unwrap();
+        assert!(matches!(wide[0], Values::Text(_)));
     }
 }

@@ -109,6 +109,9 @@ pub struct Task {
     /// Calls across the wasm boundary in its last execution, both ways.
     #[serde(default)]
     pub calls: u64,
+    /// Wall time of its last execution, in milliseconds.
+    #[serde(default)]
+    pub elapsed_ms: u64,
     /// A dry run's clock for this task: the instant the waits before it
     /// reached (`None`: the run's clock).
     #[serde(default)]
@@ -116,6 +119,45 @@ pub struct Task {
     /// A dry run's delivery preview: counts and one rendered message.
     #[serde(default)]
     pub preview: Option<serde_json::Value>,
+}
+
+/// Populations waiting at a join activity, in rounds: the first round takes
+/// one population per incoming transition; a second arrival on the same
+/// transition starts the next round.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinState {
+    /// Rounds not yet complete, oldest first: source → population.
+    pub rounds: Vec<std::collections::BTreeMap<String, InputRef>>,
+}
+
+impl JoinState {
+    /// Adds an arrival; returns the inputs of a round it completes, in the
+    /// order of `incoming`.
+    pub fn arrive(&mut self, input: InputRef, incoming: &[String]) -> Option<Vec<InputRef>> {
+        let i = match self
+            .rounds
+            .iter()
+            .position(|r| !r.contains_key(&input.source))
+        {
+            Some(i) => i,
+            None => {
+                self.rounds.push(Default::default());
+                self.rounds.len() - 1
+            }
+        };
+        self.rounds[i].insert(input.source.clone(), input);
+        if !incoming.iter().all(|s| self.rounds[i].contains_key(s)) {
+            return None;
+        }
+        let mut round = self.rounds.remove(i);
+        Some(incoming.iter().filter_map(|s| round.remove(s)).collect())
+    }
+}
+
+fn join_key(run: u64, activity: &str) -> Vec<u8> {
+    let mut k = run.to_be_bytes().to_vec();
+    k.extend_from_slice(activity.as_bytes());
+    k
 }
 
 fn task_key(run: u64, task: u64) -> [u8; 16] {
@@ -205,16 +247,38 @@ impl Store {
         self.flush()
     }
 
-    /// Records a finished task and the tasks its outputs start, atomically.
-    pub fn complete_task(&self, run: u64, task: &Task, next: &[Task]) -> Result<()> {
-        let tree = self.tree("tasks")?;
-        let mut batch = sled::Batch::default();
-        batch.insert(&task_key(run, task.id), json_encode(task));
-        for t in next {
-            batch.insert(&task_key(run, t.id), json_encode(t));
-        }
-        tree.apply_batch(batch)?;
+    /// Records a finished task, the tasks its outputs start and the joins
+    /// its outputs arrived at, atomically.
+    pub fn complete_task(
+        &self,
+        run: u64,
+        task: &Task,
+        next: &[Task],
+        joins: &[(String, JoinState)],
+    ) -> Result<()> {
+        let tasks = self.tree("tasks")?;
+        let join_tree = self.tree("joins")?;
+        (&tasks, &join_tree)
+            .transaction(|(t, j)| {
+                t.insert(&task_key(run, task.id), json_encode(task))?;
+                for n in next {
+                    t.insert(&task_key(run, n.id), json_encode(n))?;
+                }
+                for (activity, state) in joins {
+                    j.insert(join_key(run, activity), json_encode(state))?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_err)?;
         self.flush()
+    }
+
+    /// What has arrived so far at a join activity of a run.
+    pub fn join_state(&self, run: u64, activity: &str) -> Result<JoinState> {
+        match self.tree("joins")?.get(join_key(run, activity))? {
+            Some(v) => json_decode("joins", &v),
+            None => Ok(JoinState::default()),
+        }
     }
 
     /// Puts a task to sleep until `until`, with its timer, atomically.
@@ -304,6 +368,7 @@ mod tests {
             component: None,
             delivery: None,
             calls: 0,
+            elapsed_ms: 0,
             clock: None,
             preview: None,
         }

@@ -48,12 +48,29 @@ pub struct Activity {
     pub outputs: Vec<String>,
     /// True for a delivery (channel plugin).
     pub delivery: bool,
+    /// True when its plugin joins several inputs (a union, an intersection):
+    /// it runs once every incoming transition has delivered, with all of them.
+    #[serde(default)]
+    pub join: bool,
 }
 
 impl Workflow {
     /// An activity by id.
     pub fn activity(&self, id: &str) -> Option<&Activity> {
         self.activities.iter().find(|a| a.id == id)
+    }
+
+    /// The transitions leading to an activity, as `activity.transition`.
+    pub fn incoming(&self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in &self.activities {
+            for (transition, targets) in &a.next {
+                if targets.iter().any(|t| t == id) {
+                    out.push(format!("{}.{transition}", a.id));
+                }
+            }
+        }
+        out
     }
 
     /// Activities nothing leads to: where a run starts.

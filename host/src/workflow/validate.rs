@@ -94,6 +94,7 @@ pub fn validate(
                 .collect(),
             outputs: configured.outputs,
             delivery: configured.delivery,
+            join: configured.max_inputs > 1,
         });
     }
     // Transitions must lead somewhere that exists.
@@ -137,6 +138,16 @@ pub fn validate(
                 format!("activity.{}", raw.id),
                 format!(
                     "`{kind}` needs an incoming population, but no transition leads to `{}`",
+                    raw.id
+                ),
+            ));
+        }
+        if max > 1 && n > 0 && (n < min as usize || n > max as usize) {
+            diags.push(parsed.at(
+                &raw.id_span,
+                format!("activity.{}", raw.id),
+                format!(
+                    "`{kind}` joins {min} to {max} incoming transitions, but {n} lead to `{}`",
                     raw.id
                 ),
             ));

@@ -1,0 +1,381 @@
+//! `crosscast-bench targeting`: the targeting benchmark of `BENCHMARKS.md`.
+//!
+//! On a generated audience of N recipients (~1.5 app subscriptions each) it
+//! measures, each step a separate `crosscast` process where the product does
+//! the work: the import (rows/s, peak memory), the reference workflow's query
+//! and split through the wasm plugins (time, peak memory, calls across the
+//! boundary); then the same filters evaluated natively in this process on the
+//! same store, and the same query and split run by SQLite on the same rows.
+//! The three must agree on every count, or the benchmark fails.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use crosscast::store::Store;
+use crosscast::store::audience::{Values, Want};
+use crosscast_sdk::filter::{Column, Columns, Filter};
+use crosscast_test_servers::sample;
+
+/// The reference workflow's targeting: the query and the channel split.
+const QUERY: &str =
+    "app = 'com.acme.shop' and (recipient.email is not empty or recipient.mobile is not empty)";
+const EMAIL: &str = "recipient.email is not empty";
+const SMS: &str = "recipient.mobile is not empty";
+
+/// Ids per batch, as the plugins read them.
+const BATCH: usize = crosscast_sdk::BATCH as usize;
+
+#[derive(Parser)]
+#[command(about = "Crosscast benchmarks")]
+enum Bench {
+    /// Import, query and split N recipients: wasm vs native vs SQLite.
+    Targeting {
+        /// How many recipients.
+        #[arg(long, default_value_t = 1_000_000)]
+        recipients: usize,
+        /// Working directory (its contents are replaced).
+        #[arg(long, default_value = "target/bench")]
+        dir: PathBuf,
+    },
+}
+
+/// Wall time and peak resident memory of a child process.
+struct Measured {
+    secs: f64,
+    max_rss_mb: f64,
+    stdout: String,
+}
+
+/// Runs `crosscast` with `args`, measuring it alone (wait4's rusage).
+fn crosscast(data: &Path, args: &[&str]) -> anyhow::Result<Measured> {
+    let bin = std::env::var_os("CROSSCAST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release/crosscast"));
+    let started = Instant::now();
+    let child = Command::new(&bin)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = String::new();
+    {
+        use std::io::Read;
+        let mut out = child.stdout.context("stdout")?;
+        out.read_to_string(&mut stdout)?;
+    }
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled in by the kernel; pid is our child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    ensure!(r == pid, "wait4 failed");
+    let secs = started.elapsed().as_secs_f64();
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "crosscast {args:?} failed:\n{stdout}"
+    );
+    Ok(Measured {
+        secs,
+        max_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+        stdout,
+    })
+}
+
+/// Counts every step must agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    query: u64,
+    email: u64,
+    sms: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let Bench::Targeting { recipients, dir } = Bench::parse();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let data = dir.join("data");
+    println!("# targeting benchmark: {recipients} recipients");
+    println!("machine: {}", machine());
+
+    let t = Instant::now();
+    let (rfile, sfile) = sample::write(&dir.join("sample"), recipients, 7)?;
+    let subscriptions = count_lines(&sfile)? - 1;
+    println!(
+        "generate: {recipients} recipients, {subscriptions} subscriptions ({:.2} per recipient) in {:.2} s",
+        subscriptions as f64 / recipients as f64,
+        t.elapsed().as_secs_f64()
+    );
+
+    crosscast(&data, &["init"])?;
+    let r = crosscast(&data, &["import", "recipients", rfile.to_str().unwrap()])?;
+    println!(
+        "import recipients: {:.2} s, {:.0} rows/s, peak RSS {:.0} MB",
+        r.secs,
+        recipients as f64 / r.secs,
+        r.max_rss_mb
+    );
+    let s = crosscast(&data, &["import", "subscriptions", sfile.to_str().unwrap()])?;
+    println!(
+        "import subscriptions: {:.2} s, {:.0} rows/s, peak RSS {:.0} MB",
+        s.secs,
+        subscriptions as f64 / s.secs,
+        s.max_rss_mb
+    );
+
+    let wf = dir.join("targeting.toml");
+    std::fs::write(&wf, workflow())?;
+    let run = crosscast(&data, &["run", wf.to_str().unwrap(), "--json"])?;
+    let status: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    let act = |a: &str| &status["activities"][a];
+    let n = |a: &str, t: &str| act(a)["transitions"][t].as_u64().unwrap_or(0);
+    let wasm = Counts {
+        query: n("query", "done"),
+        email: n("split", "email"),
+        sms: n("split", "sms"),
+    };
+    let (q_ms, s_ms) = (
+        act("query")["elapsed_ms"].as_u64().unwrap_or(0),
+        act("split")["elapsed_ms"].as_u64().unwrap_or(0),
+    );
+    let (q_calls, s_calls) = (
+        act("query")["calls"].as_u64().unwrap_or(0),
+        act("split")["calls"].as_u64().unwrap_or(0),
+    );
+    let wasm_secs = (q_ms + s_ms) as f64 / 1000.0;
+    println!(
+        "wasm query + split: {wasm_secs:.3} s (query {q_ms} ms over {subscriptions} subscriptions, split {s_ms} ms over {}); \
+         process {:.2} s, peak RSS {:.0} MB",
+        wasm.query, run.secs, run.max_rss_mb
+    );
+    let batches = |n: u64| n.div_ceil(BATCH as u64);
+    println!(
+        "boundary calls: query {q_calls} (ceil(N/batch) = {}), split {s_calls} (ceil(n/batch) = {})",
+        batches(subscriptions),
+        batches(wasm.query)
+    );
+
+    let store = Store::open(&data)?;
+    let t = Instant::now();
+    let native = native(&store)?;
+    let native_secs = t.elapsed().as_secs_f64();
+    drop(store);
+    println!("native query + split: {native_secs:.3} s");
+
+    let db = dir.join("bench.sqlite");
+    let t = Instant::now();
+    let conn = sqlite_load(&db, &rfile, &sfile)?;
+    println!(
+        "sqlite load (not timed below): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let sqlite = sqlite_targeting(&conn)?;
+    let sqlite_secs = t.elapsed().as_secs_f64();
+    println!("sqlite query + split: {sqlite_secs:.3} s");
+
+    println!("counts: wasm {wasm:?}, native {native:?}, sqlite {sqlite:?}");
+    if wasm != native || wasm != sqlite {
+        bail!("the three disagree");
+    }
+    println!(
+        "RESULT wasm/native = {:.2}x; wasm vs sqlite = {:.2}x ({}); import {:.0} rows/s; \
+         peak RSS import {:.0} MB, run {:.0} MB",
+        wasm_secs / native_secs,
+        wasm_secs / sqlite_secs,
+        if wasm_secs < sqlite_secs {
+            "faster"
+        } else {
+            "slower"
+        },
+        recipients as f64 / r.secs,
+        r.max_rss_mb.max(s.max_rss_mb),
+        run.max_rss_mb
+    );
+    Ok(())
+}
+
+fn workflow() -> String {
+    format!(
+        r#"name = "targeting-bench"
+[activity.query]
+type = "query"
+next = {{ done = "split" }}
+config = {{ dimension = "subscription", filter = "{QUERY}" }}
+
+[activity.split]
+type = "split"
+[activity.split.config]
+subsets = [
+    {{ name = "email", filter = "{EMAIL}" }},
+    {{ name = "sms", filter = "{SMS}" }},
+]
+"#
+    )
+}
+
+/// The same filters on the same store, in this process: what the wasm
+/// plugins and the executor do (outputs stored as populations, flushed)
+/// minus the boundary and the sandbox.
+fn native(store: &Store) -> anyhow::Result<Counts> {
+    let query = Filter::parse(QUERY)?;
+    let email = Filter::parse(EMAIL)?;
+    let sms = Filter::parse(SMS)?;
+    let audience = store.audience();
+    let total = audience.count("subscription")?;
+    // The same forms the host serves the plugins: presence for `is empty`,
+    // dictionaries for repeated values.
+    let columns = |ids: &[u64], f: &Filter| -> anyhow::Result<Columns> {
+        let wants: Vec<(String, Want)> = f
+            .fields()
+            .iter()
+            .map(|x| {
+                let want = if x.presence_only {
+                    Want::Presence
+                } else {
+                    Want::Auto
+                };
+                (x.path.clone(), want)
+            })
+            .collect();
+        let cols = audience.fetch_as("subscription", ids, &wants)?;
+        Ok(wants
+            .into_iter()
+            .map(|(p, _)| p)
+            .zip(cols.into_iter().map(|v| match v {
+                Values::Text(t) => Column::Text(t),
+                Values::Dictionary { values, rows } => Column::Dictionary { values, rows },
+                Values::Presence(p) => Column::Presence(p),
+            }))
+            .collect())
+    };
+    let mut selected = Vec::new();
+    let mut start = 0;
+    while start < total {
+        let ids: Vec<u64> = (start..(start + BATCH as u64).min(total)).collect();
+        let keep = query.evaluate(&columns(&ids, &query)?, ids.len(), 0)?;
+        selected.extend(ids.iter().zip(keep).filter(|(_, k)| *k).map(|(id, _)| *id));
+        start += BATCH as u64;
+    }
+    // Persist and read back as the engine does between two activities, so
+    // the comparison isolates the wasm boundary and sandbox.
+    let query_out = store.write_population("subscription", &selected)?;
+    store.flush()?;
+    let selected = store.population_ids(query_out)?;
+    let mut counts = Counts {
+        query: selected.len() as u64,
+        email: 0,
+        sms: 0,
+    };
+    let (mut to_email, mut to_sms) = (Vec::new(), Vec::new());
+    for ids in selected.chunks(BATCH) {
+        let mut cols: Columns = HashMap::new();
+        cols.extend(columns(ids, &email)?);
+        cols.extend(columns(ids, &sms)?);
+        let e = email.evaluate(&cols, ids.len(), 0)?;
+        let m = sms.evaluate(&cols, ids.len(), 0)?;
+        for ((e, m), id) in e.into_iter().zip(m).zip(ids) {
+            if e {
+                counts.email += 1;
+                to_email.push(*id);
+            } else if m {
+                counts.sms += 1;
+                to_sms.push(*id);
+            }
+        }
+    }
+    store.write_population("subscription", &to_email)?;
+    store.write_population("subscription", &to_sms)?;
+    store.flush()?;
+    Ok(counts)
+}
+
+fn sqlite_load(db: &Path, rfile: &Path, sfile: &Path) -> anyhow::Result<rusqlite::Connection> {
+    let mut conn = rusqlite::Connection::open(db)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+         CREATE TABLE recipient (id TEXT PRIMARY KEY, email TEXT, mobile TEXT, first_name TEXT,
+             last_name TEXT, locale TEXT, timezone TEXT, loyalty TEXT);
+         CREATE TABLE subscription (id TEXT PRIMARY KEY, recipient_id TEXT, app TEXT,
+             platform TEXT, token TEXT);",
+    )?;
+    let tx = conn.transaction()?;
+    {
+        let mut ins = tx.prepare("INSERT INTO recipient VALUES (?1,?2,?3,?4,?5,?6,?7,?8)")?;
+        for rec in csv::Reader::from_path(rfile)?.records() {
+            let rec = rec?;
+            let v: Vec<Option<&str>> = rec.iter().map(|x| (!x.is_empty()).then_some(x)).collect();
+            ins.execute(rusqlite::params_from_iter(v))?;
+        }
+        let mut ins = tx.prepare("INSERT INTO subscription VALUES (?1,?2,?3,?4,?5)")?;
+        for rec in csv::Reader::from_path(sfile)?.records() {
+            let rec = rec?;
+            let v: Vec<Option<&str>> = rec.iter().map(|x| (!x.is_empty()).then_some(x)).collect();
+            ins.execute(rusqlite::params_from_iter(v))?;
+        }
+    }
+    tx.commit()?;
+    conn.execute_batch("ANALYZE;")?;
+    Ok(conn)
+}
+
+/// The query and the split as SQL: one join, first match wins by CASE.
+fn sqlite_targeting(conn: &rusqlite::Connection) -> anyhow::Result<Counts> {
+    let mut stmt = conn.prepare(
+        "SELECT count(*),
+                sum(CASE WHEN coalesce(r.email, '') <> '' THEN 1 ELSE 0 END),
+                sum(CASE WHEN coalesce(r.email, '') = '' AND coalesce(r.mobile, '') <> '' THEN 1 ELSE 0 END)
+         FROM subscription s JOIN recipient r ON r.id = s.recipient_id
+         WHERE s.app = 'com.acme.shop'
+           AND (coalesce(r.email, '') <> '' OR coalesce(r.mobile, '') <> '')",
+    )?;
+    let (query, email, sms) = stmt.query_row([], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, Option<i64>>(1)?,
+            row.get::<_, Option<i64>>(2)?,
+        ))
+    })?;
+    Ok(Counts {
+        query: query as u64,
+        email: email.unwrap_or(0) as u64,
+        sms: sms.unwrap_or(0) as u64,
+    })
+}
+
+fn count_lines(path: &Path) -> anyhow::Result<u64> {
+    use std::io::BufRead;
+    Ok(std::io::BufReader::new(std::fs::File::open(path)?)
+        .lines()
+        .count() as u64)
+}
+
+/// CPU model, cores and memory, for the record.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or("?".into(), |kb| format!("{:.0} GiB", kb as f64 / 1048576.0));
+    format!("{cpu}, {cores} cores, {mem} RAM, {}", std::env::consts::OS)
+}
