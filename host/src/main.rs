@@ -2,12 +2,22 @@
 
 fn main() -> std::process::ExitCode {
     // Behave like other Unix tools when the reader goes away
-    // (`crosscast deliveries 1 | head`): exit quietly instead of panicking.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread
-    // starts has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // (`crosscast deliveries 1 | head`): exit quietly instead of printing a
+    // panic. SIGPIPE itself stays ignored (Rust's default): restoring its
+    // default action would also kill the process when a provider closes a
+    // socket the host is writing to.
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
     crosscast::cli::main()
 }

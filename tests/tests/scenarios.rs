@@ -293,3 +293,64 @@ fn a_second_process_is_told_who_holds_the_data_directory() {
     // Once it is gone, the directory opens again.
     env.ok(&["plugin", "list"]);
 }
+
+/// A closed reader stops `crosscast` quietly, while a closed *socket* never
+/// kills it: SIGPIPE stays ignored (a provider hanging up mid-write is an
+/// error the host handles, not the end of the process).
+#[test]
+fn closed_pipes_end_quietly_and_sigpipe_stays_ignored() {
+    let env = Env::new();
+    let dir = root().join("tests/scenarios/import");
+    env.ok(&[
+        "import",
+        "recipients",
+        dir.join("recipients-good.csv").to_str().unwrap(),
+    ]);
+    // The reader takes nothing and goes away at once.
+    let mut child = std::process::Command::new(common::bin())
+        .args([
+            "--data",
+            env.data().to_str().unwrap(),
+            "worker",
+            "--poll-ms",
+            "50",
+        ])
+        .env("CROSSCAST_PLUGIN_DIR", plugin_dir())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut ignored = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(line) = text.lines().find(|l| l.starts_with("SigIgn:"))
+        {
+            let mask = u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap();
+            ignored = Some(mask & (1 << (13 - 1)) != 0);
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(ignored, Some(true), "SIGPIPE must stay ignored");
+
+    let mut export = std::process::Command::new(common::bin())
+        .args([
+            "--data",
+            env.data().to_str().unwrap(),
+            "export",
+            "recipients",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(export.stdout.take());
+    let out = export.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("error") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
