@@ -421,4 +421,31 @@ mod tests {
             vec![TaskState::Waiting { until: 5_000 }, TaskState::Pending]
         );
     }
+
+    #[test]
+    fn joins_gather_one_population_per_transition_in_rounds() {
+        let incoming = vec!["a.done".to_string(), "b.done".to_string()];
+        let input = |source: &str, population: u64| InputRef {
+            source: source.into(),
+            population,
+            count: 1,
+        };
+        let mut j = JoinState::default();
+        assert_eq!(j.arrive(input("a.done", 1), &incoming), None);
+        // A second arrival on the same transition waits for the next round.
+        assert_eq!(j.arrive(input("a.done", 2), &incoming), None);
+        assert_eq!(j.rounds.len(), 2);
+        let round = j.arrive(input("b.done", 3), &incoming).unwrap();
+        assert_eq!(
+            round.iter().map(|i| i.population).collect::<Vec<_>>(),
+            [1, 3],
+            "inputs come in the order of the incoming transitions"
+        );
+        let round = j.arrive(input("b.done", 4), &incoming).unwrap();
+        assert_eq!(
+            round.iter().map(|i| i.population).collect::<Vec<_>>(),
+            [2, 4]
+        );
+        assert!(j.rounds.is_empty());
+    }
 }
