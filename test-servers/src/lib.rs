@@ -14,5 +14,5 @@ pub mod tls;
 pub use push::{ApnsConfig, ApnsServer, FcmConfig, FcmServer, ReceivedPush};
 pub use rig::Rig;
 pub use sms::{ReceivedSms, SmsApi};
-pub use smtp::{ReceivedMail, SinkOptions, SmtpSink};
+pub use smtp::{Attempt, Faults, ReceivedMail, Reply, SinkOptions, SmtpSink};
 pub use tls::TestTls;

@@ -68,15 +68,99 @@ impl ReceivedMail {
 pub struct SmtpSink {
     /// Where it listens.
     pub addr: SocketAddr,
-    received: Arc<Mutex<Vec<ReceivedMail>>>,
+    state: Arc<Mutex<State>>,
 }
 
 /// How a sink behaves.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SinkOptions {
     /// Pause between accepting a message's data and replying to it: a slow
     /// server, which keeps messages in flight.
     pub reply_delay: std::time::Duration,
+    /// Faults to inject.
+    pub faults: Faults,
+}
+
+/// A final reply to a message's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The SMTP code (`451`, `550`...).
+    pub code: u16,
+    /// The text after the code.
+    pub text: String,
+}
+
+impl Reply {
+    /// A reply with this code and text.
+    pub fn new(code: u16, text: &str) -> Reply {
+        Reply {
+            code,
+            text: text.to_string(),
+        }
+    }
+}
+
+/// Faults a sink injects, deterministically, so tests can assert on them.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Replies scripted per recipient address: the n-th message to the
+    /// address gets the n-th reply; past the script, the message is accepted.
+    pub per_address: std::collections::HashMap<String, Vec<Reply>>,
+    /// Every n-th message (counted over the sink's life) gets this reply
+    /// instead of being accepted: `(10, 451 ...)` is a 10% transient fault rate.
+    pub every_nth: Option<(u64, Reply)>,
+    /// Every n-th message has its connection dropped after the data, with no
+    /// reply at all.
+    pub drop_every_nth: Option<u64>,
+}
+
+/// One message's data as answered, accepted or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// `RCPT TO` addresses.
+    pub to: Vec<String>,
+    /// The code replied (`None`: the connection was dropped).
+    pub code: Option<u16>,
+}
+
+/// The sink's shared state: what it received and how it answered.
+#[derive(Debug, Default)]
+struct State {
+    received: Vec<ReceivedMail>,
+    attempts: Vec<Attempt>,
+    per_address: std::collections::HashMap<String, usize>,
+}
+
+/// What the sink does with one message's data.
+enum Answer {
+    Accept,
+    Reply(Reply),
+    Drop,
+}
+
+impl Faults {
+    /// Decides the fate of the `n`-th message (1-based) to `to`.
+    fn answer(&self, n: u64, to: &[String], state: &mut State) -> Answer {
+        for address in to {
+            if let Some(script) = self.per_address.get(address) {
+                let i = state.per_address.entry(address.clone()).or_default();
+                *i += 1;
+                if let Some(reply) = script.get(*i - 1) {
+                    return Answer::Reply(reply.clone());
+                }
+            }
+        }
+        if let Some(k) = self.drop_every_nth
+            && k > 0
+            && n.is_multiple_of(k)
+        {
+            return Answer::Drop;
+        }
+        match &self.every_nth {
+            Some((k, reply)) if *k > 0 && n.is_multiple_of(*k) => Answer::Reply(reply.clone()),
+            _ => Answer::Accept,
+        }
+    }
 }
 
 impl SmtpSink {
@@ -89,19 +173,23 @@ impl SmtpSink {
     pub async fn start_with(options: SinkOptions) -> std::io::Result<SmtpSink> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::new(Mutex::new(State::default()));
         let sink = SmtpSink {
             addr,
-            received: received.clone(),
+            state: state.clone(),
         };
+        let options = Arc::new(options);
+        let messages = Arc::new(std::sync::atomic::AtomicU64::new(0));
         tokio::spawn(async move {
             let mut counter = 0u64;
             while let Ok((stream, _)) = listener.accept().await {
                 counter += 1;
-                let received = received.clone();
+                let state = state.clone();
+                let options = options.clone();
+                let messages = messages.clone();
                 let conn = counter;
                 tokio::spawn(async move {
-                    if let Err(e) = session(stream, received, conn, options).await {
+                    if let Err(e) = session(stream, state, conn, &options, &messages).await {
                         tracing::debug!("smtp sink session ended: {e}");
                     }
                 });
@@ -115,20 +203,27 @@ impl SmtpSink {
         format!("smtp://{}", self.addr)
     }
 
-    /// Everything received so far.
+    /// Everything accepted so far.
     pub fn received(&self) -> Vec<ReceivedMail> {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().received.clone()
+    }
+
+    /// Every message's data as answered, faults included, in order.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.lock().attempts.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 async fn session(
     stream: TcpStream,
-    received: Arc<Mutex<Vec<ReceivedMail>>>,
+    state: Arc<Mutex<State>>,
     conn: u64,
-    options: SinkOptions,
+    options: &SinkOptions,
+    messages: &std::sync::atomic::AtomicU64,
 ) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -177,21 +272,47 @@ async fn session(
                     let l = l.strip_prefix('.').map(str::to_string).unwrap_or(l);
                     data.push_str(&l);
                 }
-                seq += 1;
-                let queue_id = format!("C{conn}M{seq}");
-                received
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(ReceivedMail {
-                        from: from.take().unwrap_or_default(),
-                        to: std::mem::take(&mut to),
-                        data,
-                        queue_id: queue_id.clone(),
+                let n = messages.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let answer = {
+                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                    let answer = options.faults.answer(n, &to, &mut st);
+                    let code = match &answer {
+                        Answer::Accept => Some(250),
+                        Answer::Reply(r) => Some(r.code),
+                        Answer::Drop => None,
+                    };
+                    st.attempts.push(Attempt {
+                        to: to.clone(),
+                        code,
                     });
+                    answer
+                };
                 if !options.reply_delay.is_zero() {
                     tokio::time::sleep(options.reply_delay).await;
                 }
-                format!("250 2.0.0 Ok: queued as {queue_id}\r\n")
+                match answer {
+                    Answer::Drop => return Ok(()),
+                    Answer::Reply(r) => {
+                        from = None;
+                        to.clear();
+                        format!("{} {}\r\n", r.code, r.text)
+                    }
+                    Answer::Accept => {
+                        seq += 1;
+                        let queue_id = format!("C{conn}M{seq}");
+                        state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .received
+                            .push(ReceivedMail {
+                                from: from.take().unwrap_or_default(),
+                                to: std::mem::take(&mut to),
+                                data,
+                                queue_id: queue_id.clone(),
+                            });
+                        format!("250 2.0.0 Ok: queued as {queue_id}\r\n")
+                    }
+                }
             }
         } else if upper == "RSET" {
             from = None;

@@ -119,3 +119,86 @@ async fn smtp_sink_records_envelope_and_content() {
     );
     assert!(queued.contains(&got[0].queue_id), "{queued}");
 }
+
+/// Faults are injected deterministically: scripted replies per address (a
+/// 4xx then success, a permanent 5xx), a reply every n-th message, and a
+/// dropped connection; only accepted messages count as received.
+#[tokio::test]
+async fn smtp_sink_injects_scripted_faults() {
+    use crosscast_test_servers::{Faults, Reply, SinkOptions};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let mut per_address = std::collections::HashMap::new();
+    per_address.insert(
+        "soft@example.com".to_string(),
+        vec![Reply::new(451, "4.3.0 try again later")],
+    );
+    per_address.insert(
+        "gone@example.com".to_string(),
+        vec![Reply::new(550, "5.1.1 no such user"); 3],
+    );
+    let sink = SmtpSink::start_with(SinkOptions {
+        faults: Faults {
+            per_address,
+            every_nth: Some((5, Reply::new(421, "4.7.0 slow down"))),
+            drop_every_nth: Some(7),
+        },
+        ..SinkOptions::default()
+    })
+    .await
+    .unwrap();
+    let send = |to: &str| {
+        let url = sink.url();
+        let to = to.to_string();
+        async move {
+            // A fresh connection per message: a dropped one must not poison the next.
+            let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
+                .unwrap()
+                .build();
+            let message = Message::builder()
+                .from("news@acme.example".parse().unwrap())
+                .to(to.parse().unwrap())
+                .subject("hi")
+                .body("hello".to_string())
+                .unwrap();
+            transport.send(message).await
+        }
+    };
+    let soft = send("soft@example.com").await.unwrap_err();
+    assert!(soft.is_transient(), "{soft}");
+    assert!(
+        send("soft@example.com").await.is_ok(),
+        "past the script: accepted"
+    );
+    let hard = send("gone@example.com").await.unwrap_err();
+    assert!(hard.is_permanent(), "{hard}");
+    assert!(send("ok1@example.com").await.is_ok());
+    // The 5th message: the every-n-th reply.
+    let fifth = send("ok2@example.com").await.unwrap_err();
+    assert!(
+        fifth.is_transient() && fifth.to_string().contains("slow down"),
+        "{fifth}"
+    );
+    assert!(send("ok3@example.com").await.is_ok());
+    // The 7th: the connection is dropped with no reply.
+    let dropped = send("ok4@example.com").await.unwrap_err();
+    assert!(!dropped.is_permanent(), "{dropped}");
+
+    let codes: Vec<Option<u16>> = sink.attempts().iter().map(|a| a.code).collect();
+    assert_eq!(
+        codes,
+        [
+            Some(451),
+            Some(250),
+            Some(550),
+            Some(250),
+            Some(421),
+            Some(250),
+            None
+        ]
+    );
+    let accepted: Vec<String> = sink.received().iter().map(|m| m.to[0].clone()).collect();
+    assert_eq!(
+        accepted,
+        ["soft@example.com", "ok1@example.com", "ok3@example.com"]
+    );
+}

@@ -422,6 +422,7 @@ fn swapping_the_split_plugin_changes_the_counts() {
 fn a_crash_mid_delivery_repeats_at_most_what_was_in_flight() {
     let s = servers_with(SinkOptions {
         reply_delay: std::time::Duration::from_millis(150),
+        ..SinkOptions::default()
     });
     let env = Env::new();
     setup(&env, &s);
