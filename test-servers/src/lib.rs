@@ -13,6 +13,6 @@ pub mod tls;
 
 pub use push::{ApnsConfig, ApnsServer, FcmConfig, FcmServer, ReceivedPush};
 pub use rig::Rig;
-pub use sms::{ReceivedSms, SmsApi};
+pub use sms::{ReceivedSms, SmsApi, SmsFault, SmsFaults};
 pub use smtp::{Attempt, Faults, ReceivedMail, Reply, SinkOptions, SmtpSink};
 pub use tls::TestTls;

@@ -3,6 +3,7 @@
 //! `From`, `Body`). It answers as Twilio does: 201 with the message resource
 //! (`sid` SM…), or a JSON error with Twilio's code.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -27,11 +28,50 @@ pub struct ReceivedSms {
     pub body: String,
 }
 
+/// A Twilio error answer to inject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsFault {
+    /// The HTTP status (`400`, `429`, `503`...).
+    pub status: u16,
+    /// Twilio's error code (`21211` invalid number, `21610` unsubscribed,
+    /// `20429` too many requests...).
+    pub code: u32,
+    /// The message.
+    pub message: String,
+    /// A `Retry-After` header, in seconds.
+    pub retry_after: Option<u32>,
+}
+
+impl SmsFault {
+    /// An error answer without `Retry-After`.
+    pub fn new(status: u16, code: u32, message: &str) -> SmsFault {
+        SmsFault {
+            status,
+            code,
+            message: message.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Faults the API injects, deterministically.
+#[derive(Debug, Clone, Default)]
+pub struct SmsFaults {
+    /// Answers scripted per `To` number: the n-th request to the number gets
+    /// the n-th answer; past the script, the message is accepted.
+    pub per_number: HashMap<String, Vec<SmsFault>>,
+    /// Every n-th request (over the API's life) gets this answer.
+    pub every_nth: Option<(u64, SmsFault)>,
+}
+
 #[derive(Clone)]
 struct Shared {
     account_sid: String,
     auth_token: String,
     received: Arc<Mutex<Vec<ReceivedSms>>>,
+    faults: Arc<SmsFaults>,
+    /// Requests seen (valid ones), and per number.
+    seen: Arc<Mutex<(u64, HashMap<String, usize>)>>,
 }
 
 /// A running SMS API.
@@ -49,6 +89,15 @@ pub struct SmsApi {
 impl SmsApi {
     /// Starts the API on 127.0.0.1 on a free port, on the current tokio runtime.
     pub async fn start(account_sid: &str, auth_token: &str) -> std::io::Result<SmsApi> {
+        SmsApi::start_with(account_sid, auth_token, SmsFaults::default()).await
+    }
+
+    /// Starts the API with faults to inject.
+    pub async fn start_with(
+        account_sid: &str,
+        auth_token: &str,
+        faults: SmsFaults,
+    ) -> std::io::Result<SmsApi> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -56,6 +105,8 @@ impl SmsApi {
             account_sid: account_sid.to_string(),
             auth_token: auth_token.to_string(),
             received: received.clone(),
+            faults: Arc::new(faults),
+            seen: Arc::default(),
         };
         let app = Router::new()
             .route(
@@ -164,6 +215,19 @@ async fn create_message(
             &format!("Invalid 'To' Phone Number: {to}"),
         );
     }
+    if let Some(fault) = injected(&s, &to) {
+        let mut response = error(
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::BAD_REQUEST),
+            fault.code,
+            &fault.message,
+        );
+        if let Some(secs) = fault.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", secs.to_string().parse().expect("a number"));
+        }
+        return response;
+    }
     let n = {
         let mut r = s.received.lock().unwrap_or_else(|p| p.into_inner());
         let n = r.len() as u128 + 1;
@@ -190,6 +254,24 @@ async fn create_message(
         "uri": format!("/2010-04-01/Accounts/{}/Messages/{n}.json", s.account_sid),
     });
     (StatusCode::CREATED, axum::Json(resource)).into_response()
+}
+
+/// The fault to answer a valid request to `to` with, if any.
+fn injected(s: &Shared, to: &str) -> Option<SmsFault> {
+    let mut seen = s.seen.lock().unwrap_or_else(|p| p.into_inner());
+    seen.0 += 1;
+    let n = seen.0;
+    if let Some(script) = s.faults.per_number.get(to) {
+        let i = seen.1.entry(to.to_string()).or_default();
+        *i += 1;
+        if let Some(f) = script.get(*i - 1) {
+            return Some(f.clone());
+        }
+    }
+    match &s.faults.every_nth {
+        Some((k, f)) if *k > 0 && n.is_multiple_of(*k) => Some(f.clone()),
+        _ => None,
+    }
 }
 
 fn url_pairs(body: &str) -> Vec<(String, String)> {

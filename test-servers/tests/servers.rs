@@ -202,3 +202,75 @@ async fn smtp_sink_injects_scripted_faults() {
         ["soft@example.com", "ok1@example.com", "ok3@example.com"]
     );
 }
+
+/// Twilio errors are injected per number (invalid number, unsubscribed, rate
+/// limited with Retry-After) and every n-th request; only accepted messages
+/// count as received.
+#[tokio::test]
+async fn sms_api_injects_twilio_errors() {
+    use crosscast_test_servers::{SmsFault, SmsFaults};
+    let mut per_number = std::collections::HashMap::new();
+    per_number.insert(
+        "+15550000001".to_string(),
+        vec![SmsFault::new(400, 21211, "Invalid 'To' Phone Number")],
+    );
+    per_number.insert(
+        "+15550000002".to_string(),
+        vec![SmsFault::new(
+            400,
+            21610,
+            "Attempt to send to unsubscribed recipient",
+        )],
+    );
+    per_number.insert(
+        "+15550000003".to_string(),
+        vec![SmsFault {
+            retry_after: Some(7),
+            ..SmsFault::new(429, 20429, "Too Many Requests")
+        }],
+    );
+    let api = SmsApi::start_with(
+        SID,
+        "token",
+        SmsFaults {
+            per_number,
+            every_nth: Some((6, SmsFault::new(503, 20500, "Service unavailable"))),
+        },
+    )
+    .await
+    .unwrap();
+    let send = |to: &'static str| {
+        let api = api.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!(
+                    "{}/2010-04-01/Accounts/{SID}/Messages.json",
+                    api.url()
+                ))
+                .basic_auth(SID, Some("token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "To={}&From=%2B15550009999&Body=hi",
+                    to.replace('+', "%2B")
+                ))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = send("+15550000001").await;
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], 21211);
+    let r = send("+15550000002").await;
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], 21610);
+    let r = send("+15550000003").await;
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["retry-after"], "7");
+    // Past its script, the number is accepted.
+    assert_eq!(send("+15550000003").await.status().as_u16(), 201);
+    assert_eq!(send("+15550000004").await.status().as_u16(), 201);
+    // The 6th request: the every-n-th answer.
+    assert_eq!(send("+15550000005").await.status().as_u16(), 503);
+    let got: Vec<String> = api.received().iter().map(|m| m.to.clone()).collect();
+    assert_eq!(got, ["+15550000003", "+15550000004"]);
+}
