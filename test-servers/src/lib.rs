@@ -11,7 +11,7 @@ pub mod sms;
 pub mod smtp;
 pub mod tls;
 
-pub use push::{ApnsConfig, ApnsServer, FcmConfig, FcmServer, ReceivedPush};
+pub use push::{ApnsConfig, ApnsServer, FcmConfig, FcmServer, PushFault, PushFaults, ReceivedPush};
 pub use rig::Rig;
 pub use sms::{ReceivedSms, SmsApi, SmsFault, SmsFaults};
 pub use smtp::{Attempt, Faults, ReceivedMail, Reply, SinkOptions, SmtpSink};

@@ -11,7 +11,7 @@
 //! Both answer with the providers' status codes and JSON error bodies, and
 //! record what they accepted.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -88,6 +88,76 @@ async fn serve_tls(router: Router, tls: &TestTls, h2_only: bool) -> anyhow::Resu
     Ok(addr)
 }
 
+// ---------------------------------------------------------------- faults
+
+/// An error answer a push server injects for a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushFault {
+    /// The HTTP status (`410`, `400`, `429`, `503`...).
+    pub status: u16,
+    /// APNs: the `reason` (`Unregistered`, `BadDeviceToken`...); FCM: the
+    /// `errorCode` (`UNREGISTERED`, `QUOTA_EXCEEDED`, `UNAVAILABLE`...).
+    pub reason: String,
+    /// A `Retry-After` header, in seconds.
+    pub retry_after: Option<u32>,
+}
+
+impl PushFault {
+    /// A fault without `Retry-After`.
+    pub fn new(status: u16, reason: &str) -> PushFault {
+        PushFault {
+            status,
+            reason: reason.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Faults a push server injects, deterministically; set them with
+/// `inject` on a running server.
+#[derive(Debug, Clone, Default)]
+pub struct PushFaults {
+    /// Answers scripted per device token: the n-th push to the token gets the
+    /// n-th answer; past the script, the push is accepted.
+    pub per_token: HashMap<String, Vec<PushFault>>,
+    /// Every n-th valid push (counted from `inject`) gets this answer.
+    pub every_nth: Option<(u64, PushFault)>,
+}
+
+/// Injected faults and what they have counted.
+#[derive(Debug, Default)]
+struct FaultState {
+    faults: PushFaults,
+    seen: u64,
+    per_token: HashMap<String, usize>,
+}
+
+impl FaultState {
+    fn next(&mut self, token: &str) -> Option<PushFault> {
+        self.seen += 1;
+        if let Some(script) = self.faults.per_token.get(token) {
+            let i = self.per_token.entry(token.to_string()).or_default();
+            *i += 1;
+            if let Some(f) = script.get(*i - 1) {
+                return Some(f.clone());
+            }
+        }
+        match &self.faults.every_nth {
+            Some((k, f)) if *k > 0 && self.seen.is_multiple_of(*k) => Some(f.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn with_retry_after(mut response: Response, fault: &PushFault) -> Response {
+    if let Some(secs) = fault.retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", secs.to_string().parse().expect("a number"));
+    }
+    response
+}
+
 // ---------------------------------------------------------------- APNs
 
 /// What the APNs server accepts.
@@ -105,6 +175,7 @@ pub struct ApnsConfig {
 struct ApnsState {
     config: ApnsConfig,
     received: Arc<Mutex<Vec<ReceivedPush>>>,
+    faults: Arc<Mutex<FaultState>>,
 }
 
 /// A running APNs server.
@@ -113,21 +184,36 @@ pub struct ApnsServer {
     /// Where it listens.
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<ReceivedPush>>>,
+    faults: Arc<Mutex<FaultState>>,
 }
 
 impl ApnsServer {
     /// Starts the server on the current tokio runtime.
     pub async fn start(tls: &TestTls, config: ApnsConfig) -> anyhow::Result<ApnsServer> {
         let received = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Mutex::new(FaultState::default()));
         let state = ApnsState {
             config,
             received: received.clone(),
+            faults: faults.clone(),
         };
         let router = Router::new()
             .route("/3/device/{token}", post(apns_push))
             .with_state(state);
         let addr = serve_tls(router, tls, true).await?;
-        Ok(ApnsServer { addr, received })
+        Ok(ApnsServer {
+            addr,
+            received,
+            faults,
+        })
+    }
+
+    /// Injects faults from now on (replacing earlier ones).
+    pub fn inject(&self, faults: PushFaults) {
+        *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = FaultState {
+            faults,
+            ..FaultState::default()
+        };
     }
 
     /// `https://127.0.0.1:PORT`.
@@ -235,6 +321,15 @@ async fn apns_push(
         ) => {}
         Some(_) => return apns_error(StatusCode::BAD_REQUEST, "InvalidPushType"),
     }
+    let fault = s
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .next(&token);
+    if let Some(f) = fault {
+        let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
+        return with_retry_after(apns_error(status, &f.reason), &f);
+    }
     let id = uuid_like();
     let kept: Vec<(String, String)> = headers
         .iter()
@@ -272,6 +367,7 @@ struct FcmState {
     token_uri: Arc<Mutex<String>>,
     issued: Arc<Mutex<HashSet<String>>>,
     received: Arc<Mutex<Vec<ReceivedPush>>>,
+    faults: Arc<Mutex<FaultState>>,
 }
 
 /// A running FCM server (token endpoint and HTTP v1 send).
@@ -281,6 +377,7 @@ pub struct FcmServer {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<ReceivedPush>>>,
     issued: Arc<Mutex<HashSet<String>>>,
+    faults: Arc<Mutex<FaultState>>,
 }
 
 impl FcmServer {
@@ -289,11 +386,13 @@ impl FcmServer {
         let received = Arc::new(Mutex::new(Vec::new()));
         let issued = Arc::new(Mutex::new(HashSet::new()));
         let token_uri = Arc::new(Mutex::new(String::new()));
+        let faults = Arc::new(Mutex::new(FaultState::default()));
         let state = FcmState {
             config,
             token_uri: token_uri.clone(),
             issued: issued.clone(),
             received: received.clone(),
+            faults: faults.clone(),
         };
         let router = Router::new()
             .route("/token", post(fcm_token))
@@ -305,7 +404,16 @@ impl FcmServer {
             addr,
             received,
             issued,
+            faults,
         })
+    }
+
+    /// Injects faults from now on (replacing earlier ones).
+    pub fn inject(&self, faults: PushFaults) {
+        *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = FaultState {
+            faults,
+            ..FaultState::default()
+        };
     }
 
     /// `https://127.0.0.1:PORT`, the send API's base URL.
@@ -475,6 +583,26 @@ async fn fcm_send(
             Some("INVALID_ARGUMENT"),
         );
     };
+    let fault = s
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .next(&token);
+    if let Some(f) = fault {
+        let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
+        // The canonical status name Google gives each HTTP status.
+        let name = match f.status {
+            400 => "INVALID_ARGUMENT",
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            429 => "RESOURCE_EXHAUSTED",
+            503 => "UNAVAILABLE",
+            _ => "INTERNAL",
+        };
+        let response = fcm_error(status, name, &f.reason, Some(&f.reason));
+        return with_retry_after(response, &f);
+    }
     let id = format!("projects/{project}/messages/0:{}", uuid_like());
     s.received
         .lock()

@@ -235,3 +235,142 @@ async fn fcm_issues_tokens_for_valid_assertions_and_requires_them() {
     assert_eq!(server.received().len(), 1);
     assert_eq!(server.received()[0].token, "device-1");
 }
+
+/// APNs faults per device token (410 Unregistered with a timestamp, 400
+/// BadDeviceToken, 429 with Retry-After) and every n-th push.
+#[tokio::test]
+async fn apns_injects_faults_per_token() {
+    use crosscast_test_servers::{PushFault, PushFaults};
+    let (tls, key, server) = apns().await;
+    let gone = "b".repeat(64);
+    let busy = "c".repeat(64);
+    let mut per_token = std::collections::HashMap::new();
+    per_token.insert(gone.clone(), vec![PushFault::new(410, "Unregistered")]);
+    per_token.insert(
+        busy.clone(),
+        vec![PushFault {
+            retry_after: Some(3),
+            ..PushFault::new(429, "TooManyRequests")
+        }],
+    );
+    per_token.insert(
+        TOKEN.to_string(),
+        vec![PushFault::new(400, "BadDeviceToken")],
+    );
+    server.inject(PushFaults {
+        per_token,
+        every_nth: Some((5, PushFault::new(503, "ServiceUnavailable"))),
+    });
+    let h2 = client(&tls, false);
+    let bearer = provider_token(&key, "KID", "TEAM", now());
+    let push = |token: String| {
+        h2.post(format!("{}/3/device/{token}", server.url()))
+            .header("authorization", format!("bearer {bearer}"))
+            .header("apns-topic", "com.acme.shop")
+            .body(json!({ "aps": { "alert": "hi" } }).to_string())
+            .send()
+    };
+    let r = push(gone.clone()).await.unwrap();
+    assert_eq!(r.status(), 410);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["reason"], "Unregistered");
+    assert!(body["timestamp"].is_u64(), "{body}");
+    let r = push(TOKEN.to_string()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = push(busy.clone()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "3");
+    assert_eq!(
+        push(busy.clone()).await.unwrap().status(),
+        200,
+        "past its script"
+    );
+    assert_eq!(
+        push("d".repeat(64)).await.unwrap().status(),
+        503,
+        "the 5th push"
+    );
+    assert_eq!(server.received().len(), 1);
+}
+
+/// FCM faults per registration token: UNREGISTERED (404), QUOTA_EXCEEDED
+/// (429 with Retry-After), UNAVAILABLE (503), with Google's error shape.
+#[tokio::test]
+async fn fcm_injects_faults_per_token() {
+    use crosscast_test_servers::{PushFault, PushFaults};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = TestTls::new().unwrap();
+    let sa = ServiceAccount::generate("proj").unwrap();
+    let server = FcmServer::start(
+        &tls,
+        FcmConfig {
+            project_id: "proj".into(),
+            client_email: sa.client_email.clone(),
+            public_key_pem: sa.public_pem.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let mut per_token = std::collections::HashMap::new();
+    per_token.insert(
+        "gone".to_string(),
+        vec![PushFault::new(404, "UNREGISTERED")],
+    );
+    per_token.insert(
+        "quota".to_string(),
+        vec![PushFault {
+            retry_after: Some(30),
+            ..PushFault::new(429, "QUOTA_EXCEEDED")
+        }],
+    );
+    per_token.insert("down".to_string(), vec![PushFault::new(503, "UNAVAILABLE")]);
+    server.inject(PushFaults {
+        per_token,
+        every_nth: None,
+    });
+    let c = client(&tls, false);
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(sa.private_pem.as_bytes()).unwrap();
+    let claims = json!({ "iss": sa.client_email, "scope": "https://www.googleapis.com/auth/firebase.messaging",
+        "aud": server.token_uri(), "iat": now(), "exp": now() + 3600 });
+    let assertion = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .unwrap();
+    let token: serde_json::Value = c
+        .post(server.token_uri())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap().to_string();
+    let send = |device: &str| {
+        c.post(format!("{}/v1/projects/proj/messages:send", server.url()))
+            .bearer_auth(&access)
+            .json(&json!({ "message": { "token": device, "notification": { "title": "t" } } }))
+            .send()
+    };
+    let code = |v: &serde_json::Value| v["error"]["details"][0]["errorCode"].clone();
+    let r = send("gone").await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["error"]["status"].clone(), code(&v)),
+        (json!("NOT_FOUND"), json!("UNREGISTERED"))
+    );
+    let r = send("quota").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "30");
+    assert_eq!(code(&r.json().await.unwrap()), json!("QUOTA_EXCEEDED"));
+    let r = send("down").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(send("fine").await.unwrap().status(), 200);
+    assert_eq!(server.received().len(), 1);
+}
