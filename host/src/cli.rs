@@ -681,6 +681,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                             permanent: false,
                         } => format!("failed (transient): {reason}"),
                         DeliveryState::Excluded { reason } => format!("excluded: {reason}"),
+                        DeliveryState::Retrying { reason, next_at } => {
+                            format!("retrying at {}: {reason}", format_ms(*next_at))
+                        }
                     };
                     let to = d.to.as_deref().unwrap_or("-");
                     println!(
@@ -796,6 +799,8 @@ pub struct DeliverySummary {
     pub excluded: u64,
     /// Intent recorded, outcome not yet (in flight, or interrupted).
     pub in_flight: u64,
+    /// Failed for now, to be sent again.
+    pub retrying: u64,
 }
 
 /// A run's status, activity by activity, in workflow order.
@@ -816,6 +821,7 @@ pub fn run_status(
             DeliveryState::Failed { .. } => s.failed += 1,
             DeliveryState::Excluded { .. } => s.excluded += 1,
             DeliveryState::Intent => s.in_flight += 1,
+            DeliveryState::Retrying { .. } => s.retrying += 1,
         }
     }
     let mut out = Vec::new();

@@ -161,9 +161,14 @@ impl Executor {
             }
             Loaded::Channel(pre) => {
                 let r = crate::deliver::deliver(self, run.id, activity, &task, pre, ctx);
-                r.map(|(counts, outputs)| {
-                    task.delivery = Some(counts);
-                    Step::Done(outputs)
+                r.map(|d| {
+                    task.delivery = Some(d.counts);
+                    match d.wake_at {
+                        // Messages are retrying: wait for the earliest on a
+                        // persisted timer; `done` is taken once all are final.
+                        Some(t) => Step::Wait(t),
+                        None => Step::Done(d.outputs),
+                    }
                 })
             }
         };

@@ -722,3 +722,109 @@ fn dry_run_counts_every_transition_and_sends_nothing() {
         "{text}"
     );
 }
+
+/// Transient SMTP failures (4xx) are retried with backoff on persisted
+/// timers — each attempt here is a separate `worker --once` process, so the
+/// retries survive restarts — until the validity period ends; a 5xx fails at
+/// once. Every attempt and its reply is checked against the sink's record.
+#[test]
+fn transient_failures_are_retried_durably_until_the_validity_ends() {
+    use crosscast_test_servers::{Faults, Reply};
+    let soft = Reply::new(451, "4.3.0 try again later");
+    let mut per_address = std::collections::HashMap::new();
+    per_address.insert("user2@example.com".to_string(), vec![soft.clone(); 2]);
+    per_address.insert(
+        "user5@example.com".to_string(),
+        vec![Reply::new(550, "5.1.1 no such user")],
+    );
+    per_address.insert("user6@example.com".to_string(), vec![soft.clone(); 100]);
+    let s = servers_with(SinkOptions {
+        faults: Faults {
+            per_address,
+            ..Faults::default()
+        },
+        ..SinkOptions::default()
+    });
+    let env = Env::new();
+    setup(&env, &s);
+    let wf = env.data().join("retry.toml");
+    std::fs::write(
+        &wf,
+        r#"name = "retry"
+[activity.q]
+type = "query"
+config = { dimension = "recipient", filter = "id in ('R2', 'R5', 'R6')" }
+next = { done = "mail" }
+
+[activity.mail]
+type = "email"
+validity = "10m"
+config = { from = "news@acme.example", subject = "Hi {{ first_name }}", text = "Hello" }
+"#,
+    )
+    .unwrap();
+    let t = |m: i64| {
+        (chrono::DateTime::parse_from_rfc3339(T0).unwrap() + chrono::Duration::minutes(m))
+            .to_rfc3339()
+    };
+    let run = start_workflow(&env, T0, &wf);
+    let states = |env: &Env| -> BTreeMap<String, String> {
+        env.ok(&["deliveries", &run.to_string(), "--json"])
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["to"].as_str().unwrap().to_string(),
+                    v["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let st = env.status(run);
+    assert_eq!(st["activities"]["mail"]["state"], "waiting", "{st:#}");
+    assert_eq!(
+        st["activities"]["mail"]["waiting_until"],
+        t(1).replace("+00:00", "Z")
+    );
+    let first = states(&env);
+    assert_eq!(first["user2@example.com"], "retrying");
+    assert_eq!(first["user5@example.com"], "failed");
+    assert_eq!(first["user6@example.com"], "retrying");
+
+    // Not yet due: nothing is sent.
+    env.ok(&["--now", &t(0), "worker", "--once"]);
+    assert_eq!(s.rig.smtp.attempts().len(), 3);
+    // +1 min: second attempts (451 again); next in 2 min.
+    env.ok(&["--now", &t(1), "worker", "--once"]);
+    // +3 min: user2's script is over, it goes through; user6 fails a third time.
+    env.ok(&["--now", &t(3), "worker", "--once"]);
+    assert_eq!(states(&env)["user2@example.com"], "sent");
+    // +7 min: user6's fourth failure; the next attempt (+8 min) would be past
+    // the 10 min validity: it fails for good, with the reason.
+    env.ok(&["--now", &t(7), "worker", "--once"]);
+    let last = states(&env);
+    assert_eq!(last["user6@example.com"], "failed");
+    let st = env.status(run);
+    assert_eq!(st["activities"]["mail"]["state"], "done", "{st:#}");
+    let log = &st["activities"]["mail"]["deliveries"];
+    assert_eq!(
+        (log["sent"].as_u64(), log["failed"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let lines = env.ok(&["deliveries", &run.to_string()]);
+    assert!(lines.contains("gave up after 4 attempt(s)"), "{lines}");
+
+    let per: BTreeMap<String, Vec<Option<u16>>> =
+        s.rig
+            .smtp
+            .attempts()
+            .into_iter()
+            .fold(BTreeMap::new(), |mut m, a| {
+                m.entry(a.to[0].clone()).or_default().push(a.code);
+                m
+            });
+    assert_eq!(per["user2@example.com"], [Some(451), Some(451), Some(250)]);
+    assert_eq!(per["user5@example.com"], [Some(550)]);
+    assert_eq!(per["user6@example.com"], [Some(451); 4]);
+    assert_eq!(s.rig.smtp.received().len(), 1);
+}

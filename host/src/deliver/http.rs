@@ -61,7 +61,7 @@ impl HttpTransport {
     pub async fn send(&self, store: &Store, account: &Account, req: &HttpRequest) -> Answer {
         if !req.path.starts_with('/') {
             return Answer::TransportError(format!(
-                "request path `{}` must start with `/`",
+                "{REFUSED}request path `{}` must start with `/`",
                 req.path
             ));
         }
@@ -74,13 +74,18 @@ impl HttpTransport {
         };
         if host(&url).is_none() || host(&url) != host(&account.url) {
             return Answer::TransportError(format!(
-                "egress denied: {url} leaves the host of account `{}`",
+                "{REFUSED}egress denied: {url} leaves the host of account `{}`",
                 account.name
             ));
         }
         let method = match reqwest::Method::from_bytes(req.method.as_bytes()) {
             Ok(m) => m,
-            Err(_) => return Answer::TransportError(format!("bad HTTP method `{}`", req.method)),
+            Err(_) => {
+                return Answer::TransportError(format!(
+                    "{REFUSED}bad HTTP method `{}`",
+                    req.method
+                ));
+            }
         };
         let mut r = self.client.request(method, &url).body(req.body.clone());
         for (k, v) in &req.headers {
@@ -98,7 +103,7 @@ impl HttpTransport {
             Ok(Credential::None) => {}
             Ok(Credential::Basic { user, password }) => r = r.basic_auth(user, password),
             Ok(Credential::Bearer(token)) => r = r.bearer_auth(token),
-            Err(e) => return Answer::TransportError(format!("credentials: {e}")),
+            Err(e) => return Answer::TransportError(format!("{REFUSED}credentials: {e}")),
         }
         match r.send().await {
             Ok(resp) => {
@@ -121,10 +126,32 @@ impl HttpTransport {
                     body,
                 })
             }
-            Err(e) => Answer::TransportError(format!("HTTP {url}: {}", error_chain(&e))),
+            Err(e) => {
+                let chain = error_chain(&e);
+                // What only the operator can fix is not worth retrying: an
+                // address the egress policy denies, a certificate not trusted.
+                let refused = chain.contains("egress denied")
+                    || std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                        .any(|c| {
+                            // rustls' error may sit inside an io::Error,
+                            // whose `source` skips it.
+                            let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
+                                c.downcast_ref::<std::io::Error>()?
+                                    .get_ref()?
+                                    .downcast_ref::<rustls::Error>()
+                            });
+                            matches!(tls, Some(rustls::Error::InvalidCertificate(_)))
+                        });
+                let prefix = if refused { REFUSED } else { "" };
+                Answer::TransportError(format!("{prefix}HTTP {url}: {chain}"))
+            }
         }
     }
 }
+
+/// Prefix of transport errors the host decided (policy, configuration,
+/// trust): the delivery fails them for good instead of retrying.
+pub(crate) const REFUSED: &str = "refused: ";
 
 /// An error with its causes: reqwest's own message hides the TLS reason.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

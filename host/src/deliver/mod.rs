@@ -25,7 +25,7 @@ use crate::store::audience::dimension;
 use crate::store::deliveries::{Delivery, DeliveryState};
 use crate::store::runs::{DeliveryCounts, OutputRef, Task};
 use crate::store::settings::Account;
-use crate::workflow::Activity;
+use crate::workflow::{Activity, DEFAULT_VALIDITY_MS};
 
 /// Target ids per build/send/classify round.
 const ROUND: usize = 1000;
@@ -63,8 +63,33 @@ impl Drop for Transports {
     }
 }
 
-/// Delivers one task's population; returns the counts and the outputs (the
-/// population received, on `done`).
+/// First retry delay after a transient failure; it doubles per attempt.
+const RETRY_BASE_MS: i64 = 60_000;
+/// Longest delay between two attempts.
+const RETRY_MAX_MS: i64 = 3_600_000;
+
+/// How long to wait before attempt `attempts + 1`: exponential backoff from
+/// [`RETRY_BASE_MS`], capped at [`RETRY_MAX_MS`], and never sooner than the
+/// provider's `Retry-After`.
+pub fn backoff_ms(attempts: u32, retry_after_s: Option<u32>) -> i64 {
+    let exp = RETRY_BASE_MS.saturating_mul(1i64 << attempts.saturating_sub(1).min(20));
+    exp.min(RETRY_MAX_MS)
+        .max(retry_after_s.map_or(0, |s| s as i64 * 1000))
+}
+
+/// What a delivery execution achieved.
+pub(crate) struct Delivered {
+    /// Counts of this execution.
+    pub counts: DeliveryCounts,
+    /// The outputs (the population received, on `done`).
+    pub outputs: BTreeMap<String, OutputRef>,
+    /// When the earliest retry is due, if any message is still retrying:
+    /// the task waits on a persisted timer until then.
+    pub wake_at: Option<i64>,
+}
+
+/// Delivers one task's population: sends what has no final outcome yet,
+/// schedules transient failures for a retry within the validity period.
 pub(crate) fn deliver(
     exec: &Executor,
     run: u64,
@@ -72,7 +97,7 @@ pub(crate) fn deliver(
     task: &Task,
     pre: ChannelPluginPre<HostState>,
     ctx: Arc<Context>,
-) -> Result<(DeliveryCounts, BTreeMap<String, OutputRef>), String> {
+) -> Result<Delivered, String> {
     let limits = exec.runtime.limits();
     let plugin = ctx.plugin.clone();
     let accounts = ctx.accounts.clone();
@@ -101,18 +126,34 @@ pub(crate) fn deliver(
         .map_err(|e| e.to_string())?;
     let (target_dim, targets) =
         targets(exec, &meta.dimension, input.population, descriptor.target)?;
+    let deadline = task
+        .started_at
+        .unwrap_or(now)
+        .saturating_add(activity.validity_ms.unwrap_or(DEFAULT_VALIDITY_MS));
+    let mut wake_at: Option<i64> = None;
 
     for round in targets.chunks(ROUND) {
         let existing = store
             .deliveries(run, &activity.id, round)
             .map_err(|e| e.to_string())?;
-        let todo: Vec<u64> = round
-            .iter()
-            .zip(&existing)
-            .filter(|(_, d)| !d.as_ref().is_some_and(|d| d.state.is_final()))
-            .map(|(id, _)| *id)
-            .collect();
-        counts.skipped += (round.len() - todo.len()) as u64;
+        let mut todo: Vec<u64> = Vec::new();
+        let mut prior: std::collections::HashMap<u64, u32> = Default::default();
+        for (id, d) in round.iter().zip(&existing) {
+            match d {
+                Some(d) if d.state.is_final() => counts.skipped += 1,
+                Some(Delivery {
+                    state: DeliveryState::Retrying { next_at, .. },
+                    ..
+                }) if *next_at > now => {
+                    counts.retrying += 1;
+                    wake_at = Some(wake_at.map_or(*next_at, |w| w.min(*next_at)));
+                }
+                _ => {
+                    prior.insert(*id, d.as_ref().map_or(0, |d| d.attempts));
+                    todo.push(*id);
+                }
+            }
+        }
         if todo.is_empty() {
             continue;
         }
@@ -167,7 +208,7 @@ pub(crate) fn deliver(
                         continue;
                     }
                     let mut e = entry(DeliveryState::Intent, Some(address(&message)));
-                    e.attempts = 1;
+                    e.attempts = prior.get(id).copied().unwrap_or(0) + 1;
                     log.push((*id, e));
                     sends.push((*id, message));
                 }
@@ -193,7 +234,17 @@ pub(crate) fn deliver(
                 ));
             }
             let mut outcomes = Vec::new();
-            for ((id, message), verdict) in wave.iter().zip(verdicts) {
+            for (((id, message), verdict), answer) in wave.iter().zip(verdicts).zip(&answers) {
+                // A refusal by the host (policy, credentials, trust) stays a
+                // failure whatever the plugin reads into it.
+                let verdict = match (verdict, answer) {
+                    (wit::Verdict::Retry((reason, _)), wit::Answer::TransportError(e))
+                        if e.starts_with(http::REFUSED) =>
+                    {
+                        wit::Verdict::Failed(reason)
+                    }
+                    (v, _) => v,
+                };
                 let state = match verdict {
                     wit::Verdict::Sent(provider_id) => {
                         counts.sent += 1;
@@ -206,18 +257,30 @@ pub(crate) fn deliver(
                             permanent: true,
                         }
                     }
-                    // Durable retries with backoff come with the channel-depth
-                    // work; until then a transient failure is logged as such.
-                    wit::Verdict::Retry((reason, _after)) => {
-                        counts.failed += 1;
-                        DeliveryState::Failed {
-                            reason,
-                            permanent: false,
+                    // A transient failure is retried later, through a
+                    // persisted timer, until the validity period ends.
+                    wit::Verdict::Retry((reason, after)) => {
+                        let attempts = prior.get(id).copied().unwrap_or(0) + 1;
+                        let next_at = now.saturating_add(backoff_ms(attempts, after));
+                        if next_at > deadline {
+                            counts.failed += 1;
+                            DeliveryState::Failed {
+                                reason: format!(
+                                    "{reason} (gave up after {attempts} attempt(s): the validity \
+                                     period ends {})",
+                                    crate::clock::format_ms(deadline)
+                                ),
+                                permanent: false,
+                            }
+                        } else {
+                            counts.retrying += 1;
+                            wake_at = Some(wake_at.map_or(next_at, |w| w.min(next_at)));
+                            DeliveryState::Retrying { reason, next_at }
                         }
                     }
                 };
                 let mut e = entry(state, Some(address(message)));
-                e.attempts = 1;
+                e.attempts = prior.get(id).copied().unwrap_or(0) + 1;
                 outcomes.push((*id, e));
             }
             store
@@ -233,7 +296,11 @@ pub(crate) fn deliver(
             count: input.count,
         },
     );
-    Ok((counts, outputs))
+    Ok(Delivered {
+        counts,
+        outputs,
+        wake_at,
+    })
 }
 
 /// Most distinct exclusion reasons a preview lists.
@@ -428,4 +495,18 @@ fn send_all(exec: &Executor, sends: &[(u64, wit::Message)]) -> Vec<wit::Answer> 
         .collect::<Vec<_>>()
         .await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_ms;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_honours_retry_after() {
+        let mins: Vec<i64> = (1..=8).map(|a| backoff_ms(a, None) / 60_000).collect();
+        assert_eq!(mins, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff_ms(1, Some(300)), 300_000, "Retry-After is a floor");
+        assert_eq!(backoff_ms(7, Some(10)), 3_600_000);
+        assert_eq!(backoff_ms(u32::MAX, None), 3_600_000);
+    }
 }

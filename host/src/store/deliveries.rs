@@ -31,12 +31,20 @@ pub enum DeliveryState {
         /// Why.
         reason: String,
     },
+    /// Failed for now; sent again at `next_at` (a persisted timer wakes the
+    /// delivery), unless the validity period ends first.
+    Retrying {
+        /// The provider's reason for the last failure.
+        reason: String,
+        /// When to try again, on the run's clock (ms).
+        next_at: i64,
+    },
 }
 
 impl DeliveryState {
-    /// True once the outcome is known (anything but an intent).
+    /// True once the outcome is known for good (sent, failed, excluded).
     pub fn is_final(&self) -> bool {
-        !matches!(self, DeliveryState::Intent)
+        !matches!(self, DeliveryState::Intent | DeliveryState::Retrying { .. })
     }
 }
 

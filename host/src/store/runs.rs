@@ -87,6 +87,9 @@ pub struct DeliveryCounts {
     pub excluded: u64,
     /// Already handled by an earlier attempt of the same task.
     pub skipped: u64,
+    /// Failed for now, to be sent again (durable retries).
+    #[serde(default)]
+    pub retrying: u64,
 }
 
 /// One execution of an activity.

@@ -52,7 +52,15 @@ pub struct Activity {
     /// it runs once every incoming transition has delivered, with all of them.
     #[serde(default)]
     pub join: bool,
+    /// Deliveries: how long transient failures are retried, from the first
+    /// attempt (ms); [`DEFAULT_VALIDITY_MS`] when absent.
+    #[serde(default)]
+    pub validity_ms: Option<i64>,
 }
+
+/// How long a delivery retries transient failures when its workflow does not
+/// say: three days.
+pub const DEFAULT_VALIDITY_MS: i64 = 3 * 86_400_000;
 
 impl Workflow {
     /// An activity by id.

@@ -44,6 +44,9 @@ pub struct RawActivity {
     pub config: serde_json::Value,
     /// Transition → targets, each with the span of its value.
     pub next: BTreeMap<String, RawTransition>,
+    /// `validity` (deliveries): how long transient failures are retried, in
+    /// milliseconds, with the span of its value.
+    pub validity: Option<(i64, Range<usize>)>,
 }
 
 /// A parsed workflow file.
@@ -237,6 +240,7 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
                         kind: None,
                         config: serde_json::Value::Object(Default::default()),
                         next: BTreeMap::new(),
+                        validity: None,
                     };
                     for (k, v) in act.iter() {
                         let field = format!("{prefix}.{k}");
@@ -296,12 +300,27 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
                                     }
                                 }
                             },
+                            "validity" => {
+                                let span = v.span().unwrap_or(id_span.clone());
+                                match v.as_str().map(humantime::parse_duration) {
+                                    Some(Ok(d)) if !d.is_zero() => {
+                                        raw.validity = Some((d.as_millis() as i64, span))
+                                    }
+                                    _ => diags.push(at(
+                                        Some(span),
+                                        &field,
+                                        "expected a duration such as \"3d\" or \"12h\"".into(),
+                                    )),
+                                }
+                            }
                             other => diags.push(at(
                                 act.get_key_value(other)
                                     .and_then(|(key, _)| key.span())
                                     .or_else(|| v.span()),
                                 &field,
-                                format!("unknown field `{other}` (expected type, config, next)"),
+                                format!(
+                                    "unknown field `{other}` (expected type, config, next, validity)"
+                                ),
                             )),
                         }
                     }
@@ -421,7 +440,7 @@ subsets = [
             [
                 "f.toml:1:1: nam: unknown field `nam` (expected name, description, activity)",
                 "f.toml:1:1: name: the workflow needs a `name`",
-                "f.toml:3:1: activity.a.tipe: unknown field `tipe` (expected type, config, next)",
+                "f.toml:3:1: activity.a.tipe: unknown field `tipe` (expected type, config, next, validity)",
                 "f.toml:2:11: activity.a.type: missing `type` (the plugin to run)",
             ]
         );

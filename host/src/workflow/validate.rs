@@ -95,7 +95,17 @@ pub fn validate(
             outputs: configured.outputs,
             delivery: configured.delivery,
             join: configured.max_inputs > 1,
+            validity_ms: raw.validity.as_ref().map(|(ms, _)| *ms),
         });
+        if let Some((_, span)) = &raw.validity
+            && !configured.delivery
+        {
+            diags.push(parsed.at(
+                span,
+                format!("{prefix}.validity"),
+                format!("`validity` applies to deliveries, and `{kind}` is not a channel"),
+            ));
+        }
     }
     // Transitions must lead somewhere that exists.
     let ids: Vec<&str> = parsed.activities.iter().map(|a| a.id.as_str()).collect();
