@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::caps::population::Cursor;
-use crate::caps::{Context, describe_failure};
+use crate::caps::{Context, crash_reporter};
 use crate::clock::Clock;
 use crate::deliver::Transports;
 use crate::runtime::bindings::activity::exports::crosscast::plugin::activity as wit;
@@ -294,13 +294,8 @@ impl Executor {
         let plugin = ctx.plugin.clone();
         let mut st = self.runtime.new_store(ctx);
         let stderr = st.data().stderr.clone();
-        let crash = |e: wasmtime::Error| {
-            format!(
-                "plugin `{plugin}` {}",
-                describe_failure(&e, limits, &stderr)
-            )
-        };
-        let instance = pre.instantiate(&mut st).map_err(crash)?;
+        let crash = crash_reporter(plugin.clone(), limits, stderr);
+        let instance = pre.instantiate(&mut st).map_err(&crash)?;
         let mut inputs = Vec::new();
         for i in &task.inputs {
             let meta = self
@@ -328,7 +323,7 @@ impl Executor {
         let outcome = instance
             .crosscast_plugin_activity()
             .call_execute(&mut st, &arg)
-            .map_err(crash)?;
+            .map_err(&crash)?;
         // Both directions: `execute` itself and every call the guest made.
         let calls = st.data().host_calls + 1;
         match outcome {

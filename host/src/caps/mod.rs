@@ -60,6 +60,21 @@ impl Context {
     }
 }
 
+/// A function turning a guest failure of `plugin` into the message its task
+/// fails with.
+pub fn crash_reporter(
+    plugin: String,
+    limits: Limits,
+    stderr: MemoryOutputPipe,
+) -> impl Fn(wasmtime::Error) -> String {
+    move |e| {
+        format!(
+            "plugin `{plugin}` {}",
+            describe_failure(&e, limits, &stderr)
+        )
+    }
+}
+
 /// Turns a guest failure into a sentence for the operator, with what the
 /// guest wrote to stderr (a Rust panic message, say) when there is any.
 pub fn describe_failure(e: &wasmtime::Error, limits: Limits, stderr: &MemoryOutputPipe) -> String {

@@ -16,14 +16,14 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::caps::{Context, describe_failure};
+use crate::caps::{Context, crash_reporter};
 use crate::executor::Executor;
 use crate::runtime::HostState;
 use crate::runtime::bindings::channel::ChannelPluginPre;
 use crate::runtime::bindings::channel::exports::crosscast::plugin::channel as wit;
 use crate::store::audience::dimension;
 use crate::store::deliveries::{Delivery, DeliveryState};
-use crate::store::runs::{DeliveryCounts, OutputRef, Task};
+use crate::store::runs::{DeliveryCounts, InputRef, OutputRef, Task};
 use crate::store::settings::Account;
 use crate::workflow::{Activity, DEFAULT_VALIDITY_MS};
 
@@ -104,28 +104,15 @@ pub(crate) fn deliver(
     let now = ctx.now_ms;
     let mut st = exec.runtime.new_store(ctx);
     let stderr = st.data().stderr.clone();
-    let crash = |e: wasmtime::Error| {
-        format!(
-            "plugin `{plugin}` {}",
-            describe_failure(&e, limits, &stderr)
-        )
-    };
-    let instance = pre.instantiate(&mut st).map_err(crash)?;
+    let crash = crash_reporter(plugin.clone(), limits, stderr);
+    let instance = pre.instantiate(&mut st).map_err(&crash)?;
     let channel = instance.crosscast_plugin_channel();
-    let descriptor = channel.call_describe(&mut st).map_err(crash)?;
+    let descriptor = channel.call_describe(&mut st).map_err(&crash)?;
     let config = activity.config.to_string();
     let store = &exec.store;
     let mut counts = DeliveryCounts::default();
 
-    let input = task
-        .inputs
-        .first()
-        .ok_or("a delivery needs an incoming population")?;
-    let meta = store
-        .population_meta(input.population)
-        .map_err(|e| e.to_string())?;
-    let (target_dim, targets) =
-        targets(exec, &meta.dimension, input.population, descriptor.target)?;
+    let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
     let deadline = task
         .started_at
         .unwrap_or(now)
@@ -160,7 +147,7 @@ pub(crate) fn deliver(
         exec.runtime.arm(&mut st);
         let prepared = channel
             .call_build(&mut st, &config, &target_dim, &todo)
-            .map_err(crash)?;
+            .map_err(&crash)?;
         let prepared =
             prepared.map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
         if prepared.len() != todo.len() {
@@ -187,11 +174,8 @@ pub(crate) fn deliver(
                     log.push((*id, entry(DeliveryState::Excluded { reason }, None)));
                 }
                 wit::Prepared::Send(message) => {
-                    let account = match &message {
-                        wit::Message::Email(e) => &e.account,
-                        wit::Message::Http(h) => &h.account,
-                    };
-                    if !accounts.contains(account) {
+                    let account = account_of(&message);
+                    if !accounts.iter().any(|a| a == account) {
                         counts.failed += 1;
                         let reason =
                             format!("account `{account}` is not granted to plugin `{plugin}`");
@@ -225,7 +209,7 @@ pub(crate) fn deliver(
             exec.runtime.arm(&mut st);
             let verdicts = channel
                 .call_classify(&mut st, &config, &answers)
-                .map_err(crash)?;
+                .map_err(&crash)?;
             if verdicts.len() != wave.len() {
                 return Err(format!(
                     "plugin `{plugin}` classified {} answers out of {}",
@@ -288,14 +272,7 @@ pub(crate) fn deliver(
                 .map_err(|e| e.to_string())?;
         }
     }
-    let mut outputs = BTreeMap::new();
-    outputs.insert(
-        "done".to_string(),
-        OutputRef {
-            population: input.population,
-            count: input.count,
-        },
-    );
+    let outputs = passes_on(input);
     Ok(Delivered {
         counts,
         outputs,
@@ -321,26 +298,12 @@ pub(crate) fn preview(
     let accounts = ctx.accounts.clone();
     let mut st = exec.runtime.new_store(ctx);
     let stderr = st.data().stderr.clone();
-    let crash = |e: wasmtime::Error| {
-        format!(
-            "plugin `{plugin}` {}",
-            describe_failure(&e, limits, &stderr)
-        )
-    };
-    let instance = pre.instantiate(&mut st).map_err(crash)?;
+    let crash = crash_reporter(plugin.clone(), limits, stderr);
+    let instance = pre.instantiate(&mut st).map_err(&crash)?;
     let channel = instance.crosscast_plugin_channel();
-    let descriptor = channel.call_describe(&mut st).map_err(crash)?;
+    let descriptor = channel.call_describe(&mut st).map_err(&crash)?;
     let config = activity.config.to_string();
-    let input = task
-        .inputs
-        .first()
-        .ok_or("a delivery needs an incoming population")?;
-    let meta = exec
-        .store
-        .population_meta(input.population)
-        .map_err(|e| e.to_string())?;
-    let (target_dim, targets) =
-        targets(exec, &meta.dimension, input.population, descriptor.target)?;
+    let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
     let mut would_send = 0u64;
     let mut excluded = 0u64;
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
@@ -349,17 +312,14 @@ pub(crate) fn preview(
         exec.runtime.arm(&mut st);
         let prepared = channel
             .call_build(&mut st, &config, &target_dim, round)
-            .map_err(crash)?
+            .map_err(&crash)?
             .map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
         for p in prepared {
             let reason = match p {
                 wit::Prepared::Exclude(reason) => reason,
                 wit::Prepared::Send(message) => {
-                    let account = match &message {
-                        wit::Message::Email(e) => &e.account,
-                        wit::Message::Http(h) => &h.account,
-                    };
-                    if accounts.contains(account) {
+                    let account = account_of(&message);
+                    if accounts.iter().any(|a| a == account) {
                         would_send += 1;
                         sample.get_or_insert_with(|| message_json(&message));
                         continue;
@@ -384,14 +344,7 @@ pub(crate) fn preview(
         "reasons": reasons,
         "sample": sample,
     });
-    let mut outputs = BTreeMap::new();
-    outputs.insert(
-        "done".to_string(),
-        OutputRef {
-            population: input.population,
-            count: input.count,
-        },
-    );
+    let outputs = passes_on(input);
     Ok((preview, outputs))
 }
 
@@ -417,6 +370,35 @@ fn message_json(message: &wit::Message) -> serde_json::Value {
             "body": String::from_utf8_lossy(&h.body),
         }),
     }
+}
+
+/// A delivery's input population and the ids to send to in it.
+fn task_targets<'t>(
+    exec: &Executor,
+    task: &'t Task,
+    target: wit::Target,
+) -> Result<(&'t InputRef, String, Vec<u64>), String> {
+    let input = task
+        .inputs
+        .first()
+        .ok_or("a delivery needs an incoming population")?;
+    let meta = exec
+        .store
+        .population_meta(input.population)
+        .map_err(|e| e.to_string())?;
+    let (dimension, ids) = targets(exec, &meta.dimension, input.population, target)?;
+    Ok((input, dimension, ids))
+}
+
+/// A delivery's outputs: the population it received, on `done`.
+fn passes_on(input: &InputRef) -> BTreeMap<String, OutputRef> {
+    BTreeMap::from([(
+        "done".to_string(),
+        OutputRef {
+            population: input.population,
+            count: input.count,
+        },
+    )])
 }
 
 /// The ids to send to: the population itself, or its distinct linked
@@ -456,6 +438,14 @@ fn targets(
     Ok((want.to_string(), out))
 }
 
+/// The account a message goes out through.
+fn account_of(message: &wit::Message) -> &str {
+    match message {
+        wit::Message::Email(e) => &e.account,
+        wit::Message::Http(h) => &h.account,
+    }
+}
+
 fn address(message: &wit::Message) -> String {
     match message {
         wit::Message::Email(e) => e.to.clone(),
@@ -469,10 +459,7 @@ fn send_all(exec: &Executor, sends: &[(u64, wit::Message)]) -> Vec<wit::Answer> 
     let store = &exec.store;
     t.runtime.block_on(async {
         futures::stream::iter(sends.iter().map(|(_, m)| async move {
-            let account = match m {
-                wit::Message::Email(e) => &e.account,
-                wit::Message::Http(h) => &h.account,
-            };
+            let account = account_of(m);
             let account: Account = match store.account(account) {
                 Ok(a) => a,
                 Err(e) => return wit::Answer::TransportError(e.to_string()),
