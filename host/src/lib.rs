@@ -15,4 +15,5 @@ pub mod executor;
 pub mod import;
 pub mod runtime;
 pub mod store;
+pub mod unsubscribe;
 pub mod workflow;

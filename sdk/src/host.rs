@@ -1,6 +1,6 @@
 //! Calls into the host shared by both worlds: log, clock, attributes.
 
-use crate::bindings::crosscast::plugin::{attributes, clock, log, types};
+use crate::bindings::imported::{attributes, clock, log, types};
 use crate::filter::{Column, Columns, Field};
 
 /// The run's clock, in milliseconds since the Unix epoch.

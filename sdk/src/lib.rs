@@ -20,6 +20,7 @@ pub mod filter;
 #[cfg(feature = "channel")]
 pub mod push;
 pub mod select;
+pub mod sms;
 #[cfg(feature = "channel")]
 pub mod template;
 
@@ -31,23 +32,32 @@ compile_error!("enable one of the features `activity` or `channel`: a plugin imp
 pub mod bindings {
     wit_bindgen::generate!({
         world: "activity-plugin",
-        path: "../wit",
+        path: "../wit/0.1.0",
         pub_export_macro: true,
         export_macro_name: "__export_world",
         default_bindings_module: "crosscast_sdk::bindings",
     });
+    /// The imported interfaces (`crosscast:plugin@0.1.0`).
+    pub use self::crosscast::plugin as imported;
+    /// The exported interface.
+    pub use self::exports::crosscast::plugin as exported;
 }
 
 #[cfg(feature = "channel")]
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "channel-plugin",
-        path: "../wit",
+        world: "crosscast:plugin/channel-plugin@0.2.0",
+        path: ["../wit/0.1.0", "../wit/0.2.0"],
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_world",
         default_bindings_module: "crosscast_sdk::bindings",
     });
+    /// The imported interfaces (`crosscast:plugin@0.1.0`).
+    pub use self::crosscast::plugin0_1_0 as imported;
+    /// The exported interface (`crosscast:plugin/channel@0.2.0`).
+    pub use self::exports::crosscast::plugin0_2_0 as exported;
 }
 
 #[cfg(any(feature = "activity", feature = "channel"))]
@@ -62,10 +72,8 @@ pub const BATCH: u32 = 16_384;
 /// Everything an activity plugin needs.
 #[cfg(feature = "activity")]
 pub mod activity {
-    pub use crate::bindings::crosscast::plugin::population::{Population, scan};
-    pub use crate::bindings::exports::crosscast::plugin::activity::{
-        Descriptor, Input, Outcome, Task,
-    };
+    pub use crate::bindings::exported::activity::{Descriptor, Input, Outcome, Task};
+    pub use crate::bindings::imported::population::{Population, scan};
     pub use crate::config::ConfigError;
     pub use crate::filter::{Column, Columns, Field, Filter, merge_fields};
     pub use crate::host::*;
@@ -82,7 +90,7 @@ pub mod activity {
 
     /// Adds ids to the population leaving on `transition`.
     pub fn emit(transition: &str, dimension: &str, ids: &[u64]) -> Result<(), String> {
-        crate::bindings::crosscast::plugin::output::emit(transition, dimension, ids)
+        crate::bindings::imported::output::emit(transition, dimension, ids)
     }
 
     /// Most ids [`Outputs`] holds per transition before handing them to the host.
@@ -202,15 +210,40 @@ pub mod activity {
 /// Everything a channel plugin needs.
 #[cfg(feature = "channel")]
 pub mod channel {
-    pub use crate::bindings::crosscast::plugin::accounts::{Account, get as account};
-    pub use crate::bindings::exports::crosscast::plugin::channel::{
-        Answer, Descriptor, Email, HttpRequest, HttpResponse, Message, Prepared, SmtpReply, Target,
-        Verdict,
+    pub use crate::bindings::exported::channel::{
+        Answer, Descriptor, Email, HttpRequest, HttpResponse, Message, Outgoing, Prepared,
+        SmtpReply, Target, Verdict,
     };
+    pub use crate::bindings::imported::accounts::{Account, get as account};
     pub use crate::config::ConfigError;
     pub use crate::host::*;
     pub use crate::push::{devices, param};
+    pub use crate::sms::Segments;
     pub use crate::template::{Templates, row_context};
+
+    /// Sends `message` as one billable part, without a note.
+    pub fn send(message: Message) -> Prepared {
+        Prepared::Send(Outgoing {
+            message,
+            parts: 1,
+            note: None,
+        })
+    }
+
+    /// A response header's value (names compare without case).
+    pub fn header<'a>(response: &'a HttpResponse, name: &str) -> Option<&'a str> {
+        response
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Retry-After` of a response, in seconds (the delay form; an HTTP
+    /// date is read as "no hint").
+    pub fn retry_after(response: &HttpResponse) -> Option<u32> {
+        header(response, "retry-after").and_then(|v| v.trim().parse().ok())
+    }
 
     /// A delivery channel: builds messages, reads the provider's answers.
     pub trait Channel {
@@ -231,13 +264,13 @@ pub mod channel {
 macro_rules! export_activity {
     ($t:ty) => {
         struct __CrosscastExport;
-        impl $crate::bindings::exports::crosscast::plugin::activity::Guest for __CrosscastExport {
+        impl $crate::bindings::exported::activity::Guest for __CrosscastExport {
             fn describe() -> $crate::activity::Descriptor {
                 <$t as $crate::activity::Activity>::describe()
             }
             fn configure(
                 config: String,
-            ) -> Result<Vec<String>, Vec<$crate::bindings::crosscast::plugin::types::ConfigError>> {
+            ) -> Result<Vec<String>, Vec<$crate::bindings::imported::types::ConfigError>> {
                 <$t as $crate::activity::Activity>::configure(&config)
                     .map_err(|es| es.into_iter().map(Into::into).collect())
             }
@@ -255,13 +288,13 @@ macro_rules! export_activity {
 macro_rules! export_channel {
     ($t:ty) => {
         struct __CrosscastExport;
-        impl $crate::bindings::exports::crosscast::plugin::channel::Guest for __CrosscastExport {
+        impl $crate::bindings::exported::channel::Guest for __CrosscastExport {
             fn describe() -> $crate::channel::Descriptor {
                 <$t as $crate::channel::Channel>::describe()
             }
             fn configure(
                 config: String,
-            ) -> Result<(), Vec<$crate::bindings::crosscast::plugin::types::ConfigError>> {
+            ) -> Result<(), Vec<$crate::bindings::imported::types::ConfigError>> {
                 <$t as $crate::channel::Channel>::configure(&config)
                     .map_err(|es| es.into_iter().map(Into::into).collect())
             }

@@ -69,9 +69,19 @@ struct Shared {
     account_sid: String,
     auth_token: String,
     received: Arc<Mutex<Vec<ReceivedSms>>>,
-    faults: Arc<SmsFaults>,
+    faults: Arc<Mutex<SmsFaults>>,
     /// Requests seen (valid ones), and per number.
     seen: Arc<Mutex<(u64, HashMap<String, usize>)>>,
+    load: Arc<Mutex<Load>>,
+}
+
+/// How the API is loaded: its reply delay and what it has seen.
+#[derive(Debug, Default)]
+struct Load {
+    delay: std::time::Duration,
+    in_flight: usize,
+    max_in_flight: usize,
+    arrivals: Vec<std::time::Instant>,
 }
 
 /// A running SMS API.
@@ -84,6 +94,7 @@ pub struct SmsApi {
     /// The auth token it accepts.
     pub auth_token: String,
     received: Arc<Mutex<Vec<ReceivedSms>>>,
+    shared: Shared,
 }
 
 impl SmsApi {
@@ -105,15 +116,16 @@ impl SmsApi {
             account_sid: account_sid.to_string(),
             auth_token: auth_token.to_string(),
             received: received.clone(),
-            faults: Arc::new(faults),
+            faults: Arc::new(Mutex::new(faults)),
             seen: Arc::default(),
+            load: Arc::default(),
         };
         let app = Router::new()
             .route(
                 "/2010-04-01/Accounts/{sid}/Messages.json",
                 post(create_message),
             )
-            .with_state(shared);
+            .with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -122,7 +134,42 @@ impl SmsApi {
             account_sid: account_sid.into(),
             auth_token: auth_token.into(),
             received,
+            shared,
         })
+    }
+
+    /// Replaces the faults (and restarts their counts) on the running API.
+    pub fn inject(&self, faults: SmsFaults) {
+        *self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+        *self.shared.seen.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
+    }
+
+    /// Holds every answer this long: a slow provider keeps requests in flight.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.shared
+            .load
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .delay = delay;
+    }
+
+    /// The most requests it was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared
+            .load
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .max_in_flight
+    }
+
+    /// When each request arrived (authenticated or not), in order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.shared
+            .load
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .arrivals
+            .clone()
     }
 
     /// `http://127.0.0.1:PORT`, for an account URL.
@@ -173,7 +220,23 @@ async fn create_message(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    match basic_auth(&headers) {
+    let delay = {
+        let mut load = s.load.lock().unwrap_or_else(|p| p.into_inner());
+        load.arrivals.push(std::time::Instant::now());
+        load.in_flight += 1;
+        load.max_in_flight = load.max_in_flight.max(load.in_flight);
+        load.delay
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let response = answer(&s, &sid, &headers, &body);
+    s.load.lock().unwrap_or_else(|p| p.into_inner()).in_flight -= 1;
+    response
+}
+
+fn answer(s: &Shared, sid: &str, headers: &HeaderMap, body: &str) -> Response {
+    match basic_auth(headers) {
         Some((u, p)) if u == s.account_sid && p == s.auth_token => {}
         _ => return error(StatusCode::UNAUTHORIZED, 20003, "Authenticate"),
     }
@@ -184,7 +247,7 @@ async fn create_message(
             "The requested resource was not found",
         );
     }
-    let form: Vec<(String, String)> = url_pairs(&body);
+    let form: Vec<(String, String)> = url_pairs(body);
     let get = |k: &str| {
         form.iter()
             .find(|(key, _)| key == k)
@@ -215,7 +278,7 @@ async fn create_message(
             &format!("Invalid 'To' Phone Number: {to}"),
         );
     }
-    if let Some(fault) = injected(&s, &to) {
+    if let Some(fault) = injected(s, &to) {
         let mut response = error(
             StatusCode::from_u16(fault.status).unwrap_or(StatusCode::BAD_REQUEST),
             fault.code,
@@ -261,14 +324,15 @@ fn injected(s: &Shared, to: &str) -> Option<SmsFault> {
     let mut seen = s.seen.lock().unwrap_or_else(|p| p.into_inner());
     seen.0 += 1;
     let n = seen.0;
-    if let Some(script) = s.faults.per_number.get(to) {
+    let faults = s.faults.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(script) = faults.per_number.get(to) {
         let i = seen.1.entry(to.to_string()).or_default();
         *i += 1;
         if let Some(f) = script.get(*i - 1) {
             return Some(f.clone());
         }
     }
-    match &s.faults.every_nth {
+    match &faults.every_nth {
         Some((k, f)) if *k > 0 && n.is_multiple_of(*k) => Some(f.clone()),
         _ => None,
     }

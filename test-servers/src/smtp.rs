@@ -18,6 +18,10 @@ pub struct ReceivedMail {
     pub data: String,
     /// The id given in the reply.
     pub queue_id: String,
+    /// Whether the session was encrypted (STARTTLS or implicit TLS).
+    pub tls: bool,
+    /// The user the session authenticated as (`AUTH PLAIN` or `LOGIN`).
+    pub user: Option<String>,
 }
 
 impl ReceivedMail {
@@ -79,6 +83,35 @@ pub struct SinkOptions {
     pub reply_delay: std::time::Duration,
     /// Faults to inject.
     pub faults: Faults,
+    /// Offer STARTTLS with this server config (`Security::StartTls`), or
+    /// speak TLS from the first byte (`Security::Implicit`).
+    pub security: Security,
+    /// Require `AUTH` (PLAIN or LOGIN) with this user and password before
+    /// `MAIL`; AUTH is only offered once the session is encrypted.
+    pub auth: Option<(String, String)>,
+}
+
+/// How a sink protects its sessions.
+#[derive(Clone, Default)]
+pub enum Security {
+    /// Plain text only.
+    #[default]
+    None,
+    /// Plain text, upgraded by `STARTTLS` (RFC 3207); mail is refused
+    /// before the upgrade.
+    StartTls(Arc<rustls::ServerConfig>),
+    /// TLS from the first byte (RFC 8314, `smtps://`).
+    Implicit(Arc<rustls::ServerConfig>),
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Security::None => "None",
+            Security::StartTls(_) => "StartTls",
+            Security::Implicit(_) => "Implicit",
+        })
+    }
 }
 
 /// A final reply to a message's data.
@@ -225,28 +258,152 @@ async fn session(
     options: &SinkOptions,
     messages: &std::sync::atomic::AtomicU64,
 ) -> std::io::Result<()> {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    w.write_all(b"220 crosscast-sink ESMTP ready\r\n").await?;
+    match &options.security {
+        Security::Implicit(config) => {
+            let tls = tokio_rustls::TlsAcceptor::from(config.clone())
+                .accept(stream)
+                .await?;
+            let r = dialogue(BufReader::new(tls), true, state, conn, options, messages).await?;
+            debug_assert!(r.is_none());
+            Ok(())
+        }
+        Security::StartTls(config) => {
+            let r = dialogue(
+                BufReader::new(stream),
+                false,
+                state.clone(),
+                conn,
+                options,
+                messages,
+            )
+            .await?;
+            if let Some(plain) = r {
+                // RFC 3207: after the upgrade the session starts over.
+                let tls = tokio_rustls::TlsAcceptor::from(config.clone())
+                    .accept(plain)
+                    .await?;
+                dialogue(BufReader::new(tls), true, state, conn, options, messages).await?;
+            }
+            Ok(())
+        }
+        Security::None => {
+            dialogue(
+                BufReader::new(stream),
+                false,
+                state,
+                conn,
+                options,
+                messages,
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+fn b64(text: &str) -> Option<String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// One SMTP dialogue on `r`; returns the stream when the client asked for
+/// STARTTLS (the caller upgrades it and starts a new dialogue).
+async fn dialogue<S>(
+    mut r: BufReader<S>,
+    encrypted: bool,
+    state: Arc<Mutex<State>>,
+    conn: u64,
+    options: &SinkOptions,
+    messages: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<Option<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let starttls = matches!(options.security, Security::StartTls(_)) && !encrypted;
+    if !(encrypted && matches!(options.security, Security::StartTls(_))) {
+        r.get_mut()
+            .write_all(b"220 crosscast-sink ESMTP ready\r\n")
+            .await?;
+    }
     let mut from: Option<String> = None;
     let mut to: Vec<String> = Vec::new();
+    let mut user: Option<String> = None;
     let mut seq = 0u64;
     let mut line = String::new();
     loop {
         line.clear();
         if r.read_line(&mut line).await? == 0 {
-            return Ok(());
+            return Ok(None);
         }
-        let cmd = line.trim_end_matches(['\r', '\n']);
+        let cmd = line.trim_end_matches(['\r', '\n']).to_string();
         let upper = cmd.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
-            "250-crosscast-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 35882577\r\n".into()
+            let mut ext = String::from("250-crosscast-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n");
+            if starttls {
+                ext.push_str("250-STARTTLS\r\n");
+            }
+            if options.auth.is_some() && encrypted {
+                ext.push_str("250-AUTH PLAIN LOGIN\r\n");
+            }
+            ext.push_str("250 SIZE 35882577\r\n");
+            ext
         } else if upper.starts_with("HELO") {
             "250 crosscast-sink\r\n".into()
+        } else if upper == "STARTTLS" && starttls {
+            r.get_mut()
+                .write_all(b"220 2.0.0 Ready to start TLS\r\n")
+                .await?;
+            return Ok(Some(r.into_inner()));
+        } else if upper.starts_with("AUTH ") && options.auth.is_some() && encrypted {
+            let (want_user, want_pass) = options.auth.clone().unwrap_or_default();
+            let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+            let creds = match args.first().map(|m| m.to_ascii_uppercase()).as_deref() {
+                Some("PLAIN") => {
+                    let payload = match args.get(1) {
+                        Some(p) => p.to_string(),
+                        None => {
+                            r.get_mut().write_all(b"334 \r\n").await?;
+                            let mut l = String::new();
+                            r.read_line(&mut l).await?;
+                            l
+                        }
+                    };
+                    b64(&payload).and_then(|p| {
+                        let mut parts = p.split('\0').skip(1);
+                        Some((parts.next()?.to_string(), parts.next()?.to_string()))
+                    })
+                }
+                Some("LOGIN") => {
+                    r.get_mut().write_all(b"334 VXNlcm5hbWU6\r\n").await?;
+                    let mut u = String::new();
+                    r.read_line(&mut u).await?;
+                    r.get_mut().write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
+                    let mut p = String::new();
+                    r.read_line(&mut p).await?;
+                    b64(&u).zip(b64(&p))
+                }
+                _ => None,
+            };
+            match creds {
+                Some((u, p)) if u == want_user && p == want_pass => {
+                    user = Some(u);
+                    "235 2.7.0 Authentication successful\r\n".into()
+                }
+                _ => "535 5.7.8 Authentication credentials invalid\r\n".into(),
+            }
         } else if upper.starts_with("MAIL FROM:") {
-            from = Some(angle(&cmd[10..]));
-            to.clear();
-            "250 2.1.0 Ok\r\n".into()
+            if starttls {
+                "530 5.7.0 Must issue a STARTTLS command first\r\n".into()
+            } else if options.auth.is_some() && user.is_none() {
+                "530 5.7.0 Authentication required\r\n".into()
+            } else {
+                from = Some(angle(&cmd[10..]));
+                to.clear();
+                "250 2.1.0 Ok\r\n".into()
+            }
         } else if upper.starts_with("RCPT TO:") {
             if from.is_none() {
                 "503 5.5.1 Error: need MAIL command\r\n".into()
@@ -258,13 +415,14 @@ async fn session(
             if to.is_empty() {
                 "503 5.5.1 Error: need RCPT command\r\n".into()
             } else {
-                w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                r.get_mut()
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                     .await?;
                 let mut data = String::new();
                 loop {
                     let mut l = String::new();
                     if r.read_line(&mut l).await? == 0 {
-                        return Ok(());
+                        return Ok(None);
                     }
                     if l == ".\r\n" || l == ".\n" {
                         break;
@@ -291,7 +449,7 @@ async fn session(
                     tokio::time::sleep(options.reply_delay).await;
                 }
                 match answer {
-                    Answer::Drop => return Ok(()),
+                    Answer::Drop => return Ok(None),
                     Answer::Reply(r) => {
                         from = None;
                         to.clear();
@@ -309,6 +467,8 @@ async fn session(
                                 to: std::mem::take(&mut to),
                                 data,
                                 queue_id: queue_id.clone(),
+                                tls: encrypted,
+                                user: user.clone(),
                             });
                         format!("250 2.0.0 Ok: queued as {queue_id}\r\n")
                     }
@@ -321,12 +481,12 @@ async fn session(
         } else if upper == "NOOP" {
             "250 2.0.0 Ok\r\n".into()
         } else if upper == "QUIT" {
-            w.write_all(b"221 2.0.0 Bye\r\n").await?;
-            return Ok(());
+            r.get_mut().write_all(b"221 2.0.0 Bye\r\n").await?;
+            return Ok(None);
         } else {
             "502 5.5.2 Error: command not recognized\r\n".into()
         };
-        w.write_all(reply.as_bytes()).await?;
+        r.get_mut().write_all(reply.as_bytes()).await?;
     }
 }
 

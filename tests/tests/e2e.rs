@@ -6,8 +6,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use common::rig::{log_entries, servers, servers_with, setup, start_workflow};
 use common::{Env, count, read_recipients, read_subscriptions, root};
-use crosscast_test_servers::{Rig, SinkOptions};
+use crosscast_test_servers::SinkOptions;
 
 const APP: &str = "com.acme.shop";
 const T0: &str = "2026-01-05T09:00:00Z";
@@ -99,59 +100,8 @@ fn the_sample_covers_every_case() {
     assert!(recipients.len() >= 200, "a few hundred recipients");
 }
 
-struct Servers {
-    _rt: tokio::runtime::Runtime,
-    rig: Rig,
-}
-
-fn servers_with(options: SinkOptions) -> Servers {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let rig = rt.block_on(Rig::start(options)).expect("servers start");
-    Servers { _rt: rt, rig }
-}
-
-fn servers() -> Servers {
-    servers_with(SinkOptions::default())
-}
-
-/// Installs plugins, accounts, secrets, grants and the audience, each step
-/// its own process.
-fn setup(env: &Env, s: &Servers) {
-    env.ok(&["init"]);
-    for args in s.rig.setup_commands(env.data()).expect("credential files") {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        env.ok(&args);
-    }
-    let r = env.ok(&[
-        "import",
-        "recipients",
-        root().join("tests/data/recipients.csv").to_str().unwrap(),
-    ]);
-    assert!(r.contains("imported 300 recipients"), "{r}");
-    let s = env.ok(&[
-        "import",
-        "subscriptions",
-        root()
-            .join("tests/data/subscriptions.csv")
-            .to_str()
-            .unwrap(),
-    ]);
-    let n = read_subscriptions(&root().join("tests/data/subscriptions.csv")).len();
-    assert!(s.contains(&format!("imported {n} subscriptions")), "{s}");
-}
-
 fn start_run(env: &Env, now: &str) -> u64 {
     start_workflow(env, now, &root().join("examples/cross-channel.toml"))
-}
-
-fn start_workflow(env: &Env, now: &str, wf: &std::path::Path) -> u64 {
-    let out = env.ok(&["--now", now, "run", wf.to_str().unwrap(), "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("run prints JSON status");
-    v["run"].as_u64().expect("run id")
 }
 
 #[test]
@@ -480,14 +430,6 @@ fn a_crash_mid_delivery_repeats_at_most_what_was_in_flight() {
     assert_eq!(log["in_flight"].as_u64(), Some(0), "{log}");
     assert_eq!(st["activities"]["wait"]["state"], "waiting");
     assert_eq!(s.rig.sms.received().len(), want.mobiles.len());
-}
-
-fn log_entries(env: &Env, run: u64, activity: &str) -> Vec<serde_json::Value> {
-    env.ok(&["deliveries", &run.to_string(), "--json"])
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["activity"] == activity)
-        .collect()
 }
 
 /// A wrong signing key fails the APNs delivery with Apple's reason in the

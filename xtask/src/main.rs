@@ -31,6 +31,7 @@ const WASM_CRATES: &[&str] = &[
     "crosscast-plugin-change-dimension",
     "crosscast-fixture-split-last-match",
     "crosscast-fixture-misbehave",
+    "crosscast-fixture-email-v1",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -2,9 +2,7 @@
 //! host joins the account's base URL and applies its credentials.
 
 use crate::caps::signing::{Credential, credential};
-use crate::runtime::bindings::channel::exports::crosscast::plugin::channel::{
-    Answer, HttpRequest, HttpResponse,
-};
+use crate::runtime::channel::wit::{Answer, HttpRequest, HttpResponse};
 use crate::store::Store;
 use crate::store::settings::Account;
 

@@ -10,6 +10,7 @@
 pub mod egress;
 pub mod http;
 pub mod smtp;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,13 +19,12 @@ use futures::StreamExt;
 
 use crate::caps::{Context, crash_reporter};
 use crate::executor::Executor;
-use crate::runtime::HostState;
-use crate::runtime::bindings::channel::ChannelPluginPre;
-use crate::runtime::bindings::channel::exports::crosscast::plugin::channel as wit;
+use crate::runtime::channel::{ChannelPre, wit};
 use crate::store::audience::dimension;
 use crate::store::deliveries::{Delivery, DeliveryState};
 use crate::store::runs::{DeliveryCounts, InputRef, OutputRef, Task};
 use crate::store::settings::Account;
+use crate::store::suppression::{Suppression, SuppressionKind};
 use crate::workflow::{Activity, DEFAULT_VALIDITY_MS};
 
 /// Target ids per build/send/classify round.
@@ -39,6 +39,7 @@ pub struct Transports {
     runtime: tokio::runtime::Handle,
     http: http::HttpTransport,
     smtp: smtp::SmtpTransports,
+    throttles: throttle::Throttles,
 }
 
 impl Transports {
@@ -51,6 +52,7 @@ impl Transports {
             runtime,
             http: http::HttpTransport::new(store)?,
             smtp: smtp::SmtpTransports::default(),
+            throttles: throttle::Throttles::default(),
         })
     }
 }
@@ -95,7 +97,7 @@ pub(crate) fn deliver(
     run: u64,
     activity: &Activity,
     task: &Task,
-    pre: ChannelPluginPre<HostState>,
+    pre: ChannelPre,
     ctx: Arc<Context>,
 ) -> Result<Delivered, String> {
     let limits = exec.runtime.limits();
@@ -105,9 +107,8 @@ pub(crate) fn deliver(
     let mut st = exec.runtime.new_store(ctx);
     let stderr = st.data().stderr.clone();
     let crash = crash_reporter(plugin.clone(), limits, stderr);
-    let instance = pre.instantiate(&mut st).map_err(&crash)?;
-    let channel = instance.crosscast_plugin_channel();
-    let descriptor = channel.call_describe(&mut st).map_err(&crash)?;
+    let channel = pre.instantiate(&mut st).map_err(&crash)?;
+    let descriptor = channel.describe(&mut st).map_err(&crash)?;
     let config = activity.config.to_string();
     let store = &exec.store;
     let mut counts = DeliveryCounts::default();
@@ -118,6 +119,11 @@ pub(crate) fn deliver(
         .unwrap_or(now)
         .saturating_add(activity.validity_ms.unwrap_or(DEFAULT_VALIDITY_MS));
     let mut wake_at: Option<i64> = None;
+    let unsubscribe = exec
+        .store
+        .unsubscribe_settings()
+        .map_err(|e| e.to_string())?;
+    let source = format!("run {run} / {}", activity.id);
 
     for round in targets.chunks(ROUND) {
         let existing = store
@@ -146,7 +152,7 @@ pub(crate) fn deliver(
         }
         exec.runtime.arm(&mut st);
         let prepared = channel
-            .call_build(&mut st, &config, &target_dim, &todo)
+            .build(&mut st, &config, &target_dim, &todo)
             .map_err(&crash)?;
         let prepared =
             prepared.map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
@@ -157,46 +163,54 @@ pub(crate) fn deliver(
                 todo.len()
             ));
         }
-        let entry = |state: DeliveryState, to: Option<String>| Delivery {
+        let attempt = |id: &u64| prior.get(id).copied().unwrap_or(0) + 1;
+        let entry = |state: DeliveryState, out: Option<&wit::Outgoing>| Delivery {
             channel: plugin.clone(),
             dimension: target_dim.clone(),
             state,
-            to,
+            to: out.map(|o| address(&o.message)),
             at: now,
             attempts: 0,
+            parts: out.map_or(0, |o| o.parts),
+            note: out.and_then(|o| o.note.clone()),
         };
+        let suppressed = suppressions(store, &descriptor.name, &prepared)?;
         let mut log = Vec::new();
         let mut sends = Vec::new();
-        for (id, p) in todo.iter().zip(prepared) {
-            match p {
+        for ((id, p), suppressed) in todo.iter().zip(prepared).zip(suppressed) {
+            let mut out = match p {
                 wit::Prepared::Exclude(reason) => {
                     counts.excluded += 1;
                     log.push((*id, entry(DeliveryState::Excluded { reason }, None)));
+                    continue;
                 }
-                wit::Prepared::Send(message) => {
-                    let account = account_of(&message);
-                    if !accounts.iter().any(|a| a == account) {
-                        counts.failed += 1;
-                        let reason =
-                            format!("account `{account}` is not granted to plugin `{plugin}`");
-                        log.push((
-                            *id,
-                            entry(
-                                DeliveryState::Failed {
-                                    reason,
-                                    permanent: true,
-                                },
-                                None,
-                            ),
-                        ));
-                        continue;
-                    }
-                    let mut e = entry(DeliveryState::Intent, Some(address(&message)));
-                    e.attempts = prior.get(id).copied().unwrap_or(0) + 1;
-                    log.push((*id, e));
-                    sends.push((*id, message));
-                }
+                wit::Prepared::Send(out) => out,
+            };
+            let account = account_of(&out.message);
+            if !accounts.iter().any(|a| a == account) {
+                counts.failed += 1;
+                let reason = format!("account `{account}` is not granted to plugin `{plugin}`");
+                let state = DeliveryState::Failed {
+                    reason,
+                    permanent: true,
+                };
+                log.push((*id, entry(state, Some(&out))));
+                continue;
             }
+            // Quarantine and denylists apply before anything is sent.
+            if let Some((list, s)) = suppressed {
+                counts.excluded += 1;
+                let reason = s.exclusion(list);
+                log.push((*id, entry(DeliveryState::Excluded { reason }, Some(&out))));
+                continue;
+            }
+            if let (wit::Message::Email(email), Some(u)) = (&mut out.message, &unsubscribe) {
+                add_list_unsubscribe(email, &u.link(run, *id));
+            }
+            let mut e = entry(DeliveryState::Intent, Some(&out));
+            e.attempts = attempt(id);
+            log.push((*id, e));
+            sends.push((*id, out));
         }
         // The intent is durable before anything leaves.
         store
@@ -208,7 +222,7 @@ pub(crate) fn deliver(
             let answers = send_all(exec, wave);
             exec.runtime.arm(&mut st);
             let verdicts = channel
-                .call_classify(&mut st, &config, &answers)
+                .classify(&mut st, &config, &answers)
                 .map_err(&crash)?;
             if verdicts.len() != wave.len() {
                 return Err(format!(
@@ -218,7 +232,8 @@ pub(crate) fn deliver(
                 ));
             }
             let mut outcomes = Vec::new();
-            for (((id, message), verdict), answer) in wave.iter().zip(verdicts).zip(&answers) {
+            let mut listed: Vec<(String, String, Suppression)> = Vec::new();
+            for (((id, out), verdict), answer) in wave.iter().zip(verdicts).zip(&answers) {
                 // A refusal by the host (policy, credentials, trust) stays a
                 // failure whatever the plugin reads into it.
                 let verdict = match (verdict, answer) {
@@ -228,6 +243,19 @@ pub(crate) fn deliver(
                         wit::Verdict::Failed(reason)
                     }
                     (v, _) => v,
+                };
+                let list = suppression_list(&descriptor.name, &out.message);
+                let mut suppress = |kind, reason: &str| {
+                    listed.push((
+                        list.to_string(),
+                        address(&out.message),
+                        Suppression {
+                            kind,
+                            reason: reason.to_string(),
+                            source: source.clone(),
+                            at: now,
+                        },
+                    ))
                 };
                 let state = match verdict {
                     wit::Verdict::Sent(provider_id) => {
@@ -241,10 +269,26 @@ pub(crate) fn deliver(
                             permanent: true,
                         }
                     }
+                    wit::Verdict::Quarantine(reason) => {
+                        counts.failed += 1;
+                        suppress(SuppressionKind::Quarantine, &reason);
+                        DeliveryState::Failed {
+                            reason: format!("{reason} (address quarantined on {list})"),
+                            permanent: true,
+                        }
+                    }
+                    wit::Verdict::OptedOut(reason) => {
+                        counts.failed += 1;
+                        suppress(SuppressionKind::Denylist, &reason);
+                        DeliveryState::Failed {
+                            reason: format!("{reason} (opted out: added to the {list} denylist)"),
+                            permanent: true,
+                        }
+                    }
                     // A transient failure is retried later, through a
                     // persisted timer, until the validity period ends.
                     wit::Verdict::Retry((reason, after)) => {
-                        let attempts = prior.get(id).copied().unwrap_or(0) + 1;
+                        let attempts = attempt(id);
                         let next_at = now.saturating_add(backoff_ms(attempts, after));
                         if next_at > deadline {
                             counts.failed += 1;
@@ -263,9 +307,17 @@ pub(crate) fn deliver(
                         }
                     }
                 };
-                let mut e = entry(state, Some(address(message)));
-                e.attempts = prior.get(id).copied().unwrap_or(0) + 1;
+                let mut e = entry(state, Some(out));
+                e.attempts = attempt(id);
                 outcomes.push((*id, e));
+            }
+            // Suppressions first: if the process dies before the outcomes
+            // are written, the repeat excludes the address instead of
+            // sending to it again.
+            for (list, address, s) in listed {
+                store
+                    .suppress(&list, &[(address, s)])
+                    .map_err(|e| e.to_string())?;
             }
             store
                 .record_deliveries(run, &activity.id, &outcomes)
@@ -280,6 +332,56 @@ pub(crate) fn deliver(
     })
 }
 
+/// The suppression list a message's address belongs to: `email` for every
+/// email, the channel's name otherwise.
+fn suppression_list<'a>(channel: &'a str, message: &wit::Message) -> &'a str {
+    match message {
+        wit::Message::Email(_) => "email",
+        wit::Message::Http(_) => channel,
+    }
+}
+
+/// For each prepared message, its list's entry if its address is
+/// quarantined or denylisted: (list, entry).
+fn suppressions<'a>(
+    store: &crate::store::Store,
+    channel: &'a str,
+    prepared: &[wit::Prepared],
+) -> Result<Vec<Option<(&'a str, Suppression)>>, String> {
+    prepared
+        .iter()
+        .map(|p| match p {
+            wit::Prepared::Exclude(_) => Ok(None),
+            wit::Prepared::Send(out) => {
+                let list = suppression_list(channel, &out.message);
+                let address = address(&out.message);
+                let found = store
+                    .suppressions(list, &[&address])
+                    .map_err(|e| e.to_string())?;
+                Ok(found.into_iter().next().flatten().map(|s| (list, s)))
+            }
+        })
+        .collect()
+}
+
+/// Adds RFC 8058 one-click unsubscribe headers, unless the plugin set its own.
+fn add_list_unsubscribe(email: &mut wit::Email, link: &str) {
+    if email
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("list-unsubscribe"))
+    {
+        return;
+    }
+    email
+        .headers
+        .push(("List-Unsubscribe".into(), format!("<{link}>")));
+    email.headers.push((
+        "List-Unsubscribe-Post".into(),
+        "List-Unsubscribe=One-Click".into(),
+    ));
+}
+
 /// Most distinct exclusion reasons a preview lists.
 const PREVIEW_REASONS: usize = 10;
 
@@ -290,7 +392,7 @@ pub(crate) fn preview(
     exec: &Executor,
     activity: &Activity,
     task: &Task,
-    pre: ChannelPluginPre<HostState>,
+    pre: ChannelPre,
     ctx: Arc<Context>,
 ) -> Result<(serde_json::Value, BTreeMap<String, OutputRef>), String> {
     let limits = exec.runtime.limits();
@@ -299,40 +401,56 @@ pub(crate) fn preview(
     let mut st = exec.runtime.new_store(ctx);
     let stderr = st.data().stderr.clone();
     let crash = crash_reporter(plugin.clone(), limits, stderr);
-    let instance = pre.instantiate(&mut st).map_err(&crash)?;
-    let channel = instance.crosscast_plugin_channel();
-    let descriptor = channel.call_describe(&mut st).map_err(&crash)?;
+    let channel = pre.instantiate(&mut st).map_err(&crash)?;
+    let descriptor = channel.describe(&mut st).map_err(&crash)?;
     let config = activity.config.to_string();
     let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
     let mut would_send = 0u64;
     let mut excluded = 0u64;
+    let mut parts = 0u64;
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut notes: BTreeMap<String, u64> = BTreeMap::new();
     let mut sample = None;
+    let tally = |map: &mut BTreeMap<String, u64>, key: String| {
+        if map.len() < PREVIEW_REASONS || map.contains_key(&key) {
+            *map.entry(key).or_default() += 1;
+        } else {
+            *map.entry("(others)".into()).or_default() += 1;
+        }
+    };
     for round in targets.chunks(ROUND) {
         exec.runtime.arm(&mut st);
         let prepared = channel
-            .call_build(&mut st, &config, &target_dim, round)
+            .build(&mut st, &config, &target_dim, round)
             .map_err(&crash)?
             .map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
-        for p in prepared {
-            let reason = match p {
-                wit::Prepared::Exclude(reason) => reason,
-                wit::Prepared::Send(message) => {
-                    let account = account_of(&message);
-                    if accounts.iter().any(|a| a == account) {
+        let suppressed = suppressions(&exec.store, &descriptor.name, &prepared)?;
+        for (p, suppressed) in prepared.into_iter().zip(suppressed) {
+            let reason = match (p, suppressed) {
+                (wit::Prepared::Exclude(reason), _) => reason,
+                (wit::Prepared::Send(out), suppressed) => {
+                    let account = account_of(&out.message);
+                    if !accounts.iter().any(|a| a == account) {
+                        format!("account `{account}` is not granted to plugin `{plugin}`")
+                    } else if let Some((list, s)) = suppressed {
+                        // One line per list and kind, not per address.
+                        match s.kind {
+                            SuppressionKind::Quarantine => format!("quarantined on {list}"),
+                            SuppressionKind::Denylist => format!("on the {list} denylist"),
+                        }
+                    } else {
                         would_send += 1;
-                        sample.get_or_insert_with(|| message_json(&message));
+                        parts += u64::from(out.parts);
+                        if let Some(note) = &out.note {
+                            tally(&mut notes, note.clone());
+                        }
+                        sample.get_or_insert_with(|| message_json(&out));
                         continue;
                     }
-                    format!("account `{account}` is not granted to plugin `{plugin}`")
                 }
             };
             excluded += 1;
-            if reasons.len() < PREVIEW_REASONS || reasons.contains_key(&reason) {
-                *reasons.entry(reason).or_default() += 1;
-            } else {
-                *reasons.entry("(other reasons)".into()).or_default() += 1;
-            }
+            tally(&mut reasons, reason);
         }
     }
     let preview = serde_json::json!({
@@ -340,6 +458,8 @@ pub(crate) fn preview(
         "target": target_dim,
         "targets": targets.len(),
         "would_send": would_send,
+        "parts": parts,
+        "notes": notes,
         "excluded": excluded,
         "reasons": reasons,
         "sample": sample,
@@ -349,8 +469,8 @@ pub(crate) fn preview(
 }
 
 /// A message as a dry run shows it.
-fn message_json(message: &wit::Message) -> serde_json::Value {
-    match message {
+fn message_json(out: &wit::Outgoing) -> serde_json::Value {
+    let mut json = match &out.message {
         wit::Message::Email(e) => serde_json::json!({
             "account": e.account,
             "from": e.from,
@@ -369,7 +489,10 @@ fn message_json(message: &wit::Message) -> serde_json::Value {
             "headers": h.headers,
             "body": String::from_utf8_lossy(&h.body),
         }),
-    }
+    };
+    json["parts"] = out.parts.into();
+    json["note"] = out.note.clone().into();
+    json
 }
 
 /// A delivery's input population and the ids to send to in it.
@@ -453,29 +576,41 @@ fn address(message: &wit::Message) -> String {
     }
 }
 
-/// Sends messages concurrently; one answer per message, in order.
-fn send_all(exec: &Executor, sends: &[(u64, wit::Message)]) -> Vec<wit::Answer> {
+/// Sends messages concurrently, within each account's rate and concurrency;
+/// one answer per message, in order.
+fn send_all(exec: &Executor, sends: &[(u64, wit::Outgoing)]) -> Vec<wit::Answer> {
     let t = &exec.transports;
     let store = &exec.store;
-    t.runtime.block_on(async {
-        futures::stream::iter(sends.iter().map(|(_, m)| async move {
-            let account = account_of(m);
-            let account: Account = match store.account(account) {
-                Ok(a) => a,
-                Err(e) => return wit::Answer::TransportError(e.to_string()),
+    // Accounts and their secrets are read once per wave, not per message.
+    let mut accounts: std::collections::HashMap<&str, Result<(Account, Option<String>), String>> =
+        Default::default();
+    for (_, out) in sends {
+        let name = account_of(&out.message);
+        accounts.entry(name).or_insert_with(|| {
+            let account = store.account(name).map_err(|e| e.to_string())?;
+            let password = match (&out.message, &account.secret) {
+                (wit::Message::Email(_), Some(secret)) => Some(
+                    String::from_utf8_lossy(&store.secret(secret).map_err(|e| e.to_string())?)
+                        .trim()
+                        .to_string(),
+                ),
+                _ => None,
             };
-            match m {
-                wit::Message::Email(e) => {
-                    let password = match &account.secret {
-                        Some(name) => match store.secret(name) {
-                            Ok(s) => Some(String::from_utf8_lossy(&s).trim().to_string()),
-                            Err(e) => return wit::Answer::TransportError(e.to_string()),
-                        },
-                        None => None,
-                    };
-                    t.smtp.send(&account, password.as_deref(), e).await
-                }
-                wit::Message::Http(h) => t.http.send(store, &account, h).await,
+            Ok((account, password))
+        });
+    }
+    let accounts = &accounts;
+    t.runtime.block_on(async {
+        futures::stream::iter(sends.iter().map(|(_, out)| async move {
+            let (account, password) = match &accounts[account_of(&out.message)] {
+                Ok(a) => a,
+                Err(e) => return wit::Answer::TransportError(e.clone()),
+            };
+            let throttle = t.throttles.of(account);
+            let _slot = throttle.admit().await;
+            match &out.message {
+                wit::Message::Email(e) => t.smtp.send(account, password.as_deref(), e).await,
+                wit::Message::Http(h) => t.http.send(store, account, h).await,
             }
         }))
         .buffered(CONCURRENCY)

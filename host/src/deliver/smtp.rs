@@ -8,9 +8,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::runtime::bindings::channel::exports::crosscast::plugin::channel::{
-    Answer, Email, SmtpReply,
-};
+use crate::runtime::channel::wit::{Answer, Email, SmtpReply};
 use crate::store::settings::Account;
 
 /// SMTP connection pools by account name.

@@ -1,13 +1,14 @@
-//! Host bindings for the two plugin worlds, generated from `wit/`.
+//! Host bindings for the plugin worlds, generated from `wit/<version>/`.
 //!
-//! The channel world shares the activity world's imports (types, log, clock,
-//! attributes) so one host implementation serves both.
+//! Every channel world shares the activity world's imports (types, log,
+//! clock, attributes, and 0.1.0's accounts) so one host implementation
+//! serves them all.
 
 /// Bindings of the `activity-plugin` world.
 pub mod activity {
     wasmtime::component::bindgen!({
         world: "activity-plugin",
-        path: "../wit",
+        path: "../wit/0.1.0",
         imports: { default: trappable },
         with: {
             "crosscast:plugin/population@0.1.0.population": crate::caps::population::Cursor,
@@ -15,17 +16,34 @@ pub mod activity {
     });
 }
 
-/// Bindings of the `channel-plugin` world.
+/// Bindings of the `channel-plugin@0.1.0` world (plugins built before 0.2.0).
 pub mod channel {
     wasmtime::component::bindgen!({
         world: "channel-plugin",
-        path: "../wit",
+        path: "../wit/0.1.0",
         imports: { default: trappable },
         with: {
             "crosscast:plugin/types@0.1.0": super::activity::crosscast::plugin::types,
             "crosscast:plugin/log@0.1.0": super::activity::crosscast::plugin::log,
             "crosscast:plugin/clock@0.1.0": super::activity::crosscast::plugin::clock,
             "crosscast:plugin/attributes@0.1.0": super::activity::crosscast::plugin::attributes,
+        },
+    });
+}
+
+/// Bindings of the `channel-plugin@0.2.0` world: the channel interface the
+/// host works with; 0.1.0 channels are adapted to it (`runtime::channel`).
+pub mod channel_v2 {
+    wasmtime::component::bindgen!({
+        world: "crosscast:plugin/channel-plugin@0.2.0",
+        path: ["../wit/0.1.0", "../wit/0.2.0"],
+        imports: { default: trappable },
+        with: {
+            "crosscast:plugin/types@0.1.0": super::activity::crosscast::plugin::types,
+            "crosscast:plugin/log@0.1.0": super::activity::crosscast::plugin::log,
+            "crosscast:plugin/clock@0.1.0": super::activity::crosscast::plugin::clock,
+            "crosscast:plugin/attributes@0.1.0": super::activity::crosscast::plugin::attributes,
+            "crosscast:plugin/accounts@0.1.0": super::channel::crosscast::plugin::accounts,
         },
     });
 }

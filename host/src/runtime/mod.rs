@@ -8,6 +8,7 @@
 //! instead of hanging the host. A trapped store is dropped, never reused.
 
 pub mod bindings;
+pub mod channel;
 mod state;
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use crate::caps::{Context, clock::RunClock};
 use crate::store::plugins::{PluginKind, PluginRecord};
 use crate::store::{Store, StoreError};
 use bindings::activity::ActivityPluginPre;
-use bindings::channel::ChannelPluginPre;
+use channel::ChannelPre;
 
 /// How often the epoch advances.
 const TICK: Duration = Duration::from_millis(10);
@@ -74,7 +75,7 @@ pub enum Loaded {
     /// An activity.
     Activity(ActivityPluginPre<HostState>),
     /// A channel.
-    Channel(ChannelPluginPre<HostState>),
+    Channel(ChannelPre),
 }
 
 /// The engine and everything compiled with it.
@@ -83,6 +84,7 @@ pub struct Runtime {
     engine_hash: u64,
     activity_linker: Linker<HostState>,
     channel_linker: Linker<HostState>,
+    channel_v2_linker: Linker<HostState>,
     limits: Limits,
     cache: Mutex<HashMap<String, Loaded>>,
 }
@@ -116,6 +118,14 @@ impl Runtime {
             |s| s,
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut channel_v2_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut channel_v2_linker)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        bindings::channel_v2::ChannelPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut channel_v2_linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let ticker = engine.clone();
         std::thread::Builder::new()
@@ -131,6 +141,7 @@ impl Runtime {
             engine_hash,
             activity_linker,
             channel_linker,
+            channel_v2_linker,
             limits,
             cache: Mutex::new(HashMap::new()),
         }))
@@ -202,10 +213,7 @@ impl Runtime {
             }
             Loaded::Channel(pre) => {
                 let p = pre.instantiate(&mut store).map_err(crash)?;
-                let d = p
-                    .crosscast_plugin_channel()
-                    .call_describe(&mut store)
-                    .map_err(crash)?;
+                let d = p.describe(&mut store).map_err(crash)?;
                 (d.name, d.version, d.summary, PluginKind::Channel)
             }
         };
@@ -301,15 +309,24 @@ impl Runtime {
             Ok(pre) => return Ok(Loaded::Activity(pre)),
             Err(e) => e,
         };
+        let as_channel_v2 = self
+            .channel_v2_linker
+            .instantiate_pre(component)
+            .and_then(bindings::channel_v2::ChannelPluginPre::new);
+        let channel_v2_err = match as_channel_v2 {
+            Ok(pre) => return Ok(Loaded::Channel(ChannelPre::V2(pre))),
+            Err(e) => e,
+        };
         match self
             .channel_linker
             .instantiate_pre(component)
-            .and_then(ChannelPluginPre::new)
+            .and_then(bindings::channel::ChannelPluginPre::new)
         {
-            Ok(pre) => Ok(Loaded::Channel(pre)),
+            Ok(pre) => Ok(Loaded::Channel(ChannelPre::V1(pre))),
             Err(channel_err) => Err(PluginError::Invalid(format!(
-                "the component implements neither crosscast:plugin/activity-plugin@0.1.0 ({activity_err}) \
-                 nor crosscast:plugin/channel-plugin@0.1.0 ({channel_err})"
+                "the component implements none of crosscast:plugin/activity-plugin@0.1.0 \
+                 ({activity_err}), crosscast:plugin/channel-plugin@0.2.0 ({channel_v2_err}) \
+                 and crosscast:plugin/channel-plugin@0.1.0 ({channel_err})"
             ))),
         }
     }
@@ -372,11 +389,9 @@ impl Runtime {
                     }))
             }
             Loaded::Channel(pre) => {
-                let p = pre.instantiate(&mut st).map_err(crash)?;
-                let c = p.crosscast_plugin_channel();
-                Ok(c.call_configure(&mut st, config)
+                let c = pre.instantiate(&mut st).map_err(crash)?;
+                Ok(c.configure(&mut st, config)
                     .map_err(crash)?
-                    .map_err(pairs)
                     .map(|()| Configured {
                         outputs: vec!["done".to_string()],
                         min_inputs: 1,

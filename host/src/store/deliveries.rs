@@ -64,6 +64,12 @@ pub struct Delivery {
     pub at: i64,
     /// Send attempts so far.
     pub attempts: u32,
+    /// Billable parts of the message (SMS segments), 0 when not built.
+    #[serde(default)]
+    pub parts: u32,
+    /// The channel's note on the message (`GSM-7, 2 segments`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn key(run: u64, activity: &str, target: u64) -> Vec<u8> {

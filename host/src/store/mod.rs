@@ -11,6 +11,7 @@ pub mod plugins;
 pub mod population;
 pub mod runs;
 pub mod settings;
+pub mod suppression;
 pub mod textblock;
 
 use std::path::{Path, PathBuf};

@@ -43,6 +43,12 @@ pub struct Account {
     /// Public parameters (team id, key id, project id, topic...).
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, String>,
+    /// Most messages per second through this account (none: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u32>,
+    /// Most messages in flight at once through this account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 impl Account {

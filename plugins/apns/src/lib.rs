@@ -157,7 +157,7 @@ impl Channel for Apns {
             if let Some(c) = &plan.cfg.collapse_id {
                 headers.push(("apns-collapse-id".to_string(), c.clone()));
             }
-            out.push(Prepared::Send(Message::Http(HttpRequest {
+            out.push(send(Message::Http(HttpRequest {
                 account: plan.cfg.account.clone(),
                 method: "POST".into(),
                 recipient: device.clone(),
@@ -186,23 +186,18 @@ fn classify_one(answer: Answer) -> Verdict {
         Answer::TransportError(e) => return Verdict::Retry((e, None)),
         Answer::Smtp(s) => return Verdict::Failed(format!("unexpected SMTP answer {}", s.code)),
     };
-    let header = |name: &str| {
-        r.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
     if r.status == 200 {
-        return Verdict::Sent(header("apns-id"));
+        return Verdict::Sent(header(&r, "apns-id").map(str::to_string));
     }
     let reason = serde_json::from_slice::<ApnsError>(&r.body)
         .map(|e| e.reason)
         .unwrap_or_default();
     let text = format!("{} {reason}", r.status).trim().to_string();
-    match r.status {
-        429 | 500..=599 => {
-            Verdict::Retry((text, header("retry-after").and_then(|v| v.parse().ok())))
-        }
+    // The token is gone for good (410, the app was removed) or was never a
+    // token of this topic and environment (400 BadDeviceToken): quarantine.
+    match (r.status, reason.as_str()) {
+        (410, _) | (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => Verdict::Quarantine(text),
+        (429 | 500..=599, _) => Verdict::Retry((text, retry_after(&r))),
         _ => Verdict::Failed(text),
     }
 }

@@ -78,7 +78,7 @@ impl Channel for EmailChannel {
                 Some(_) => Some(templates.render("html", &ctx)?),
                 None => None,
             };
-            out.push(Prepared::Send(Message::Email(Email {
+            out.push(send(Message::Email(Email {
                 account: cfg.account.clone(),
                 from: cfg.from.clone(),
                 to,
@@ -97,7 +97,8 @@ impl Channel for EmailChannel {
     }
 }
 
-/// SMTP: 2xx accepted, 4xx transient (RFC 5321 §4.2.1), 5xx permanent.
+/// SMTP: 2xx accepted, 4xx transient (RFC 5321 §4.2.1), 5xx permanent: the
+/// address is quarantined (a hard bounce).
 fn classify_one(answer: Answer) -> Verdict {
     match answer {
         Answer::Smtp(SmtpReply { code, message }) => match code {
@@ -108,7 +109,8 @@ fn classify_one(answer: Answer) -> Verdict {
                     .map(|id| id.trim().to_string()),
             ),
             400..=499 => Verdict::Retry((format!("{code} {message}"), None)),
-            _ => Verdict::Failed(format!("{code} {message}")),
+            500..=599 => Verdict::Quarantine(format!("{code} {message}")),
+            _ => Verdict::Failed(format!("unexpected SMTP reply {code} {message}")),
         },
         Answer::TransportError(e) => Verdict::Retry((e, None)),
         Answer::Http(r) => {

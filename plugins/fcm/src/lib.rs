@@ -109,7 +109,7 @@ impl Channel for Fcm {
             if !android.is_empty() {
                 message["android"] = android.into();
             }
-            out.push(Prepared::Send(Message::Http(HttpRequest {
+            out.push(send(Message::Http(HttpRequest {
                 account: cfg.account.clone(),
                 method: "POST".into(),
                 recipient: device.clone(),
@@ -153,14 +153,12 @@ fn classify_one(answer: Answer) -> Verdict {
     )
     .trim()
     .to_string();
-    let retry_after = r
-        .headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
-        .and_then(|(_, v)| v.trim().parse().ok());
+    // UNREGISTERED: the app instance is gone, the token never works again.
+    // QUOTA_EXCEEDED, UNAVAILABLE, INTERNAL: back off, at least Retry-After.
     match (r.status, code) {
+        (_, "UNREGISTERED") => Verdict::Quarantine(text),
         (429, _) | (500..=599, _) | (_, "QUOTA_EXCEEDED" | "UNAVAILABLE" | "INTERNAL") => {
-            Verdict::Retry((text, retry_after))
+            Verdict::Retry((text, retry_after(&r)))
         }
         _ => Verdict::Failed(text),
     }

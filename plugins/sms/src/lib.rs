@@ -67,17 +67,22 @@ impl Channel for SmsChannel {
                 .append_pair("From", &cfg.from)
                 .append_pair("Body", &body)
                 .finish();
-            out.push(Prepared::Send(Message::Http(HttpRequest {
-                account: cfg.account.clone(),
-                method: "POST".into(),
-                recipient: to.clone(),
-                path: path.clone(),
-                headers: vec![(
-                    "content-type".into(),
-                    "application/x-www-form-urlencoded".into(),
-                )],
-                body: form.into_bytes(),
-            })));
+            let segments = Segments::of(&body);
+            out.push(Prepared::Send(Outgoing {
+                parts: segments.count,
+                note: Some(segments.describe()),
+                message: Message::Http(HttpRequest {
+                    account: cfg.account.clone(),
+                    method: "POST".into(),
+                    recipient: to.clone(),
+                    path: path.clone(),
+                    headers: vec![(
+                        "content-type".into(),
+                        "application/x-www-form-urlencoded".into(),
+                    )],
+                    body: form.into_bytes(),
+                }),
+            }));
         }
         Ok(out)
     }
@@ -114,24 +119,24 @@ fn classify_one(answer: Answer) -> Verdict {
             )),
         };
     }
-    let reason = match serde_json::from_slice::<ApiError>(&r.body) {
-        Ok(ApiError { code, message }) => format!(
+    let error = serde_json::from_slice::<ApiError>(&r.body).ok();
+    let code = error.as_ref().and_then(|e| e.code);
+    let reason = match error {
+        Some(ApiError { code, message }) => format!(
             "HTTP {}{}: {}",
             r.status,
             code.map(|c| format!(" code {c}")).unwrap_or_default(),
             message.unwrap_or_default()
         ),
-        Err(_) => format!("HTTP {}", r.status),
+        None => format!("HTTP {}", r.status),
     };
-    let retry_after = r
-        .headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
-        .and_then(|(_, v)| v.trim().parse::<u32>().ok());
-    if r.status == 429 || r.status >= 500 {
-        Verdict::Retry((reason, retry_after))
-    } else {
-        Verdict::Failed(reason)
+    // As Twilio documents its error codes: 21610, the recipient replied
+    // STOP (only they can undo it); 21211, not a valid number; 20429 and any
+    // 429, too many requests; 5xx, the provider's trouble.
+    match (r.status, code) {
+        (_, Some(21610)) => Verdict::OptedOut(reason),
+        (_, Some(20429)) | (429, _) | (500..=599, _) => Verdict::Retry((reason, retry_after(&r))),
+        _ => Verdict::Failed(reason),
     }
 }
 

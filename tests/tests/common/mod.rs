@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod rig;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -86,6 +88,22 @@ impl Env {
             c.env(k, v);
         }
         c.output().expect("crosscast runs")
+    }
+
+    /// Starts `crosscast --data DIR ARGS` in the background (output discarded).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let mut c = Command::new(bin());
+        c.arg("--data")
+            .arg(self.data())
+            .args(args)
+            .env("CROSSCAST_PLUGIN_DIR", plugin_dir())
+            .env_remove("CROSSCAST_NOW")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        c.spawn().expect("crosscast starts")
     }
 
     /// Runs and requires success; returns stdout.
@@ -188,4 +206,48 @@ pub fn read_subscriptions(path: &Path) -> Vec<Subscription> {
             }
         })
         .collect()
+}
+
+/// One HTTP/1.1 request over a fresh connection: (status, body). Retries the
+/// connection for a few seconds while the server starts.
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = None;
+    for _ in 0..100 {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    let mut stream = stream.unwrap_or_else(|| panic!("nothing listens on {addr}"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request written");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

@@ -1,5 +1,8 @@
 //! The `crosscast` command line.
 
+mod lists;
+mod log;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -107,14 +110,22 @@ pub enum Command {
         /// The transition.
         transition: String,
     },
-    /// List a run's delivery log.
+    /// List a run's delivery log (filters combine).
     Deliveries {
         /// The run number.
         run: u64,
         /// As JSON (one object per line).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        filter: log::Filter,
     },
+    /// Suppression lists: denylisted and quarantined addresses per channel.
+    #[command(subcommand)]
+    Denylist(lists::DenylistCommand),
+    /// One-click unsubscribe links (RFC 8058) and their endpoint.
+    #[command(subcommand)]
+    Unsubscribe(lists::UnsubscribeCommand),
     /// Fire due timers and execute pending work, continuously or once.
     Worker {
         /// Run what is due now, then exit.
@@ -200,6 +211,12 @@ pub enum AccountCommand {
         /// A public parameter, KEY=VALUE (repeatable): team_id, key_id, project_id, topic...
         #[arg(long = "param", value_parser = parse_param)]
         params: Vec<(String, String)>,
+        /// Most messages per second through this account.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rate: Option<u32>,
+        /// Most messages in flight at once through this account (default 32).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: Option<u32>,
     },
     /// List accounts.
     List,
@@ -497,6 +514,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             secret,
             auth,
             params,
+            rate,
+            concurrency,
         }) => {
             url::Url::parse(&url).with_context(|| format!("`{url}` is not a URL"))?;
             let account = Account {
@@ -506,6 +525,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 secret,
                 auth,
                 params: params.into_iter().collect(),
+                rate,
+                concurrency,
             };
             if account.auth == AuthScheme::Apns {
                 for p in ["team_id", "key_id"] {
@@ -658,42 +679,23 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{key}")?;
             }
         }
-        Command::Deliveries { run, json } => {
-            app.store.run(run)?;
-            for (activity, target, d) in app.store.run_deliveries(run)? {
-                if json {
-                    let mut v = serde_json::to_value(&d)?;
-                    v["activity"] = activity.into();
-                    v["target"] = target.into();
-                    println!("{v}");
-                } else {
-                    let state = match &d.state {
-                        DeliveryState::Intent => "in flight".to_string(),
-                        DeliveryState::Sent { provider_id } => {
-                            format!("sent {}", provider_id.as_deref().unwrap_or(""))
-                        }
-                        DeliveryState::Failed {
-                            reason,
-                            permanent: true,
-                        } => format!("failed: {reason}"),
-                        DeliveryState::Failed {
-                            reason,
-                            permanent: false,
-                        } => format!("failed (transient): {reason}"),
-                        DeliveryState::Excluded { reason } => format!("excluded: {reason}"),
-                        DeliveryState::Retrying { reason, next_at } => {
-                            format!("retrying at {}: {reason}", format_ms(*next_at))
-                        }
-                    };
-                    let to = d.to.as_deref().unwrap_or("-");
-                    println!(
-                        "{activity:<16} {:<12} {target:<8} {to:<28} {state}",
-                        d.dimension
-                    );
-                }
-            }
-        }
+        Command::Deliveries { run, json, filter } => log::print(&app.store, run, &filter, json)?,
+        Command::Denylist(cmd) => lists::denylist(&app.store, app.clock.now_ms(), cmd)?,
+        Command::Unsubscribe(cmd) => lists::unsubscribe(&app.store, cmd)?,
         Command::Worker { once, poll_ms } => {
+            if !once && let Some(endpoint) = app.store.unsubscribe_endpoint()? {
+                let store = app.store.clone();
+                let listen = endpoint.listen;
+                std::thread::Builder::new()
+                    .name("unsubscribe".into())
+                    .spawn(move || {
+                        if let Err(e) = crate::unsubscribe::serve(store, endpoint) {
+                            eprintln!("error: the unsubscribe endpoint stopped: {e:#}");
+                            std::process::exit(1);
+                        }
+                    })?;
+                println!("worker: one-click unsubscribe endpoint on http://{listen}");
+            }
             let exec = app.executor()?;
             loop {
                 let tick = exec.tick()?;

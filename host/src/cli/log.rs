@@ -1,0 +1,172 @@
+//! `crosscast deliveries RUN`: the delivery log, filtered.
+
+use clap::{Args, ValueEnum};
+
+use crate::clock::format_ms;
+use crate::store::Store;
+use crate::store::deliveries::{Delivery, DeliveryState};
+
+/// Which entries to list.
+#[derive(Args, Debug, Default)]
+pub struct Filter {
+    /// Only this delivery activity.
+    #[arg(long)]
+    pub activity: Option<String>,
+    /// Only entries in these states (repeatable).
+    #[arg(long, value_enum)]
+    pub state: Vec<State>,
+    /// Only messages to this address (email, number, device token).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only the record with this external id.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Only entries whose reason contains this text.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// At most this many entries.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// A delivery state, as filters name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum State {
+    /// Intent written, outcome not (in flight when a process died).
+    InFlight,
+    /// Accepted by the provider.
+    Sent,
+    /// Failed for good (hard or after the validity period).
+    Failed,
+    /// Not sent on purpose (no address, quarantine, denylist...).
+    Excluded,
+    /// Waiting for another attempt.
+    Retrying,
+}
+
+fn state_of(d: &DeliveryState) -> State {
+    match d {
+        DeliveryState::Intent => State::InFlight,
+        DeliveryState::Sent { .. } => State::Sent,
+        DeliveryState::Failed { .. } => State::Failed,
+        DeliveryState::Excluded { .. } => State::Excluded,
+        DeliveryState::Retrying { .. } => State::Retrying,
+    }
+}
+
+fn reason_of(d: &DeliveryState) -> Option<&str> {
+    match d {
+        DeliveryState::Failed { reason, .. }
+        | DeliveryState::Excluded { reason }
+        | DeliveryState::Retrying { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
+
+/// Prints a run's log, filtered; text or one JSON object per line.
+pub fn print(store: &Store, run: u64, filter: &Filter, json: bool) -> anyhow::Result<()> {
+    store.run(run)?;
+    let mut rows: Vec<(String, u64, Delivery)> = Vec::new();
+    for (activity, target, d) in store.run_deliveries(run)? {
+        if filter.activity.as_ref().is_some_and(|a| *a != activity)
+            || (!filter.state.is_empty() && !filter.state.contains(&state_of(&d.state)))
+            || filter
+                .to
+                .as_ref()
+                .is_some_and(|t| d.to.as_deref() != Some(t))
+            || filter
+                .reason
+                .as_ref()
+                .is_some_and(|r| !reason_of(&d.state).is_some_and(|x| x.contains(r.as_str())))
+        {
+            continue;
+        }
+        rows.push((activity, target, d));
+    }
+    let ids = external_ids(store, &rows)?;
+    let mut shown = 0usize;
+    for ((activity, target, d), id) in rows.iter().zip(ids) {
+        if filter
+            .id
+            .as_ref()
+            .is_some_and(|want| id.as_ref() != Some(want))
+        {
+            continue;
+        }
+        if filter.limit.is_some_and(|l| shown >= l) {
+            break;
+        }
+        shown += 1;
+        if json {
+            let mut v = serde_json::to_value(d)?;
+            v["activity"] = activity.as_str().into();
+            v["target"] = (*target).into();
+            v["id"] = id.into();
+            println!("{v}");
+            continue;
+        }
+        let state = match &d.state {
+            DeliveryState::Intent => "in flight".to_string(),
+            DeliveryState::Sent { provider_id } => {
+                format!("sent {}", provider_id.as_deref().unwrap_or(""))
+            }
+            DeliveryState::Failed {
+                reason,
+                permanent: true,
+            } => format!("failed: {reason}"),
+            DeliveryState::Failed {
+                reason,
+                permanent: false,
+            } => format!("failed (transient): {reason}"),
+            DeliveryState::Excluded { reason } => format!("excluded: {reason}"),
+            DeliveryState::Retrying { reason, next_at } => {
+                format!("retrying at {}: {reason}", format_ms(*next_at))
+            }
+        };
+        let note = d
+            .note
+            .as_deref()
+            .map(|n| format!(" [{n}]"))
+            .unwrap_or_default();
+        println!(
+            "{activity:<16} {:<12} {:<10} {:<28} {state}{note}",
+            d.dimension,
+            id.as_deref().unwrap_or("?"),
+            d.to.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(())
+}
+
+/// The external id of each entry's target, looked up a chunk at a time.
+fn external_ids(
+    store: &Store,
+    rows: &[(String, u64, Delivery)],
+) -> anyhow::Result<Vec<Option<String>>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(10_000) {
+        let mut ids: Vec<Option<String>> = vec![None; chunk.len()];
+        let mut dims: Vec<&str> = chunk.iter().map(|r| r.2.dimension.as_str()).collect();
+        dims.sort_unstable();
+        dims.dedup();
+        for dim in dims {
+            let (pos, targets): (Vec<usize>, Vec<u64>) = chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.2.dimension == dim)
+                .map(|(i, r)| (i, r.1))
+                .unzip();
+            let col = store
+                .audience()
+                .fetch(dim, &targets, &["id".to_string()])?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            for (i, v) in pos.into_iter().zip(col) {
+                ids[i] = v;
+            }
+        }
+        out.extend(ids);
+    }
+    Ok(out)
+}

@@ -1,0 +1,179 @@
+//! Channel plugins of every supported contract version behind one type.
+//!
+//! The host works with the newest channel interface (`0.2.0`); a plugin
+//! built against `0.1.0` is adapted: its messages gain `parts: 1` and no
+//! note, and its verdicts map one to one (it can neither quarantine nor
+//! record an opt-out).
+
+use wasmtime::Store;
+
+use super::HostState;
+use super::bindings::{channel as v1b, channel_v2 as v2b};
+
+/// The channel interface the host works with.
+pub use v2b::exports::crosscast::plugin0_2_0::channel as wit;
+
+use v1b::exports::crosscast::plugin::channel as v1;
+
+/// A linked channel plugin, ready to instantiate.
+#[derive(Clone)]
+pub enum ChannelPre {
+    /// Built against `crosscast:plugin/channel-plugin@0.1.0`.
+    V1(v1b::ChannelPluginPre<HostState>),
+    /// Built against `crosscast:plugin/channel-plugin@0.2.0`.
+    V2(v2b::ChannelPluginPre<HostState>),
+}
+
+/// An instantiated channel plugin.
+pub enum Channel {
+    /// A 0.1.0 plugin, adapted.
+    V1(v1b::ChannelPlugin),
+    /// A 0.2.0 plugin.
+    V2(v2b::ChannelPlugin),
+}
+
+impl ChannelPre {
+    /// The contract version the plugin was built against.
+    pub fn version(&self) -> &'static str {
+        match self {
+            ChannelPre::V1(_) => "0.1.0",
+            ChannelPre::V2(_) => "0.2.0",
+        }
+    }
+
+    /// A fresh instance in `store`.
+    pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Channel> {
+        Ok(match self {
+            ChannelPre::V1(p) => Channel::V1(p.instantiate(store)?),
+            ChannelPre::V2(p) => Channel::V2(p.instantiate(store)?),
+        })
+    }
+}
+
+type Call<T> = wasmtime::Result<T>;
+
+impl Channel {
+    /// `describe`.
+    pub fn describe(&self, st: &mut Store<HostState>) -> Call<wit::Descriptor> {
+        match self {
+            Channel::V1(c) => {
+                let d = c.crosscast_plugin_channel().call_describe(st)?;
+                Ok(wit::Descriptor {
+                    name: d.name,
+                    version: d.version,
+                    summary: d.summary,
+                    target: match d.target {
+                        v1::Target::Recipient => wit::Target::Recipient,
+                        v1::Target::Subscription => wit::Target::Subscription,
+                    },
+                })
+            }
+            Channel::V2(c) => c.crosscast_plugin0_2_0_channel().call_describe(st),
+        }
+    }
+
+    /// `configure`: errors as (field, message).
+    pub fn configure(
+        &self,
+        st: &mut Store<HostState>,
+        config: &str,
+    ) -> Call<Result<(), Vec<(String, String)>>> {
+        let r = match self {
+            Channel::V1(c) => c.crosscast_plugin_channel().call_configure(st, config)?,
+            Channel::V2(c) => c
+                .crosscast_plugin0_2_0_channel()
+                .call_configure(st, config)?,
+        };
+        Ok(r.map_err(|es| es.into_iter().map(|e| (e.field, e.message)).collect()))
+    }
+
+    /// `build`.
+    pub fn build(
+        &self,
+        st: &mut Store<HostState>,
+        config: &str,
+        dimension: &str,
+        ids: &[u64],
+    ) -> Call<Result<Vec<wit::Prepared>, String>> {
+        match self {
+            Channel::V2(c) => c
+                .crosscast_plugin0_2_0_channel()
+                .call_build(st, config, dimension, ids),
+            Channel::V1(c) => Ok(c
+                .crosscast_plugin_channel()
+                .call_build(st, config, dimension, ids)?
+                .map(|ps| ps.into_iter().map(prepared_from_v1).collect())),
+        }
+    }
+
+    /// `classify`.
+    pub fn classify(
+        &self,
+        st: &mut Store<HostState>,
+        config: &str,
+        answers: &[wit::Answer],
+    ) -> Call<Vec<wit::Verdict>> {
+        match self {
+            Channel::V2(c) => c
+                .crosscast_plugin0_2_0_channel()
+                .call_classify(st, config, answers),
+            Channel::V1(c) => {
+                let answers: Vec<v1::Answer> = answers.iter().map(answer_to_v1).collect();
+                Ok(c.crosscast_plugin_channel()
+                    .call_classify(st, config, &answers)?
+                    .into_iter()
+                    .map(|v| match v {
+                        v1::Verdict::Sent(id) => wit::Verdict::Sent(id),
+                        v1::Verdict::Retry(r) => wit::Verdict::Retry(r),
+                        v1::Verdict::Failed(r) => wit::Verdict::Failed(r),
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+fn prepared_from_v1(p: v1::Prepared) -> wit::Prepared {
+    match p {
+        v1::Prepared::Exclude(reason) => wit::Prepared::Exclude(reason),
+        v1::Prepared::Send(m) => wit::Prepared::Send(wit::Outgoing {
+            message: match m {
+                v1::Message::Email(e) => wit::Message::Email(wit::Email {
+                    account: e.account,
+                    from: e.from,
+                    to: e.to,
+                    reply_to: e.reply_to,
+                    subject: e.subject,
+                    text: e.text,
+                    html: e.html,
+                    headers: e.headers,
+                }),
+                v1::Message::Http(h) => wit::Message::Http(wit::HttpRequest {
+                    account: h.account,
+                    method: h.method,
+                    path: h.path,
+                    recipient: h.recipient,
+                    headers: h.headers,
+                    body: h.body,
+                }),
+            },
+            parts: 1,
+            note: None,
+        }),
+    }
+}
+
+fn answer_to_v1(a: &wit::Answer) -> v1::Answer {
+    match a {
+        wit::Answer::Smtp(s) => v1::Answer::Smtp(v1::SmtpReply {
+            code: s.code,
+            message: s.message.clone(),
+        }),
+        wit::Answer::Http(h) => v1::Answer::Http(v1::HttpResponse {
+            status: h.status,
+            headers: h.headers.clone(),
+            body: h.body.clone(),
+        }),
+        wit::Answer::TransportError(e) => v1::Answer::TransportError(e.clone()),
+    }
+}

@@ -1,0 +1,224 @@
+//! Suppression lists: addresses no delivery sends to.
+//!
+//! One list per channel: `email` for every email channel (an address opted
+//! out of email whatever plugin sends it), the channel plugin's name for the
+//! others (`sms`, `apns`, `fcm`). An entry is either a *quarantine* (the
+//! provider said the address can never work: a hard bounce, an unregistered
+//! device token) or a *denylist* entry (the recipient opted out, or the
+//! operator imported it). Deliveries look addresses up before sending and
+//! log each exclusion with the entry's reason.
+
+use serde::{Deserialize, Serialize};
+
+use super::audience::{Check, normalise_phone};
+use super::{Result, Store, json_decode, json_encode};
+
+/// Why an address is suppressed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionKind {
+    /// The address does not work (hard bounce, unregistered token).
+    Quarantine,
+    /// The recipient opted out, or the operator listed the address.
+    Denylist,
+}
+
+impl std::fmt::Display for SuppressionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SuppressionKind::Quarantine => "quarantine",
+            SuppressionKind::Denylist => "denylist",
+        })
+    }
+}
+
+/// One suppressed address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Suppression {
+    /// Quarantine or denylist.
+    pub kind: SuppressionKind,
+    /// Why (the provider's answer, "one-click unsubscribe", the import file).
+    pub reason: String,
+    /// Where it came from: `run 3 / deliver_email`, `import`, `unsubscribe`.
+    pub source: String,
+    /// When, on the clock of whatever recorded it (ms).
+    pub at: i64,
+}
+
+impl Suppression {
+    /// The reason a delivery logs when it excludes the address.
+    pub fn exclusion(&self, list: &str) -> String {
+        match self.kind {
+            SuppressionKind::Quarantine => format!(
+                "quarantined on {list} since {}: {}",
+                crate::clock::format_ms(self.at),
+                self.reason
+            ),
+            SuppressionKind::Denylist => format!(
+                "on the {list} denylist since {}: {}",
+                crate::clock::format_ms(self.at),
+                self.reason
+            ),
+        }
+    }
+}
+
+/// The form an address is listed under: email addresses compare without
+/// case, numbers in E.164, tokens as they are.
+pub fn normalise(list: &str, address: &str) -> String {
+    let a = address.trim();
+    if list == "email" {
+        a.to_ascii_lowercase()
+    } else if list == "sms" {
+        normalise_phone(a).unwrap_or_else(|| a.to_string())
+    } else {
+        a.to_string()
+    }
+}
+
+/// Checks an address for a list (emails and numbers by syntax).
+pub fn check(list: &str, address: &str) -> std::result::Result<String, String> {
+    let a = address.trim();
+    if a.is_empty() {
+        return Err("the address is empty".into());
+    }
+    match list {
+        "email" => Check::Email.apply(Some(a)).map(|_| normalise(list, a)),
+        "sms" => Check::Phone.apply(Some(a)).map(|v| v.unwrap_or_default()),
+        _ => Ok(a.to_string()),
+    }
+}
+
+fn key(list: &str, address: &str) -> Vec<u8> {
+    let mut k = list.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(normalise(list, address).as_bytes());
+    k
+}
+
+impl Store {
+    /// The entries of `addresses` (in order) on `list`.
+    pub fn suppressions(&self, list: &str, addresses: &[&str]) -> Result<Vec<Option<Suppression>>> {
+        let tree = self.tree("suppression")?;
+        addresses
+            .iter()
+            .map(|a| {
+                tree.get(key(list, a))?
+                    .map(|v| json_decode("suppression", &v))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// Adds entries to `list` in one batch and flushes. An opt-out is never
+    /// replaced by a quarantine: it is the recipient's own word.
+    pub fn suppress(&self, list: &str, entries: &[(String, Suppression)]) -> Result<()> {
+        let tree = self.tree("suppression")?;
+        let mut batch = sled::Batch::default();
+        for (address, s) in entries {
+            let k = key(list, address);
+            if s.kind == SuppressionKind::Quarantine
+                && let Some(old) = tree.get(&k)?
+                && json_decode::<Suppression>("suppression", &old)?.kind
+                    == SuppressionKind::Denylist
+            {
+                continue;
+            }
+            batch.insert(k, json_encode(s));
+        }
+        tree.apply_batch(batch)?;
+        self.flush()
+    }
+
+    /// Removes an address from `list`; false if it was not there.
+    pub fn unsuppress(&self, list: &str, address: &str) -> Result<bool> {
+        let removed = self
+            .tree("suppression")?
+            .remove(key(list, address))?
+            .is_some();
+        self.flush()?;
+        Ok(removed)
+    }
+
+    /// Every entry, or those of one list: (list, address, entry).
+    pub fn suppression_list(
+        &self,
+        list: Option<&str>,
+    ) -> Result<Vec<(String, String, Suppression)>> {
+        let tree = self.tree("suppression")?;
+        let prefix = list.map(|l| key(l, "")).unwrap_or_default();
+        let mut out = Vec::new();
+        for kv in tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            let nul = k.iter().position(|b| *b == 0).unwrap_or(k.len());
+            let list = String::from_utf8_lossy(&k[..nul]).into_owned();
+            let address =
+                String::from_utf8_lossy(k.get(nul + 1..).unwrap_or_default()).into_owned();
+            out.push((list, address, json_decode("suppression", &v)?));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: SuppressionKind) -> Suppression {
+        Suppression {
+            kind,
+            reason: "r".into(),
+            source: "test".into(),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn lists_are_separate_and_addresses_normalised() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .suppress(
+                "email",
+                &[("Ann@Example.COM".into(), entry(SuppressionKind::Quarantine))],
+            )
+            .unwrap();
+        store
+            .suppress(
+                "sms",
+                &[("+44 7700 900123".into(), entry(SuppressionKind::Denylist))],
+            )
+            .unwrap();
+        let got = store
+            .suppressions("email", &["ann@example.com", "bob@example.com"])
+            .unwrap();
+        assert_eq!(got[0].as_ref().unwrap().kind, SuppressionKind::Quarantine);
+        assert!(got[1].is_none());
+        assert!(store.suppressions("sms", &["ann@example.com"]).unwrap()[0].is_none());
+        assert!(store.suppressions("sms", &["+447700900123"]).unwrap()[0].is_some());
+        // A quarantine never replaces an opt-out.
+        store
+            .suppress(
+                "sms",
+                &[("+447700900123".into(), entry(SuppressionKind::Quarantine))],
+            )
+            .unwrap();
+        let all = store.suppression_list(Some("sms")).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].1, "+447700900123");
+        assert_eq!(all[0].2.kind, SuppressionKind::Denylist);
+        assert!(store.unsuppress("email", "ANN@example.com").unwrap());
+        assert!(!store.unsuppress("email", "ann@example.com").unwrap());
+        assert_eq!(store.suppression_list(None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn addresses_are_checked_per_list() {
+        assert_eq!(check("email", " A@B.example ").unwrap(), "a@b.example");
+        assert!(check("email", "not-an-address").is_err());
+        assert_eq!(check("sms", "0044 7700 900123").unwrap(), "+447700900123");
+        assert!(check("sms", "12").is_err());
+        assert_eq!(check("fcm", "Tok:EN").unwrap(), "Tok:EN");
+        assert!(check("apns", " ").is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! SMS segment counting (3GPP TS 23.038 / 23.040): what a text costs.
+//!
+//! A text that fits the GSM 7-bit alphabet goes as GSM-7: 160 septets in a
+//! single message, 153 per part once concatenated (the user data header
+//! takes the rest); characters of the extension table (`€ [ ] { } \ ~ ^ |`
+//! and form feed) take two septets and are never split across parts. Any
+//! other character makes the whole text UCS-2: 70 UTF-16 units alone, 67 per
+//! part, a surrogate pair never split.
+
+/// How a text is encoded and into how many parts it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segments {
+    /// True for GSM-7, false for UCS-2.
+    pub gsm7: bool,
+    /// Billable parts (1 for an empty text).
+    pub count: u32,
+    /// Septets (GSM-7) or UTF-16 units (UCS-2) in the text.
+    pub units: u32,
+}
+
+const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
+¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+const GSM7_EXTENSION: &str = "\u{c}^{}\\[~]|€";
+
+fn gsm7_width(c: char) -> Option<u32> {
+    if GSM7_BASIC.contains(c) {
+        Some(1)
+    } else if GSM7_EXTENSION.contains(c) {
+        Some(2)
+    } else {
+        None
+    }
+}
+
+impl Segments {
+    /// Counts the parts of `text`.
+    pub fn of(text: &str) -> Segments {
+        let widths: Option<Vec<u32>> = text.chars().map(gsm7_width).collect();
+        let (gsm7, widths, single, per_part) = match widths {
+            Some(w) => (true, w, 160, 153),
+            None => (
+                false,
+                text.chars().map(|c| c.len_utf16() as u32).collect(),
+                70,
+                67,
+            ),
+        };
+        let units: u32 = widths.iter().sum();
+        let count = if units <= single {
+            1
+        } else {
+            // Greedy packing: a character that does not fit starts a part.
+            let mut parts = 1;
+            let mut used = 0;
+            for w in widths {
+                if used + w > per_part {
+                    parts += 1;
+                    used = 0;
+                }
+                used += w;
+            }
+            parts
+        };
+        Segments { gsm7, count, units }
+    }
+
+    /// `GSM-7, 2 segments`, for logs and dry runs.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, {} segment{}",
+            if self.gsm7 { "GSM-7" } else { "UCS-2" },
+            self.count,
+            if self.count == 1 { "" } else { "s" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Segments;
+
+    fn seg(text: &str) -> (bool, u32, u32) {
+        let s = Segments::of(text);
+        (s.gsm7, s.count, s.units)
+    }
+
+    #[test]
+    fn gsm7_limits() {
+        assert_eq!(seg(""), (true, 1, 0));
+        assert_eq!(seg("Hello @ £5 à"), (true, 1, 12));
+        assert_eq!(seg(&"a".repeat(160)), (true, 1, 160));
+        assert_eq!(seg(&"a".repeat(161)), (true, 2, 161));
+        assert_eq!(seg(&"a".repeat(306)), (true, 2, 306));
+        assert_eq!(seg(&"a".repeat(307)), (true, 3, 307));
+    }
+
+    #[test]
+    fn extension_characters_take_two_septets_and_are_not_split() {
+        assert_eq!(seg(&"€".repeat(80)), (true, 1, 160));
+        assert_eq!(seg(&"€".repeat(81)), (true, 2, 162));
+        // 152 septets then an escape pair: 154 does not fit in 153.
+        let text = format!("{}€{}", "a".repeat(152), "a".repeat(10));
+        assert_eq!(seg(&text), (true, 2, 164));
+        let text = format!("{}€", "a".repeat(152 + 153));
+        assert_eq!(Segments::of(&text).count, 3);
+    }
+
+    #[test]
+    fn anything_else_is_ucs2() {
+        assert_eq!(seg("ç"), (false, 1, 1), "ç is not GSM-7 (only Ç is)");
+        assert_eq!(seg(&"й".repeat(70)), (false, 1, 70));
+        assert_eq!(seg(&"й".repeat(71)), (false, 2, 71));
+        assert_eq!(seg(&"й".repeat(134)), (false, 2, 134));
+        assert_eq!(seg(&"й".repeat(135)), (false, 3, 135));
+        // An emoji is a surrogate pair: two units, never split.
+        assert_eq!(seg(&"😀".repeat(35)), (false, 1, 70));
+        let text = format!("{}😀", "й".repeat(66));
+        assert_eq!(seg(&format!("{text}{}", "й".repeat(10))), (false, 2, 78));
+        assert_eq!(Segments::of("a😀").describe(), "UCS-2, 1 segment");
+        assert_eq!(
+            Segments::of(&"a".repeat(200)).describe(),
+            "GSM-7, 2 segments"
+        );
+    }
+}

@@ -1,0 +1,718 @@
+//! Channel depth: every error class of every channel against the loopback
+//! servers (retries, quarantine, denylists, opt-outs, log entries), one-click
+//! unsubscribe, SMS segments, per-account rate and concurrency, and a run
+//! with 10% injected transient faults that loses nothing.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use common::rig::{Servers, log_entries, servers, servers_with, setup, start_workflow};
+use common::{Env, free_port, http, read_recipients, read_subscriptions, root};
+use crosscast_test_servers::{
+    Faults, PushFault, PushFaults, Reply, SinkOptions, SmsFault, SmsFaults,
+};
+
+const T0: &str = "2026-01-05T09:00:00Z";
+
+/// `T0` plus `minutes`, RFC 3339.
+fn at(minutes: i64) -> String {
+    (chrono::DateTime::parse_from_rfc3339(T0).unwrap() + chrono::Duration::minutes(minutes))
+        .to_rfc3339()
+}
+
+fn ms(minutes: i64) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(T0)
+        .unwrap()
+        .timestamp_millis()
+        + minutes * 60_000
+}
+
+fn write_workflow(env: &Env, name: &str, text: &str) -> std::path::PathBuf {
+    let p = env.data().join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// State of each log entry of `activity` by address.
+fn by_address(env: &Env, run: u64, activity: &str) -> BTreeMap<String, serde_json::Value> {
+    log_entries(env, run, activity)
+        .into_iter()
+        .map(|e| (e["to"].as_str().unwrap_or("-").to_string(), e))
+        .collect()
+}
+
+/// (list, address) → kind, from `denylist list --json`.
+fn suppressed(env: &Env) -> BTreeMap<(String, String), serde_json::Value> {
+    env.ok(&["denylist", "list", "--json"])
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                (
+                    v["list"].as_str().unwrap().to_string(),
+                    v["address"].as_str().unwrap().to_string(),
+                ),
+                v,
+            )
+        })
+        .collect()
+}
+
+const EMAIL_WF: &str = r#"name = "mail"
+[activity.q]
+type = "query"
+config = { dimension = "recipient", filter = "id in ('R2', 'R5', 'R6', 'R7')" }
+next = { done = "mail" }
+
+[activity.mail]
+type = "email"
+config = { from = "news@acme.example", subject = "Hi {{ first_name }}", text = "Hello {{ first_name }}", html = "<p>Hello {{ first_name }}</p>" }
+"#;
+
+/// Email: a 5xx quarantines the address, a 4xx is retried; every message is
+/// multipart with a Message-ID and RFC 8058 headers; the one-click POST
+/// (never a GET) denylists the address; the next run excludes both, with
+/// the reason in the log; removing the quarantine sends again.
+#[test]
+fn email_bounces_quarantine_and_one_click_unsubscribes_denylist() {
+    let mut per_address = HashMap::new();
+    per_address.insert(
+        "user5@example.com".to_string(),
+        vec![Reply::new(550, "5.1.1 no such user")],
+    );
+    per_address.insert(
+        "user6@example.com".to_string(),
+        vec![Reply::new(451, "4.3.0 try later")],
+    );
+    let s = servers_with(SinkOptions {
+        faults: Faults {
+            per_address,
+            ..Faults::default()
+        },
+        ..SinkOptions::default()
+    });
+    let env = Env::new();
+    setup(&env, &s);
+    let listen = format!("127.0.0.1:{}", free_port());
+    env.ok(&["unsubscribe", "setup", "--listen", &listen]);
+    let wf = write_workflow(&env, "mail", EMAIL_WF);
+
+    let run = start_workflow(&env, T0, &wf);
+    let log = by_address(&env, run, "mail");
+    assert_eq!(log["user5@example.com"]["state"], "failed");
+    let reason = log["user5@example.com"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("550")
+            && reason.contains("5.1.1 no such user")
+            && reason.contains("quarantined"),
+        "{reason}"
+    );
+    assert_eq!(log["user6@example.com"]["state"], "retrying");
+    assert_eq!(log["user6@example.com"]["next_at"], ms(1));
+    env.ok(&["--now", &at(1), "worker", "--once"]);
+    assert_eq!(
+        by_address(&env, run, "mail")["user6@example.com"]["state"],
+        "sent"
+    );
+
+    let lists = suppressed(&env);
+    let q = &lists[&("email".to_string(), "user5@example.com".to_string())];
+    assert_eq!(q["kind"], "quarantine");
+    assert_eq!(q["source"], format!("run {run} / mail"));
+    assert_eq!(lists.len(), 1, "a 4xx quarantines nothing: {lists:?}");
+
+    // What the relay received: multipart text + HTML, a Message-ID each,
+    // one-click headers with an opaque per-recipient link.
+    let mails = s.rig.smtp.received();
+    assert_eq!(mails.len(), 3, "user2, user6 (second attempt), user7");
+    let mut links = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for m in &mails {
+        let to = m.to[0].clone();
+        let ct = m.header("Content-Type").unwrap_or_default();
+        assert!(ct.starts_with("multipart/alternative"), "{ct}");
+        assert!(m.body().contains("text/plain") && m.body().contains("text/html"));
+        ids.insert(m.header("Message-ID").expect("a Message-ID"));
+        assert_eq!(
+            m.header("List-Unsubscribe-Post").as_deref(),
+            Some("List-Unsubscribe=One-Click")
+        );
+        let link = m.header("List-Unsubscribe").expect("List-Unsubscribe");
+        let link = link
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string();
+        assert!(
+            link.starts_with(&format!("http://{listen}/unsubscribe/")),
+            "{link}"
+        );
+        assert!(
+            !link.contains("user") && !link.contains("R7"),
+            "opaque: {link}"
+        );
+        links.insert(to, link);
+    }
+    assert_eq!(ids.len(), 3, "Message-IDs are unique");
+    assert_eq!(
+        links.values().collect::<BTreeSet<_>>().len(),
+        3,
+        "one link per recipient"
+    );
+
+    // The worker serves the endpoint. A GET shows a button and changes
+    // nothing; a forged token is refused; a POST without the RFC 8058 body
+    // is refused; the one-click POST unsubscribes.
+    let mut worker = env.spawn(&["--now", &at(2), "worker", "--poll-ms", "200"]);
+    let path = |link: &str| {
+        link.trim_start_matches(&format!("http://{listen}"))
+            .to_string()
+    };
+    let user7 = path(&links["user7@example.com"]);
+    let (code, page) = http(&listen, "GET", &user7, "");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("method=post"), "{page}");
+    let forged = format!("{}x", &user7[..user7.len() - 1]);
+    assert_eq!(
+        http(&listen, "POST", &forged, "List-Unsubscribe=One-Click").0,
+        404
+    );
+    assert_eq!(http(&listen, "POST", &user7, "unsubscribe=yes").0, 400);
+    assert_eq!(
+        http(&listen, "POST", &user7, "List-Unsubscribe=One-Click").0,
+        200
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    let lists = suppressed(&env);
+    assert_eq!(lists.len(), 2, "{lists:?}");
+    let d = &lists[&("email".to_string(), "user7@example.com".to_string())];
+    assert_eq!(d["kind"], "denylist");
+    assert!(d["reason"].as_str().unwrap().contains("RFC 8058"));
+
+    // The next run excludes both before sending, and says why.
+    let before = s.rig.smtp.attempts().len();
+    let run2 = start_workflow(&env, &at(10), &wf);
+    let log = by_address(&env, run2, "mail");
+    assert_eq!(log["user5@example.com"]["state"], "excluded");
+    assert!(
+        log["user5@example.com"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("quarantined on email since 2026-01-05T09:00:00Z: 550")
+    );
+    assert_eq!(log["user7@example.com"]["state"], "excluded");
+    assert!(
+        log["user7@example.com"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("on the email denylist")
+    );
+    let sent: BTreeSet<String> = s.rig.smtp.attempts()[before..]
+        .iter()
+        .map(|a| a.to[0].clone())
+        .collect();
+    assert_eq!(
+        sent,
+        BTreeSet::from(["user2@example.com".into(), "user6@example.com".into()])
+    );
+
+    // Filters on the log.
+    let excluded = env.ok(&[
+        "deliveries",
+        &run2.to_string(),
+        "--state",
+        "excluded",
+        "--json",
+    ]);
+    assert_eq!(excluded.lines().count(), 2, "{excluded}");
+    let one = env.ok(&["deliveries", &run2.to_string(), "--id", "R7"]);
+    assert_eq!(one.lines().count(), 1, "{one}");
+    assert!(
+        one.contains("user7@example.com") && one.contains("excluded"),
+        "{one}"
+    );
+    let none = env.ok(&["deliveries", &run2.to_string(), "--activity", "nope"]);
+    assert!(none.is_empty());
+
+    // Lifting the quarantine sends again (the relay's script is over).
+    env.ok(&["denylist", "remove", "email", "user5@example.com"]);
+    let run3 = start_workflow(&env, &at(20), &wf);
+    let log = by_address(&env, run3, "mail");
+    assert_eq!(log["user5@example.com"]["state"], "sent");
+    assert_eq!(log["user7@example.com"]["state"], "excluded");
+}
+
+/// SMS: Twilio's codes as documented — 21211 fails hard (nothing listed),
+/// 21610 adds the number to the SMS denylist, 20429/429 and 5xx are retried
+/// no sooner than Retry-After; segments are counted and logged.
+#[test]
+fn sms_errors_follow_twilio_codes_and_segments_are_counted() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let recipients = read_recipients(&root().join("tests/data/recipients.csv"));
+    let mobile = |id: &str| recipients[id].mobile.clone().expect("a mobile");
+    let (m1, m2, m7, m8) = (mobile("R1"), mobile("R2"), mobile("R7"), mobile("R8"));
+    let mut per_number = HashMap::new();
+    per_number.insert(
+        m1.clone(),
+        vec![SmsFault::new(400, 21211, "Invalid 'To' Phone Number")],
+    );
+    per_number.insert(
+        m2.clone(),
+        vec![SmsFault::new(
+            400,
+            21610,
+            "Attempt to send to unsubscribed recipient",
+        )],
+    );
+    per_number.insert(
+        m7.clone(),
+        vec![SmsFault {
+            retry_after: Some(300),
+            ..SmsFault::new(429, 20429, "Too Many Requests")
+        }],
+    );
+    per_number.insert(
+        m8.clone(),
+        vec![SmsFault::new(503, 20500, "Internal error")],
+    );
+    s.rig.sms.inject(SmsFaults {
+        per_number,
+        every_nth: None,
+    });
+    let body = format!(
+        "Hi {{{{ first_name }}}}, {}",
+        "new arrivals are in. ".repeat(8)
+    );
+    let wf = write_workflow(
+        &env,
+        "sms",
+        &format!(
+            r#"name = "sms"
+[activity.q]
+type = "query"
+config = {{ dimension = "recipient", filter = "id in ('R1', 'R2', 'R7', 'R8')" }}
+next = {{ done = "text" }}
+
+[activity.text]
+type = "sms"
+config = {{ account = "twilio", from = "+15550001111", body = "{body}" }}
+"#
+        ),
+    );
+    let run = start_workflow(&env, T0, &wf);
+    let log = by_address(&env, run, "text");
+    assert_eq!(log[&m1]["state"], "failed");
+    assert!(log[&m1]["reason"].as_str().unwrap().contains("21211"));
+    assert_eq!(log[&m2]["state"], "failed");
+    assert!(log[&m2]["reason"].as_str().unwrap().contains("opted out"));
+    assert_eq!(log[&m7]["state"], "retrying");
+    assert_eq!(
+        log[&m7]["next_at"],
+        ms(5),
+        "Retry-After 300 s beats the 1 min backoff"
+    );
+    assert_eq!(log[&m8]["state"], "retrying");
+    assert_eq!(log[&m8]["next_at"], ms(1));
+    for e in log.values() {
+        assert_eq!(e["note"], "GSM-7, 2 segments", "{e}");
+        assert_eq!(e["parts"], 2);
+    }
+    let lists = suppressed(&env);
+    assert_eq!(lists.len(), 1, "21211 lists nothing: {lists:?}");
+    assert_eq!(lists[&("sms".to_string(), m2.clone())]["kind"], "denylist");
+
+    env.ok(&["--now", &at(1), "worker", "--once"]);
+    let log = by_address(&env, run, "text");
+    assert_eq!(log[&m8]["state"], "sent");
+    assert_eq!(log[&m7]["state"], "retrying", "not before its Retry-After");
+    env.ok(&["--now", &at(5), "worker", "--once"]);
+    assert_eq!(by_address(&env, run, "text")[&m7]["state"], "sent");
+    assert_eq!(env.status(run)["activities"]["text"]["state"], "done");
+    let got: BTreeSet<String> = s.rig.sms.received().into_iter().map(|m| m.to).collect();
+    assert_eq!(got, BTreeSet::from([m7.clone(), m8.clone()]));
+
+    // The next run leaves the opted-out number out, and a dry run says
+    // what it would cost: segments per encoding.
+    let run2 = start_workflow(&env, &at(10), &wf);
+    let log = by_address(&env, run2, "text");
+    assert_eq!(log[&m2]["state"], "excluded");
+    assert!(
+        log[&m2]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("on the sms denylist")
+    );
+    let emoji = write_workflow(
+        &env,
+        "emoji",
+        &std::fs::read_to_string(&wf)
+            .unwrap()
+            .replace("new arrivals are in. ", "🎉"),
+    );
+    let out = env.ok(&[
+        "--now",
+        T0,
+        "run",
+        emoji.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = &v["activities"]["text"]["previews"][0];
+    assert_eq!(p["would_send"], 3, "{p:#}");
+    assert_eq!(p["parts"], 3, "{p:#}");
+    assert_eq!(p["notes"]["UCS-2, 1 segment"], 3, "{p:#}");
+    assert_eq!(p["reasons"]["on the sms denylist"], 1, "{p:#}");
+}
+
+/// Push: APNs 410 and 400 BadDeviceToken and FCM UNREGISTERED quarantine
+/// the token; APNs 429/5xx and FCM QUOTA_EXCEEDED/UNAVAILABLE are retried no
+/// sooner than Retry-After; the next run excludes quarantined tokens.
+#[test]
+fn push_tokens_are_quarantined_and_throttles_retried() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let subs = read_subscriptions(&root().join("tests/data/subscriptions.csv"));
+    let ios: Vec<_> = subs
+        .iter()
+        .filter(|s| s.platform == "ios")
+        .take(4)
+        .collect();
+    let android: Vec<_> = subs
+        .iter()
+        .filter(|s| s.platform == "android")
+        .take(3)
+        .collect();
+    let fault = |status: u16, reason: &str, retry_after: Option<u32>| PushFault {
+        retry_after,
+        ..PushFault::new(status, reason)
+    };
+    let apns_faults = [
+        fault(410, "Unregistered", None),
+        fault(400, "BadDeviceToken", None),
+        fault(429, "TooManyRequests", Some(300)),
+        fault(503, "ServiceUnavailable", None),
+    ];
+    s.rig.apns.inject(PushFaults {
+        per_token: ios
+            .iter()
+            .zip(&apns_faults)
+            .map(|(s, f)| (s.token.clone(), vec![f.clone()]))
+            .collect(),
+        every_nth: None,
+    });
+    let fcm_faults = [
+        fault(404, "UNREGISTERED", None),
+        fault(429, "QUOTA_EXCEEDED", Some(600)),
+        fault(503, "UNAVAILABLE", None),
+    ];
+    s.rig.fcm.inject(PushFaults {
+        per_token: android
+            .iter()
+            .zip(&fcm_faults)
+            .map(|(s, f)| (s.token.clone(), vec![f.clone()]))
+            .collect(),
+        every_nth: None,
+    });
+    let ids: Vec<String> = ios
+        .iter()
+        .chain(&android)
+        .map(|s| format!("'{}'", s.id))
+        .collect();
+    let wf = write_workflow(
+        &env,
+        "push",
+        &format!(
+            r#"name = "push"
+[activity.q]
+type = "query"
+config = {{ dimension = "subscription", filter = "id in ({})" }}
+next = {{ done = "os" }}
+
+[activity.os]
+type = "split"
+next = {{ ios = "ios", android = "android" }}
+config = {{ subsets = [{{ name = "ios", filter = "platform = 'ios'" }}, {{ name = "android", filter = "platform = 'android'" }}] }}
+
+[activity.ios]
+type = "apns"
+config = {{ account = "apns", topic = "com.acme.shop", title = "Hi", body = "News" }}
+
+[activity.android]
+type = "fcm"
+config = {{ account = "fcm", title = "Hi", body = "News" }}
+"#,
+            ids.join(", ")
+        ),
+    );
+    let run = start_workflow(&env, T0, &wf);
+    let apns = by_address(&env, run, "ios");
+    let fcm = by_address(&env, run, "android");
+    let state = |log: &BTreeMap<String, serde_json::Value>, t: &str| log[t]["state"].clone();
+    assert_eq!(state(&apns, &ios[0].token), "failed");
+    assert!(
+        apns[&ios[0].token]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("410 Unregistered")
+    );
+    assert_eq!(state(&apns, &ios[1].token), "failed");
+    assert_eq!(apns[&ios[2].token]["next_at"], ms(5));
+    assert_eq!(apns[&ios[3].token]["next_at"], ms(1));
+    assert_eq!(state(&fcm, &android[0].token), "failed");
+    assert_eq!(fcm[&android[1].token]["next_at"], ms(10));
+    assert_eq!(fcm[&android[2].token]["next_at"], ms(1));
+
+    let lists = suppressed(&env);
+    let quarantined: BTreeSet<(String, String)> = lists
+        .iter()
+        .filter(|(_, v)| v["kind"] == "quarantine")
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(
+        quarantined,
+        BTreeSet::from([
+            ("apns".to_string(), ios[0].token.clone()),
+            ("apns".to_string(), ios[1].token.clone()),
+            ("fcm".to_string(), android[0].token.clone()),
+        ])
+    );
+
+    for (minute, expect_sent) in [(1, 2), (5, 3), (10, 4)] {
+        env.ok(&["--now", &at(minute), "worker", "--once"]);
+        let sent = s.rig.apns.received().len() + s.rig.fcm.received().len();
+        assert_eq!(sent, expect_sent, "at +{minute} min");
+    }
+    let st = env.status(run);
+    assert_eq!(st["activities"]["ios"]["state"], "done", "{st:#}");
+    assert_eq!(st["activities"]["android"]["state"], "done", "{st:#}");
+
+    let run2 = start_workflow(&env, &at(30), &wf);
+    let apns = by_address(&env, run2, "ios");
+    assert_eq!(state(&apns, &ios[0].token), "excluded");
+    assert!(
+        apns[&ios[0].token]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("quarantined on apns")
+    );
+    assert_eq!(state(&apns, &ios[2].token), "sent");
+    let fcm = by_address(&env, run2, "android");
+    assert_eq!(state(&fcm, &android[0].token), "excluded");
+    assert_eq!(state(&fcm, &android[1].token), "sent");
+}
+
+/// An account's rate and concurrency bound what reaches the provider.
+#[test]
+fn account_rate_and_concurrency_are_honoured() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    s.rig.sms.set_delay(std::time::Duration::from_millis(40));
+    env.ok(&[
+        "account",
+        "set",
+        "twilio",
+        "--url",
+        &s.rig.sms.url(),
+        "--user",
+        crosscast_test_servers::rig::ACCOUNT_SID,
+        "--secret",
+        "twilio-token",
+        "--rate",
+        "25",
+        "--concurrency",
+        "2",
+    ]);
+    let wf = write_workflow(
+        &env,
+        "sms",
+        r#"name = "sms"
+[activity.q]
+type = "query"
+config = { dimension = "recipient", filter = "mobile is not empty" }
+next = { done = "text" }
+
+[activity.text]
+type = "sms"
+config = { account = "twilio", from = "+15550001111", body = "Hi" }
+"#,
+    );
+    let started = std::time::Instant::now();
+    let run = start_workflow(&env, T0, &wf);
+    let n = s.rig.sms.received().len();
+    assert!(n > 30, "{n} messages");
+    assert_eq!(
+        env.status(run)["activities"]["text"]["deliveries"]["sent"],
+        n
+    );
+    assert!(
+        s.rig.sms.max_in_flight() <= 2,
+        "{}",
+        s.rig.sms.max_in_flight()
+    );
+    // Evenly spaced at 25/s: the last can leave no sooner than (n-1)/25 s
+    // after the first slot, which comes after `started`.
+    let last = *s.rig.sms.arrivals().last().unwrap();
+    let floor = std::time::Duration::from_millis(40 * (n as u64 - 1));
+    assert!(last - started >= floor, "{:?} < {floor:?}", last - started);
+}
+
+/// The reference workflow with 10% transient faults on every channel (and a
+/// dropped SMTP connection now and then) ends with every message delivered:
+/// none lost, none duplicated beyond retries of failed attempts.
+#[test]
+fn ten_percent_transient_faults_lose_nothing() {
+    let s: Servers = servers_with(SinkOptions {
+        faults: Faults {
+            every_nth: Some((10, Reply::new(451, "4.7.1 slow down"))),
+            drop_every_nth: Some(23),
+            ..Faults::default()
+        },
+        ..SinkOptions::default()
+    });
+    s.rig.sms.inject(SmsFaults {
+        per_number: HashMap::new(),
+        every_nth: Some((10, SmsFault::new(503, 20500, "Internal error"))),
+    });
+    s.rig.apns.inject(PushFaults {
+        per_token: HashMap::new(),
+        every_nth: Some((10, PushFault::new(503, "ServiceUnavailable"))),
+    });
+    s.rig.fcm.inject(PushFaults {
+        per_token: HashMap::new(),
+        every_nth: Some((10, PushFault::new(503, "UNAVAILABLE"))),
+    });
+    let env = Env::new();
+    setup(&env, &s);
+    let run = start_workflow(&env, T0, &root().join("examples/cross-channel.toml"));
+    // Move the clock a minute at a time, then across the week, until done.
+    let mut minute = 0;
+    for _ in 0..40 {
+        let st = env.status(run);
+        if st["state"] == "done" {
+            break;
+        }
+        let week = 7 * 24 * 60;
+        minute = if minute < week
+            && st["activities"]["deliver_email"]["state"] == "done"
+            && st["activities"]["deliver_sms"]["state"] == "done"
+        {
+            week
+        } else {
+            minute + 60
+        };
+        env.ok(&["--now", &at(minute), "worker", "--once"]);
+    }
+    let st = env.status(run);
+    assert_eq!(st["state"], "done", "{st:#}");
+    for activity in ["deliver_email", "deliver_sms", "push_ios", "push_android"] {
+        let log = log_entries(&env, run, activity);
+        assert!(!log.is_empty());
+        for e in &log {
+            assert_eq!(e["state"], "sent", "{activity}: {e}");
+        }
+        let retried = log
+            .iter()
+            .filter(|e| e["attempts"].as_u64() > Some(1))
+            .count();
+        assert!(retried > 0, "{activity}: the faults were hit");
+    }
+    // Every address accepted exactly once: a dropped connection is no
+    // acceptance, and an accepted message is never sent again.
+    let emails: BTreeSet<String> = log_entries(&env, run, "deliver_email")
+        .iter()
+        .map(|e| e["to"].as_str().unwrap().to_string())
+        .collect();
+    let got: BTreeSet<String> = s
+        .rig
+        .smtp
+        .received()
+        .iter()
+        .map(|m| m.to[0].clone())
+        .collect();
+    assert_eq!(got, emails);
+    assert_eq!(s.rig.smtp.received().len(), emails.len());
+    let dropped = s
+        .rig
+        .smtp
+        .attempts()
+        .iter()
+        .filter(|a| a.code.is_none())
+        .count();
+    assert!(dropped > 0, "connections were dropped");
+    let sms: BTreeSet<String> = s.rig.sms.received().into_iter().map(|m| m.to).collect();
+    assert_eq!(sms.len(), log_entries(&env, run, "deliver_sms").len());
+    let pushes = s.rig.apns.received().len() + s.rig.fcm.received().len();
+    assert_eq!(
+        pushes,
+        log_entries(&env, run, "push_ios").len() + log_entries(&env, run, "push_android").len()
+    );
+}
+
+/// A channel built against the 0.1.0 contract (wit-bindgen alone, no SDK)
+/// installs and delivers through the host's adapter; its verdicts keep
+/// their 0.1.0 meaning (a 5xx is a failure, and it cannot quarantine).
+#[test]
+fn a_channel_built_against_0_1_0_still_delivers() {
+    let mut per_address = HashMap::new();
+    per_address.insert(
+        "user5@example.com".to_string(),
+        vec![Reply::new(550, "5.1.1 no such user")],
+    );
+    let s = servers_with(SinkOptions {
+        faults: Faults {
+            per_address,
+            ..Faults::default()
+        },
+        ..SinkOptions::default()
+    });
+    let env = Env::new();
+    setup(&env, &s);
+    let fixture = common::plugin_dir().join("crosscast_fixture_email_v1.wasm");
+    let out = env.ok(&[
+        "plugin",
+        "install",
+        fixture.to_str().unwrap(),
+        "--account",
+        "smtp",
+    ]);
+    assert!(out.contains("legacy-mail"), "{out}");
+    let wf = write_workflow(
+        &env,
+        "legacy",
+        r#"name = "legacy"
+[activity.q]
+type = "query"
+config = { dimension = "recipient", filter = "id in ('R2', 'R5', 'R7')" }
+next = { done = "mail" }
+
+[activity.mail]
+type = "legacy-mail"
+config = {}
+"#,
+    );
+    let run = start_workflow(&env, T0, &wf);
+    let log = by_address(&env, run, "mail");
+    assert_eq!(log["user2@example.com"]["state"], "sent");
+    assert_eq!(log["user7@example.com"]["state"], "sent");
+    assert_eq!(log["user5@example.com"]["state"], "failed");
+    assert_eq!(log["user5@example.com"]["parts"], 1, "adapted: one part");
+    assert!(
+        suppressed(&env).is_empty(),
+        "0.1.0 verdicts never quarantine"
+    );
+    let subjects: BTreeSet<String> = s
+        .rig
+        .smtp
+        .received()
+        .iter()
+        .filter_map(|m| m.subject())
+        .collect();
+    assert_eq!(subjects, BTreeSet::from(["legacy".to_string()]));
+}
