@@ -3,6 +3,7 @@
 //! and FCM HTTP v1 with its OAuth token endpoint. Used by the tests
 //! and by `crosscast demo`; they bind 127.0.0.1 only.
 
+pub mod dkim;
 pub mod keys;
 pub mod push;
 pub mod rig;
@@ -14,5 +15,5 @@ pub mod tls;
 pub use push::{ApnsConfig, ApnsServer, FcmConfig, FcmServer, PushFault, PushFaults, ReceivedPush};
 pub use rig::Rig;
 pub use sms::{ReceivedSms, SmsApi, SmsFault, SmsFaults};
-pub use smtp::{Attempt, Faults, ReceivedMail, Reply, SinkOptions, SmtpSink};
+pub use smtp::{Attempt, Faults, ReceivedMail, Reply, Security, SinkOptions, SmtpSink};
 pub use tls::TestTls;

@@ -716,3 +716,139 @@ config = {}
         .collect();
     assert_eq!(subjects, BTreeSet::from(["legacy".to_string()]));
 }
+
+/// Email reaches relays over STARTTLS (required) and implicit TLS, trusting
+/// the operator's CA, authenticates, and is DKIM-signed when the account
+/// names a key: the signature verifies with the public key. A relay that
+/// refuses the credentials fails the message without quarantining anyone.
+#[test]
+fn email_goes_over_tls_with_auth_and_dkim() {
+    use crosscast_test_servers::Security;
+    use crosscast_test_servers::dkim::{DkimKey, verify};
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let tls = s.rig.tls.server_config(&[]).unwrap();
+    let auth = Some(("mailer".to_string(), "s3cret".to_string()));
+    let starttls = s.start_sink(SinkOptions {
+        security: Security::StartTls(tls.clone()),
+        auth: auth.clone(),
+        ..SinkOptions::default()
+    });
+    let implicit = s.start_sink(SinkOptions {
+        security: Security::Implicit(tls),
+        ..SinkOptions::default()
+    });
+    let key = DkimKey::generate().unwrap();
+    let key_file = env.data().join("dkim.pem");
+    std::fs::write(&key_file, &key.private_pem).unwrap();
+    env.ok(&[
+        "secret",
+        "set",
+        "dkim-key",
+        "--from-file",
+        key_file.to_str().unwrap(),
+    ]);
+    env.ok(&["secret", "set", "relay-pass", "--value", "s3cret"]);
+    env.ok(&["secret", "set", "wrong-pass", "--value", "nope"]);
+    let port = |sink: &crosscast_test_servers::SmtpSink| sink.addr.port().to_string();
+    let starttls_url = format!("smtp://127.0.0.1:{}?tls=required", port(&starttls));
+    let implicit_url = format!("smtps://127.0.0.1:{}", port(&implicit));
+    let accounts: [(&str, &str, &[&str]); 3] = [
+        (
+            "secure",
+            &starttls_url,
+            &[
+                "--user",
+                "mailer",
+                "--secret",
+                "relay-pass",
+                "--param",
+                "dkim_domain=acme.example",
+                "--param",
+                "dkim_selector=s2026",
+                "--param",
+                "dkim_key=dkim-key",
+            ],
+        ),
+        ("wrapped", &implicit_url, &[]),
+        (
+            "badauth",
+            &starttls_url,
+            &["--user", "mailer", "--secret", "wrong-pass"],
+        ),
+    ];
+    for (name, url, extra) in accounts {
+        let mut args = vec!["account", "set", name, "--url", url];
+        args.extend_from_slice(extra);
+        env.ok(&args);
+        env.ok(&["plugin", "grant", "email", "--account", name]);
+    }
+    let mut workflow = String::from("name = \"relays\"\n");
+    for account in ["secure", "wrapped", "badauth"] {
+        workflow.push_str(&format!(
+            r#"
+[activity.q_{account}]
+type = "query"
+config = {{ dimension = "recipient", filter = "id in ('R2', 'R5')" }}
+next = {{ done = "mail_{account}" }}
+
+[activity.mail_{account}]
+type = "email"
+config = {{ account = "{account}", from = "news@acme.example", subject = "Hi {{{{ first_name }}}}", text = "Hello  {{{{ first_name }}}}  \n\n", html = "<p>Hello</p>" }}
+"#
+        ));
+    }
+    let wf = write_workflow(&env, "relays", &workflow);
+    let run = start_workflow(&env, T0, &wf);
+
+    let got = starttls.received();
+    assert_eq!(got.len(), 2, "both over STARTTLS");
+    for m in &got {
+        assert!(m.tls, "upgraded before MAIL");
+        assert_eq!(m.user.as_deref(), Some("mailer"));
+        let tags = verify(&m.data, &key.public).unwrap_or_else(|e| panic!("{e}\n{}", m.data));
+        assert_eq!(tags["d"], "acme.example");
+        assert_eq!(tags["s"], "s2026");
+        // The verifier is not a rubber stamp: a changed subject or body fails.
+        assert!(
+            verify(
+                &m.data.replacen("Subject: Hi", "Subject: Ho", 1),
+                &key.public
+            )
+            .is_err()
+        );
+        assert!(
+            verify(
+                &m.data.replacen("<p>Hello</p>", "<p>Hallo</p>", 1),
+                &key.public
+            )
+            .is_err()
+        );
+    }
+    let wrapped = implicit.received();
+    assert_eq!(wrapped.len(), 2);
+    assert!(
+        wrapped
+            .iter()
+            .all(|m| m.tls && m.header("DKIM-Signature").is_none())
+    );
+
+    let bad = log_entries(&env, run, "mail_badauth");
+    assert_eq!(bad.len(), 2);
+    for e in &bad {
+        assert_eq!(e["state"], "failed", "{e}");
+        assert!(e["reason"].as_str().unwrap().contains("535"), "{e}");
+    }
+    assert!(
+        suppressed(&env).is_empty(),
+        "a relay's refusal quarantines no one"
+    );
+    for a in ["mail_secure", "mail_wrapped"] {
+        assert!(
+            log_entries(&env, run, a)
+                .iter()
+                .all(|e| e["state"] == "sent")
+        );
+    }
+}

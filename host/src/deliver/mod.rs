@@ -51,7 +51,7 @@ impl Transports {
         Ok(Transports {
             runtime,
             http: http::HttpTransport::new(store)?,
-            smtp: smtp::SmtpTransports::default(),
+            smtp: smtp::SmtpTransports::new(store.cas()?.into_iter().map(|(_, pem)| pem).collect()),
             throttles: throttle::Throttles::default(),
         })
     }
@@ -581,35 +581,25 @@ fn address(message: &wit::Message) -> String {
 fn send_all(exec: &Executor, sends: &[(u64, wit::Outgoing)]) -> Vec<wit::Answer> {
     let t = &exec.transports;
     let store = &exec.store;
-    // Accounts and their secrets are read once per wave, not per message.
-    let mut accounts: std::collections::HashMap<&str, Result<(Account, Option<String>), String>> =
-        Default::default();
+    // Accounts are read once per wave, not per message.
+    let mut accounts: std::collections::HashMap<&str, Result<Account, String>> = Default::default();
     for (_, out) in sends {
         let name = account_of(&out.message);
-        accounts.entry(name).or_insert_with(|| {
-            let account = store.account(name).map_err(|e| e.to_string())?;
-            let password = match (&out.message, &account.secret) {
-                (wit::Message::Email(_), Some(secret)) => Some(
-                    String::from_utf8_lossy(&store.secret(secret).map_err(|e| e.to_string())?)
-                        .trim()
-                        .to_string(),
-                ),
-                _ => None,
-            };
-            Ok((account, password))
-        });
+        accounts
+            .entry(name)
+            .or_insert_with(|| store.account(name).map_err(|e| e.to_string()));
     }
     let accounts = &accounts;
     t.runtime.block_on(async {
         futures::stream::iter(sends.iter().map(|(_, out)| async move {
-            let (account, password) = match &accounts[account_of(&out.message)] {
+            let account = match &accounts[account_of(&out.message)] {
                 Ok(a) => a,
                 Err(e) => return wit::Answer::TransportError(e.clone()),
             };
             let throttle = t.throttles.of(account);
             let _slot = throttle.admit().await;
             match &out.message {
-                wit::Message::Email(e) => t.smtp.send(account, password.as_deref(), e).await,
+                wit::Message::Email(e) => t.smtp.send(store, account, e).await,
                 wit::Message::Http(h) => t.http.send(store, account, h).await,
             }
         }))

@@ -11,6 +11,15 @@ pub struct Servers {
     pub rig: Rig,
 }
 
+impl Servers {
+    /// Starts one more SMTP sink on the servers' runtime.
+    pub fn start_sink(&self, options: SinkOptions) -> crosscast_test_servers::SmtpSink {
+        self._rt
+            .block_on(crosscast_test_servers::SmtpSink::start_with(options))
+            .expect("sink starts")
+    }
+}
+
 /// Starts every server, the SMTP sink with these options.
 pub fn servers_with(options: SinkOptions) -> Servers {
     let rt = tokio::runtime::Builder::new_multi_thread()
