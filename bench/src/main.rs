@@ -1,4 +1,7 @@
-//! `crosscast-bench targeting`: the targeting benchmark of `BENCHMARKS.md`.
+//! `crosscast-bench targeting` and `crosscast-bench delivery` (`delivery.rs`):
+//! the benchmarks of `BENCHMARKS.md`.
+//!
+//! Targeting:
 //!
 //! On a generated audience of N recipients (~1.5 app subscriptions each) it
 //! measures, each step a separate `crosscast` process where the product does
@@ -41,29 +44,47 @@ enum Bench {
         #[arg(long, default_value = "target/bench")]
         dir: PathBuf,
     },
+    /// N messages per channel to the loopback servers vs each server's ceiling.
+    Delivery {
+        /// Messages per channel.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Working directory (its contents are replaced).
+        #[arg(long, default_value = "target/bench-delivery")]
+        dir: PathBuf,
+    },
 }
 
+mod delivery;
+
 /// Wall time and peak resident memory of a child process.
-struct Measured {
-    secs: f64,
-    max_rss_mb: f64,
-    stdout: String,
+pub(crate) struct Measured {
+    pub secs: f64,
+    /// User + system CPU seconds of the process.
+    pub cpu_secs: f64,
+    pub max_rss_mb: f64,
+    pub stdout: String,
 }
 
 /// Runs `crosscast` with `args`, measuring it alone (wait4's rusage).
-fn crosscast(data: &Path, args: &[&str]) -> anyhow::Result<Measured> {
+pub(crate) fn crosscast(data: &Path, args: &[&str]) -> anyhow::Result<Measured> {
     let bin = std::env::var_os("CROSSCAST_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/crosscast"));
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--data").arg(data).args(args);
+    measure(&mut cmd).with_context(|| format!("crosscast {args:?}"))
+}
+
+/// Runs a command to its end, measuring it alone (wait4's rusage); fails
+/// unless it exits with 0.
+pub(crate) fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
     let started = Instant::now();
-    let child = Command::new(&bin)
-        .arg("--data")
-        .arg(data)
-        .args(args)
+    let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     let pid = child.id() as libc::pid_t;
     let mut stdout = String::new();
     {
@@ -79,10 +100,12 @@ fn crosscast(data: &Path, args: &[&str]) -> anyhow::Result<Measured> {
     let secs = started.elapsed().as_secs_f64();
     ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "crosscast {args:?} failed:\n{stdout}"
+        "failed:\n{stdout}"
     );
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Measured {
         secs,
+        cpu_secs: tv(usage.ru_utime) + tv(usage.ru_stime),
         max_rss_mb: usage.ru_maxrss as f64 / 1024.0,
         stdout,
     })
@@ -97,9 +120,15 @@ struct Counts {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Bench::Targeting { recipients, dir } = Bench::parse();
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    match Bench::parse() {
+        Bench::Targeting { recipients, dir } => targeting(recipients, &dir),
+        Bench::Delivery { messages, dir } => delivery::run(messages, &dir),
+    }
+}
+
+fn targeting(recipients: usize, dir: &Path) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
     let data = dir.join("data");
     println!("# targeting benchmark: {recipients} recipients");
     println!("machine: {}", machine());
@@ -356,7 +385,7 @@ fn count_lines(path: &Path) -> anyhow::Result<u64> {
 }
 
 /// CPU model, cores and memory, for the record.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

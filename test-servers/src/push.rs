@@ -61,6 +61,9 @@ async fn serve_tls(router: Router, tls: &TestTls, h2_only: bool) -> anyhow::Resu
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            // As real providers do: frames go out when written, never held
+            // back by Nagle for the client's delayed ACK.
+            let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             let router = router.clone();
             tokio::spawn(async move {

@@ -127,6 +127,10 @@ impl SmsApi {
             )
             .with_state(shared.clone());
         tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         Ok(SmsApi {

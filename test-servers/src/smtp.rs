@@ -216,6 +216,7 @@ impl SmtpSink {
         tokio::spawn(async move {
             let mut counter = 0u64;
             while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
                 counter += 1;
                 let state = state.clone();
                 let options = options.clone();

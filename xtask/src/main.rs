@@ -6,6 +6,9 @@
 //!   exclusive and cargo would unify them across one build.
 //! - `demo`: build everything and run `crosscast demo`.
 //! - `test`: build everything and run the whole test suite.
+//! - `bench-delivery [N]`: N messages per channel (default 100,000) to the
+//!   loopback servers vs each server's ceiling (needs `smtp-source` and
+//!   `h2load`: `apt-get install postfix nghttp2-client`),
 //! - `bench [N]`: the targeting benchmark on N recipients (default 1,000,000),
 //!   release builds; see `BENCHMARKS.md`.
 //! - `ci`: format and lint checks, then `test`.
@@ -71,7 +74,7 @@ fn main() -> anyhow::Result<()> {
             cmd.env("CROSSCAST_BIN", target_dir(&root).join("debug/crosscast"));
             run(cmd)
         }
-        Some("bench") => {
+        Some(which @ ("bench" | "bench-delivery")) => {
             plugins(&root)?;
             cargo(
                 &root,
@@ -84,17 +87,19 @@ fn main() -> anyhow::Result<()> {
                     "crosscast-bench",
                 ],
             )?;
-            let recipients = args.get(1).map(String::as_str).unwrap_or("1000000");
+            let (sub, flag, default, dir) = if which == "bench" {
+                ("targeting", "--recipients", "1000000", "bench")
+            } else {
+                ("delivery", "--messages", "100000", "bench-delivery")
+            };
+            let n = args.get(1).map(String::as_str).unwrap_or(default);
             let mut cmd = Command::new(target_dir(&root).join("release/crosscast-bench"));
             cmd.current_dir(&root).args([
-                "targeting",
-                "--recipients",
-                recipients,
+                sub,
+                flag,
+                n,
                 "--dir",
-                target_dir(&root)
-                    .join("bench")
-                    .to_str()
-                    .context("utf-8 path")?,
+                target_dir(&root).join(dir).to_str().context("utf-8 path")?,
             ]);
             cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
             cmd.env("CROSSCAST_BIN", target_dir(&root).join("release/crosscast"));
@@ -124,7 +129,7 @@ fn main() -> anyhow::Result<()> {
             run(cmd)
         }
         _ => bail!(
-            "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS] | ci"
+            "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS] | bench-delivery [MESSAGES] | ci"
         ),
     }
 }

@@ -15,7 +15,13 @@ pub struct HttpTransport {
     /// One token acquisition at a time, so concurrent sends share one token
     /// instead of each signing or exchanging their own.
     signing: tokio::sync::Mutex<()>,
+    /// Credentials made recently, by account: reused for [`REMEMBER`] so a
+    /// message costs no store read or digest (tokens live far longer).
+    recent: std::sync::Mutex<std::collections::HashMap<Account, (Credential, std::time::Instant)>>,
 }
+
+/// How long a credential is reused from memory before asking the store again.
+const REMEMBER: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl HttpTransport {
     /// A client with connection pooling and sane timeouts, trusting the
@@ -52,6 +58,7 @@ impl HttpTransport {
         Ok(HttpTransport {
             client,
             signing: tokio::sync::Mutex::new(()),
+            recent: Default::default(),
         })
     }
 
@@ -93,10 +100,7 @@ impl HttpTransport {
             }
             r = r.header(k, v);
         }
-        let credential = {
-            let _one_at_a_time = self.signing.lock().await;
-            credential(store, &self.client, account).await
-        };
+        let credential = self.credential(store, account).await;
         match credential {
             Ok(Credential::None) => {}
             Ok(Credential::Basic { user, password }) => r = r.basic_auth(user, password),
@@ -144,6 +148,34 @@ impl HttpTransport {
                 Answer::TransportError(format!("{prefix}HTTP {url}: {chain}"))
             }
         }
+    }
+}
+
+impl HttpTransport {
+    /// The account's credential: from memory if made in the last
+    /// [`REMEMBER`], else from the store's cache or freshly signed, one
+    /// acquisition at a time.
+    async fn credential(&self, store: &Store, account: &Account) -> Result<Credential, String> {
+        let fresh =
+            |recent: &std::collections::HashMap<Account, (Credential, std::time::Instant)>| {
+                recent
+                    .get(account)
+                    .filter(|(_, at)| at.elapsed() < REMEMBER)
+                    .map(|(c, _)| c.clone())
+            };
+        if let Some(c) = fresh(&self.recent.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(c);
+        }
+        let _one_at_a_time = self.signing.lock().await;
+        if let Some(c) = fresh(&self.recent.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(c);
+        }
+        let c = credential(store, &self.client, account).await?;
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.clone(), (c.clone(), std::time::Instant::now()));
+        Ok(c)
     }
 }
 

@@ -15,7 +15,7 @@ pub mod throttle;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::caps::{Context, crash_reporter};
 use crate::executor::Executor;
@@ -31,12 +31,17 @@ use crate::workflow::{Activity, DEFAULT_VALIDITY_MS};
 const ROUND: usize = 1000;
 /// Messages in flight at once.
 const CONCURRENCY: usize = 32;
-/// Messages sent between two writes of outcomes: what a crash may repeat.
+/// Most messages sent without a recorded outcome: what a crash may repeat.
 const WAVE: usize = 2 * CONCURRENCY;
 
 /// The network side of deliveries: pooled connections, one per account.
 pub struct Transports {
     runtime: tokio::runtime::Handle,
+    wire: Arc<Wire>,
+}
+
+/// What sends: shared with the tasks that carry each message.
+struct Wire {
     http: http::HttpTransport,
     smtp: smtp::SmtpTransports,
     throttles: throttle::Throttles,
@@ -50,9 +55,13 @@ impl Transports {
     ) -> anyhow::Result<Transports> {
         Ok(Transports {
             runtime,
-            http: http::HttpTransport::new(store)?,
-            smtp: smtp::SmtpTransports::new(store.cas()?.into_iter().map(|(_, pem)| pem).collect()),
-            throttles: throttle::Throttles::default(),
+            wire: Arc::new(Wire {
+                http: http::HttpTransport::new(store)?,
+                smtp: smtp::SmtpTransports::new(
+                    store.cas()?.into_iter().map(|(_, pem)| pem).collect(),
+                ),
+                throttles: throttle::Throttles::default(),
+            }),
         })
     }
 }
@@ -61,7 +70,24 @@ impl Drop for Transports {
     fn drop(&mut self) {
         // lettre's pools spawn their shutdown on the runtime when dropped.
         let _guard = self.runtime.enter();
-        self.smtp.close();
+        self.wire.smtp.close();
+    }
+}
+
+impl Wire {
+    /// Sends one message within its account's rate and concurrency.
+    async fn send(
+        &self,
+        store: &crate::store::Store,
+        account: &Account,
+        message: &wit::Message,
+    ) -> wit::Answer {
+        let throttle = self.throttles.of(account);
+        let _slot = throttle.admit().await;
+        match message {
+            wit::Message::Email(e) => self.smtp.send(store, account, e).await,
+            wit::Message::Http(h) => self.http.send(store, account, h).await,
+        }
     }
 }
 
@@ -216,10 +242,13 @@ pub(crate) fn deliver(
         store
             .record_deliveries(run, &activity.id, &log)
             .map_err(|e| e.to_string())?;
-        // Send in waves and record each wave's outcomes before the next: a
-        // crash repeats at most one wave (the messages in flight).
-        for wave in sends.chunks(WAVE) {
-            let answers = send_all(exec, wave);
+        // Send CONCURRENCY at a time and record outcomes as answers come in,
+        // never more than WAVE messages sent without a recorded outcome: a
+        // crash repeats at most those.
+        send_round(exec, &sends, |answered| {
+            let wave: Vec<&(u64, wit::Outgoing)> =
+                answered.iter().map(|(i, _)| &sends[*i]).collect();
+            let answers: Vec<wit::Answer> = answered.into_iter().map(|(_, a)| a).collect();
             exec.runtime.arm(&mut st);
             let verdicts = channel
                 .classify(&mut st, &config, &answers)
@@ -233,7 +262,12 @@ pub(crate) fn deliver(
             }
             let mut outcomes = Vec::new();
             let mut listed: Vec<(String, String, Suppression)> = Vec::new();
-            for (((id, out), verdict), answer) in wave.iter().zip(verdicts).zip(&answers) {
+            for (((id, out), verdict), answer) in wave
+                .iter()
+                .map(|w| (&w.0, &w.1))
+                .zip(verdicts)
+                .zip(&answers)
+            {
                 // A refusal by the host (policy, credentials, trust) stays a
                 // failure whatever the plugin reads into it.
                 let verdict = match (verdict, answer) {
@@ -322,7 +356,8 @@ pub(crate) fn deliver(
             store
                 .record_deliveries(run, &activity.id, &outcomes)
                 .map_err(|e| e.to_string())?;
-        }
+            Ok(())
+        })?;
     }
     let outputs = passes_on(input);
     Ok(Delivered {
@@ -576,37 +611,85 @@ fn address(message: &wit::Message) -> String {
     }
 }
 
-/// Sends messages concurrently, within each account's rate and concurrency;
-/// one answer per message, in order.
-fn send_all(exec: &Executor, sends: &[(u64, wit::Outgoing)]) -> Vec<wit::Answer> {
-    let t = &exec.transports;
-    let store = &exec.store;
-    // Accounts are read once per wave, not per message.
-    let mut accounts: std::collections::HashMap<&str, Result<Account, String>> = Default::default();
-    for (_, out) in sends {
-        let name = account_of(&out.message);
-        accounts
-            .entry(name)
-            .or_insert_with(|| store.account(name).map_err(|e| e.to_string()));
+/// Sends a round's messages, [`CONCURRENCY`] on the wire at a time, each in
+/// its own task; `record` gets answers as they come, (index in `sends`,
+/// answer), in batches. A message's slot in [`WAVE`] is freed only once its
+/// batch is recorded, so at most WAVE messages are ever sent without a
+/// recorded outcome. An error from `record` stops sending.
+fn send_round(
+    exec: &Executor,
+    sends: &[(u64, wit::Outgoing)],
+    mut record: impl FnMut(Vec<(usize, wit::Answer)>) -> Result<(), String>,
+) -> Result<(), String> {
+    if sends.is_empty() {
+        return Ok(());
     }
-    let accounts = &accounts;
-    t.runtime.block_on(async {
-        futures::stream::iter(sends.iter().map(|(_, out)| async move {
-            let account = match &accounts[account_of(&out.message)] {
-                Ok(a) => a,
-                Err(e) => return wit::Answer::TransportError(e.clone()),
+    let store = &exec.store;
+    // Accounts are read once per round, not per message.
+    let mut accounts: std::collections::HashMap<String, Result<Account, String>> =
+        Default::default();
+    let jobs: Vec<(usize, Result<Account, String>, wit::Message)> = sends
+        .iter()
+        .enumerate()
+        .map(|(i, (_, out))| {
+            let name = account_of(&out.message);
+            let account = accounts
+                .entry(name.to_string())
+                .or_insert_with(|| store.account(name).map_err(|e| e.to_string()))
+                .clone();
+            (i, account, out.message.clone())
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, wit::Answer, OwnedSemaphorePermit)>();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let unrecorded = Arc::new(Semaphore::new(WAVE));
+    let on_wire = Arc::new(Semaphore::new(CONCURRENCY));
+    let wire = exec.transports.wire.clone();
+    let feeder_store = store.clone();
+    let feeder_stop = stop.clone();
+    exec.transports.runtime.spawn(async move {
+        for (i, account, message) in jobs {
+            let (Ok(slot), Ok(sending)) = (
+                unrecorded.clone().acquire_owned().await,
+                on_wire.clone().acquire_owned().await,
+            ) else {
+                return;
             };
-            let throttle = t.throttles.of(account);
-            let _slot = throttle.admit().await;
-            match &out.message {
-                wit::Message::Email(e) => t.smtp.send(store, account, e).await,
-                wit::Message::Http(h) => t.http.send(store, account, h).await,
+            if feeder_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
             }
-        }))
-        .buffered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await
-    })
+            let (tx, wire, store) = (tx.clone(), wire.clone(), feeder_store.clone());
+            tokio::spawn(async move {
+                let answer = match &account {
+                    Ok(account) => wire.send(&store, account, &message).await,
+                    Err(e) => wit::Answer::TransportError(e.clone()),
+                };
+                drop(sending);
+                let _ = tx.send((i, answer, slot));
+            });
+        }
+    });
+    let mut left = sends.len();
+    while left > 0 {
+        let Ok(first) = rx.recv() else {
+            return Err("the delivery's sending tasks stopped".into());
+        };
+        let mut batch = vec![first];
+        while batch.len() < WAVE
+            && let Ok(next) = rx.try_recv()
+        {
+            batch.push(next);
+        }
+        left -= batch.len();
+        let (answered, slots): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|(i, a, slot)| ((i, a), slot)).unzip();
+        if let Err(e) = record(answered) {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(e);
+        }
+        drop(slots);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use lettre::message::dkim::{
 };
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -148,6 +149,13 @@ impl SmtpTransports {
                 )))
             }
         };
+        // As many pooled connections as messages in flight: a smaller pool
+        // closes the surplus after each message and reconnects for the next.
+        let connections = account
+            .concurrency
+            .unwrap_or(super::throttle::DEFAULT_CONCURRENCY)
+            .min(super::CONCURRENCY as u32);
+        builder = builder.pool_config(PoolConfig::new().max_size(connections));
         let relay = Relay {
             account: account.clone(),
             transport: builder.build(),

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::{Result, Store, StoreError, json_decode, json_encode};
 
 /// How the host authenticates requests of an account.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthScheme {
     /// Basic auth when the account has a user, else a bearer token (the secret).
@@ -27,7 +29,7 @@ pub enum AuthScheme {
 }
 
 /// A named connection to a provider.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct Account {
     /// Its name.
     pub name: String,
