@@ -76,8 +76,8 @@ pub(crate) fn crosscast(data: &Path, args: &[&str]) -> anyhow::Result<Measured> 
     measure(&mut cmd).with_context(|| format!("crosscast {args:?}"))
 }
 
-/// Runs a command to its end, measuring it alone (wait4's rusage); fails
-/// unless it exits with 0.
+/// Runs a command to its end, measuring it alone (CPU from wait4's rusage,
+/// peak memory from its VmHWM); fails unless it exits with 0.
 pub(crate) fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
     let started = Instant::now();
     let child = cmd
@@ -86,6 +86,33 @@ pub(crate) fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
         .spawn()
         .with_context(|| format!("cannot start {cmd:?}"))?;
     let pid = child.id() as libc::pid_t;
+    // Peak memory from the child's own VmHWM, sampled until it exits:
+    // wait4's ru_maxrss also counts this process's memory, inherited
+    // between fork and exec, which grows as the servers here fill up.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak_kb = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(kb) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmHWM:"))?
+                            .split_whitespace()
+                            .nth(1)?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                {
+                    peak_kb = peak_kb.max(kb);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            peak_kb
+        })
+    };
     let mut stdout = String::new();
     {
         use std::io::Read;
@@ -102,11 +129,13 @@ pub(crate) fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "failed:\n{stdout}"
     );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak_kb = sampler.join().unwrap_or(0);
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Measured {
         secs,
         cpu_secs: tv(usage.ru_utime) + tv(usage.ru_stime),
-        max_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+        max_rss_mb: peak_kb as f64 / 1024.0,
         stdout,
     })
 }

@@ -31,6 +31,8 @@ use crate::workflow::{Activity, DEFAULT_VALIDITY_MS};
 const ROUND: usize = 1000;
 /// Messages in flight at once.
 const CONCURRENCY: usize = 32;
+/// Longest wait for more answers before recording a batch of outcomes.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Most messages sent without a recorded outcome: what a crash may repeat.
 const WAVE: usize = 2 * CONCURRENCY;
 
@@ -674,11 +676,17 @@ fn send_round(
         let Ok(first) = rx.recv() else {
             return Err("the delivery's sending tasks stopped".into());
         };
+        // Gather up to CONCURRENCY answers (or what comes within
+        // GATHER): one write and flush for many, while the other half of the
+        // WAVE slots keeps the wire busy.
         let mut batch = vec![first];
-        while batch.len() < WAVE
-            && let Ok(next) = rx.try_recv()
-        {
-            batch.push(next);
+        let until = std::time::Instant::now() + GATHER;
+        while batch.len() < CONCURRENCY.min(left) {
+            let wait = until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
         }
         left -= batch.len();
         let (answered, slots): (Vec<_>, Vec<_>) =
