@@ -125,6 +125,8 @@ pub struct PushFaults {
     pub per_token: HashMap<String, Vec<PushFault>>,
     /// Every n-th valid push (counted from `inject`) gets this answer.
     pub every_nth: Option<(u64, PushFault)>,
+    /// Every answer waits this long: a slow provider.
+    pub delay: std::time::Duration,
 }
 
 /// Injected faults and what they have counted.
@@ -324,11 +326,13 @@ async fn apns_push(
         ) => {}
         Some(_) => return apns_error(StatusCode::BAD_REQUEST, "InvalidPushType"),
     }
-    let fault = s
-        .faults
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .next(&token);
+    let (fault, delay) = {
+        let mut faults = s.faults.lock().unwrap_or_else(|p| p.into_inner());
+        (faults.next(&token), faults.faults.delay)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(f) = fault {
         let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
         return with_retry_after(apns_error(status, &f.reason), &f);
@@ -586,11 +590,13 @@ async fn fcm_send(
             Some("INVALID_ARGUMENT"),
         );
     };
-    let fault = s
-        .faults
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .next(&token);
+    let (fault, delay) = {
+        let mut faults = s.faults.lock().unwrap_or_else(|p| p.into_inner());
+        (faults.next(&token), faults.faults.delay)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(f) = fault {
         let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
         // The canonical status name Google gives each HTTP status.

@@ -260,6 +260,7 @@ async fn apns_injects_faults_per_token() {
     server.inject(PushFaults {
         per_token,
         every_nth: Some((5, PushFault::new(503, "ServiceUnavailable"))),
+        ..PushFaults::default()
     });
     let h2 = client(&tls, false);
     let bearer = provider_token(&key, "KID", "TEAM", now());
@@ -291,6 +292,15 @@ async fn apns_injects_faults_per_token() {
         "the 5th push"
     );
     assert_eq!(server.received().len(), 1);
+
+    // A slow provider: every answer waits.
+    server.inject(PushFaults {
+        delay: std::time::Duration::from_millis(300),
+        ..PushFaults::default()
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(push("e".repeat(64)).await.unwrap().status(), 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
 }
 
 /// FCM faults per registration token: UNREGISTERED (404), QUOTA_EXCEEDED
@@ -327,6 +337,7 @@ async fn fcm_injects_faults_per_token() {
     server.inject(PushFaults {
         per_token,
         every_nth: None,
+        ..PushFaults::default()
     });
     let c = client(&tls, false);
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(sa.private_pem.as_bytes()).unwrap();

@@ -405,6 +405,7 @@ fn push_tokens_are_quarantined_and_throttles_retried() {
             .map(|(s, f)| (s.token.clone(), vec![f.clone()]))
             .collect(),
         every_nth: None,
+        ..PushFaults::default()
     });
     let fcm_faults = [
         fault(404, "UNREGISTERED", None),
@@ -418,6 +419,7 @@ fn push_tokens_are_quarantined_and_throttles_retried() {
             .map(|(s, f)| (s.token.clone(), vec![f.clone()]))
             .collect(),
         every_nth: None,
+        ..PushFaults::default()
     });
     let ids: Vec<String> = ios
         .iter()
@@ -583,10 +585,12 @@ fn ten_percent_transient_faults_lose_nothing() {
     s.rig.apns.inject(PushFaults {
         per_token: HashMap::new(),
         every_nth: Some((10, PushFault::new(503, "ServiceUnavailable"))),
+        ..PushFaults::default()
     });
     s.rig.fcm.inject(PushFaults {
         per_token: HashMap::new(),
         every_nth: Some((10, PushFault::new(503, "UNAVAILABLE"))),
+        ..PushFaults::default()
     });
     let env = Env::new();
     setup(&env, &s);

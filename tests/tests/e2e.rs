@@ -367,7 +367,7 @@ fn swapping_the_split_plugin_changes_the_counts() {
 
 /// Killing the process in the middle of a delivery loses nothing: the worker
 /// resumes the task, sends what has no recorded outcome, and repeats at most
-/// the wave that was in flight (64 messages).
+/// what was sent without a recorded outcome (64 slots).
 #[test]
 fn a_crash_mid_delivery_repeats_at_most_what_was_in_flight() {
     let s = servers_with(SinkOptions {

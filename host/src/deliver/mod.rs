@@ -1,11 +1,12 @@
 //! Deliveries: the host side of a channel plugin.
 //!
-//! For each batch of target ids the host asks the plugin to build messages,
-//! writes every intent to the delivery log (flushed), sends over the wire with
-//! the operator's account and credentials, asks the plugin to classify the
-//! answers, and writes the outcomes, a wave of [`WAVE`] messages at a time.
-//! Ids whose outcome is already logged are skipped, so executing a task again
-//! (after a crash) repeats at most the wave that was in flight.
+//! For each round of target ids the host asks the plugin to build messages,
+//! excludes suppressed addresses, writes every intent to the delivery log
+//! (flushed), sends over the wire with the operator's account and
+//! credentials, asks the plugin to classify the answers as they come, and
+//! writes the outcomes. At most [`WAVE`] messages are ever sent without a
+//! recorded outcome. Ids whose outcome is already logged are skipped, so
+//! executing a task again (after a crash) repeats at most those.
 
 pub mod egress;
 pub mod http;
@@ -248,23 +249,23 @@ pub(crate) fn deliver(
         // never more than WAVE messages sent without a recorded outcome: a
         // crash repeats at most those.
         send_round(exec, &sends, |answered| {
-            let wave: Vec<&(u64, wit::Outgoing)> =
+            let batch: Vec<&(u64, wit::Outgoing)> =
                 answered.iter().map(|(i, _)| &sends[*i]).collect();
             let answers: Vec<wit::Answer> = answered.into_iter().map(|(_, a)| a).collect();
             exec.runtime.arm(&mut st);
             let verdicts = channel
                 .classify(&mut st, &config, &answers)
                 .map_err(&crash)?;
-            if verdicts.len() != wave.len() {
+            if verdicts.len() != batch.len() {
                 return Err(format!(
                     "plugin `{plugin}` classified {} answers out of {}",
                     verdicts.len(),
-                    wave.len()
+                    batch.len()
                 ));
             }
             let mut outcomes = Vec::new();
             let mut listed: Vec<(String, String, Suppression)> = Vec::new();
-            for (((id, out), verdict), answer) in wave
+            for (((id, out), verdict), answer) in batch
                 .iter()
                 .map(|w| (&w.0, &w.1))
                 .zip(verdicts)
