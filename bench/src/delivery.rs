@@ -283,6 +283,27 @@ fn sms_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measured, Str
     Ok((h2load(&args, n)?, format!("h2load --h1 -c {IN_FLIGHT}")))
 }
 
+/// `h2load` over one HTTP/2 connection with IN_FLIGHT streams, as crosscast
+/// keeps them: `n` POSTs of `body` with `headers` to `url`.
+fn h2_args(n: usize, body: &Path, headers: &[String], url: String) -> Vec<String> {
+    let mut args = vec![
+        "-n".to_string(),
+        n.to_string(),
+        "-c".into(),
+        "1".into(),
+        "-m".into(),
+        IN_FLIGHT.to_string(),
+        "-d".into(),
+        body.display().to_string(),
+    ];
+    for h in headers {
+        args.push("-H".into());
+        args.push(h.clone());
+    }
+    args.push(url);
+    args
+}
+
 fn apns_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measured, String)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -299,27 +320,20 @@ fn apns_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measured, St
         &body,
         r#"{"aps":{"alert":{"title":"Hi Ada","body":"New arrivals are in."},"sound":"default"}}"#,
     )?;
-    let args = vec![
-        "-n".to_string(),
-        n.to_string(),
-        "-c".into(),
-        "1".into(),
-        "-m".into(),
-        IN_FLIGHT.to_string(),
-        "-d".into(),
-        body.display().to_string(),
-        "-H".into(),
-        format!("authorization: bearer {token}"),
-        "-H".into(),
-        "apns-topic: com.acme.shop".into(),
-        "-H".into(),
-        "apns-push-type: alert".into(),
+    let args = h2_args(
+        n,
+        &body,
+        &[
+            format!("authorization: bearer {token}"),
+            "apns-topic: com.acme.shop".into(),
+            "apns-push-type: alert".into(),
+        ],
         format!(
             "{}/3/device/{:064x}",
             rig.apns.url(),
             0x9E37_79B9_7F4A_7C15u128
         ),
-    ];
+    );
     Ok((h2load(&args, n)?, format!("h2load -c 1 -m {IN_FLIGHT}")))
 }
 
@@ -360,25 +374,19 @@ async fn fcm_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measure
         &body,
         r#"{"message":{"token":"fcm-token-1","notification":{"title":"Hi Ada","body":"New arrivals are in."}}}"#,
     )?;
-    let args = vec![
-        "-n".to_string(),
-        n.to_string(),
-        "-c".into(),
-        "1".into(),
-        "-m".into(),
-        IN_FLIGHT.to_string(),
-        "-d".into(),
-        body.display().to_string(),
-        "-H".into(),
-        format!("authorization: Bearer {token}"),
-        "-H".into(),
-        "content-type: application/json".into(),
+    let args = h2_args(
+        n,
+        &body,
+        &[
+            format!("authorization: Bearer {token}"),
+            "content-type: application/json".into(),
+        ],
         format!(
             "{}/v1/projects/{}/messages:send",
             rig.fcm.url(),
             sa.project_id
         ),
-    ];
+    );
     let m = tokio::task::block_in_place(|| h2load(&args, n))?;
     Ok((m, format!("h2load -c 1 -m {IN_FLIGHT}")))
 }

@@ -28,6 +28,20 @@ fn ms(minutes: i64) -> i64 {
         + minutes * 60_000
 }
 
+/// A sink whose first reply to each of these addresses is scripted.
+fn scripted(replies: &[(&str, Reply)]) -> SinkOptions {
+    SinkOptions {
+        faults: Faults {
+            per_address: replies
+                .iter()
+                .map(|(a, r)| (a.to_string(), vec![r.clone()]))
+                .collect(),
+            ..Faults::default()
+        },
+        ..SinkOptions::default()
+    }
+}
+
 fn write_workflow(env: &Env, name: &str, text: &str) -> std::path::PathBuf {
     let p = env.data().join(format!("{name}.toml"));
     std::fs::write(&p, text).unwrap();
@@ -76,22 +90,10 @@ config = { from = "news@acme.example", subject = "Hi {{ first_name }}", text = "
 /// the reason in the log; removing the quarantine sends again.
 #[test]
 fn email_bounces_quarantine_and_one_click_unsubscribes_denylist() {
-    let mut per_address = HashMap::new();
-    per_address.insert(
-        "user5@example.com".to_string(),
-        vec![Reply::new(550, "5.1.1 no such user")],
-    );
-    per_address.insert(
-        "user6@example.com".to_string(),
-        vec![Reply::new(451, "4.3.0 try later")],
-    );
-    let s = servers_with(SinkOptions {
-        faults: Faults {
-            per_address,
-            ..Faults::default()
-        },
-        ..SinkOptions::default()
-    });
+    let s = servers_with(scripted(&[
+        ("user5@example.com", Reply::new(550, "5.1.1 no such user")),
+        ("user6@example.com", Reply::new(451, "4.3.0 try later")),
+    ]));
     let env = Env::new();
     setup(&env, &s);
     let listen = format!("127.0.0.1:{}", free_port());
@@ -335,8 +337,33 @@ config = {{ account = "twilio", from = "+15550001111", body = "{body}" }}
     let got: BTreeSet<String> = s.rig.sms.received().into_iter().map(|m| m.to).collect();
     assert_eq!(got, BTreeSet::from([m7.clone(), m8.clone()]));
 
-    // The next run leaves the opted-out number out, and a dry run says
-    // what it would cost: segments per encoding.
+    // An operator's stop list: all or nothing, every bad line reported.
+    let stop = env.data().join("stop.txt");
+    std::fs::write(
+        &stop,
+        format!("# from the call centre\n{m8}, asked by phone\n12345\n"),
+    )
+    .unwrap();
+    let err = env.fails(&["denylist", "import", "sms", stop.to_str().unwrap()]);
+    assert!(
+        err.contains("stop.txt:3: ") && err.contains("nothing imported"),
+        "{err}"
+    );
+    assert_eq!(suppressed(&env).len(), 1, "nothing imported");
+    std::fs::write(
+        &stop,
+        format!("# from the call centre\n{m8}, asked by phone\n"),
+    )
+    .unwrap();
+    env.ok(&["denylist", "import", "sms", stop.to_str().unwrap()]);
+    let lists = suppressed(&env);
+    assert_eq!(
+        lists[&("sms".to_string(), m8.clone())]["reason"],
+        "asked by phone"
+    );
+
+    // The next run leaves the opted-out and stop-listed numbers out, and a
+    // dry run says what it would cost: segments per encoding.
     let run2 = start_workflow(&env, &at(10), &wf);
     let log = by_address(&env, run2, "text");
     assert_eq!(log[&m2]["state"], "excluded");
@@ -363,10 +390,10 @@ config = {{ account = "twilio", from = "+15550001111", body = "{body}" }}
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let p = &v["activities"]["text"]["previews"][0];
-    assert_eq!(p["would_send"], 3, "{p:#}");
-    assert_eq!(p["parts"], 3, "{p:#}");
-    assert_eq!(p["notes"]["UCS-2, 1 segment"], 3, "{p:#}");
-    assert_eq!(p["reasons"]["on the sms denylist"], 1, "{p:#}");
+    assert_eq!(p["would_send"], 2, "{p:#}");
+    assert_eq!(p["parts"], 2, "{p:#}");
+    assert_eq!(p["notes"]["UCS-2, 1 segment"], 2, "{p:#}");
+    assert_eq!(p["reasons"]["on the sms denylist"], 2, "{p:#}");
 }
 
 /// Push: APNs 410 and 400 BadDeviceToken and FCM UNREGISTERED quarantine
@@ -664,18 +691,10 @@ fn ten_percent_transient_faults_lose_nothing() {
 /// their 0.1.0 meaning (a 5xx is a failure, and it cannot quarantine).
 #[test]
 fn a_channel_built_against_0_1_0_still_delivers() {
-    let mut per_address = HashMap::new();
-    per_address.insert(
-        "user5@example.com".to_string(),
-        vec![Reply::new(550, "5.1.1 no such user")],
-    );
-    let s = servers_with(SinkOptions {
-        faults: Faults {
-            per_address,
-            ..Faults::default()
-        },
-        ..SinkOptions::default()
-    });
+    let s = servers_with(scripted(&[(
+        "user5@example.com",
+        Reply::new(550, "5.1.1 no such user"),
+    )]));
     let env = Env::new();
     setup(&env, &s);
     let fixture = common::plugin_dir().join("crosscast_fixture_email_v1.wasm");
