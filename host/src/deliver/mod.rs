@@ -233,7 +233,10 @@ pub(crate) fn deliver(
                 log.push((*id, entry(DeliveryState::Excluded { reason }, Some(&out))));
                 continue;
             }
-            if let (wit::Message::Email(email), Some(u)) = (&mut out.message, &unsubscribe) {
+            // Links name a recipient: only a per-recipient email gets one.
+            if let (wit::Message::Email(email), Some(u), "recipient") =
+                (&mut out.message, &unsubscribe, target_dim.as_str())
+            {
                 add_list_unsubscribe(email, &u.link(run, *id));
             }
             let mut e = entry(DeliveryState::Intent, Some(&out));
