@@ -102,30 +102,31 @@ impl Runtime {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = hasher.finish();
 
-        let mut activity_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut activity_linker)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        bindings::activity::ActivityPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
-            &mut activity_linker,
-            |s| s,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut channel_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut channel_linker)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        bindings::channel::ChannelPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
-            &mut channel_linker,
-            |s| s,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut channel_v2_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut channel_v2_linker)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        bindings::channel_v2::ChannelPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
-            &mut channel_v2_linker,
-            |s| s,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // One linker per world: WASI (empty context) plus the world's imports.
+        let linker = |add: fn(&mut Linker<HostState>) -> wasmtime::Result<()>| {
+            let mut l = Linker::new(&engine);
+            wasmtime_wasi::p2::add_to_linker_sync(&mut l).map_err(|e| anyhow::anyhow!("{e}"))?;
+            add(&mut l).map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::Ok(l)
+        };
+        let activity_linker = linker(|l| {
+            bindings::activity::ActivityPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+                l,
+                |s| s,
+            )
+        })?;
+        let channel_linker = linker(|l| {
+            bindings::channel::ChannelPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+                l,
+                |s| s,
+            )
+        })?;
+        let channel_v2_linker = linker(|l| {
+            bindings::channel_v2::ChannelPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+                l,
+                |s| s,
+            )
+        })?;
 
         let ticker = engine.clone();
         std::thread::Builder::new()
