@@ -145,6 +145,10 @@ pub struct Faults {
     /// Every n-th message has its connection dropped after the data, with no
     /// reply at all.
     pub drop_every_nth: Option<u64>,
+    /// Close each connection, without a word, after answering this many
+    /// messages on it: a relay limiting messages per connection, seen by the
+    /// client only when it next uses the connection.
+    pub messages_per_connection: Option<u64>,
 }
 
 /// One message's data as answered, accepted or not.
@@ -333,6 +337,7 @@ where
     let mut to: Vec<String> = Vec::new();
     let mut user: Option<String> = None;
     let mut seq = 0u64;
+    let mut answered_here = 0u64;
     let mut line = String::new();
     loop {
         line.clear();
@@ -488,6 +493,16 @@ where
             "502 5.5.2 Error: command not recognized\r\n".into()
         };
         r.get_mut().write_all(reply.as_bytes()).await?;
+        if upper == "DATA" {
+            answered_here += 1;
+            if options
+                .faults
+                .messages_per_connection
+                .is_some_and(|n| answered_here >= n)
+            {
+                return Ok(None);
+            }
+        }
     }
 }
 

@@ -141,6 +141,7 @@ async fn smtp_sink_injects_scripted_faults() {
             per_address,
             every_nth: Some((5, Reply::new(421, "4.7.0 slow down"))),
             drop_every_nth: Some(7),
+            ..Faults::default()
         },
         ..SinkOptions::default()
     })

@@ -84,6 +84,48 @@ type = "email"
 config = { from = "news@acme.example", subject = "Hi {{ first_name }}", text = "Hello {{ first_name }}", html = "<p>Hello {{ first_name }}</p>" }
 "#;
 
+/// A relay that closes each connection after one message, as relays
+/// limiting messages per connection do: the pool hands out connections the
+/// relay has closed meanwhile, and the host resends on another connection
+/// at once. Every message is sent on its first attempt, exactly once.
+#[test]
+fn a_connection_the_relay_closed_is_replaced_without_a_retry() {
+    let s = servers_with(SinkOptions {
+        faults: Faults {
+            messages_per_connection: Some(1),
+            ..Faults::default()
+        },
+        ..SinkOptions::default()
+    });
+    let env = Env::new();
+    setup(&env, &s);
+    let want: BTreeSet<String> = read_recipients(&root().join("tests/data/recipients.csv"))
+        .into_values()
+        .filter_map(|r| r.email)
+        .collect();
+    let wf = write_workflow(
+        &env,
+        "news",
+        &EMAIL_WF.replace("id in ('R2', 'R5', 'R6', 'R7')", "email is not empty"),
+    );
+    let run = start_workflow(&env, T0, &wf);
+    let log = by_address(&env, run, "mail");
+    assert_eq!(log.keys().cloned().collect::<BTreeSet<_>>(), want);
+    for (address, e) in &log {
+        assert_eq!(e["state"], "sent", "{address}: {e}");
+        assert_eq!(e["attempts"], 1, "{address}: {e}");
+    }
+    let mails = s.rig.smtp.received();
+    let got: BTreeSet<String> = mails.iter().map(|m| m.to[0].clone()).collect();
+    assert_eq!((mails.len(), got), (want.len(), want));
+    // One message per connection, as the relay allows.
+    let connections: BTreeSet<&str> = mails
+        .iter()
+        .map(|m| m.queue_id.split('M').next().unwrap())
+        .collect();
+    assert_eq!(connections.len(), mails.len());
+}
+
 /// Email: a 5xx quarantines the address, a 4xx is retried; every message is
 /// multipart with a Message-ID and RFC 8058 headers; the one-click POST
 /// (never a GET) denylists the address; the next run excludes both, with

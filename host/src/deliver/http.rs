@@ -17,8 +17,11 @@ pub struct HttpTransport {
     signing: tokio::sync::Mutex<()>,
     /// Credentials made recently, by account: reused for [`REMEMBER`] so a
     /// message costs no store read or digest (tokens live far longer).
-    recent: std::sync::Mutex<std::collections::HashMap<Account, (Credential, std::time::Instant)>>,
+    recent: std::sync::Mutex<std::collections::HashMap<String, Remembered>>,
 }
+
+/// A credential made recently, with the account settings it was made for.
+type Remembered = (Account, Credential, std::time::Instant);
 
 /// How long a credential is reused from memory before asking the store again.
 const REMEMBER: std::time::Duration = std::time::Duration::from_secs(30);
@@ -62,27 +65,36 @@ impl HttpTransport {
         })
     }
 
-    /// Sends one request relative to the account's URL.
-    pub async fn send(&self, store: &Store, account: &Account, req: &HttpRequest) -> Answer {
-        if !req.path.starts_with('/') {
-            return Answer::TransportError(format!(
-                "{REFUSED}request path `{}` must start with `/`",
-                req.path
+    /// The account's base URL, parsed once per round of messages.
+    pub fn base(account: &Account) -> Result<reqwest::Url, String> {
+        let base = reqwest::Url::parse(&account.url).map_err(|e| {
+            format!(
+                "{REFUSED}account `{}` has an unusable URL `{}`: {e}",
+                account.name, account.url
+            )
+        })?;
+        if base.host_str().is_none() || base.cannot_be_a_base() {
+            return Err(format!(
+                "{REFUSED}account `{}` has no host in its URL `{}`",
+                account.name, account.url
             ));
         }
-        let url = format!("{}{}", account.url.trim_end_matches('/'), req.path);
-        // The request must stay on the account's host, whatever the path says.
-        let host = |u: &str| {
-            url::Url::parse(u)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_string))
+        Ok(base)
+    }
+
+    /// Sends one request relative to the account's URL (`base`, from
+    /// [`HttpTransport::base`]).
+    pub async fn send(
+        &self,
+        store: &Store,
+        account: &Account,
+        base: &reqwest::Url,
+        req: &HttpRequest,
+    ) -> Answer {
+        let url = match request_url(base, &req.path) {
+            Ok(u) => u,
+            Err(e) => return Answer::TransportError(e),
         };
-        if host(&url).is_none() || host(&url) != host(&account.url) {
-            return Answer::TransportError(format!(
-                "{REFUSED}egress denied: {url} leaves the host of account `{}`",
-                account.name
-            ));
-        }
         let method = match reqwest::Method::from_bytes(req.method.as_bytes()) {
             Ok(m) => m,
             Err(_) => {
@@ -92,7 +104,10 @@ impl HttpTransport {
                 ));
             }
         };
-        let mut r = self.client.request(method, &url).body(req.body.clone());
+        let mut r = self
+            .client
+            .request(method, url.clone())
+            .body(req.body.clone());
         for (k, v) in &req.headers {
             if k.eq_ignore_ascii_case("authorization") {
                 // Credentials are the host's business, never the plugin's.
@@ -156,13 +171,12 @@ impl HttpTransport {
     /// [`REMEMBER`], else from the store's cache or freshly signed, one
     /// acquisition at a time.
     async fn credential(&self, store: &Store, account: &Account) -> Result<Credential, String> {
-        let fresh =
-            |recent: &std::collections::HashMap<Account, (Credential, std::time::Instant)>| {
-                recent
-                    .get(account)
-                    .filter(|(_, at)| at.elapsed() < REMEMBER)
-                    .map(|(c, _)| c.clone())
-            };
+        let fresh = |recent: &std::collections::HashMap<String, Remembered>| {
+            recent
+                .get(&account.name)
+                .filter(|(a, _, at)| a == account && at.elapsed() < REMEMBER)
+                .map(|(_, c, _)| c.clone())
+        };
         if let Some(c) = fresh(&self.recent.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(c);
         }
@@ -174,9 +188,36 @@ impl HttpTransport {
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(account.clone(), (c.clone(), std::time::Instant::now()));
+            .insert(
+                account.name.clone(),
+                (account.clone(), c.clone(), std::time::Instant::now()),
+            );
         Ok(c)
     }
+}
+
+/// The URL of a request: the account's base with the plugin's path (and
+/// query) appended. Only the path and query come from the plugin, so the
+/// scheme, host and port stay the account's, whatever the path says.
+fn request_url(base: &reqwest::Url, path: &str) -> Result<reqwest::Url, String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{REFUSED}request path `{path}` must start with `/`"
+        ));
+    }
+    let mut url = base.clone();
+    let (path, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let prefix = base.path().trim_end_matches('/');
+    if prefix.is_empty() {
+        url.set_path(path);
+    } else {
+        url.set_path(&format!("{prefix}{path}"));
+    }
+    url.set_query(query);
+    Ok(url)
 }
 
 /// Prefix of transport errors the host decided (policy, configuration,
@@ -193,4 +234,32 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_url;
+
+    #[test]
+    fn request_urls_stay_on_the_account_host() {
+        let base = reqwest::Url::parse("https://api.example:8443/prefix/").unwrap();
+        let url = |p: &str| request_url(&base, p).map(|u| u.to_string());
+        assert_eq!(
+            url("/v1/send?x=1").unwrap(),
+            "https://api.example:8443/prefix/v1/send?x=1"
+        );
+        for sneaky in ["//evil.example/x", "/@evil.example/x", "/..//evil.example"] {
+            let u = request_url(&base, sneaky).unwrap();
+            assert_eq!(u.host_str(), Some("api.example"), "{sneaky}: {u}");
+            assert_eq!(u.port(), Some(8443), "{sneaky}: {u}");
+        }
+        assert!(url("v1/send").unwrap_err().contains("must start with `/`"));
+        let root = reqwest::Url::parse("http://127.0.0.1:9000").unwrap();
+        assert_eq!(
+            request_url(&root, "/2010-04-01/Messages.json")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:9000/2010-04-01/Messages.json"
+        );
+    }
 }

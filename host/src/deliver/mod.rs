@@ -10,6 +10,7 @@
 
 pub mod egress;
 pub mod http;
+pub mod inbox;
 pub mod smtp;
 pub mod throttle;
 
@@ -17,6 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use inbox::Inbox;
 
 use crate::caps::{Context, crash_reporter};
 use crate::executor::Executor;
@@ -32,10 +35,13 @@ use crate::workflow::{Activity, DEFAULT_VALIDITY_MS};
 const ROUND: usize = 1000;
 /// Messages in flight at once.
 const CONCURRENCY: usize = 32;
+/// Most outcomes recorded (and flushed) at once.
+const BATCH: usize = 2 * CONCURRENCY;
 /// Longest wait for more answers before recording a batch of outcomes.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Most messages sent without a recorded outcome: what a crash may repeat.
-const WAVE: usize = 2 * CONCURRENCY;
+/// A batch being recorded, the next one gathering and a full wire.
+pub const WAVE: usize = 2 * BATCH;
 
 /// The network side of deliveries: pooled connections, one per account.
 pub struct Transports {
@@ -77,19 +83,59 @@ impl Drop for Transports {
     }
 }
 
+/// An account as one round's messages use it, resolved once: its limits
+/// and how to reach it.
+struct Route {
+    account: Account,
+    throttle: Arc<throttle::Throttle>,
+    way: Way,
+}
+
+/// How a route reaches its provider.
+enum Way {
+    /// Through the account's SMTP relay pool.
+    Smtp(smtp::Relay),
+    /// To the account's base URL.
+    Http(reqwest::Url),
+}
+
 impl Wire {
+    /// Resolves an account for email or HTTP messages (call within the
+    /// runtime: a new SMTP pool spawns its housekeeping).
+    fn route(&self, store: &crate::store::Store, name: &str, email: bool) -> Result<Route, String> {
+        let account = store.account(name).map_err(|e| e.to_string())?;
+        let way = if email {
+            Way::Smtp(self.smtp.relay(store, &account)?)
+        } else {
+            Way::Http(http::HttpTransport::base(&account)?)
+        };
+        Ok(Route {
+            throttle: self.throttles.of(&account),
+            account,
+            way,
+        })
+    }
+
     /// Sends one message within its account's rate and concurrency.
     async fn send(
         &self,
         store: &crate::store::Store,
-        account: &Account,
+        route: &Route,
         message: &wit::Message,
     ) -> wit::Answer {
-        let throttle = self.throttles.of(account);
-        let _slot = throttle.admit().await;
-        match message {
-            wit::Message::Email(e) => self.smtp.send(store, account, e).await,
-            wit::Message::Http(h) => self.http.send(store, account, h).await,
+        let _slot = route.throttle.admit().await;
+        match (&route.way, message) {
+            (Way::Smtp(relay), wit::Message::Email(e)) => {
+                smtp::SmtpTransports::send(relay, e).await
+            }
+            (Way::Http(base), wit::Message::Http(h)) => {
+                self.http.send(store, &route.account, base, h).await
+            }
+            _ => wit::Answer::TransportError(format!(
+                "{}account `{}` was resolved for another kind of message",
+                http::REFUSED,
+                route.account.name
+            )),
         }
     }
 }
@@ -251,7 +297,8 @@ pub(crate) fn deliver(
         // Send CONCURRENCY at a time and record outcomes as answers come in,
         // never more than WAVE messages sent without a recorded outcome: a
         // crash repeats at most those.
-        send_round(exec, &sends, |answered| {
+        let sends = Arc::new(sends);
+        send_round(exec, sends.clone(), |answered| {
             let batch: Vec<&(u64, wit::Outgoing)> =
                 answered.iter().map(|(i, _)| &sends[*i]).collect();
             let answers: Vec<wit::Answer> = answered.into_iter().map(|(_, a)| a).collect();
@@ -624,84 +671,108 @@ fn address(message: &wit::Message) -> String {
 /// recorded outcome. An error from `record` stops sending.
 fn send_round(
     exec: &Executor,
-    sends: &[(u64, wit::Outgoing)],
+    sends: Arc<Vec<(u64, wit::Outgoing)>>,
     mut record: impl FnMut(Vec<(usize, wit::Answer)>) -> Result<(), String>,
 ) -> Result<(), String> {
     if sends.is_empty() {
         return Ok(());
     }
     let store = &exec.store;
-    // Accounts are read once per round, not per message.
-    let mut accounts: std::collections::HashMap<String, Result<Account, String>> =
+    let wire = exec.transports.wire.clone();
+    // Accounts are resolved once per round, not per message.
+    let mut routes: std::collections::HashMap<(&str, bool), Result<Arc<Route>, String>> =
         Default::default();
-    let jobs: Vec<(usize, Result<Account, String>, wit::Message)> = sends
-        .iter()
-        .enumerate()
-        .map(|(i, (_, out))| {
-            let name = account_of(&out.message);
-            let account = accounts
-                .entry(name.to_string())
-                .or_insert_with(|| store.account(name).map_err(|e| e.to_string()))
-                .clone();
-            (i, account, out.message.clone())
-        })
-        .collect();
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, wit::Answer, OwnedSemaphorePermit)>();
+    let jobs: Vec<(usize, Result<Arc<Route>, String>)> = {
+        let _runtime = exec.transports.runtime.enter();
+        sends
+            .iter()
+            .enumerate()
+            .map(|(i, (_, out))| {
+                let email = matches!(out.message, wit::Message::Email(_));
+                let name = account_of(&out.message);
+                let route = routes
+                    .entry((name, email))
+                    .or_insert_with(|| wire.route(store, name, email).map(Arc::new))
+                    .clone();
+                (i, route)
+            })
+            .collect()
+    };
+    let inbox = Arc::new(Inbox::<(usize, wit::Answer, OwnedSemaphorePermit)>::new(
+        jobs.len(),
+    ));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let unrecorded = Arc::new(Semaphore::new(WAVE));
     let on_wire = Arc::new(Semaphore::new(CONCURRENCY));
-    let wire = exec.transports.wire.clone();
     let feeder_store = store.clone();
     let feeder_stop = stop.clone();
+    let feeder_sends = sends.clone();
+    let feeder_inbox = inbox.clone();
     exec.transports.runtime.spawn(async move {
-        for (i, account, message) in jobs {
+        let mut jobs = jobs.into_iter();
+        for (i, route) in jobs.by_ref() {
+            let ticket = Ticket(Some(feeder_inbox.clone()));
             let (Ok(slot), Ok(sending)) = (
                 unrecorded.clone().acquire_owned().await,
                 on_wire.clone().acquire_owned().await,
             ) else {
-                return;
+                break;
             };
             if feeder_stop.load(std::sync::atomic::Ordering::Relaxed) {
-                return;
+                break;
             }
-            let (tx, wire, store) = (tx.clone(), wire.clone(), feeder_store.clone());
+            let (wire, store) = (wire.clone(), feeder_store.clone());
+            let sends = feeder_sends.clone();
             tokio::spawn(async move {
-                let answer = match &account {
-                    Ok(account) => wire.send(&store, account, &message).await,
+                let message = &sends[i].1.message;
+                let answer = match &route {
+                    Ok(route) => wire.send(&store, route, message).await,
                     Err(e) => wit::Answer::TransportError(e.clone()),
                 };
                 drop(sending);
-                let _ = tx.send((i, answer, slot));
+                ticket.put((i, answer, slot));
             });
         }
+        // Whatever was not sent will not answer.
+        jobs.for_each(|_| feeder_inbox.abandon());
     });
-    let mut left = sends.len();
-    while left > 0 {
-        let Ok(first) = rx.recv() else {
-            return Err("the delivery's sending tasks stopped".into());
-        };
-        // Gather up to CONCURRENCY answers (or what comes within
-        // GATHER): one write and flush for many, while the other half of the
-        // WAVE slots keeps the wire busy.
-        let mut batch = vec![first];
-        let until = std::time::Instant::now() + GATHER;
-        while batch.len() < CONCURRENCY.min(left) {
-            let wait = until.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        left -= batch.len();
-        let (answered, slots): (Vec<_>, Vec<_>) =
+    let mut answered = 0;
+    // Gather up to BATCH answers (or what comes within GATHER): one write
+    // and flush for many, while the other WAVE slots keep the wire busy.
+    while let Some(batch) = inbox.take(BATCH, GATHER) {
+        answered += batch.len();
+        let (answers, slots): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|(i, a, slot)| ((i, a), slot)).unzip();
-        if let Err(e) = record(answered) {
+        if let Err(e) = record(answers) {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(e);
         }
         drop(slots);
     }
+    if answered < sends.len() {
+        return Err("the delivery's sending tasks stopped".into());
+    }
     Ok(())
+}
+
+/// A sending task's promise of one answer: it abandons its place in the
+/// inbox if dropped unused (the task stopped), so the wait never hangs.
+struct Ticket<T>(Option<Arc<Inbox<T>>>);
+
+impl<T> Ticket<T> {
+    fn put(mut self, item: T) {
+        if let Some(inbox) = self.0.take() {
+            inbox.put(item);
+        }
+    }
+}
+
+impl<T> Drop for Ticket<T> {
+    fn drop(&mut self) {
+        if let Some(inbox) = self.0.take() {
+            inbox.abandon();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::store::settings::Account;
 
 /// A relay connection pool and how messages through it are signed.
 #[derive(Clone)]
-struct Relay {
+pub struct Relay {
     account: Account,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     dkim: Option<std::sync::Arc<DkimConfig>>,
@@ -58,7 +58,7 @@ impl SmtpTransports {
     }
 
     /// The account's pool, built on first use (and again if the account changed).
-    fn relay(&self, store: &Store, account: &Account) -> Result<Relay, String> {
+    pub fn relay(&self, store: &Store, account: &Account) -> Result<Relay, String> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = pools.get(&account.name)
             && r.account == *account
@@ -165,12 +165,10 @@ impl SmtpTransports {
         Ok(relay)
     }
 
-    /// Sends one email; the answer is the server's final reply.
-    pub async fn send(&self, store: &Store, account: &Account, email: &Email) -> Answer {
-        let relay = match self.relay(store, account) {
-            Ok(r) => r,
-            Err(e) => return Answer::TransportError(e),
-        };
+    /// Sends one email through `relay` (from [`SmtpTransports::relay`]);
+    /// the answer is the server's final reply.
+    pub async fn send(relay: &Relay, email: &Email) -> Answer {
+        let account = &relay.account;
         let mut message = match build(email) {
             Ok(m) => m,
             Err(e) => {
@@ -183,8 +181,19 @@ impl SmtpTransports {
         if let Some(dkim) = &relay.dkim {
             message.sign(dkim);
         }
-        let transport = relay.transport;
-        match transport.send(message).await {
+        let (envelope, raw) = (message.envelope(), message.formatted());
+        let mut outcome = relay.transport.send_raw(envelope, &raw).await;
+        // A pooled connection the relay closed meanwhile is dropped: send
+        // again on another one. Each pooled connection
+        // fails at most once, and a relay that cannot be reached fails to
+        // connect, which ends the loop.
+        for _ in 0..super::CONCURRENCY {
+            if !outcome.as_ref().is_err_and(connection_lost) {
+                break;
+            }
+            outcome = relay.transport.send_raw(envelope, &raw).await;
+        }
+        match outcome {
             Ok(r) => Answer::Smtp(SmtpReply {
                 code: r.code().to_string().parse().unwrap_or(250),
                 message: r.message().collect::<Vec<_>>().join(" "),
@@ -210,6 +219,16 @@ impl SmtpTransports {
             },
         }
     }
+}
+
+/// True if an open connection turned out closed rather than the relay
+/// answering about this message: an incomplete reply or an I/O error on the
+/// connection, not a failure to connect. A reply, even 421, is the relay's
+/// word and goes to the plugin (a relay saying "slow down" gets backoff,
+/// not an immediate resend).
+fn connection_lost(e: &lettre::transport::smtp::Error) -> bool {
+    // lettre exposes no `is_network`; its kinds have fixed names.
+    e.status().is_none() && (e.is_response() || e.to_string().starts_with("network error"))
 }
 
 /// Builds the MIME message: Date and Message-ID added, text or text + HTML.

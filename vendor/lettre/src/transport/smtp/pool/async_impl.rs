@@ -27,6 +27,9 @@ pub(crate) struct Pool<E: Executor> {
     handle: OnceLock<E::Handle>,
 }
 
+/// Crosscast patch: how long a parked connection is trusted without a NOOP.
+const RECENTLY_PARKED: Duration = Duration::from_secs(1);
+
 struct ParkedConnection {
     conn: AsyncSmtpConnection,
     since: Instant,
@@ -170,10 +173,15 @@ impl<E: Executor> Pool<E> {
 
             match conn {
                 Some(conn) => {
+                    // Crosscast patch: a connection parked moments ago is
+                    // reused without a NOOP round trip (one in five of a
+                    // message's round trips); crosscast resends at once on a
+                    // connection that turns out closed.
+                    let recent = conn.idle_duration() < RECENTLY_PARKED;
                     let mut conn = conn.unpark();
 
                     // TODO: handle the client try another connection if this one isn't good
-                    if !conn.test_connected().await {
+                    if !recent && !conn.test_connected().await {
                         #[cfg(feature = "tracing")]
                         tracing::debug!("dropping a broken connection");
 
