@@ -1,5 +1,11 @@
 //! The `crosscast` command.
 
+/// mimalloc: a send allocates and frees many small buffers across threads
+/// (requests, answers, log entries), where glibc's allocator spent ~1/5 of
+/// the delivery's CPU (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // Behave like other Unix tools when the reader goes away
     // (`crosscast deliveries 1 | head`): exit quietly instead of printing a
