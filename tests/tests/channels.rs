@@ -99,10 +99,7 @@ fn a_connection_the_relay_closed_is_replaced_without_a_retry() {
     });
     let env = Env::new();
     setup(&env, &s);
-    let want: BTreeSet<String> = read_recipients(&root().join("tests/data/recipients.csv"))
-        .into_values()
-        .filter_map(|r| r.email)
-        .collect();
+    let want = common::sample_emails();
     let wf = write_workflow(
         &env,
         "news",

@@ -170,6 +170,14 @@ fn opt(s: &str) -> Option<String> {
     }
 }
 
+/// The email addresses of the sample's recipients (`tests/data`).
+pub fn sample_emails() -> std::collections::BTreeSet<String> {
+    read_recipients(&root().join("tests/data/recipients.csv"))
+        .into_values()
+        .filter_map(|r| r.email)
+        .collect()
+}
+
 /// Reads recipients by id.
 pub fn read_recipients(path: &Path) -> BTreeMap<String, Recipient> {
     let mut r = csv::Reader::from_path(path).expect("recipients csv");
