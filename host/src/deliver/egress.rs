@@ -38,6 +38,7 @@ pub fn is_internal(ip: IpAddr) -> bool {
 }
 
 /// A resolver that drops internal addresses of names not allowed to have them.
+#[derive(Clone)]
 pub struct PolicyResolver {
     /// Host names whose accounts allow internal addresses.
     allow_internal: Arc<HashSet<String>>,
@@ -52,15 +53,18 @@ impl PolicyResolver {
     }
 }
 
-impl Resolve for PolicyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+impl PolicyResolver {
+    /// The addresses `host` may be reached at.
+    fn lookup(
+        &self,
+        host: String,
+    ) -> impl Future<Output = Result<Vec<SocketAddr>, BoxError>> + Send + 'static {
         let allow = self.allow_internal.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_string();
+        async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if allow.contains(&host.to_ascii_lowercase()) {
-                return Ok(Box::new(addrs.into_iter()) as Addrs);
+                return Ok(addrs);
             }
             let public: Vec<SocketAddr> = addrs
                 .iter()
@@ -75,8 +79,38 @@ impl Resolve for PolicyResolver {
                 )
                 .into());
             }
-            Ok(Box::new(public.into_iter()) as Addrs)
-        })
+            Ok(public)
+        }
+    }
+}
+
+/// Errors as both HTTP clients take them.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// For reqwest (token exchanges).
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let lookup = self.lookup(name.as_str().to_string());
+        Box::pin(async move { Ok(Box::new(lookup.await?.into_iter()) as Addrs) })
+    }
+}
+
+/// For hyper's connector (messages).
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let lookup = self.lookup(name.as_str().to_string());
+        Box::pin(async move { Ok(lookup.await?.into_iter()) })
     }
 }
 
