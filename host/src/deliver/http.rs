@@ -19,7 +19,7 @@ use crate::runtime::channel::wit::{Answer, HttpRequest, HttpResponse};
 use crate::store::Store;
 use crate::store::settings::Account;
 
-/// Largest response body kept for classification.
+/// Largest response body read and kept for classification.
 const MAX_BODY: usize = 64 * 1024;
 
 /// The connector: TLS (or plain HTTP) over TCP, names resolved under the
@@ -182,9 +182,20 @@ impl HttpTransport {
         };
         let exchange = async {
             let resp = self.sender.request(request).await?;
-            let (parts, body) = resp.into_parts();
-            let body = body.collect().await?.to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, body))
+            let (parts, mut body) = resp.into_parts();
+            // Only the first MAX_BODY bytes are read: a provider's answer
+            // never holds more than that in memory.
+            let mut kept = Vec::new();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    let room = MAX_BODY - kept.len();
+                    kept.extend_from_slice(&data[..data.len().min(room)]);
+                    if kept.len() == MAX_BODY {
+                        break;
+                    }
+                }
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, kept))
         };
         match tokio::time::timeout(TIMEOUT, exchange).await {
             Err(_) => Answer::TransportError(format!(
@@ -202,8 +213,6 @@ impl HttpTransport {
                         )
                     })
                     .collect();
-                let mut body = body.to_vec();
-                body.truncate(MAX_BODY);
                 Answer::Http(HttpResponse {
                     status: parts.status.as_u16(),
                     headers,

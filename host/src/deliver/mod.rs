@@ -25,7 +25,7 @@ use crate::caps::{Context, crash_reporter};
 use crate::executor::Executor;
 use crate::runtime::channel::{ChannelPre, wit};
 use crate::store::audience::dimension;
-use crate::store::deliveries::{Delivery, DeliveryState};
+use crate::store::deliveries::{Delivery, DeliveryState, Progress};
 use crate::store::runs::{DeliveryCounts, InputRef, OutputRef, Task};
 use crate::store::settings::Account;
 use crate::store::suppression::{Suppression, SuppressionKind};
@@ -200,24 +200,27 @@ pub(crate) fn deliver(
         .map_err(|e| e.to_string())?;
     let source = format!("run {run} / {}", activity.id);
 
+    // Where every target stands, read once: what is final is skipped, what
+    // retries later waits, the rest (never tried, or in flight when the
+    // process died) is sent.
+    let progress = store
+        .delivery_progress(run, &activity.id)
+        .map_err(|e| e.to_string())?;
     for round in targets.chunks(ROUND) {
-        let existing = store
-            .deliveries(run, &activity.id, round)
-            .map_err(|e| e.to_string())?;
         let mut todo: Vec<u64> = Vec::new();
         let mut prior: std::collections::HashMap<u64, u32> = Default::default();
-        for (id, d) in round.iter().zip(&existing) {
-            match d {
-                Some(d) if d.state.is_final() => counts.skipped += 1,
-                Some(Delivery {
-                    state: DeliveryState::Retrying { next_at, .. },
+        for id in round {
+            match progress.get(id) {
+                Some(p) if p.done => counts.skipped += 1,
+                Some(Progress {
+                    next_at: Some(next_at),
                     ..
                 }) if *next_at > now => {
                     counts.retrying += 1;
                     wake_at = Some(wake_at.map_or(*next_at, |w| w.min(*next_at)));
                 }
-                _ => {
-                    prior.insert(*id, d.as_ref().map_or(0, |d| d.attempts));
+                p => {
+                    prior.insert(*id, p.map_or(0, |p| p.attempts));
                     todo.push(*id);
                 }
             }

@@ -1,8 +1,15 @@
-//! The delivery log: one entry per (run, activity, target id).
+//! The delivery log: entries per (run, activity, target id), the latest
+//! one standing.
 //!
 //! The intent is written (and flushed) before a message is sent and the
 //! outcome after, so after a crash the log tells which messages may have been
 //! in flight (intent without outcome): those, and only those, are sent again.
+//!
+//! Entries are appended in batches, one sled key per batch of up to 256
+//! (`run, activity, NUL, sequence`), because a tree insert per entry, twice
+//! per message, was the largest cost of a send after the network. Readers
+//! fold the batches in order; entries of older versions, one key per target
+//! in the `deliveries` tree, are read first and superseded.
 
 use serde::{Deserialize, Serialize};
 
@@ -72,164 +79,255 @@ pub struct Delivery {
     pub note: Option<String>,
 }
 
-/// First byte of an entry in the binary form; entries written as JSON by
-/// earlier versions start with `{` and are still read.
+/// First byte of a per-target entry in the binary form (written briefly
+/// before the log went per batch); entries written as JSON by earlier
+/// versions start with `{`. Both are still read.
 const BINARY: u8 = 1;
 
-/// An entry as stored (postcard after [`BINARY`]): a third of the JSON's
-/// bytes, and no text encoding on the hot path of every send.
-#[derive(Serialize)]
+/// First byte of a batch of entries in the log.
+const BATCH: u8 = 2;
+
+/// Most entries under one log key: values stay small for sled.
+const ENTRIES_PER_KEY: usize = 256;
+
+/// The tree of per-target entries (older versions): read, never written.
+const PER_TARGET: &str = "deliveries";
+
+/// The log: batches of entries in the order they were recorded.
+const LOG: &str = "delivery_log";
+
+/// An entry as stored (postcard): a third of the JSON's bytes, and no text
+/// encoding on the hot path of every send; read back without copying.
+#[derive(Serialize, Deserialize)]
 struct Stored<'a> {
     channel: &'a str,
     dimension: &'a str,
+    #[serde(borrow)]
     state: StoredState<'a>,
+    #[serde(borrow)]
     to: Option<&'a str>,
     at: i64,
     attempts: u32,
     parts: u32,
+    #[serde(borrow)]
     note: Option<&'a str>,
 }
 
 /// [`DeliveryState`] as stored; variants keep their positions for ever.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 enum StoredState<'a> {
     Intent,
-    Sent(Option<&'a str>),
+    Sent(#[serde(borrow)] Option<&'a str>),
     Failed(&'a str, bool),
     Excluded(&'a str),
     Retrying(&'a str, i64),
 }
 
-/// [`Stored`], read back.
-#[derive(Deserialize)]
-struct Loaded {
-    channel: String,
-    dimension: String,
-    state: LoadedState,
-    to: Option<String>,
-    at: i64,
-    attempts: u32,
-    parts: u32,
-    note: Option<String>,
+impl<'a> Stored<'a> {
+    fn of(d: &'a Delivery) -> Stored<'a> {
+        let state = match &d.state {
+            DeliveryState::Intent => StoredState::Intent,
+            DeliveryState::Sent { provider_id } => StoredState::Sent(provider_id.as_deref()),
+            DeliveryState::Failed { reason, permanent } => StoredState::Failed(reason, *permanent),
+            DeliveryState::Excluded { reason } => StoredState::Excluded(reason),
+            DeliveryState::Retrying { reason, next_at } => StoredState::Retrying(reason, *next_at),
+        };
+        Stored {
+            channel: &d.channel,
+            dimension: &d.dimension,
+            state,
+            to: d.to.as_deref(),
+            at: d.at,
+            attempts: d.attempts,
+            parts: d.parts,
+            note: d.note.as_deref(),
+        }
+    }
+
+    fn to_delivery(&self) -> Delivery {
+        let state = match self.state {
+            StoredState::Intent => DeliveryState::Intent,
+            StoredState::Sent(id) => DeliveryState::Sent {
+                provider_id: id.map(str::to_string),
+            },
+            StoredState::Failed(reason, permanent) => DeliveryState::Failed {
+                reason: reason.to_string(),
+                permanent,
+            },
+            StoredState::Excluded(reason) => DeliveryState::Excluded {
+                reason: reason.to_string(),
+            },
+            StoredState::Retrying(reason, next_at) => DeliveryState::Retrying {
+                reason: reason.to_string(),
+                next_at,
+            },
+        };
+        Delivery {
+            channel: self.channel.to_string(),
+            dimension: self.dimension.to_string(),
+            state,
+            to: self.to.map(str::to_string),
+            at: self.at,
+            attempts: self.attempts,
+            parts: self.parts,
+            note: self.note.map(str::to_string),
+        }
+    }
+
+    /// What resuming the delivery needs of it.
+    fn progress(&self) -> Progress {
+        Progress {
+            attempts: self.attempts,
+            done: !matches!(self.state, StoredState::Intent | StoredState::Retrying(..)),
+            next_at: match self.state {
+                StoredState::Retrying(_, at) => Some(at),
+                _ => None,
+            },
+        }
+    }
 }
 
-/// [`StoredState`], read back.
-#[derive(Deserialize)]
-enum LoadedState {
-    Intent,
-    Sent(Option<String>),
-    Failed(String, bool),
-    Excluded(String),
-    Retrying(String, i64),
+/// Where a target stands, as far as sending again is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Send attempts so far.
+    pub attempts: u32,
+    /// The outcome is final (sent, failed, excluded).
+    pub done: bool,
+    /// When a retrying message is due.
+    pub next_at: Option<i64>,
 }
 
-/// An entry in its stored form.
-fn encode_entry(d: &Delivery) -> Vec<u8> {
-    let state = match &d.state {
-        DeliveryState::Intent => StoredState::Intent,
-        DeliveryState::Sent { provider_id } => StoredState::Sent(provider_id.as_deref()),
-        DeliveryState::Failed { reason, permanent } => StoredState::Failed(reason, *permanent),
-        DeliveryState::Excluded { reason } => StoredState::Excluded(reason),
-        DeliveryState::Retrying { reason, next_at } => StoredState::Retrying(reason, *next_at),
-    };
-    let stored = Stored {
-        channel: &d.channel,
-        dimension: &d.dimension,
-        state,
-        to: d.to.as_deref(),
-        at: d.at,
-        attempts: d.attempts,
-        parts: d.parts,
-        note: d.note.as_deref(),
-    };
-    // Our own plain types: serialising cannot fail.
-    postcard::to_extend(&stored, vec![BINARY]).expect("encodable entry")
+impl Progress {
+    fn of(d: &Delivery) -> Progress {
+        Progress {
+            attempts: d.attempts,
+            done: d.state.is_final(),
+            next_at: match d.state {
+                DeliveryState::Retrying { next_at, .. } => Some(next_at),
+                _ => None,
+            },
+        }
+    }
 }
 
-/// An entry from its stored form, binary or (older) JSON.
-fn decode_entry(bytes: &[u8]) -> Result<Delivery> {
-    let Some((&BINARY, rest)) = bytes.split_first() else {
-        return json_decode("deliveries", bytes);
-    };
-    let l: Loaded = postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt {
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
         tree: "deliveries",
         message: e.to_string(),
-    })?;
-    let state = match l.state {
-        LoadedState::Intent => DeliveryState::Intent,
-        LoadedState::Sent(provider_id) => DeliveryState::Sent { provider_id },
-        LoadedState::Failed(reason, permanent) => DeliveryState::Failed { reason, permanent },
-        LoadedState::Excluded(reason) => DeliveryState::Excluded { reason },
-        LoadedState::Retrying(reason, next_at) => DeliveryState::Retrying { reason, next_at },
-    };
-    Ok(Delivery {
-        channel: l.channel,
-        dimension: l.dimension,
-        state,
-        to: l.to,
-        at: l.at,
-        attempts: l.attempts,
-        parts: l.parts,
-        note: l.note,
-    })
+    }
 }
 
-fn key(run: u64, activity: &str, target: u64) -> Vec<u8> {
+/// A batch of entries in its stored form.
+fn encode_batch(entries: &[(u64, Delivery)]) -> Vec<u8> {
+    let stored: Vec<(u64, Stored<'_>)> = entries.iter().map(|(t, d)| (*t, Stored::of(d))).collect();
+    // Our own plain types: serialising cannot fail.
+    postcard::to_extend(&stored, vec![BATCH]).expect("encodable entries")
+}
+
+/// A batch of entries from its stored form, borrowing from `bytes`.
+fn decode_batch(bytes: &[u8]) -> Result<Vec<(u64, Stored<'_>)>> {
+    match bytes.split_first() {
+        Some((&BATCH, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+        _ => Err(corrupt("not a batch of delivery entries")),
+    }
+}
+
+/// A per-target entry (older versions), binary or JSON.
+fn decode_entry(bytes: &[u8]) -> Result<Delivery> {
+    match bytes.split_first() {
+        Some((&BINARY, rest)) => Ok(postcard::from_bytes::<Stored<'_>>(rest)
+            .map_err(corrupt)?
+            .to_delivery()),
+        _ => json_decode("deliveries", bytes),
+    }
+}
+
+/// `run`, then the activity and a NUL: the prefix of one delivery's keys.
+fn prefix(run: u64, activity: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(17 + activity.len());
     k.extend_from_slice(&run.to_be_bytes());
     k.extend_from_slice(activity.as_bytes());
     k.push(0);
-    k.extend_from_slice(&target.to_be_bytes());
     k
 }
 
+/// A key's activity and trailing number (target id, or batch sequence).
+fn split_key(k: &[u8]) -> (&[u8], u64) {
+    let rest = &k[8.min(k.len())..];
+    let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    let n = rest
+        .get(nul + 1..)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes);
+    (&rest[..nul], n)
+}
+
 impl Store {
-    /// The log entries of `targets` (in order) for one delivery activity.
-    pub fn deliveries(
+    /// Where each target of one delivery activity stands, by target id:
+    /// read once when the delivery executes.
+    pub fn delivery_progress(
         &self,
         run: u64,
         activity: &str,
-        targets: &[u64],
-    ) -> Result<Vec<Option<Delivery>>> {
-        let tree = self.tree("deliveries")?;
-        targets
-            .iter()
-            .map(|t| {
-                tree.get(key(run, activity, *t))?
-                    .map(|v| decode_entry(&v))
-                    .transpose()
-            })
-            .collect()
+    ) -> Result<std::collections::HashMap<u64, Progress>> {
+        let mut out = std::collections::HashMap::new();
+        let prefix = prefix(run, activity);
+        for kv in self.tree(PER_TARGET)?.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            out.insert(split_key(&k).1, Progress::of(&decode_entry(&v)?));
+        }
+        // Batches in the order recorded: a later entry supersedes.
+        for kv in self.tree(LOG)?.scan_prefix(&prefix) {
+            let (_, v) = kv?;
+            for (target, s) in decode_batch(&v)? {
+                out.insert(target, s.progress());
+            }
+        }
+        Ok(out)
     }
 
     /// Writes log entries in one atomic batch and flushes: an intent must be
-    /// on disk before its message leaves.
+    /// on disk before its message leaves. A few keys hold many entries: two
+    /// tree inserts per message cost more than the rest of the log.
     pub fn record_deliveries(
         &self,
         run: u64,
         activity: &str,
         entries: &[(u64, Delivery)],
     ) -> Result<()> {
+        let prefix = prefix(run, activity);
         let mut batch = sled::Batch::default();
-        for (target, d) in entries {
-            batch.insert(key(run, activity, *target), encode_entry(d));
+        for chunk in entries.chunks(ENTRIES_PER_KEY) {
+            let mut key = prefix.clone();
+            // Monotonic across restarts: batches read back in order.
+            key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+            batch.insert(key, encode_batch(chunk));
         }
-        self.tree("deliveries")?.apply_batch(batch)?;
+        self.tree(LOG)?.apply_batch(batch)?;
         self.flush()
     }
 
-    /// Every entry of a run: (activity, target id, entry).
+    /// Every entry of a run, the latest per target: (activity, target id,
+    /// entry), by activity then target.
     pub fn run_deliveries(&self, run: u64) -> Result<Vec<(String, u64, Delivery)>> {
-        let mut out = Vec::new();
-        for kv in self.tree("deliveries")?.scan_prefix(run.to_be_bytes()) {
+        let mut latest: std::collections::BTreeMap<(Vec<u8>, u64), Delivery> = Default::default();
+        for kv in self.tree(PER_TARGET)?.scan_prefix(run.to_be_bytes()) {
             let (k, v) = kv?;
-            let rest = &k[8..];
-            let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-            let activity = String::from_utf8_lossy(&rest[..nul]).into_owned();
-            let target = u64::from_be_bytes(rest[nul + 1..].try_into().unwrap_or([0; 8]));
-            out.push((activity, target, decode_entry(&v)?));
+            let (activity, target) = split_key(&k);
+            latest.insert((activity.to_vec(), target), decode_entry(&v)?);
         }
-        Ok(out)
+        for kv in self.tree(LOG)?.scan_prefix(run.to_be_bytes()) {
+            let (k, v) = kv?;
+            let (activity, _) = split_key(&k);
+            for (target, s) in decode_batch(&v)? {
+                latest.insert((activity.to_vec(), target), s.to_delivery());
+            }
+        }
+        Ok(latest
+            .into_iter()
+            .map(|((a, t), d)| (String::from_utf8_lossy(&a).into_owned(), t, d))
+            .collect())
     }
 }
 
@@ -250,9 +348,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_state_round_trips_and_json_entries_still_read() {
-        let states = [
+    fn states() -> Vec<DeliveryState> {
+        vec![
             DeliveryState::Intent,
             DeliveryState::Sent { provider_id: None },
             DeliveryState::Sent {
@@ -269,25 +366,113 @@ mod tests {
                 reason: "429".into(),
                 next_at: 1_767_603_900_000,
             },
-        ];
-        for state in states {
-            let d = entry(state);
-            let bytes = encode_entry(&d);
-            assert_eq!(bytes[0], BINARY);
-            assert_eq!(decode_entry(&bytes).unwrap(), d);
-            let json = serde_json::to_vec(&d).unwrap();
-            assert!(
-                bytes.len() * 2 < json.len(),
-                "{} vs {}",
-                bytes.len(),
-                json.len()
-            );
-            assert_eq!(decode_entry(&json).unwrap(), d, "an entry written as JSON");
+        ]
+    }
+
+    #[test]
+    fn batches_round_trip_and_older_entries_still_read() {
+        let mut entries: Vec<(u64, Delivery)> = states()
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64, entry(s)))
+            .collect();
+        let mut bare = entry(DeliveryState::Intent);
+        bare.to = None;
+        bare.note = None;
+        entries.push((99, bare));
+        let bytes = encode_batch(&entries);
+        let back: Vec<(u64, Delivery)> = decode_batch(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(|(t, s)| (t, s.to_delivery()))
+            .collect();
+        assert_eq!(back, entries);
+        let json: usize = entries
+            .iter()
+            .map(|(_, d)| serde_json::to_vec(d).unwrap().len())
+            .sum();
+        assert!(bytes.len() * 2 < json, "{} vs {json} bytes", bytes.len());
+        assert!(decode_batch(&[BATCH, 0xff]).is_err());
+        for (_, d) in &entries {
+            // Per-target entries of older versions: binary, and JSON.
+            let binary = postcard::to_extend(&Stored::of(d), vec![BINARY]).unwrap();
+            assert_eq!(&decode_entry(&binary).unwrap(), d);
+            assert_eq!(&decode_entry(&serde_json::to_vec(d).unwrap()).unwrap(), d);
         }
-        let mut none = entry(DeliveryState::Intent);
-        none.to = None;
-        none.note = None;
-        assert_eq!(decode_entry(&encode_entry(&none)).unwrap(), none);
-        assert!(decode_entry(&[BINARY, 0xff]).is_err());
+    }
+
+    #[test]
+    fn the_latest_entry_per_target_wins_across_batches_and_older_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // An entry from an older version, per target, as JSON.
+        let old = entry(DeliveryState::Retrying {
+            reason: "451".into(),
+            next_at: 5,
+        });
+        let mut k = prefix(1, "mail");
+        k.extend_from_slice(&7u64.to_be_bytes());
+        store
+            .tree(PER_TARGET)
+            .unwrap()
+            .insert(k, serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        // Intents for 600 targets (three keys), then outcomes for some.
+        let intents: Vec<(u64, Delivery)> = (0..600)
+            .map(|t| (t, entry(DeliveryState::Intent)))
+            .collect();
+        store.record_deliveries(1, "mail", &intents).unwrap();
+        let sent = |t: u64| {
+            let mut d = entry(DeliveryState::Sent {
+                provider_id: Some(format!("id{t}")),
+            });
+            d.attempts = 3;
+            (t, d)
+        };
+        store
+            .record_deliveries(1, "mail", &[sent(3), sent(599)])
+            .unwrap();
+        store.record_deliveries(1, "text", &[sent(3)]).unwrap();
+        store.record_deliveries(2, "mail", &[sent(4)]).unwrap();
+
+        let progress = store.delivery_progress(1, "mail").unwrap();
+        assert_eq!(progress.len(), 600);
+        let p = |t: u64| progress[&t];
+        assert_eq!(
+            p(3),
+            Progress {
+                attempts: 3,
+                done: true,
+                next_at: None
+            }
+        );
+        assert_eq!(
+            p(0),
+            Progress {
+                attempts: 2,
+                done: false,
+                next_at: None
+            }
+        );
+        // The older entry for target 7 is superseded by the newer intent.
+        assert_eq!(p(7).next_at, None);
+        assert!(
+            !store
+                .delivery_progress(1, "other")
+                .unwrap()
+                .contains_key(&3)
+        );
+
+        let all = store.run_deliveries(1).unwrap();
+        assert_eq!(all.len(), 601);
+        let order: Vec<(&str, u64)> = all.iter().map(|(a, t, _)| (a.as_str(), *t)).collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted, "by activity, then target");
+        let find = |a: &str, t: u64| &all.iter().find(|e| e.0 == a && e.1 == t).unwrap().2;
+        assert_eq!(find("mail", 599), &sent(599).1);
+        assert_eq!(find("mail", 1).state, DeliveryState::Intent);
+        assert_eq!(find("text", 3), &sent(3).1);
+        assert_eq!(store.run_deliveries(2).unwrap().len(), 1);
     }
 }
