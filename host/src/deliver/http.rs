@@ -2,8 +2,9 @@
 //! host joins the account's base URL and applies its credentials.
 //!
 //! Messages go out through hyper's pooled client directly: reqwest's
-//! per-request layers (redirect policy, URL conversions) cost ~1/5 of a
-//! send's CPU. reqwest still serves the rare token exchanges.
+//! per-request layers (a redirect policy that parses every URL again, URL
+//! conversions) cost 5–10% of a send's CPU (BENCHMARKS.md). reqwest still
+//! serves the rare token exchanges.
 
 use std::sync::Arc;
 
