@@ -41,7 +41,7 @@ const BATCH: usize = 2 * CONCURRENCY;
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Most messages sent without a recorded outcome: what a crash may repeat.
 /// A batch being recorded, the next one gathering and a full wire.
-pub const WAVE: usize = 2 * BATCH;
+const WAVE: usize = 2 * BATCH;
 
 /// The network side of deliveries: pooled connections, one per account.
 pub struct Transports {
@@ -208,7 +208,6 @@ pub(crate) fn deliver(
         .map_err(|e| e.to_string())?;
     for round in targets.chunks(ROUND) {
         let mut todo: Vec<u64> = Vec::new();
-        let mut prior: std::collections::HashMap<u64, u32> = Default::default();
         for id in round {
             match progress.get(id) {
                 Some(p) if p.done => counts.skipped += 1,
@@ -219,10 +218,7 @@ pub(crate) fn deliver(
                     counts.retrying += 1;
                     wake_at = Some(wake_at.map_or(*next_at, |w| w.min(*next_at)));
                 }
-                p => {
-                    prior.insert(*id, p.map_or(0, |p| p.attempts));
-                    todo.push(*id);
-                }
+                _ => todo.push(*id),
             }
         }
         if todo.is_empty() {
@@ -241,7 +237,7 @@ pub(crate) fn deliver(
                 todo.len()
             ));
         }
-        let attempt = |id: &u64| prior.get(id).copied().unwrap_or(0) + 1;
+        let attempt = |id: &u64| progress.get(id).map_or(0, |p| p.attempts) + 1;
         let entry = |state: DeliveryState, out: Option<&wit::Outgoing>| Delivery {
             channel: plugin.clone(),
             dimension: target_dim.clone(),

@@ -198,19 +198,6 @@ pub struct Progress {
     pub next_at: Option<i64>,
 }
 
-impl Progress {
-    fn of(d: &Delivery) -> Progress {
-        Progress {
-            attempts: d.attempts,
-            done: d.state.is_final(),
-            next_at: match d.state {
-                DeliveryState::Retrying { next_at, .. } => Some(next_at),
-                _ => None,
-            },
-        }
-    }
-}
-
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         tree: "deliveries",
@@ -275,7 +262,7 @@ impl Store {
         let prefix = prefix(run, activity);
         for kv in self.tree(PER_TARGET)?.scan_prefix(&prefix) {
             let (k, v) = kv?;
-            out.insert(split_key(&k).1, Progress::of(&decode_entry(&v)?));
+            out.insert(split_key(&k).1, Stored::of(&decode_entry(&v)?).progress());
         }
         // Batches in the order recorded: a later entry supersedes.
         for kv in self.tree(LOG)?.scan_prefix(&prefix) {
