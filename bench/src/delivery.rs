@@ -46,8 +46,9 @@ fn own_cpu() -> f64 {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-/// Runs the benchmark with `n` messages per channel in `dir`.
-pub fn run(n: usize, dir: &Path) -> anyhow::Result<()> {
+/// Runs the benchmark with `n` messages per channel in `dir`, for the
+/// channels named in `only` (all when empty).
+pub fn run(n: usize, dir: &Path, only: &[String]) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     for tool in ["smtp-source", "h2load"] {
@@ -97,6 +98,9 @@ pub fn run(n: usize, dir: &Path) -> anyhow::Result<()> {
         ),
     ];
     for (channel, dimension, delivery) in channels {
+        if !only.is_empty() && !only.iter().any(|c| c == channel) {
+            continue;
+        }
         let filter = match channel {
             "apns" => "platform = 'ios'",
             "fcm" => "platform = 'android'",

@@ -52,6 +52,9 @@ enum Bench {
         /// Working directory (its contents are replaced).
         #[arg(long, default_value = "target/bench-delivery")]
         dir: PathBuf,
+        /// Only these channels (comma-separated: email, sms, apns, fcm).
+        #[arg(long, value_delimiter = ',')]
+        channels: Vec<String>,
     },
 }
 
@@ -151,7 +154,11 @@ struct Counts {
 fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Targeting { recipients, dir } => targeting(recipients, &dir),
-        Bench::Delivery { messages, dir } => delivery::run(messages, &dir),
+        Bench::Delivery {
+            messages,
+            dir,
+            channels,
+        } => delivery::run(messages, &dir, &channels),
     }
 }
 

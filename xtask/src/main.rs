@@ -101,6 +101,8 @@ fn main() -> anyhow::Result<()> {
                 "--dir",
                 target_dir(&root).join(dir).to_str().context("utf-8 path")?,
             ]);
+            // Anything after N goes to the benchmark (`--channels sms,fcm`).
+            cmd.args(args.iter().skip(2));
             cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
             cmd.env("CROSSCAST_BIN", target_dir(&root).join("release/crosscast"));
             run(cmd)
@@ -129,7 +131,7 @@ fn main() -> anyhow::Result<()> {
             run(cmd)
         }
         _ => bail!(
-            "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS] | bench-delivery [MESSAGES] | ci"
+            "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS] | bench-delivery [MESSAGES [--channels LIST]] | ci"
         ),
     }
 }

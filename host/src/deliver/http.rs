@@ -1,20 +1,21 @@
-//! HTTP transport: one pooled client (HTTP/1.1 and HTTP/2 over rustls); the
-//! host joins the account's base URL and applies its credentials.
+//! HTTP transport: requests built from a plugin's messages on the
+//! account's origin, with the host's credentials, sent over the pooled
+//! connections of `connections.rs` (HTTP/1.1 and HTTP/2 over rustls), and
+//! answers read back for classification.
 //!
-//! Messages go out through hyper's pooled client directly: reqwest's
-//! per-request layers (a redirect policy that parses every URL again, URL
-//! conversions) cost 5–10% of a send's CPU (BENCHMARKS.md). reqwest still
-//! serves the rare token exchanges.
+//! Messages bypass hyper's pooled client: lanes (`lanes.rs`) hold their
+//! connection, so no task is spawned, no pool searched and nothing handed
+//! between tasks per message (BENCHMARKS.md). reqwest serves the rare token
+//! exchanges.
 
 use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use super::connections::{BoxError, Connections, H1, H2, Origin};
 use crate::caps::signing::{Credential, credential};
 use crate::runtime::channel::wit::{Answer, HttpRequest, HttpResponse};
 use crate::store::Store;
@@ -23,19 +24,15 @@ use crate::store::settings::Account;
 /// Largest response body read and kept for classification.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The connector: TLS (or plain HTTP) over TCP, names resolved under the
-/// egress policy.
-type Connector = hyper_rustls::HttpsConnector<HttpConnector<super::egress::PolicyResolver>>;
-
-/// How long a request may take, connection included.
+/// How long a request may take once it is on a connection.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The shared HTTP client.
 pub struct HttpTransport {
     /// Token exchanges (OAuth) and other rare calls.
     client: reqwest::Client,
-    /// Messages.
-    sender: Client<Connector, Full<Bytes>>,
+    /// Connections for messages.
+    pub connections: Connections,
     /// One token acquisition at a time, so concurrent sends share one token
     /// instead of each signing or exchanging their own.
     signing: tokio::sync::Mutex<()>,
@@ -50,6 +47,26 @@ type Remembered = (Account, Option<http::HeaderValue>, std::time::Instant);
 
 /// How long a credential is reused from memory before asking the store again.
 const REMEMBER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the requests of a round through one account share, resolved once:
+/// its base URL and the origin connections go to.
+pub struct Target {
+    base: reqwest::Url,
+    /// Scheme and authority of the base URL.
+    pub origin: Origin,
+    /// The `Host` header of HTTP/1.1 requests.
+    host: http::HeaderValue,
+}
+
+/// A request ready for a connection: head and body.
+pub struct Outbound {
+    /// Method, URI, headers (the URI absolute; HTTP/1.1 sends its path).
+    pub head: http::Request<()>,
+    /// The body.
+    pub body: Bytes,
+    /// The URL, as errors name it.
+    pub url: reqwest::Url,
+}
 
 impl HttpTransport {
     /// A client with connection pooling and sane timeouts, trusting the
@@ -109,138 +126,280 @@ impl HttpTransport {
             .enable_http1()
             .enable_http2()
             .wrap_connector(tcp);
-        let sender = Client::builder(TokioExecutor::new()).build(connector);
         Ok(HttpTransport {
             client,
-            sender,
+            connections: Connections::new(connector),
             signing: tokio::sync::Mutex::new(()),
             recent: Default::default(),
         })
     }
 
-    /// The account's base URL, parsed once per round of messages.
-    pub fn base(account: &Account) -> Result<reqwest::Url, String> {
+    /// The account's base URL and origin, resolved once per round.
+    pub fn target(account: &Account) -> Result<Target, String> {
         let base = reqwest::Url::parse(&account.url).map_err(|e| {
             format!(
                 "{REFUSED}account `{}` has an unusable URL `{}`: {e}",
                 account.name, account.url
             )
         })?;
-        if base.host_str().is_none() || base.cannot_be_a_base() {
+        let Some(host) = base.host_str().filter(|_| !base.cannot_be_a_base()) else {
             return Err(format!(
                 "{REFUSED}account `{}` has no host in its URL `{}`",
                 account.name, account.url
             ));
-        }
-        Ok(base)
+        };
+        let authority = match base.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let key = format!("{}://{authority}", base.scheme());
+        let unusable = |e: &dyn std::fmt::Display| {
+            format!(
+                "{REFUSED}account `{}` has an unusable URL `{}`: {e}",
+                account.name, account.url
+            )
+        };
+        let uri = key.parse::<http::Uri>().map_err(|e| unusable(&e))?;
+        let host = http::HeaderValue::from_str(&authority).map_err(|e| unusable(&e))?;
+        Ok(Target {
+            base,
+            origin: Origin { key, uri },
+            host,
+        })
     }
 
-    /// Sends one request relative to the account's URL (`base`, from
-    /// [`HttpTransport::base`]).
-    pub async fn send(
-        &self,
-        store: &Store,
-        account: &Account,
-        base: &reqwest::Url,
+    /// The request for a plugin's message on `target`, with the account's
+    /// credential (from [`HttpTransport::credential`]); for HTTP/2 when
+    /// `h2`. A message the host refuses to send is answered at once.
+    pub fn request(
+        target: &Target,
         req: &HttpRequest,
-    ) -> Answer {
-        let url = match request_url(base, &req.path) {
-            Ok(u) => u,
-            Err(e) => return Answer::TransportError(e),
-        };
-        let method = match http::Method::from_bytes(req.method.as_bytes()) {
-            Ok(m) => m,
-            Err(_) => {
-                return Answer::TransportError(format!(
-                    "{REFUSED}bad HTTP method `{}`",
-                    req.method
-                ));
-            }
-        };
-        let authorization = match self.credential(store, account).await {
-            Ok(a) => a,
-            Err(e) => return Answer::TransportError(format!("{REFUSED}credentials: {e}")),
-        };
+        authorization: Option<&http::HeaderValue>,
+        h2: bool,
+    ) -> Result<Outbound, Answer> {
+        let url = request_url(&target.base, &req.path).map_err(Answer::TransportError)?;
+        let method = http::Method::from_bytes(req.method.as_bytes()).map_err(|_| {
+            Answer::TransportError(format!("{REFUSED}bad HTTP method `{}`", req.method))
+        })?;
         let mut r = http::Request::builder()
             .method(method)
             .uri(url.as_str())
             .header(http::header::USER_AGENT, USER_AGENT);
+        if !h2 {
+            r = r.header(http::header::HOST, target.host.clone());
+        }
         for (k, v) in &req.headers {
-            if k.eq_ignore_ascii_case("authorization") {
-                // Credentials are the host's business, never the plugin's.
+            // Credentials are the host's business, never the plugin's;
+            // HTTP/2 has no connection-specific headers.
+            if k.eq_ignore_ascii_case("authorization") || h2 && connection_specific(k) {
                 continue;
             }
             r = r.header(k, v);
         }
         if let Some(a) = authorization {
-            r = r.header(http::header::AUTHORIZATION, a);
+            r = r.header(http::header::AUTHORIZATION, a.clone());
         }
-        let request = match r.body(Full::new(Bytes::from(req.body.clone()))) {
-            Ok(r) => r,
-            Err(e) => {
-                return Answer::TransportError(format!("{REFUSED}HTTP {url}: bad request: {e}"));
+        if h2 && !req.body.is_empty() {
+            r = r.header(http::header::CONTENT_LENGTH, req.body.len());
+        }
+        let head = r.body(()).map_err(|e| {
+            Answer::TransportError(format!("{REFUSED}HTTP {url}: bad request: {e}"))
+        })?;
+        Ok(Outbound {
+            head,
+            body: Bytes::from(req.body.clone()),
+            url,
+        })
+    }
+}
+
+/// Headers that describe one HTTP/1.1 connection and are malformed in HTTP/2
+/// (RFC 9113, 8.2.2).
+fn connection_specific(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    ]
+    .iter()
+    .any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// A request as HTTP/1.1 sends it: the path in the request line, the host
+/// in the `Host` header.
+pub fn h1_request(head: http::Request<()>, body: Bytes) -> http::Request<Full<Bytes>> {
+    let (mut parts, ()) = head.into_parts();
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| http::Uri::from_static("/"), |pq| pq.clone().into());
+    http::Request::from_parts(parts, Full::new(body))
+}
+
+/// Sends one request over HTTP/1.1 and reads the answer; gives the request
+/// back if it never left (the connection had closed), so it can go on
+/// another connection. `url` names it in errors.
+pub async fn send_h1(
+    h1: &mut H1,
+    request: http::Request<Full<Bytes>>,
+    url: &reqwest::Url,
+) -> Result<Answer, http::Request<Full<Bytes>>> {
+    let url = url.as_str();
+    enum Failure {
+        Unsent(http::Request<Full<Bytes>>),
+        Failed(BoxError),
+    }
+    let exchange = async move |sender: &mut super::connections::SendRequest| {
+        if sender.ready().await.is_err() {
+            return Err(Failure::Unsent(request));
+        }
+        match sender.try_send_request(request).await {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                let kept = read_body(body).await.map_err(Failure::Failed)?;
+                Ok((parts, kept))
             }
-        };
-        let exchange = async {
-            let resp = self.sender.request(request).await?;
-            let (parts, mut body) = resp.into_parts();
-            // Only the first MAX_BODY bytes are read: a provider's answer
-            // never holds more than that in memory.
-            let mut kept = Vec::new();
-            while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame?.into_data() {
-                    let room = MAX_BODY - kept.len();
-                    kept.extend_from_slice(&data[..data.len().min(room)]);
-                    if kept.len() == MAX_BODY {
-                        break;
-                    }
-                }
+            Err(mut e) => Err(match e.take_message() {
+                Some(request) => Failure::Unsent(request),
+                None => Failure::Failed(Box::new(e.into_error())),
+            }),
+        }
+    };
+    match tokio::time::timeout(TIMEOUT, h1.drive(exchange)).await {
+        Err(_) => {
+            // Half a request or answer may sit on it.
+            h1.discard();
+            Ok(no_answer(url))
+        }
+        Ok(Ok((parts, body))) => Ok(answer(parts, body)),
+        Ok(Err(Failure::Failed(e))) => Ok(transport_error(url, &*e)),
+        Ok(Err(Failure::Unsent(request))) => Err(request),
+    }
+}
+
+/// Opens one HTTP/2 stream: the request's headers and body are queued on
+/// the connection and leave with the next write.
+pub fn start_h2(
+    h2: &H2,
+    head: http::Request<()>,
+    body: Bytes,
+) -> Result<h2::client::ResponseFuture, h2::Error> {
+    // A clone per stream: a handle that saw the provider's stream limit
+    // refuses new streams until polled ready; a fresh one lets h2 queue them.
+    let mut sender = h2.sender.clone();
+    let end = body.is_empty();
+    let (response, mut stream) = sender.send_request(head, end)?;
+    if !end {
+        stream.send_data(body, true)?;
+    }
+    Ok(response)
+}
+
+/// The answer on an HTTP/2 stream opened by [`start_h2`].
+pub async fn finish_h2(response: h2::client::ResponseFuture, url: reqwest::Url) -> Answer {
+    let url = url.as_str();
+    let exchange = async {
+        let resp = response.await?;
+        let (parts, mut body) = resp.into_parts();
+        let mut kept = Vec::new();
+        while let Some(data) = body.data().await {
+            let data = data?;
+            // Give the window back, or the connection stalls.
+            let _ = body.flow_control().release_capacity(data.len());
+            let room = MAX_BODY - kept.len();
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+            if kept.len() == MAX_BODY {
+                break;
             }
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, kept))
-        };
-        match tokio::time::timeout(TIMEOUT, exchange).await {
-            Err(_) => Answer::TransportError(format!(
-                "HTTP {url}: no answer within {} s",
-                TIMEOUT.as_secs()
-            )),
-            Ok(Ok((parts, body))) => {
-                let headers = parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.as_str().to_string(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect();
-                Answer::Http(HttpResponse {
-                    status: parts.status.as_u16(),
-                    headers,
-                    body,
-                })
-            }
-            Ok(Err(e)) => {
-                let e: &(dyn std::error::Error + 'static) = &*e;
-                let chain = error_chain(e);
-                // What only the operator can fix is not worth retrying: an
-                // address the egress policy denies, a certificate not trusted.
-                let refused = chain.contains("egress denied")
-                    || std::iter::successors(Some(e), |e| e.source()).any(|c| {
-                        // rustls' error may sit inside an io::Error, whose
-                        // `source` skips it.
-                        let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
-                            c.downcast_ref::<std::io::Error>()?
-                                .get_ref()?
-                                .downcast_ref::<rustls::Error>()
-                        });
-                        matches!(tls, Some(rustls::Error::InvalidCertificate(_)))
-                    });
-                let prefix = if refused { REFUSED } else { "" };
-                Answer::TransportError(format!("{prefix}HTTP {url}: {chain}"))
+        }
+        Ok::<_, h2::Error>((parts, kept))
+    };
+    match tokio::time::timeout(TIMEOUT, exchange).await {
+        Err(_) => no_answer(url),
+        Ok(Ok((parts, body))) => answer(parts, body),
+        Ok(Err(e)) => transport_error(url, &e),
+    }
+}
+
+/// True if an HTTP/2 stream failed before the provider processed it (its
+/// connection went away first), so it can go again on a new connection.
+pub fn unprocessed(answer: &Answer) -> bool {
+    matches!(answer, Answer::TransportError(e) if e.ends_with(UNPROCESSED))
+}
+
+/// Marks the error of a stream the provider never processed.
+const UNPROCESSED: &str = " (not processed)";
+
+/// Reads at most [`MAX_BODY`] bytes of an HTTP/1.1 body: a provider's
+/// answer never holds more than that in memory.
+async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, BoxError> {
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            let room = MAX_BODY - kept.len();
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+            if kept.len() == MAX_BODY {
+                break;
             }
         }
     }
+    Ok(kept)
+}
+
+/// A response as the plugin reads it.
+fn answer(parts: http::response::Parts, body: Vec<u8>) -> Answer {
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    Answer::Http(HttpResponse {
+        status: parts.status.as_u16(),
+        headers,
+        body,
+    })
+}
+
+fn no_answer(url: &str) -> Answer {
+    Answer::TransportError(format!(
+        "HTTP {url}: no answer within {} s",
+        TIMEOUT.as_secs()
+    ))
+}
+
+/// A failed exchange or connection as the plugin reads it. What only the
+/// operator can fix is marked [`REFUSED`], not worth retrying: an address
+/// the egress policy denies, a certificate not trusted.
+pub fn transport_error(url: &str, e: &(dyn std::error::Error + 'static)) -> Answer {
+    let chain = error_chain(e);
+    let refused = chain.contains("egress denied")
+        || std::iter::successors(Some(e), |e| e.source()).any(|c| {
+            // rustls' error may sit inside an io::Error, whose `source`
+            // skips it.
+            let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
+                c.downcast_ref::<std::io::Error>()?
+                    .get_ref()?
+                    .downcast_ref::<rustls::Error>()
+            });
+            matches!(tls, Some(rustls::Error::InvalidCertificate(_)))
+        });
+    let prefix = if refused { REFUSED } else { "" };
+    // A stream refused or above a GOAWAY's last stream was never processed.
+    let unprocessed = std::iter::successors(Some(e), |e| e.source()).any(|c| {
+        c.downcast_ref::<h2::Error>().is_some_and(|h| {
+            h.is_remote() && (h.is_go_away() || h.reason() == Some(h2::Reason::REFUSED_STREAM))
+        })
+    });
+    let mark = if unprocessed { UNPROCESSED } else { "" };
+    Answer::TransportError(format!("{prefix}HTTP {url}: {chain}{mark}"))
 }
 
 /// The `User-Agent` of every request.
@@ -270,7 +429,7 @@ impl HttpTransport {
     /// The account's credential: from memory if made in the last
     /// [`REMEMBER`], else from the store's cache or freshly signed, one
     /// acquisition at a time.
-    async fn credential(
+    pub async fn credential(
         &self,
         store: &Store,
         account: &Account,

@@ -49,8 +49,16 @@ impl<T> Inbox<T> {
 
     /// A sender that will never put (its task stopped).
     pub fn abandon(&self) {
+        self.abandon_many(1);
+    }
+
+    /// `n` senders that will never put.
+    pub fn abandon_many(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
         let mut s = self.lock();
-        s.open = s.open.saturating_sub(1);
+        s.open = s.open.saturating_sub(n);
         if s.open == 0 {
             self.ready.notify_one();
         }

@@ -8,16 +8,18 @@
 //! recorded outcome. Ids whose outcome is already logged are skipped, so
 //! executing a task again (after a crash) repeats at most those.
 
+pub mod connections;
 pub mod egress;
 pub mod http;
 pub mod inbox;
+mod lanes;
 pub mod smtp;
 pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use inbox::Inbox;
 
@@ -96,7 +98,7 @@ enum Way {
     /// Through the account's SMTP relay pool.
     Smtp(smtp::Relay),
     /// To the account's base URL.
-    Http(reqwest::Url),
+    Http(http::Target),
 }
 
 impl Wire {
@@ -107,36 +109,13 @@ impl Wire {
         let way = if email {
             Way::Smtp(self.smtp.relay(store, &account)?)
         } else {
-            Way::Http(http::HttpTransport::base(&account)?)
+            Way::Http(http::HttpTransport::target(&account)?)
         };
         Ok(Route {
             throttle: self.throttles.of(&account),
             account,
             way,
         })
-    }
-
-    /// Sends one message within its account's rate and concurrency.
-    async fn send(
-        &self,
-        store: &crate::store::Store,
-        route: &Route,
-        message: &wit::Message,
-    ) -> wit::Answer {
-        let _slot = route.throttle.admit().await;
-        match (&route.way, message) {
-            (Way::Smtp(relay), wit::Message::Email(e)) => {
-                smtp::SmtpTransports::send(relay, e).await
-            }
-            (Way::Http(base), wit::Message::Http(h)) => {
-                self.http.send(store, &route.account, base, h).await
-            }
-            _ => wit::Answer::TransportError(format!(
-                "{}account `{}` was resolved for another kind of message",
-                http::REFUSED,
-                route.account.name
-            )),
-        }
     }
 }
 
@@ -663,11 +642,11 @@ fn address(message: &wit::Message) -> String {
     }
 }
 
-/// Sends a round's messages, [`CONCURRENCY`] on the wire at a time, each in
-/// its own task; `record` gets answers as they come, (index in `sends`,
-/// answer), in batches. A message's slot in [`WAVE`] is freed only once its
-/// batch is recorded, so at most WAVE messages are ever sent without a
-/// recorded outcome. An error from `record` stops sending.
+/// Sends a round's messages, [`CONCURRENCY`] on the wire at a time, on
+/// lanes (`lanes.rs`); `record` gets answers as they come, (index in
+/// `sends`, answer), in batches. A message's slot in [`WAVE`] is freed only
+/// once its batch is recorded, so at most WAVE messages are ever sent
+/// without a recorded outcome. An error from `record` stops sending.
 fn send_round(
     exec: &Executor,
     sends: Arc<Vec<(u64, wit::Outgoing)>>,
@@ -678,72 +657,46 @@ fn send_round(
     }
     let store = &exec.store;
     let wire = exec.transports.wire.clone();
-    // Accounts are resolved once per round, not per message.
-    let mut routes: std::collections::HashMap<(&str, bool), Result<Arc<Route>, String>> =
-        Default::default();
-    let jobs: Vec<(usize, Result<Arc<Route>, String>)> = {
+    // Accounts are resolved once per round, not per message; each gets its
+    // queue of messages.
+    let mut queues: Vec<(Result<Arc<Route>, String>, Vec<usize>)> = Vec::new();
+    let mut by_route: std::collections::HashMap<(&str, bool), usize> = Default::default();
+    {
         let _runtime = exec.transports.runtime.enter();
-        sends
-            .iter()
-            .enumerate()
-            .map(|(i, (_, out))| {
-                let email = matches!(out.message, wit::Message::Email(_));
-                let name = account_of(&out.message);
-                let route = routes
-                    .entry((name, email))
-                    .or_insert_with(|| wire.route(store, name, email).map(Arc::new))
-                    .clone();
-                (i, route)
-            })
-            .collect()
-    };
-    let inbox = Arc::new(Inbox::<(usize, wit::Answer, OwnedSemaphorePermit)>::new(
-        jobs.len(),
-    ));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let unrecorded = Arc::new(Semaphore::new(WAVE));
-    let on_wire = Arc::new(Semaphore::new(CONCURRENCY));
-    let feeder_store = store.clone();
-    let feeder_stop = stop.clone();
-    let feeder_sends = sends.clone();
-    let feeder_inbox = inbox.clone();
-    exec.transports.runtime.spawn(async move {
-        let mut jobs = jobs.into_iter();
-        for (i, route) in jobs.by_ref() {
-            let ticket = Ticket(Some(feeder_inbox.clone()));
-            let (Ok(slot), Ok(sending)) = (
-                unrecorded.clone().acquire_owned().await,
-                on_wire.clone().acquire_owned().await,
-            ) else {
-                break;
-            };
-            if feeder_stop.load(std::sync::atomic::Ordering::Relaxed) {
-                break;
-            }
-            let (wire, store) = (wire.clone(), feeder_store.clone());
-            let sends = feeder_sends.clone();
-            tokio::spawn(async move {
-                let message = &sends[i].1.message;
-                let answer = match &route {
-                    Ok(route) => wire.send(&store, route, message).await,
-                    Err(e) => wit::Answer::TransportError(e.clone()),
-                };
-                drop(sending);
-                ticket.put((i, answer, slot));
+        for (i, (_, out)) in sends.iter().enumerate() {
+            let email = matches!(out.message, wit::Message::Email(_));
+            let name = account_of(&out.message);
+            let q = *by_route.entry((name, email)).or_insert_with(|| {
+                queues.push((wire.route(store, name, email).map(Arc::new), Vec::new()));
+                queues.len() - 1
             });
+            queues[q].1.push(i);
         }
-        // Whatever was not sent will not answer.
-        jobs.for_each(|_| feeder_inbox.abandon());
+    }
+    let round = Arc::new(lanes::Round {
+        inbox: Arc::new(Inbox::new(sends.len())),
+        sends: sends.clone(),
+        unrecorded: Arc::new(Semaphore::new(WAVE)),
+        on_wire: Arc::new(Semaphore::new(CONCURRENCY)),
+        stop: std::sync::atomic::AtomicBool::new(false),
+        wire,
+        store: store.clone(),
     });
+    for (route, jobs) in queues {
+        let queue = Arc::new(lanes::Queue::new(route, jobs));
+        exec.transports
+            .runtime
+            .spawn(lanes::carry(round.clone(), queue));
+    }
     let mut answered = 0;
     // Gather up to BATCH answers (or what comes within GATHER): one write
     // and flush for many, while the other WAVE slots keep the wire busy.
-    while let Some(batch) = inbox.take(BATCH, GATHER) {
+    while let Some(batch) = round.inbox.take(BATCH, GATHER) {
         answered += batch.len();
         let (answers, slots): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|(i, a, slot)| ((i, a), slot)).unzip();
         if let Err(e) = record(answers) {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            round.stop.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(e);
         }
         drop(slots);
@@ -752,26 +705,6 @@ fn send_round(
         return Err("the delivery's sending tasks stopped".into());
     }
     Ok(())
-}
-
-/// A sending task's promise of one answer: it abandons its place in the
-/// inbox if dropped unused (the task stopped), so the wait never hangs.
-struct Ticket<T>(Option<Arc<Inbox<T>>>);
-
-impl<T> Ticket<T> {
-    fn put(mut self, item: T) {
-        if let Some(inbox) = self.0.take() {
-            inbox.put(item);
-        }
-    }
-}
-
-impl<T> Drop for Ticket<T> {
-    fn drop(&mut self) {
-        if let Some(inbox) = self.0.take() {
-            inbox.abandon();
-        }
-    }
 }
 
 #[cfg(test)]

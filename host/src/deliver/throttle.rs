@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::store::settings::Account;
@@ -21,7 +21,7 @@ pub const DEFAULT_CONCURRENCY: u32 = 32;
 pub struct Throttle {
     rate: Option<u32>,
     concurrency: u32,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     next: Mutex<Option<Instant>>,
 }
 
@@ -30,15 +30,20 @@ impl Throttle {
         Throttle {
             rate,
             concurrency,
-            slots: Semaphore::new(concurrency.max(1) as usize),
+            slots: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
             next: Mutex::new(None),
         }
     }
 
+    /// Messages this account allows in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.max(1) as usize
+    }
+
     /// Waits for a free slot and for the message's turn under the rate;
     /// the slot is held until the permit drops (the answer is in).
-    pub async fn admit(&self) -> Option<SemaphorePermit<'_>> {
-        let permit = self.slots.acquire().await.ok();
+    pub async fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.slots.clone().acquire_owned().await.ok();
         if let Some(rate) = self.rate.filter(|r| *r > 0) {
             let step = Duration::from_secs(1) / rate;
             let at = {

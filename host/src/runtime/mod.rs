@@ -97,6 +97,11 @@ impl Runtime {
         config.epoch_interruption(true);
         // Component-model async is not used; leaving it on triples call cost.
         config.concurrency_support(false);
+        // `CROSSCAST_WASM_PROFILER=perfmap` names guest functions for `perf`
+        // (in /tmp/perf-PID.map): a profile then shows where plugins spend.
+        if std::env::var("CROSSCAST_WASM_PROFILER").is_ok_and(|v| v == "perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
