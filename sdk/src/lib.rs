@@ -219,7 +219,7 @@ pub mod channel {
     pub use crate::host::*;
     pub use crate::push::{devices, param};
     pub use crate::sms::Segments;
-    pub use crate::template::{Templates, row_context};
+    pub use crate::template::{Rows, Templates, row_context};
 
     /// Sends `message` as one billable part, without a note.
     pub fn send(message: Message) -> Prepared {

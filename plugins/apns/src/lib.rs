@@ -117,8 +117,15 @@ impl Channel for Apns {
             .ok_or(
                 "no APNs topic: set `topic` in the config or --param topic=... on the account",
             )?;
-        let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
+        let columns = fetch(
+            dimension,
+            ids,
+            &plan
+                .templates
+                .columns_for(dimension, &["token", "platform"])?,
+        )?;
         let devices = devices(&columns, "ios", "an iOS device", "no device token")?;
+        let rows = Rows::new(columns);
         let expiration = plan
             .expiration_ms
             .map(|d| ((now_ms() + d) / 1000).to_string())
@@ -132,7 +139,7 @@ impl Channel for Apns {
                     continue;
                 }
             };
-            let ctx = row_context(&columns, i);
+            let ctx = rows.row(i);
             let payload = serde_json::json!({
                 "aps": {
                     "alert": { "title": plan.templates.render("title", &ctx)?, "body": plan.templates.render("body", &ctx)? },

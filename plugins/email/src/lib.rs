@@ -63,9 +63,13 @@ impl Channel for EmailChannel {
 
     fn build(config: &str, dimension: &str, ids: &[u64]) -> Result<Vec<Prepared>, String> {
         let (cfg, templates) = load(config).map_err(|es| es[0].to_string())?;
-        let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
-        let email = columns
-            .get("email")
+        let rows = Rows::new(fetch(
+            dimension,
+            ids,
+            &templates.columns_for(dimension, &["email"])?,
+        )?);
+        let email = rows
+            .column("email")
             .ok_or("the recipient dimension has no `email` attribute")?;
         let mut out = Vec::with_capacity(ids.len());
         for i in 0..ids.len() {
@@ -73,7 +77,7 @@ impl Channel for EmailChannel {
                 out.push(Prepared::Exclude("no email address".into()));
                 continue;
             };
-            let ctx = row_context(&columns, i);
+            let ctx = rows.row(i);
             let html = match cfg.html {
                 Some(_) => Some(templates.render("html", &ctx)?),
                 None => None,

@@ -78,13 +78,18 @@ impl Channel for Fcm {
         let acct = account(&cfg.account)?;
         let project = param(&acct, "project_id")
             .ok_or_else(|| format!("account `{}` needs --param project_id=...", cfg.account))?;
-        let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
+        let columns = fetch(
+            dimension,
+            ids,
+            &templates.columns_for(dimension, &["token", "platform"])?,
+        )?;
         let devices = devices(
             &columns,
             "android",
             "an Android device",
             "no registration token",
         )?;
+        let rows = Rows::new(columns);
         let mut out = Vec::with_capacity(ids.len());
         for (i, device) in devices.into_iter().enumerate() {
             let device = match device {
@@ -94,7 +99,7 @@ impl Channel for Fcm {
                     continue;
                 }
             };
-            let ctx = row_context(&columns, i);
+            let ctx = rows.row(i);
             let mut message = serde_json::json!({
                 "token": &device,
                 "notification": { "title": templates.render("title", &ctx)?, "body": templates.render("body", &ctx)? },

@@ -51,9 +51,13 @@ impl Channel for SmsChannel {
             .user
             .ok_or_else(|| format!("account `{}` has no user (the Account SID)", cfg.account))?;
         let path = format!("/2010-04-01/Accounts/{sid}/Messages.json");
-        let columns = fetch(dimension, ids, &crosscast_sdk::channel::columns(dimension)?)?;
-        let mobile = columns
-            .get("mobile")
+        let rows = Rows::new(fetch(
+            dimension,
+            ids,
+            &templates.columns_for(dimension, &["mobile"])?,
+        )?);
+        let mobile = rows
+            .column("mobile")
             .ok_or("the recipient dimension has no `mobile` attribute")?;
         let mut out = Vec::with_capacity(ids.len());
         for i in 0..ids.len() {
@@ -61,7 +65,7 @@ impl Channel for SmsChannel {
                 out.push(Prepared::Exclude("no mobile number".into()));
                 continue;
             };
-            let body = templates.render("body", &row_context(&columns, i))?;
+            let body = templates.render("body", &rows.row(i))?;
             let form = form_urlencoded::Serializer::new(String::new())
                 .append_pair("To", &to)
                 .append_pair("From", &cfg.from)
