@@ -72,7 +72,20 @@ fn main() -> anyhow::Result<()> {
             cmd.args(&args[1..]);
             cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
             cmd.env("CROSSCAST_BIN", target_dir(&root).join("debug/crosscast"));
-            run(cmd)
+            run(cmd)?;
+            // The SDK's channel-only helpers (templates) build natively with
+            // their feature; the workspace run above builds it without.
+            cargo(
+                &root,
+                &[
+                    "test",
+                    "-p",
+                    "crosscast-sdk",
+                    "--features",
+                    "channel",
+                    "--lib",
+                ],
+            )
         }
         Some(which @ ("bench" | "bench-delivery")) => {
             plugins(&root)?;

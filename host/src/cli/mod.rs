@@ -357,12 +357,7 @@ impl App {
         if self.tokio.is_none() {
             self.tokio = Some(
                 tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(
-                        std::env::var("XW")
-                            .ok()
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(2),
-                    )
+                    .worker_threads(2)
                     .enable_all()
                     .build()?,
             );

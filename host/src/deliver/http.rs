@@ -249,12 +249,12 @@ pub async fn send_h1(
 ) -> Result<Answer, http::Request<Full<Bytes>>> {
     let url = url.as_str();
     enum Failure {
-        Unsent(http::Request<Full<Bytes>>),
+        Unsent(Box<http::Request<Full<Bytes>>>),
         Failed(BoxError),
     }
     let exchange = async move |sender: &mut super::connections::SendRequest| {
         if sender.ready().await.is_err() {
-            return Err(Failure::Unsent(request));
+            return Err(Failure::Unsent(Box::new(request)));
         }
         match sender.try_send_request(request).await {
             Ok(resp) => {
@@ -263,7 +263,7 @@ pub async fn send_h1(
                 Ok((parts, kept))
             }
             Err(mut e) => Err(match e.take_message() {
-                Some(request) => Failure::Unsent(request),
+                Some(request) => Failure::Unsent(Box::new(request)),
                 None => Failure::Failed(Box::new(e.into_error())),
             }),
         }
@@ -276,7 +276,7 @@ pub async fn send_h1(
         }
         Ok(Ok((parts, body))) => Ok(answer(parts, body)),
         Ok(Err(Failure::Failed(e))) => Ok(transport_error(url, &*e)),
-        Ok(Err(Failure::Unsent(request))) => Err(request),
+        Ok(Err(Failure::Unsent(request))) => Err(*request),
     }
 }
 

@@ -37,6 +37,11 @@ impl<T> Inbox<T> {
         }
     }
 
+    /// `n` more puts (or abandons) to expect.
+    pub fn expect(&self, n: usize) {
+        self.lock().open += n;
+    }
+
     /// Leaves one item; wakes the receiver if it waits for this one.
     pub fn put(&self, item: T) {
         let mut s = self.lock();

@@ -19,10 +19,6 @@ pub mod throttle;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
-use inbox::Inbox;
-
 use crate::caps::{Context, crash_reporter};
 use crate::executor::Executor;
 use crate::runtime::channel::{ChannelPre, wit};
@@ -102,6 +98,16 @@ enum Way {
 }
 
 impl Wire {
+    /// A wire for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(store: &crate::store::Store) -> Wire {
+        Wire {
+            http: http::HttpTransport::new(store).expect("a transport"),
+            smtp: smtp::SmtpTransports::new(Vec::new()),
+            throttles: throttle::Throttles::default(),
+        }
+    }
+
     /// Resolves an account for email or HTTP messages (call within the
     /// runtime: a new SMTP pool spawns its housekeeping).
     fn route(&self, store: &crate::store::Store, name: &str, email: bool) -> Result<Route, String> {
@@ -146,6 +152,11 @@ pub(crate) struct Delivered {
 
 /// Delivers one task's population: sends what has no final outcome yet,
 /// schedules transient failures for a retry within the validity period.
+///
+/// Rounds of [`ROUND`] targets are built and their intents written while
+/// the previous round is still on the wire (the next round is prepared as
+/// soon as fewer than a round's worth of messages wait for a lane), and
+/// answers are classified and recorded as they come.
 pub(crate) fn deliver(
     exec: &Executor,
     run: u64,
@@ -163,239 +174,361 @@ pub(crate) fn deliver(
     let crash = crash_reporter(plugin.clone(), limits, stderr);
     let channel = pre.instantiate(&mut st).map_err(&crash)?;
     let descriptor = channel.describe(&mut st).map_err(&crash)?;
-    let config = activity.config.to_string();
-    let store = &exec.store;
-    let mut counts = DeliveryCounts::default();
-
     let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
     let deadline = task
         .started_at
         .unwrap_or(now)
         .saturating_add(activity.validity_ms.unwrap_or(DEFAULT_VALIDITY_MS));
-    let mut wake_at: Option<i64> = None;
     let unsubscribe = exec
         .store
         .unsubscribe_settings()
         .map_err(|e| e.to_string())?;
-    let source = format!("run {run} / {}", activity.id);
-
     // Where every target stands, read once: what is final is skipped, what
     // retries later waits, the rest (never tried, or in flight when the
     // process died) is sent.
-    let progress = store
+    let progress = exec
+        .store
         .delivery_progress(run, &activity.id)
         .map_err(|e| e.to_string())?;
-    for round in targets.chunks(ROUND) {
+    let mut pass = Pass {
+        exec,
+        run,
+        activity: &activity.id,
+        config: activity.config.to_string(),
+        plugin,
+        accounts,
+        channel_name: descriptor.name,
+        target_dim,
+        now,
+        deadline,
+        unsubscribe,
+        source: format!("run {run} / {}", activity.id),
+        progress,
+        st,
+        channel,
+        crash: Box::new(crash),
+        counts: DeliveryCounts::default(),
+        wake_at: None,
+    };
+    let mut session = lanes::Session::new(
+        exec.transports.runtime.clone(),
+        exec.transports.wire.clone(),
+        exec.store.clone(),
+        CONCURRENCY,
+        WAVE,
+    );
+    let mut rounds = targets.chunks(ROUND);
+    let mut prepared_all = false;
+    let (mut submitted, mut recorded) = (0usize, 0usize);
+    let sent = (|| {
+        loop {
+            // Keep the lanes fed: the next round is built while this one
+            // is on the wire.
+            while !prepared_all && session.backlog() < ROUND {
+                match rounds.next() {
+                    Some(round) => {
+                        let sends = pass.prepare(round)?;
+                        submitted += sends.len();
+                        session.submit(sends);
+                    }
+                    None => prepared_all = true,
+                }
+            }
+            // Gather up to BATCH answers (or what comes within GATHER): one
+            // write and flush for many, while the other WAVE slots keep the
+            // wire busy.
+            match session.take(BATCH, GATHER) {
+                Some(batch) => {
+                    recorded += batch.len();
+                    let (answers, slots): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .map(|(sends, i, a, slot)| ((sends, i, a), slot))
+                        .unzip();
+                    pass.record(answers)?;
+                    // Their places in the wave are free once recorded.
+                    drop(slots);
+                }
+                None if prepared_all => break,
+                None => {}
+            }
+        }
+        if recorded < submitted {
+            return Err("the delivery's sending tasks stopped".to_string());
+        }
+        Ok(())
+    })();
+    if sent.is_err() {
+        session.stop();
+    }
+    sent?;
+    Ok(Delivered {
+        counts: pass.counts,
+        outputs: passes_on(input),
+        wake_at: pass.wake_at,
+    })
+}
+
+/// One execution of a delivery task: what its rounds and answers share.
+struct Pass<'a> {
+    exec: &'a Executor,
+    run: u64,
+    activity: &'a str,
+    config: String,
+    plugin: String,
+    accounts: Vec<String>,
+    /// The channel's name (its suppression list, for HTTP channels).
+    channel_name: String,
+    target_dim: String,
+    now: i64,
+    /// When the validity period ends: no retry is scheduled past it.
+    deadline: i64,
+    unsubscribe: Option<crate::unsubscribe::Signer>,
+    /// Where suppressions this pass adds say they come from.
+    source: String,
+    progress: std::collections::HashMap<u64, Progress>,
+    st: wasmtime::Store<crate::runtime::HostState>,
+    channel: crate::runtime::channel::Channel,
+    crash: Box<dyn Fn(wasmtime::Error) -> String>,
+    counts: DeliveryCounts,
+    /// When the earliest retry is due.
+    wake_at: Option<i64>,
+}
+
+impl Pass<'_> {
+    /// Attempt number of the next try at `id`.
+    fn attempt(&self, id: u64) -> u32 {
+        self.progress.get(&id).map_or(0, |p| p.attempts) + 1
+    }
+
+    fn retry_at(&mut self, at: i64) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+
+    /// A log entry of this pass for a message (or none, when excluded
+    /// before one was built).
+    fn entry(&self, state: DeliveryState, out: Option<&wit::Outgoing>) -> Delivery {
+        Delivery {
+            channel: self.plugin.clone(),
+            dimension: self.target_dim.clone(),
+            state,
+            to: out.map(|o| address(&o.message)),
+            at: self.now,
+            attempts: 0,
+            parts: out.map_or(0, |o| o.parts),
+            note: out.and_then(|o| o.note.clone()),
+        }
+    }
+
+    /// Builds a round's messages, excludes what may not be sent, and writes
+    /// every intent (durably, before anything leaves): the messages to send.
+    fn prepare(&mut self, round: &[u64]) -> Result<lanes::Sends, String> {
         let mut todo: Vec<u64> = Vec::new();
         for id in round {
-            match progress.get(id) {
-                Some(p) if p.done => counts.skipped += 1,
+            match self.progress.get(id) {
+                Some(p) if p.done => self.counts.skipped += 1,
                 Some(Progress {
                     next_at: Some(next_at),
                     ..
-                }) if *next_at > now => {
-                    counts.retrying += 1;
-                    wake_at = Some(wake_at.map_or(*next_at, |w| w.min(*next_at)));
+                }) if *next_at > self.now => {
+                    let at = *next_at;
+                    self.counts.retrying += 1;
+                    self.retry_at(at);
                 }
                 _ => todo.push(*id),
             }
         }
         if todo.is_empty() {
-            continue;
+            return Ok(Vec::new());
         }
-        exec.runtime.arm(&mut st);
-        let prepared = channel
-            .build(&mut st, &config, &target_dim, &todo)
-            .map_err(&crash)?;
-        let prepared =
-            prepared.map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
+        self.exec.runtime.arm(&mut self.st);
+        let prepared = self
+            .channel
+            .build(&mut self.st, &self.config, &self.target_dim, &todo)
+            .map_err(&self.crash)?
+            .map_err(|m| format!("plugin `{}` could not build messages: {m}", self.plugin))?;
         if prepared.len() != todo.len() {
             return Err(format!(
-                "plugin `{plugin}` built {} messages for {} recipients",
+                "plugin `{}` built {} messages for {} recipients",
+                self.plugin,
                 prepared.len(),
                 todo.len()
             ));
         }
-        let attempt = |id: &u64| progress.get(id).map_or(0, |p| p.attempts) + 1;
-        let entry = |state: DeliveryState, out: Option<&wit::Outgoing>| Delivery {
-            channel: plugin.clone(),
-            dimension: target_dim.clone(),
-            state,
-            to: out.map(|o| address(&o.message)),
-            at: now,
-            attempts: 0,
-            parts: out.map_or(0, |o| o.parts),
-            note: out.and_then(|o| o.note.clone()),
-        };
-        let suppressed = suppressions(store, &descriptor.name, &prepared)?;
+        let store = &self.exec.store;
+        let suppressed = suppressions(store, &self.channel_name, &prepared)?;
         let mut log = Vec::new();
         let mut sends = Vec::new();
         for ((id, p), suppressed) in todo.iter().zip(prepared).zip(suppressed) {
             let mut out = match p {
                 wit::Prepared::Exclude(reason) => {
-                    counts.excluded += 1;
-                    log.push((*id, entry(DeliveryState::Excluded { reason }, None)));
+                    self.counts.excluded += 1;
+                    log.push((*id, self.entry(DeliveryState::Excluded { reason }, None)));
                     continue;
                 }
                 wit::Prepared::Send(out) => out,
             };
             let account = account_of(&out.message);
-            if !accounts.iter().any(|a| a == account) {
-                counts.failed += 1;
-                let reason = format!("account `{account}` is not granted to plugin `{plugin}`");
+            if !self.accounts.iter().any(|a| a == account) {
+                self.counts.failed += 1;
+                let reason = format!(
+                    "account `{account}` is not granted to plugin `{}`",
+                    self.plugin
+                );
                 let state = DeliveryState::Failed {
                     reason,
                     permanent: true,
                 };
-                log.push((*id, entry(state, Some(&out))));
+                log.push((*id, self.entry(state, Some(&out))));
                 continue;
             }
             // Quarantine and denylists apply before anything is sent.
             if let Some((list, s)) = suppressed {
-                counts.excluded += 1;
+                self.counts.excluded += 1;
                 let reason = s.exclusion(list);
-                log.push((*id, entry(DeliveryState::Excluded { reason }, Some(&out))));
+                log.push((
+                    *id,
+                    self.entry(DeliveryState::Excluded { reason }, Some(&out)),
+                ));
                 continue;
             }
             // Links name a recipient: only a per-recipient email gets one.
-            if let (wit::Message::Email(email), Some(u), "recipient") =
-                (&mut out.message, &unsubscribe, target_dim.as_str())
-            {
-                add_list_unsubscribe(email, &u.link(run, *id));
+            if let (wit::Message::Email(email), Some(u), "recipient") = (
+                &mut out.message,
+                &self.unsubscribe,
+                self.target_dim.as_str(),
+            ) {
+                let link = u.link(self.run, *id);
+                add_list_unsubscribe(email, &link);
             }
-            let mut e = entry(DeliveryState::Intent, Some(&out));
-            e.attempts = attempt(id);
+            let mut e = self.entry(DeliveryState::Intent, Some(&out));
+            e.attempts = self.attempt(*id);
             log.push((*id, e));
             sends.push((*id, out));
         }
         // The intent is durable before anything leaves.
         store
-            .record_deliveries(run, &activity.id, &log)
+            .record_deliveries(self.run, self.activity, &log)
             .map_err(|e| e.to_string())?;
-        // Send CONCURRENCY at a time and record outcomes as answers come in,
-        // never more than WAVE messages sent without a recorded outcome: a
-        // crash repeats at most those.
-        let sends = Arc::new(sends);
-        send_round(exec, sends.clone(), |answered| {
-            let batch: Vec<&(u64, wit::Outgoing)> =
-                answered.iter().map(|(i, _)| &sends[*i]).collect();
-            let answers: Vec<wit::Answer> = answered.into_iter().map(|(_, a)| a).collect();
-            exec.runtime.arm(&mut st);
-            let verdicts = channel
-                .classify(&mut st, &config, &answers)
-                .map_err(&crash)?;
-            if verdicts.len() != batch.len() {
-                return Err(format!(
-                    "plugin `{plugin}` classified {} answers out of {}",
-                    verdicts.len(),
-                    batch.len()
-                ));
-            }
-            let mut outcomes = Vec::new();
-            let mut listed: Vec<(String, String, Suppression)> = Vec::new();
-            for (((id, out), verdict), answer) in batch
-                .iter()
-                .map(|w| (&w.0, &w.1))
-                .zip(verdicts)
-                .zip(&answers)
-            {
-                // A refusal by the host (policy, credentials, trust) stays a
-                // failure whatever the plugin reads into it.
-                let verdict = match (verdict, answer) {
-                    (wit::Verdict::Retry((reason, _)), wit::Answer::TransportError(e))
-                        if e.starts_with(http::REFUSED) =>
-                    {
-                        wit::Verdict::Failed(reason)
-                    }
-                    (v, _) => v,
-                };
-                let list = suppression_list(&descriptor.name, &out.message);
-                let mut suppress = |kind, reason: &str| {
-                    listed.push((
-                        list.to_string(),
-                        address(&out.message),
-                        Suppression {
-                            kind,
-                            reason: reason.to_string(),
-                            source: source.clone(),
-                            at: now,
-                        },
-                    ))
-                };
-                let state = match verdict {
-                    wit::Verdict::Sent(provider_id) => {
-                        counts.sent += 1;
-                        DeliveryState::Sent { provider_id }
-                    }
-                    wit::Verdict::Failed(reason) => {
-                        counts.failed += 1;
-                        DeliveryState::Failed {
-                            reason,
-                            permanent: true,
-                        }
-                    }
-                    wit::Verdict::Quarantine(reason) => {
-                        counts.failed += 1;
-                        suppress(SuppressionKind::Quarantine, &reason);
-                        DeliveryState::Failed {
-                            reason: format!("{reason} (address quarantined on {list})"),
-                            permanent: true,
-                        }
-                    }
-                    wit::Verdict::OptedOut(reason) => {
-                        counts.failed += 1;
-                        suppress(SuppressionKind::Denylist, &reason);
-                        DeliveryState::Failed {
-                            reason: format!("{reason} (opted out: added to the {list} denylist)"),
-                            permanent: true,
-                        }
-                    }
-                    // A transient failure is retried later, through a
-                    // persisted timer, until the validity period ends.
-                    wit::Verdict::Retry((reason, after)) => {
-                        let attempts = attempt(id);
-                        let next_at = now.saturating_add(backoff_ms(attempts, after));
-                        if next_at > deadline {
-                            counts.failed += 1;
-                            DeliveryState::Failed {
-                                reason: format!(
-                                    "{reason} (gave up after {attempts} attempt(s): the validity \
-                                     period ends {})",
-                                    crate::clock::format_ms(deadline)
-                                ),
-                                permanent: false,
-                            }
-                        } else {
-                            counts.retrying += 1;
-                            wake_at = Some(wake_at.map_or(next_at, |w| w.min(next_at)));
-                            DeliveryState::Retrying { reason, next_at }
-                        }
-                    }
-                };
-                let mut e = entry(state, Some(out));
-                e.attempts = attempt(id);
-                outcomes.push((*id, e));
-            }
-            // Suppressions first: if the process dies before the outcomes
-            // are written, the repeat excludes the address instead of
-            // sending to it again.
-            for (list, address, s) in listed {
-                store
-                    .suppress(&list, &[(address, s)])
-                    .map_err(|e| e.to_string())?;
-            }
-            store
-                .record_deliveries(run, &activity.id, &outcomes)
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        })?;
+        Ok(sends)
     }
-    let outputs = passes_on(input);
-    Ok(Delivered {
-        counts,
-        outputs,
-        wake_at,
-    })
+
+    /// Classifies a batch of answers through the plugin and records their
+    /// outcomes: suppressions first, then the log entries, flushed.
+    fn record(
+        &mut self,
+        answered: Vec<(Arc<lanes::Sends>, usize, wit::Answer)>,
+    ) -> Result<(), String> {
+        let (batch, answers): (Vec<_>, Vec<_>) = answered
+            .into_iter()
+            .map(|(sends, i, a)| ((sends, i), a))
+            .unzip();
+        self.exec.runtime.arm(&mut self.st);
+        let verdicts = self
+            .channel
+            .classify(&mut self.st, &self.config, &answers)
+            .map_err(&self.crash)?;
+        if verdicts.len() != batch.len() {
+            return Err(format!(
+                "plugin `{}` classified {} answers out of {}",
+                self.plugin,
+                verdicts.len(),
+                batch.len()
+            ));
+        }
+        let mut outcomes = Vec::new();
+        let mut listed: Vec<(String, String, Suppression)> = Vec::new();
+        for (((sends, i), verdict), answer) in batch.iter().zip(verdicts).zip(&answers) {
+            let (id, out) = (&sends[*i].0, &sends[*i].1);
+            // A refusal by the host (policy, credentials, trust) stays a
+            // failure whatever the plugin reads into it.
+            let verdict = match (verdict, answer) {
+                (wit::Verdict::Retry((reason, _)), wit::Answer::TransportError(e))
+                    if e.starts_with(http::REFUSED) =>
+                {
+                    wit::Verdict::Failed(reason)
+                }
+                (v, _) => v,
+            };
+            let list = suppression_list(&self.channel_name, &out.message);
+            let mut suppress = |kind, reason: &str| {
+                listed.push((
+                    list.to_string(),
+                    address(&out.message),
+                    Suppression {
+                        kind,
+                        reason: reason.to_string(),
+                        source: self.source.clone(),
+                        at: self.now,
+                    },
+                ))
+            };
+            let state = match verdict {
+                wit::Verdict::Sent(provider_id) => {
+                    self.counts.sent += 1;
+                    DeliveryState::Sent { provider_id }
+                }
+                wit::Verdict::Failed(reason) => {
+                    self.counts.failed += 1;
+                    DeliveryState::Failed {
+                        reason,
+                        permanent: true,
+                    }
+                }
+                wit::Verdict::Quarantine(reason) => {
+                    self.counts.failed += 1;
+                    suppress(SuppressionKind::Quarantine, &reason);
+                    DeliveryState::Failed {
+                        reason: format!("{reason} (address quarantined on {list})"),
+                        permanent: true,
+                    }
+                }
+                wit::Verdict::OptedOut(reason) => {
+                    self.counts.failed += 1;
+                    suppress(SuppressionKind::Denylist, &reason);
+                    DeliveryState::Failed {
+                        reason: format!("{reason} (opted out: added to the {list} denylist)"),
+                        permanent: true,
+                    }
+                }
+                // A transient failure is retried later, through a
+                // persisted timer, until the validity period ends.
+                wit::Verdict::Retry((reason, after)) => {
+                    let attempts = self.attempt(*id);
+                    let next_at = self.now.saturating_add(backoff_ms(attempts, after));
+                    if next_at > self.deadline {
+                        self.counts.failed += 1;
+                        DeliveryState::Failed {
+                            reason: format!(
+                                "{reason} (gave up after {attempts} attempt(s): the validity \
+                                 period ends {})",
+                                crate::clock::format_ms(self.deadline)
+                            ),
+                            permanent: false,
+                        }
+                    } else {
+                        self.counts.retrying += 1;
+                        self.retry_at(next_at);
+                        DeliveryState::Retrying { reason, next_at }
+                    }
+                }
+            };
+            let mut e = self.entry(state, Some(out));
+            e.attempts = self.attempt(*id);
+            outcomes.push((*id, e));
+        }
+        let store = &self.exec.store;
+        // Suppressions first: if the process dies before the outcomes are
+        // written, the repeat excludes the address instead of sending to it
+        // again.
+        for (list, address, s) in listed {
+            store
+                .suppress(&list, &[(address, s)])
+                .map_err(|e| e.to_string())?;
+        }
+        store
+            .record_deliveries(self.run, self.activity, &outcomes)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The suppression list a message's address belongs to: `email` for every
@@ -640,71 +773,6 @@ fn address(message: &wit::Message) -> String {
         wit::Message::Email(e) => e.to.clone(),
         wit::Message::Http(h) => h.recipient.clone(),
     }
-}
-
-/// Sends a round's messages, [`CONCURRENCY`] on the wire at a time, on
-/// lanes (`lanes.rs`); `record` gets answers as they come, (index in
-/// `sends`, answer), in batches. A message's slot in [`WAVE`] is freed only
-/// once its batch is recorded, so at most WAVE messages are ever sent
-/// without a recorded outcome. An error from `record` stops sending.
-fn send_round(
-    exec: &Executor,
-    sends: Arc<Vec<(u64, wit::Outgoing)>>,
-    mut record: impl FnMut(Vec<(usize, wit::Answer)>) -> Result<(), String>,
-) -> Result<(), String> {
-    if sends.is_empty() {
-        return Ok(());
-    }
-    let store = &exec.store;
-    let wire = exec.transports.wire.clone();
-    // Accounts are resolved once per round, not per message; each gets its
-    // queue of messages.
-    let mut queues: Vec<(Result<Arc<Route>, String>, Vec<usize>)> = Vec::new();
-    let mut by_route: std::collections::HashMap<(&str, bool), usize> = Default::default();
-    {
-        let _runtime = exec.transports.runtime.enter();
-        for (i, (_, out)) in sends.iter().enumerate() {
-            let email = matches!(out.message, wit::Message::Email(_));
-            let name = account_of(&out.message);
-            let q = *by_route.entry((name, email)).or_insert_with(|| {
-                queues.push((wire.route(store, name, email).map(Arc::new), Vec::new()));
-                queues.len() - 1
-            });
-            queues[q].1.push(i);
-        }
-    }
-    let round = Arc::new(lanes::Round {
-        inbox: Arc::new(Inbox::new(sends.len())),
-        sends: sends.clone(),
-        unrecorded: Arc::new(Semaphore::new(WAVE)),
-        on_wire: Arc::new(Semaphore::new(CONCURRENCY)),
-        stop: std::sync::atomic::AtomicBool::new(false),
-        wire,
-        store: store.clone(),
-    });
-    for (route, jobs) in queues {
-        let queue = Arc::new(lanes::Queue::new(route, jobs));
-        exec.transports
-            .runtime
-            .spawn(lanes::carry(round.clone(), queue));
-    }
-    let mut answered = 0;
-    // Gather up to BATCH answers (or what comes within GATHER): one write
-    // and flush for many, while the other WAVE slots keep the wire busy.
-    while let Some(batch) = round.inbox.take(BATCH, GATHER) {
-        answered += batch.len();
-        let (answers, slots): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|(i, a, slot)| ((i, a), slot)).unzip();
-        if let Err(e) = record(answers) {
-            round.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            return Err(e);
-        }
-        drop(slots);
-    }
-    if answered < sends.len() {
-        return Err("the delivery's sending tasks stopped".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

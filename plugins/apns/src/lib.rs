@@ -10,7 +10,7 @@
 
 use crosscast_sdk::channel::*;
 use crosscast_sdk::config;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Apple's limit for a notification payload.
 const MAX_PAYLOAD: usize = 4096;
@@ -140,13 +140,20 @@ impl Channel for Apns {
                 }
             };
             let ctx = rows.row(i);
-            let payload = serde_json::json!({
-                "aps": {
-                    "alert": { "title": plan.templates.render("title", &ctx)?, "body": plan.templates.render("body", &ctx)? },
-                    "sound": "default",
-                }
+            let (title, body) = (
+                plan.templates.render("title", &ctx)?,
+                plan.templates.render("body", &ctx)?,
+            );
+            let payload = serde_json::to_string(&Payload {
+                aps: Aps {
+                    alert: Alert {
+                        title: &title,
+                        body: &body,
+                    },
+                    sound: "default",
+                },
             })
-            .to_string();
+            .map_err(|e| e.to_string())?;
             if payload.len() > MAX_PAYLOAD {
                 out.push(Prepared::Exclude(format!(
                     "payload is {} bytes; APNs allows {MAX_PAYLOAD}",
@@ -179,6 +186,24 @@ impl Channel for Apns {
     fn classify(_config: &str, answers: Vec<Answer>) -> Vec<Verdict> {
         answers.into_iter().map(classify_one).collect()
     }
+}
+
+/// The notification payload.
+#[derive(Serialize)]
+struct Payload<'a> {
+    aps: Aps<'a>,
+}
+
+#[derive(Serialize)]
+struct Aps<'a> {
+    alert: Alert<'a>,
+    sound: &'a str,
+}
+
+#[derive(Serialize)]
+struct Alert<'a> {
+    title: &'a str,
+    body: &'a str,
 }
 
 #[derive(Deserialize)]

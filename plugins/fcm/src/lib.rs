@@ -9,7 +9,7 @@
 
 use crosscast_sdk::channel::*;
 use crosscast_sdk::config;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,29 +100,30 @@ impl Channel for Fcm {
                 }
             };
             let ctx = rows.row(i);
-            let mut message = serde_json::json!({
-                "token": &device,
-                "notification": { "title": templates.render("title", &ctx)?, "body": templates.render("body", &ctx)? },
-            });
-            let mut android = serde_json::Map::new();
-            if let Some(p) = &cfg.priority {
-                android.insert("priority".into(), p.clone().into());
-            }
-            if let Some(t) = ttl {
-                android.insert("ttl".into(), format!("{t}s").into());
-            }
-            if !android.is_empty() {
-                message["android"] = android.into();
-            }
+            let (title, body) = (
+                templates.render("title", &ctx)?,
+                templates.render("body", &ctx)?,
+            );
+            let request = Request {
+                message: FcmMessage {
+                    token: &device,
+                    notification: Notification {
+                        title: &title,
+                        body: &body,
+                    },
+                    android: (cfg.priority.is_some() || ttl.is_some()).then(|| Android {
+                        priority: cfg.priority.as_deref(),
+                        ttl: ttl.map(|t| format!("{t}s")),
+                    }),
+                },
+            };
             out.push(send(Message::Http(HttpRequest {
                 account: cfg.account.clone(),
                 method: "POST".into(),
                 recipient: device.clone(),
                 path: format!("/v1/projects/{project}/messages:send"),
                 headers: vec![("content-type".into(), "application/json".into())],
-                body: serde_json::json!({ "message": message })
-                    .to_string()
-                    .into_bytes(),
+                body: serde_json::to_vec(&request).map_err(|e| e.to_string())?,
             })));
         }
         Ok(out)
@@ -133,6 +134,58 @@ impl Channel for Fcm {
     }
 }
 
+/// The HTTP v1 request body.
+#[derive(Serialize)]
+struct Request<'a> {
+    message: FcmMessage<'a>,
+}
+
+#[derive(Serialize)]
+struct FcmMessage<'a> {
+    token: &'a str,
+    notification: Notification<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    android: Option<Android<'a>>,
+}
+
+#[derive(Serialize)]
+struct Notification<'a> {
+    title: &'a str,
+    body: &'a str,
+}
+
+#[derive(Serialize)]
+struct Android<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
+}
+
+/// What FCM answers: the message `name`, or a Google API error.
+#[derive(Deserialize, Default)]
+struct Reply {
+    name: Option<String>,
+    #[serde(default)]
+    error: ApiError,
+}
+
+#[derive(Deserialize, Default)]
+struct ApiError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    details: Vec<Detail>,
+}
+
+#[derive(Deserialize)]
+struct Detail {
+    #[serde(rename = "errorCode")]
+    error_code: Option<String>,
+}
+
 /// FCM answers 200 with the message `name`, or a Google API error whose
 /// details may carry an FCM `errorCode` (UNREGISTERED, QUOTA_EXCEEDED...).
 fn classify_one(answer: Answer) -> Verdict {
@@ -141,23 +194,19 @@ fn classify_one(answer: Answer) -> Verdict {
         Answer::TransportError(e) => return Verdict::Retry((e, None)),
         Answer::Smtp(s) => return Verdict::Failed(format!("unexpected SMTP answer {}", s.code)),
     };
-    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let reply: Reply = serde_json::from_slice(&r.body).unwrap_or_default();
     if r.status == 200 {
-        return Verdict::Sent(body["name"].as_str().map(str::to_string));
+        return Verdict::Sent(reply.name);
     }
-    let error = &body["error"];
-    let code = error["details"]
-        .as_array()
-        .and_then(|ds| ds.iter().find_map(|d| d["errorCode"].as_str()))
-        .or_else(|| error["status"].as_str())
-        .unwrap_or("");
-    let text = format!(
-        "{} {code}: {}",
-        r.status,
-        error["message"].as_str().unwrap_or("")
-    )
-    .trim()
-    .to_string();
+    let error = &reply.error;
+    let code = error
+        .details
+        .iter()
+        .find_map(|d| d.error_code.as_deref())
+        .unwrap_or(&error.status);
+    let text = format!("{} {code}: {}", r.status, error.message)
+        .trim()
+        .to_string();
     // UNREGISTERED: the app instance is gone, the token never works again.
     // QUOTA_EXCEEDED, UNAVAILABLE, INTERNAL: back off, at least Retry-After.
     match (r.status, code) {
