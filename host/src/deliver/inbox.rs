@@ -1,11 +1,12 @@
 //! Where sending tasks leave answers for the thread that records them.
 //!
 //! The recording thread wakes once per batch, not once per answer: a
-//! sender wakes it only when the first answer arrives (it may be asleep with
-//! nothing to do) or when a full batch is waiting. Otherwise it sleeps until
-//! the batch's gathering time is up. Answers come from the runtime's threads
-//! and recording is synchronous (wasm and sled), so a per-answer wake-up
-//! costs a futex call and a context switch per message.
+//! sender wakes it only when it sleeps and what it waits for is there (the
+//! first answer, when it had nothing to do; a full batch, when gathering).
+//! Otherwise it sleeps until the batch's gathering time is up, and while it
+//! records nobody signals it at all. Answers come from the runtime's threads
+//! and recording is synchronous (wasm and sled), so a per-answer signal
+//! costs a futex call (and often a context switch) per message.
 
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ struct State<T> {
     want: usize,
     /// Senders still expected to put (or to drop without putting).
     open: usize,
+    /// The receiver sleeps, waiting for `want` items.
+    waiting: bool,
 }
 
 impl<T> Inbox<T> {
@@ -32,6 +35,7 @@ impl<T> Inbox<T> {
                 items: Vec::new(),
                 want: 1,
                 open: senders,
+                waiting: false,
             }),
             ready: Condvar::new(),
         }
@@ -47,7 +51,8 @@ impl<T> Inbox<T> {
         let mut s = self.lock();
         s.items.push(item);
         s.open = s.open.saturating_sub(1);
-        if s.items.len() == 1 || s.items.len() >= s.want || s.open == 0 {
+        if s.waiting && (s.items.len() >= s.want || s.open == 0) {
+            s.waiting = false;
             self.ready.notify_one();
         }
     }
@@ -64,7 +69,8 @@ impl<T> Inbox<T> {
         }
         let mut s = self.lock();
         s.open = s.open.saturating_sub(n);
-        if s.open == 0 {
+        if s.waiting && (s.open == 0 || s.items.len() >= s.want) {
+            s.waiting = false;
             self.ready.notify_one();
         }
     }
@@ -79,7 +85,9 @@ impl<T> Inbox<T> {
                 return None;
             }
             s.want = 1;
+            s.waiting = true;
             s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+            s.waiting = false;
         }
         let until = Instant::now() + gather;
         loop {
@@ -91,11 +99,13 @@ impl<T> Inbox<T> {
                 break;
             };
             s.want = want;
+            s.waiting = true;
             s = self
                 .ready
                 .wait_timeout(s, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            s.waiting = false;
         }
         s.want = 1;
         let n = s.items.len().min(batch);
