@@ -48,24 +48,46 @@ type Remembered = (Account, Option<http::HeaderValue>, std::time::Instant);
 /// How long a credential is reused from memory before asking the store again.
 const REMEMBER: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// What the requests of a round through one account share, resolved once:
-/// its base URL and the origin connections go to.
+/// What the requests through one account share, resolved once: its base
+/// URL and the origin connections go to.
 pub struct Target {
     base: reqwest::Url,
     /// Scheme and authority of the base URL.
     pub origin: Origin,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The base URL's path without its trailing `/`: requests' paths go
+    /// after it.
+    prefix: String,
     /// The `Host` header of HTTP/1.1 requests.
     host: http::HeaderValue,
+    /// The origin as errors name it.
+    name: Arc<str>,
 }
 
 /// A request ready for a connection: head and body.
 pub struct Outbound {
-    /// Method, URI, headers (the URI absolute; HTTP/1.1 sends its path).
+    /// Method, URI, headers: the URI absolute for HTTP/2, its path for
+    /// HTTP/1.1 (whose host is in the `Host` header).
     pub head: http::Request<()>,
     /// The body.
     pub body: Bytes,
-    /// The URL, as errors name it.
-    pub url: reqwest::Url,
+    /// The request as errors name it.
+    pub url: Label,
+}
+
+/// Names a request in errors: its origin and path, put together only when
+/// an error is written.
+#[derive(Clone)]
+pub struct Label {
+    origin: Arc<str>,
+    path: http::uri::PathAndQuery,
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.origin, self.path)
+    }
 }
 
 impl HttpTransport {
@@ -161,9 +183,21 @@ impl HttpTransport {
         };
         let uri = key.parse::<http::Uri>().map_err(|e| unusable(&e))?;
         let host = http::HeaderValue::from_str(&authority).map_err(|e| unusable(&e))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| unusable(&"no scheme"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| unusable(&"no host"))?;
         Ok(Target {
+            prefix: base.path().trim_end_matches('/').to_string(),
             base,
+            name: Arc::from(key.as_str()),
             origin: Origin { key, uri },
+            scheme,
+            authority,
             host,
         })
     }
@@ -177,16 +211,35 @@ impl HttpTransport {
         authorization: Option<&http::HeaderValue>,
         h2: bool,
     ) -> Result<Outbound, Answer> {
-        let url = request_url(&target.base, &req.path).map_err(Answer::TransportError)?;
-        let method = http::Method::from_bytes(req.method.as_bytes()).map_err(|_| {
-            Answer::TransportError(format!("{REFUSED}bad HTTP method `{}`", req.method))
-        })?;
-        let mut r = http::Request::builder()
-            .method(method)
-            .uri(url.as_str())
-            .header(http::header::USER_AGENT, USER_AGENT);
+        let refuse = |what: String| Answer::TransportError(format!("{REFUSED}{what}"));
+        let path = request_path(target, &req.path).map_err(Answer::TransportError)?;
+        let url = Label {
+            origin: target.name.clone(),
+            path: path.clone(),
+        };
+        let method = http::Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| refuse(format!("bad HTTP method `{}`", req.method)))?;
+        let uri = if h2 {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(target.scheme.clone());
+            parts.authority = Some(target.authority.clone());
+            parts.path_and_query = Some(path);
+            http::Uri::from_parts(parts)
+                .map_err(|e| refuse(format!("HTTP {url}: bad request: {e}")))?
+        } else {
+            http::Uri::from(path)
+        };
+        let mut head = http::Request::new(());
+        *head.method_mut() = method;
+        *head.uri_mut() = uri;
+        let headers = head.headers_mut();
+        headers.reserve(req.headers.len() + 4);
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        );
         if !h2 {
-            r = r.header(http::header::HOST, target.host.clone());
+            headers.insert(http::header::HOST, target.host.clone());
         }
         for (k, v) in &req.headers {
             // Credentials are the host's business, never the plugin's;
@@ -194,23 +247,46 @@ impl HttpTransport {
             if k.eq_ignore_ascii_case("authorization") || h2 && connection_specific(k) {
                 continue;
             }
-            r = r.header(k, v);
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| refuse(format!("HTTP {url}: bad header name `{k}`: {e}")))?;
+            let value = http::HeaderValue::from_str(v)
+                .map_err(|e| refuse(format!("HTTP {url}: bad value of header `{k}`: {e}")))?;
+            headers.append(name, value);
         }
         if let Some(a) = authorization {
-            r = r.header(http::header::AUTHORIZATION, a.clone());
+            headers.insert(http::header::AUTHORIZATION, a.clone());
         }
         if h2 && !req.body.is_empty() {
-            r = r.header(http::header::CONTENT_LENGTH, req.body.len());
+            headers.insert(http::header::CONTENT_LENGTH, req.body.len().into());
         }
-        let head = r.body(()).map_err(|e| {
-            Answer::TransportError(format!("{REFUSED}HTTP {url}: bad request: {e}"))
-        })?;
         Ok(Outbound {
             head,
             body: Bytes::from(req.body.clone()),
             url,
         })
     }
+}
+
+/// A request's path and query: the account's base path with the plugin's
+/// appended. Only the path and query come from the plugin; the scheme and
+/// authority are always the account's. A path that is not valid as it
+/// stands (a space, say) is percent-encoded as URLs are.
+fn request_path(target: &Target, path: &str) -> Result<http::uri::PathAndQuery, String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{REFUSED}request path `{path}` must start with `/`"
+        ));
+    }
+    let joined = if target.prefix.is_empty() {
+        http::uri::PathAndQuery::try_from(path)
+    } else {
+        http::uri::PathAndQuery::try_from(format!("{}{path}", target.prefix))
+    };
+    joined.or_else(|_| {
+        let url = request_url(&target.base, path)?;
+        http::uri::PathAndQuery::try_from(&url[url::Position::BeforePath..])
+            .map_err(|e| format!("{REFUSED}request path `{path}` is not usable: {e}"))
+    })
 }
 
 /// Headers that describe one HTTP/1.1 connection and are malformed in HTTP/2
@@ -228,15 +304,9 @@ fn connection_specific(name: &str) -> bool {
     .any(|c| name.eq_ignore_ascii_case(c))
 }
 
-/// A request as HTTP/1.1 sends it: the path in the request line, the host
-/// in the `Host` header.
+/// A request as HTTP/1.1 sends it (built with `h2` false).
 pub fn h1_request(head: http::Request<()>, body: Bytes) -> http::Request<Full<Bytes>> {
-    let (mut parts, ()) = head.into_parts();
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| http::Uri::from_static("/"), |pq| pq.clone().into());
-    http::Request::from_parts(parts, Full::new(body))
+    head.map(|()| Full::new(body))
 }
 
 /// Sends one request over HTTP/1.1 and reads the answer; gives the request
@@ -245,9 +315,8 @@ pub fn h1_request(head: http::Request<()>, body: Bytes) -> http::Request<Full<By
 pub async fn send_h1(
     h1: &mut H1,
     request: http::Request<Full<Bytes>>,
-    url: &reqwest::Url,
+    url: &Label,
 ) -> Result<Answer, http::Request<Full<Bytes>>> {
-    let url = url.as_str();
     enum Failure {
         Unsent(Box<http::Request<Full<Bytes>>>),
         Failed(BoxError),
@@ -299,8 +368,8 @@ pub fn start_h2(
 }
 
 /// The answer on an HTTP/2 stream opened by [`start_h2`].
-pub async fn finish_h2(response: h2::client::ResponseFuture, url: reqwest::Url) -> Answer {
-    let url = url.as_str();
+pub async fn finish_h2(response: h2::client::ResponseFuture, url: Label) -> Answer {
+    let url = &url;
     let exchange = async {
         let resp = response.await?;
         let (parts, mut body) = resp.into_parts();
@@ -368,7 +437,7 @@ fn answer(parts: http::response::Parts, body: Vec<u8>) -> Answer {
     })
 }
 
-fn no_answer(url: &str) -> Answer {
+fn no_answer(url: &dyn std::fmt::Display) -> Answer {
     Answer::TransportError(format!(
         "HTTP {url}: no answer within {} s",
         TIMEOUT.as_secs()
@@ -378,7 +447,10 @@ fn no_answer(url: &str) -> Answer {
 /// A failed exchange or connection as the plugin reads it. What only the
 /// operator can fix is marked [`REFUSED`], not worth retrying: an address
 /// the egress policy denies, a certificate not trusted.
-pub fn transport_error(url: &str, e: &(dyn std::error::Error + 'static)) -> Answer {
+pub fn transport_error(
+    url: &dyn std::fmt::Display,
+    e: &(dyn std::error::Error + 'static),
+) -> Answer {
     let chain = error_chain(e);
     let refused = chain.contains("egress denied")
         || std::iter::successors(Some(e), |e| e.source()).any(|c| {
@@ -524,5 +596,93 @@ mod tests {
                 .as_str(),
             "http://127.0.0.1:9000/2010-04-01/Messages.json"
         );
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    fn target(url: &str) -> Target {
+        let account: Account = serde_json::from_value(serde_json::json!({
+            "name": "acct",
+            "url": url,
+        }))
+        .unwrap();
+        HttpTransport::target(&account).unwrap()
+    }
+
+    fn message(path: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            account: "acct".into(),
+            method: "POST".into(),
+            recipient: "r".into(),
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn requests_go_to_the_account_origin_in_either_protocol() {
+        let t = target("https://api.example:8443/prefix/");
+        let credential = http::HeaderValue::from_static("Bearer t");
+        let m = message(
+            "/v1/send?x=1",
+            &[
+                ("content-type", "application/json"),
+                ("Authorization", "Bearer plugin"),
+                ("connection", "close"),
+            ],
+        );
+        let h2 = HttpTransport::request(&t, &m, Some(&credential), true)
+            .ok()
+            .unwrap();
+        assert_eq!(
+            h2.head.uri().to_string(),
+            "https://api.example:8443/prefix/v1/send?x=1"
+        );
+        let h = h2.head.headers();
+        assert_eq!(h["authorization"], "Bearer t", "the host's credential only");
+        assert_eq!(h.get_all("authorization").iter().count(), 1);
+        assert!(h.get("connection").is_none() && h.get("host").is_none());
+        assert_eq!(h["content-length"], "2");
+        assert_eq!(
+            h2.url.to_string(),
+            "https://api.example:8443/prefix/v1/send?x=1"
+        );
+        let h1 = HttpTransport::request(&t, &m, None, false).ok().unwrap();
+        assert_eq!(h1.head.uri().to_string(), "/prefix/v1/send?x=1");
+        let h = h1.head.headers();
+        assert_eq!(h["host"], "api.example:8443");
+        assert!(h.get("authorization").is_none(), "the plugin's is dropped");
+        assert_eq!(h["connection"], "close");
+    }
+
+    #[test]
+    fn odd_paths_are_encoded_or_refused() {
+        let t = target("http://127.0.0.1:9000");
+        let spaced = HttpTransport::request(&t, &message("/a b", &[]), None, true)
+            .ok()
+            .unwrap();
+        assert_eq!(spaced.head.uri().path(), "/a%20b");
+        let Err(Answer::TransportError(e)) =
+            HttpTransport::request(&t, &message("v1/send", &[]), None, true)
+        else {
+            panic!("a relative path is refused");
+        };
+        assert!(
+            e.starts_with(REFUSED) && e.contains("must start with `/`"),
+            "{e}"
+        );
+        let Err(Answer::TransportError(e)) =
+            HttpTransport::request(&t, &message("/x", &[("bad name", "v")]), None, true)
+        else {
+            panic!("a bad header name is refused");
+        };
+        assert!(e.contains("bad header name `bad name`"), "{e}");
     }
 }

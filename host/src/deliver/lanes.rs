@@ -466,7 +466,7 @@ async fn one_http(
             Conn::H2(h2c) => {
                 let answer = match http::start_h2(&h2c, out.head, out.body) {
                     Ok(response) => http::finish_h2(response, out.url).await,
-                    Err(e) => http::transport_error(out.url.as_str(), &e),
+                    Err(e) => http::transport_error(&out.url, &e),
                 };
                 if !http::unprocessed(&answer) {
                     *conn = Some(Conn::H2(h2c));
@@ -597,7 +597,7 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
                 let url = out.url;
                 inflight.push(async move { (admission, http::finish_h2(response, url).await) });
             }
-            Err(e) => admission.answer(http::transport_error(out.url.as_str(), &e)),
+            Err(e) => admission.answer(http::transport_error(&out.url, &e)),
         }
     }
 }
