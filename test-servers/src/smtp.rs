@@ -22,6 +22,9 @@ pub struct ReceivedMail {
     pub tls: bool,
     /// The user the session authenticated as (`AUTH PLAIN` or `LOGIN`).
     pub user: Option<String>,
+    /// Whether the client pipelined the transaction's commands (RFC 2920):
+    /// MAIL, RCPT and DATA came in one read and got one reply write.
+    pub pipelined: bool,
 }
 
 impl ReceivedMail {
@@ -339,6 +342,11 @@ where
     let mut seq = 0u64;
     let mut answered_here = 0u64;
     let mut line = String::new();
+    // Replies wait while more pipelined commands are buffered (RFC 2920):
+    // a client sending MAIL, RCPT and DATA at once gets one write back.
+    let mut pending: Vec<u8> = Vec::new();
+    // Some reply of this transaction waited for the next pipelined command.
+    let mut grouped = false;
     loop {
         line.clear();
         if r.read_line(&mut line).await? == 0 {
@@ -347,7 +355,9 @@ where
         let cmd = line.trim_end_matches(['\r', '\n']).to_string();
         let upper = cmd.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
-            let mut ext = String::from("250-crosscast-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n");
+            let mut ext = String::from(
+                "250-crosscast-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n",
+            );
             if starttls {
                 ext.push_str("250-STARTTLS\r\n");
             }
@@ -359,9 +369,8 @@ where
         } else if upper.starts_with("HELO") {
             "250 crosscast-sink\r\n".into()
         } else if upper == "STARTTLS" && starttls {
-            r.get_mut()
-                .write_all(b"220 2.0.0 Ready to start TLS\r\n")
-                .await?;
+            pending.extend_from_slice(b"220 2.0.0 Ready to start TLS\r\n");
+            r.get_mut().write_all(&pending).await?;
             return Ok(Some(r.into_inner()));
         } else if upper.starts_with("AUTH ") && options.auth.is_some() && encrypted {
             let (want_user, want_pass) = options.auth.clone().unwrap_or_default();
@@ -371,7 +380,9 @@ where
                     let payload = match args.get(1) {
                         Some(p) => p.to_string(),
                         None => {
-                            r.get_mut().write_all(b"334 \r\n").await?;
+                            pending.extend_from_slice(b"334 \r\n");
+                            r.get_mut().write_all(&pending).await?;
+                            pending.clear();
                             let mut l = String::new();
                             r.read_line(&mut l).await?;
                             l
@@ -383,10 +394,14 @@ where
                     })
                 }
                 Some("LOGIN") => {
-                    r.get_mut().write_all(b"334 VXNlcm5hbWU6\r\n").await?;
+                    pending.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
+                    r.get_mut().write_all(&pending).await?;
+                    pending.clear();
                     let mut u = String::new();
                     r.read_line(&mut u).await?;
-                    r.get_mut().write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
+                    pending.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
+                    r.get_mut().write_all(&pending).await?;
+                    pending.clear();
                     let mut p = String::new();
                     r.read_line(&mut p).await?;
                     b64(&u).zip(b64(&p))
@@ -408,6 +423,7 @@ where
             } else {
                 from = Some(angle(&cmd[10..]));
                 to.clear();
+                grouped = false;
                 "250 2.1.0 Ok\r\n".into()
             }
         } else if upper.starts_with("RCPT TO:") {
@@ -421,9 +437,9 @@ where
             if to.is_empty() {
                 "503 5.5.1 Error: need RCPT command\r\n".into()
             } else {
-                r.get_mut()
-                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                    .await?;
+                pending.extend_from_slice(b"354 End data with <CR><LF>.<CR><LF>\r\n");
+                r.get_mut().write_all(&pending).await?;
+                pending.clear();
                 let mut data = String::new();
                 loop {
                     let mut l = String::new();
@@ -475,6 +491,7 @@ where
                                 queue_id: queue_id.clone(),
                                 tls: encrypted,
                                 user: user.clone(),
+                                pipelined: grouped,
                             });
                         format!("250 2.0.0 Ok: queued as {queue_id}\r\n")
                     }
@@ -487,12 +504,19 @@ where
         } else if upper == "NOOP" {
             "250 2.0.0 Ok\r\n".into()
         } else if upper == "QUIT" {
-            r.get_mut().write_all(b"221 2.0.0 Bye\r\n").await?;
+            pending.extend_from_slice(b"221 2.0.0 Bye\r\n");
+            r.get_mut().write_all(&pending).await?;
             return Ok(None);
         } else {
             "502 5.5.2 Error: command not recognized\r\n".into()
         };
-        r.get_mut().write_all(reply.as_bytes()).await?;
+        pending.extend_from_slice(reply.as_bytes());
+        if r.buffer().is_empty() {
+            r.get_mut().write_all(&pending).await?;
+            pending.clear();
+        } else {
+            grouped = true;
+        }
         if upper == "DATA" {
             answered_here += 1;
             if options

@@ -816,7 +816,10 @@ fn email_goes_over_tls_with_auth_and_dkim() {
     let port = |sink: &crosscast_test_servers::SmtpSink| sink.addr.port().to_string();
     let starttls_url = format!("smtp://127.0.0.1:{}?tls=required", port(&starttls));
     let implicit_url = format!("smtps://127.0.0.1:{}", port(&implicit));
-    let accounts: [(&str, &str, &[&str]); 3] = [
+    // No TLS asked for: the relay refuses MAIL (530) in the pipelined
+    // group, and nothing reaches it.
+    let plain_url = format!("smtp://127.0.0.1:{}", port(&starttls));
+    let accounts: [(&str, &str, &[&str]); 4] = [
         (
             "secure",
             &starttls_url,
@@ -839,6 +842,7 @@ fn email_goes_over_tls_with_auth_and_dkim() {
             &starttls_url,
             &["--user", "mailer", "--secret", "wrong-pass"],
         ),
+        ("plaintext", &plain_url, &[]),
     ];
     for (name, url, extra) in accounts {
         let mut args = vec!["account", "set", name, "--url", url];
@@ -847,7 +851,7 @@ fn email_goes_over_tls_with_auth_and_dkim() {
         env.ok(&["plugin", "grant", "email", "--account", name]);
     }
     let mut workflow = String::from("name = \"relays\"\n");
-    for account in ["secure", "wrapped", "badauth"] {
+    for account in ["secure", "wrapped", "badauth", "plaintext"] {
         workflow.push_str(&format!(
             r#"
 [activity.q_{account}]
@@ -865,7 +869,7 @@ config = {{ account = "{account}", from = "news@acme.example", subject = "Hi {{{
     let run = start_workflow(&env, T0, &wf);
 
     let got = starttls.received();
-    assert_eq!(got.len(), 2, "both over STARTTLS");
+    assert_eq!(got.len(), 2, "both over STARTTLS, none in plain text");
     for m in &got {
         assert!(m.tls, "upgraded before MAIL");
         assert_eq!(m.user.as_deref(), Some("mailer"));
@@ -901,6 +905,12 @@ config = {{ account = "{account}", from = "news@acme.example", subject = "Hi {{{
     for e in &bad {
         assert_eq!(e["state"], "failed", "{e}");
         assert!(e["reason"].as_str().unwrap().contains("535"), "{e}");
+    }
+    let plain = log_entries(&env, run, "mail_plaintext");
+    assert_eq!(plain.len(), 2);
+    for e in &plain {
+        assert_eq!(e["state"], "failed", "{e}");
+        assert!(e["reason"].as_str().unwrap().contains("530"), "{e}");
     }
     assert!(
         suppressed(&env).is_empty(),

@@ -192,6 +192,14 @@ fn reference_workflow_end_to_end() {
         connections.len(),
         mails.len()
     );
+    // The sink offers PIPELINING: every transaction's MAIL, RCPT and DATA
+    // came in one write.
+    assert!(
+        mails.iter().all(|m| m.pipelined),
+        "{} of {} emails pipelined",
+        mails.iter().filter(|m| m.pipelined).count(),
+        mails.len()
+    );
 
     // Exactly one SMS per distinct recipient with a mobile and no email.
     let texts = s.rig.sms.received();
