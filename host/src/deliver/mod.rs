@@ -541,26 +541,33 @@ fn suppression_list<'a>(channel: &'a str, message: &wit::Message) -> &'a str {
 }
 
 /// For each prepared message, its list's entry if its address is
-/// quarantined or denylisted: (list, entry).
+/// quarantined or denylisted: (list, entry). One lookup per list and batch.
 fn suppressions<'a>(
     store: &crate::store::Store,
     channel: &'a str,
     prepared: &[wit::Prepared],
 ) -> Result<Vec<Option<(&'a str, Suppression)>>, String> {
-    prepared
-        .iter()
-        .map(|p| match p {
-            wit::Prepared::Exclude(_) => Ok(None),
-            wit::Prepared::Send(out) => {
-                let list = suppression_list(channel, &out.message);
-                let address = address(&out.message);
-                let found = store
-                    .suppressions(list, &[&address])
-                    .map_err(|e| e.to_string())?;
-                Ok(found.into_iter().next().flatten().map(|s| (list, s)))
-            }
-        })
-        .collect()
+    let mut found: Vec<Option<(&'a str, Suppression)>> = vec![None; prepared.len()];
+    let mut by_list: BTreeMap<&'a str, (Vec<usize>, Vec<String>)> = BTreeMap::new();
+    for (i, p) in prepared.iter().enumerate() {
+        if let wit::Prepared::Send(out) = p {
+            let (at, addresses) = by_list
+                .entry(suppression_list(channel, &out.message))
+                .or_default();
+            at.push(i);
+            addresses.push(address(&out.message));
+        }
+    }
+    for (list, (at, addresses)) in by_list {
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let entries = store
+            .suppressions(list, &addresses)
+            .map_err(|e| e.to_string())?;
+        for (i, entry) in at.into_iter().zip(entries) {
+            found[i] = entry.map(|s| (list, s));
+        }
+    }
+    Ok(found)
 }
 
 /// Adds RFC 8058 one-click unsubscribe headers, unless the plugin set its own.

@@ -100,6 +100,13 @@ impl Store {
     /// The entries of `addresses` (in order) on `list`.
     pub fn suppressions(&self, list: &str, addresses: &[&str]) -> Result<Vec<Option<Suppression>>> {
         let tree = self.tree("suppression")?;
+        // Most lists are empty or short: one seek says whether any lookup
+        // is worth making.
+        let mut prefix = list.as_bytes().to_vec();
+        prefix.push(0);
+        if tree.scan_prefix(&prefix).next().transpose()?.is_none() {
+            return Ok(vec![None; addresses.len()]);
+        }
         addresses
             .iter()
             .map(|a| {
@@ -196,6 +203,12 @@ mod tests {
         assert!(got[1].is_none());
         assert!(store.suppressions("sms", &["ann@example.com"]).unwrap()[0].is_none());
         assert!(store.suppressions("sms", &["+447700900123"]).unwrap()[0].is_some());
+        // A list with no entries (a name that prefixes another's, too)
+        // answers without lookups, and answers none.
+        assert_eq!(
+            store.suppressions("sm", &["+447700900123", "x"]).unwrap(),
+            vec![None, None]
+        );
         // A quarantine never replaces an opt-out.
         store
             .suppress(
