@@ -13,6 +13,7 @@ pub mod egress;
 pub mod http;
 pub mod inbox;
 mod lanes;
+mod session;
 pub mod smtp;
 pub mod throttle;
 
@@ -210,7 +211,7 @@ pub(crate) fn deliver(
         counts: DeliveryCounts::default(),
         wake_at: None,
     };
-    let mut session = lanes::Session::new(
+    let mut session = session::Session::new(
         exec.transports.runtime.clone(),
         exec.transports.wire.clone(),
         exec.store.clone(),
@@ -321,7 +322,7 @@ impl Pass<'_> {
 
     /// Builds a round's messages, excludes what may not be sent, and writes
     /// every intent (durably, before anything leaves): the messages to send.
-    fn prepare(&mut self, round: &[u64]) -> Result<lanes::Sends, String> {
+    fn prepare(&mut self, round: &[u64]) -> Result<session::Sends, String> {
         let mut todo: Vec<u64> = Vec::new();
         for id in round {
             match self.progress.get(id) {
@@ -416,7 +417,7 @@ impl Pass<'_> {
     /// outcomes: suppressions first, then the log entries, flushed.
     fn record(
         &mut self,
-        answered: Vec<(Arc<lanes::Sends>, usize, wit::Answer)>,
+        answered: Vec<(Arc<session::Sends>, usize, wit::Answer)>,
     ) -> Result<(), String> {
         let (batch, answers): (Vec<_>, Vec<_>) = answered
             .into_iter()
