@@ -388,7 +388,7 @@ fn swapping_the_split_plugin_changes_the_counts() {
 
 /// Most messages a delivery sends without a recorded outcome
 /// (`deliver::WAVE`): what a crash may repeat.
-const WAVE: usize = 128;
+const WAVE: usize = 256;
 
 /// Killing the process in the middle of a delivery loses nothing: the worker
 /// resumes the task, sends what has no recorded outcome, and repeats at most
@@ -401,9 +401,18 @@ fn a_crash_mid_delivery_repeats_at_most_what_was_in_flight() {
     });
     let env = Env::new();
     setup(&env, &s);
-    // A newsletter to every recipient with an email: more than one wave.
-    let want = common::sample_emails();
-    assert!(want.len() > WAVE, "more than one wave of emails");
+    // A newsletter to every recipient with an email: the sample's and as
+    // many readers again as make it more than two waves.
+    let mut readers = String::from("id,email,first_name\n");
+    for n in 0..2 * WAVE {
+        readers.push_str(&format!("N{n},reader{n}@example.com,Reader\n"));
+    }
+    let file = env.data().join("readers.csv");
+    std::fs::write(&file, readers).unwrap();
+    env.ok(&["import", "recipients", file.to_str().unwrap()]);
+    let mut want = common::sample_emails();
+    want.extend((0..2 * WAVE).map(|n| format!("reader{n}@example.com")));
+    assert!(want.len() > 2 * WAVE, "more than two waves of emails");
     let wf = env.data().join("newsletter.toml");
     std::fs::write(
         &wf,

@@ -113,6 +113,14 @@ impl<T> Inbox<T> {
         Some(std::mem::replace(&mut s.items, rest))
     }
 
+    /// Up to `batch` items already in, without waiting.
+    pub fn try_take(&self, batch: usize) -> Vec<T> {
+        let mut s = self.lock();
+        let n = s.items.len().min(batch);
+        let rest = s.items.split_off(n);
+        std::mem::replace(&mut s.items, rest)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -156,5 +164,16 @@ mod tests {
         // Nothing more can come: no waiting for a full batch.
         assert_eq!(inbox.take(2, Duration::from_secs(60)), Some(vec![7]));
         assert_eq!(inbox.take(2, Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn try_take_returns_what_is_in_without_waiting() {
+        let inbox = Inbox::new(5);
+        assert!(inbox.try_take(4).is_empty());
+        (0..3).for_each(|i| inbox.put(i));
+        assert_eq!(inbox.try_take(2), vec![0, 1]);
+        // Still expecting two more: a blocking take would wait for them.
+        assert_eq!(inbox.try_take(4), vec![2]);
+        assert!(inbox.try_take(4).is_empty());
     }
 }

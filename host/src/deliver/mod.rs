@@ -2,7 +2,7 @@
 //!
 //! For each round of target ids the host asks the plugin to build messages,
 //! excludes suppressed addresses, writes every intent to the delivery log
-//! (flushed), sends over the wire with the operator's account and
+//! (flushed before any of them leaves), sends over the wire with the operator's account and
 //! credentials, asks the plugin to classify the answers as they come, and
 //! writes the outcomes. At most [`WAVE`] messages are ever sent without a
 //! recorded outcome. Ids whose outcome is already logged are skipped, so
@@ -30,16 +30,23 @@ use crate::store::settings::Account;
 use crate::store::suppression::{Suppression, SuppressionKind};
 use crate::workflow::{Activity, DEFAULT_VALIDITY_MS};
 
-/// Target ids per build/send/classify round.
-const ROUND: usize = 1000;
+/// Target ids built (one plugin call) and their intents written at once.
+/// Small enough that building one (a millisecond or two) does not keep the
+/// recording thread from the answers long enough to fill the wave.
+const ROUND: usize = 256;
+/// The next round is built when fewer messages than this wait for a lane:
+/// the lanes never run dry while a turn of the recording thread (gather,
+/// classify, build, flush) takes its few milliseconds.
+const LOW_WATER: usize = 2 * ROUND;
 /// Messages in flight at once.
 const CONCURRENCY: usize = 32;
 /// Most outcomes recorded (and flushed) at once.
-const BATCH: usize = 2 * CONCURRENCY;
+const BATCH: usize = 4 * CONCURRENCY;
 /// Longest wait for more answers before recording a batch of outcomes.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 /// Most messages sent without a recorded outcome: what a crash may repeat.
-/// A batch being recorded, the next one gathering and a full wire.
+/// A batch being recorded while the next one gathers: with a single batch's
+/// worth the lanes stopped for every flush (a flush waits on the disk).
 const WAVE: usize = 2 * BATCH;
 
 /// The network side of deliveries: pooled connections, one per account.
@@ -221,37 +228,47 @@ pub(crate) fn deliver(
     let mut rounds = targets.chunks(ROUND);
     let mut prepared_all = false;
     let (mut submitted, mut recorded) = (0usize, 0usize);
+    let store = exec.store.clone();
     let sent = (|| {
         loop {
-            // Keep the lanes fed: the next round is built while this one
-            // is on the wire.
-            while !prepared_all && session.backlog() < ROUND {
+            // Keep the lanes fed: the next round is built while the wire
+            // carries the last ones. Its intents are written now and made
+            // durable by this turn's flush, before it is handed over.
+            let mut round = None;
+            if !prepared_all && session.backlog() < LOW_WATER {
                 match rounds.next() {
-                    Some(round) => {
-                        let sends = pass.prepare(round)?;
-                        submitted += sends.len();
-                        session.submit(sends);
-                    }
+                    Some(targets) => round = Some(pass.prepare(targets)?),
                     None => prepared_all = true,
                 }
             }
-            // Gather up to BATCH answers (or what comes within GATHER): one
-            // write and flush for many, while the other WAVE slots keep the
-            // wire busy.
-            match session.take(BATCH, GATHER) {
-                Some(batch) => {
-                    recorded += batch.len();
-                    let (answers, slots): (Vec<_>, Vec<_>) = batch
-                        .into_iter()
-                        .map(|(sends, i, a, slot)| ((sends, i, a), slot))
-                        .unzip();
-                    pass.record(answers)?;
-                    // Their places in the wave are free once recorded.
-                    drop(slots);
-                }
-                None if prepared_all => break,
-                None => {}
+            // Up to BATCH answers: gathered for up to GATHER when there is
+            // nothing else to do, what is there when a round waits.
+            let batch = match &round {
+                Some(_) => session.try_take(BATCH),
+                None => match session.take(BATCH, GATHER) {
+                    Some(batch) => batch,
+                    None if prepared_all => break,
+                    None => continue,
+                },
+            };
+            let (answers, slots): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .map(|(sends, i, a, slot)| ((sends, i, a), slot))
+                .unzip();
+            if !answers.is_empty() {
+                recorded += answers.len();
+                pass.record(answers)?;
             }
+            // One flush for the round's intents and the batch's outcomes
+            // (group commit): a flush waits on the disk, and while this
+            // thread waits the lanes may use only the rest of the wave.
+            store.flush().map_err(|e| e.to_string())?;
+            if let Some(sends) = round {
+                submitted += sends.len();
+                session.submit(sends);
+            }
+            // Their places in the wave are free once recorded.
+            drop(slots);
         }
         if recorded < submitted {
             return Err("the delivery's sending tasks stopped".to_string());
@@ -321,7 +338,8 @@ impl Pass<'_> {
     }
 
     /// Builds a round's messages, excludes what may not be sent, and writes
-    /// every intent (durably, before anything leaves): the messages to send.
+    /// every intent (durable at the caller's next flush, which comes before
+    /// anything leaves): the messages to send.
     fn prepare(&mut self, round: &[u64]) -> Result<session::Sends, String> {
         let mut todo: Vec<u64> = Vec::new();
         for id in round {
@@ -406,15 +424,15 @@ impl Pass<'_> {
             log.push((*id, e));
             sends.push((*id, out));
         }
-        // The intent is durable before anything leaves.
         store
-            .record_deliveries(self.run, self.activity, &log)
+            .append_deliveries(self.run, self.activity, &log)
             .map_err(|e| e.to_string())?;
         Ok(sends)
     }
 
     /// Classifies a batch of answers through the plugin and records their
-    /// outcomes: suppressions first, then the log entries, flushed.
+    /// outcomes: suppressions first (flushed), then the log entries (durable
+    /// at the caller's next flush).
     fn record(
         &mut self,
         answered: Vec<(Arc<session::Sends>, usize, wit::Answer)>,
@@ -527,7 +545,7 @@ impl Pass<'_> {
                 .map_err(|e| e.to_string())?;
         }
         store
-            .record_deliveries(self.run, self.activity, &outcomes)
+            .append_deliveries(self.run, self.activity, &outcomes)
             .map_err(|e| e.to_string())
     }
 }

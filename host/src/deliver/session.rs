@@ -136,6 +136,11 @@ impl Session {
     pub fn take(&self, batch: usize, gather: std::time::Duration) -> Option<Vec<Answered>> {
         self.shared.inbox.take(batch, gather)
     }
+
+    /// Up to `batch` answers already in, without waiting.
+    pub fn try_take(&self, batch: usize) -> Vec<Answered> {
+        self.shared.inbox.try_take(batch)
+    }
 }
 
 impl Drop for Session {

@@ -275,9 +275,22 @@ impl Store {
     }
 
     /// Writes log entries in one atomic batch and flushes: an intent must be
-    /// on disk before its message leaves. A few keys hold many entries: two
-    /// tree inserts per message cost more than the rest of the log.
+    /// on disk before its message leaves.
     pub fn record_deliveries(
+        &self,
+        run: u64,
+        activity: &str,
+        entries: &[(u64, Delivery)],
+    ) -> Result<()> {
+        self.append_deliveries(run, activity, entries)?;
+        self.flush()
+    }
+
+    /// Writes log entries in one atomic batch, not flushed: the caller
+    /// flushes once for several (group commit) before it relies on them. A
+    /// few keys hold many entries: two tree inserts per message cost more
+    /// than the rest of the log.
+    pub fn append_deliveries(
         &self,
         run: u64,
         activity: &str,
@@ -292,7 +305,7 @@ impl Store {
             batch.insert(key, encode_batch(chunk));
         }
         self.tree(LOG)?.apply_batch(batch)?;
-        self.flush()
+        Ok(())
     }
 
     /// Every entry of a run, the latest per target: (activity, target id,
