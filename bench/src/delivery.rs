@@ -37,6 +37,13 @@ struct Row {
     tool_server_cpu_us: f64,
 }
 
+impl Row {
+    /// Crosscast's throughput as a share of the ceiling's.
+    fn ratio(&self) -> f64 {
+        self.crosscast_per_s / self.ceiling_per_s
+    }
+}
+
 /// User + system CPU seconds of this process (the servers) so far.
 fn own_cpu() -> f64 {
     // SAFETY: rusage is plain data filled in by the kernel.
@@ -47,8 +54,9 @@ fn own_cpu() -> f64 {
 }
 
 /// Runs the benchmark with `n` messages per channel in `dir`, for the
-/// channels named in `only` (all when empty).
-pub fn run(n: usize, dir: &Path, only: &[String]) -> anyhow::Result<()> {
+/// channels named in `only` (all when empty), `trials` times each; the
+/// result is the median trial (by share of the ceiling).
+pub fn run(n: usize, dir: &Path, only: &[String], trials: usize) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     for tool in ["smtp-source", "h2load"] {
@@ -57,7 +65,8 @@ pub fn run(n: usize, dir: &Path, only: &[String]) -> anyhow::Result<()> {
             "`{tool}` is needed for the ceilings (apt-get install postfix nghttp2-client)"
         );
     }
-    println!("# delivery benchmark: {n} messages per channel");
+    ensure!(trials > 0, "at least one trial");
+    println!("# delivery benchmark: {n} messages per channel, {trials} trial(s) each");
     println!("machine: {}", crate::machine());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -113,65 +122,88 @@ pub fn run(n: usize, dir: &Path, only: &[String]) -> anyhow::Result<()> {
                 "name = \"bench-{channel}\"\n[activity.q]\ntype = \"query\"\nconfig = {{ dimension = \"{dimension}\", filter = \"{filter}\" }}\nnext = {{ done = \"send\" }}\n\n[activity.send]\n{delivery}\n"
             ),
         )?;
-        let server_before = own_cpu();
-        let m = crosscast(&data, &["run", wf.to_str().unwrap(), "--json"])?;
-        let server_cpu = own_cpu() - server_before;
-        let status: serde_json::Value = serde_json::from_str(&m.stdout)?;
-        let send = &status["activities"]["send"];
-        let sent = send["deliveries"]["sent"].as_u64().unwrap_or(0);
-        ensure!(sent == n as u64, "{channel}: {sent} of {n} sent: {send:#}");
-        let ms = send["elapsed_ms"].as_u64().unwrap_or(0).max(1);
-        let received = match channel {
+        let received = |rig: &Rig| match channel {
             "email" => rig.smtp.received().len(),
             "sms" => rig.sms.received().len(),
             "apns" => rig.apns.received().len(),
             _ => rig.fcm.received().len(),
         };
-        ensure!(
-            received >= n,
-            "{channel}: the server received {received} of {n}"
-        );
-        let per_s = n as f64 * 1000.0 / ms as f64;
-        println!(
-            "crosscast {channel}: {n} messages in {:.2} s = {per_s:.0}/s (process {:.2} s, peak RSS {:.0} MB)",
-            ms as f64 / 1000.0,
-            m.secs,
-            m.max_rss_mb
-        );
-        let tool_server_before = own_cpu();
-        let (load, tool) = match channel {
-            "email" => smtp_ceiling(&rig, n)?,
-            "sms" => sms_ceiling(&rig, n, dir)?,
-            "apns" => apns_ceiling(&rig, n, dir)?,
-            _ => rt.block_on(fcm_ceiling(&rig, n, dir))?,
-        };
-        let tool_server_cpu = own_cpu() - tool_server_before;
-        let ceiling_per_s = n as f64 / load.secs;
-        println!(
-            "ceiling {channel} ({tool}): {n} in {:.2} s = {ceiling_per_s:.0}/s",
-            load.secs
-        );
-        let us = |secs: f64| secs * 1e6 / n as f64;
-        rows.push(Row {
-            channel,
-            crosscast_per_s: per_s,
-            ceiling_per_s,
-            ceiling_tool: tool,
-            crosscast_cpu_us: us(m.cpu_secs),
-            server_cpu_us: us(server_cpu),
-            tool_cpu_us: us(load.cpu_secs),
-            tool_server_cpu_us: us(tool_server_cpu),
-        });
+        // Trials back to back, crosscast then the load generator, so that
+        // both meet the machine in the same state.
+        for trial in 1..=trials {
+            let before = received(&rig);
+            let server_before = own_cpu();
+            let m = crosscast(&data, &["run", wf.to_str().unwrap(), "--json"])?;
+            let server_cpu = own_cpu() - server_before;
+            let status: serde_json::Value = serde_json::from_str(&m.stdout)?;
+            let send = &status["activities"]["send"];
+            let sent = send["deliveries"]["sent"].as_u64().unwrap_or(0);
+            ensure!(sent == n as u64, "{channel}: {sent} of {n} sent: {send:#}");
+            let ms = send["elapsed_ms"].as_u64().unwrap_or(0).max(1);
+            let got = received(&rig) - before;
+            ensure!(got >= n, "{channel}: the server received {got} of {n}");
+            let per_s = n as f64 * 1000.0 / ms as f64;
+            println!(
+                "crosscast {channel} (trial {trial}): {n} messages in {:.2} s = {per_s:.0}/s (process {:.2} s, peak RSS {:.0} MB)",
+                ms as f64 / 1000.0,
+                m.secs,
+                m.max_rss_mb
+            );
+            let tool_server_before = own_cpu();
+            let (load, tool) = match channel {
+                "email" => smtp_ceiling(&rig, n)?,
+                "sms" => sms_ceiling(&rig, n, dir)?,
+                "apns" => apns_ceiling(&rig, n, dir)?,
+                _ => rt.block_on(fcm_ceiling(&rig, n, dir))?,
+            };
+            let tool_server_cpu = own_cpu() - tool_server_before;
+            let ceiling_per_s = n as f64 / load.secs;
+            println!(
+                "ceiling {channel} (trial {trial}, {tool}): {n} in {:.2} s = {ceiling_per_s:.0}/s",
+                load.secs
+            );
+            let us = |secs: f64| secs * 1e6 / n as f64;
+            rows.push(Row {
+                channel,
+                crosscast_per_s: per_s,
+                ceiling_per_s,
+                ceiling_tool: tool,
+                crosscast_cpu_us: us(m.cpu_secs),
+                server_cpu_us: us(server_cpu),
+                tool_cpu_us: us(load.cpu_secs),
+                tool_server_cpu_us: us(tool_server_cpu),
+            });
+        }
     }
-    for r in &rows {
+    for channel in ["email", "sms", "apns", "fcm"] {
+        let mut trials: Vec<&Row> = rows.iter().filter(|r| r.channel == channel).collect();
+        if trials.is_empty() {
+            continue;
+        }
+        trials.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+        let ratios: Vec<String> = trials
+            .iter()
+            .map(|r| format!("{:.0}%", 100.0 * r.ratio()))
+            .collect();
+        // The median trial (the lower middle one of an even number).
+        let r = trials[(trials.len() - 1) / 2];
         println!(
-            "RESULT {}: crosscast {:.0}/s, ceiling {:.0}/s ({}), {:.0}% of the ceiling; \
+            "RESULT {}: crosscast {:.0}/s, ceiling {:.0}/s ({}), {:.0}% of the ceiling{}; \
              CPU per message: crosscast {:.0} µs + server {:.0} µs, load generator {:.0} µs + server {:.0} µs",
             r.channel,
             r.crosscast_per_s,
             r.ceiling_per_s,
             r.ceiling_tool,
-            100.0 * r.crosscast_per_s / r.ceiling_per_s,
+            100.0 * r.ratio(),
+            if trials.len() > 1 {
+                format!(
+                    " (median of {} trials: {})",
+                    trials.len(),
+                    ratios.join(", ")
+                )
+            } else {
+                String::new()
+            },
             r.crosscast_cpu_us,
             r.server_cpu_us,
             r.tool_cpu_us,

@@ -55,6 +55,10 @@ enum Bench {
         /// Only these channels (comma-separated: email, sms, apns, fcm).
         #[arg(long, value_delimiter = ',')]
         channels: Vec<String>,
+        /// Trials per channel (crosscast then the ceiling, back to back);
+        /// the result is the median one.
+        #[arg(long, default_value_t = 1)]
+        trials: usize,
     },
 }
 
@@ -158,7 +162,8 @@ fn main() -> anyhow::Result<()> {
             messages,
             dir,
             channels,
-        } => delivery::run(messages, &dir, &channels),
+            trials,
+        } => delivery::run(messages, &dir, &channels, trials),
     }
 }
 

@@ -144,7 +144,7 @@ fn main() -> anyhow::Result<()> {
             run(cmd)
         }
         _ => bail!(
-            "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS] | bench-delivery [MESSAGES [--channels LIST]] | ci"
+            "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS] | bench-delivery [MESSAGES [--channels LIST] [--trials N]] | ci"
         ),
     }
 }
