@@ -204,6 +204,14 @@ fn email_bounces_quarantine_and_one_click_unsubscribes_denylist() {
     // The worker serves the endpoint. A GET shows a button and changes
     // nothing; a forged token is refused; a POST without the RFC 8058 body
     // is refused; the one-click POST unsubscribes.
+    let moved = env.data().join("moved.csv");
+    std::fs::write(
+        &moved,
+        "id,email,mobile,first_name,last_name,locale,timezone,loyalty\n\
+         R2,user2.new@example.com,+15550000002,Inès,Schmidt,de-DE,Europe/Berlin,silver\n",
+    )
+    .unwrap();
+    env.ok(&["import", "recipients", moved.to_str().unwrap()]);
     let mut worker = env.spawn(&["--now", &at(2), "worker", "--poll-ms", "200"]);
     let path = |link: &str| {
         link.trim_start_matches(&format!("http://{listen}"))
@@ -223,14 +231,27 @@ fn email_bounces_quarantine_and_one_click_unsubscribes_denylist() {
         http(&listen, "POST", &user7, "List-Unsubscribe=One-Click").0,
         200
     );
+    // A link unsubscribes the address its email went to, even when the
+    // recipient's address has changed since (R2's, just before).
+    let user2 = path(&links["user2@example.com"]);
+    assert_eq!(
+        http(&listen, "POST", &user2, "List-Unsubscribe=One-Click").0,
+        200
+    );
     worker.kill().unwrap();
     worker.wait().unwrap();
 
     let lists = suppressed(&env);
-    assert_eq!(lists.len(), 2, "{lists:?}");
+    assert_eq!(lists.len(), 3, "{lists:?}");
     let d = &lists[&("email".to_string(), "user7@example.com".to_string())];
     assert_eq!(d["kind"], "denylist");
     assert!(d["reason"].as_str().unwrap().contains("RFC 8058"));
+    let d = &lists[&("email".to_string(), "user2@example.com".to_string())];
+    assert_eq!(d["kind"], "denylist");
+    assert!(
+        !lists.contains_key(&("email".to_string(), "user2.new@example.com".to_string())),
+        "the new address did not ask: {lists:?}"
+    );
 
     // The next run excludes both before sending, and says why.
     let before = s.rig.smtp.attempts().len();
@@ -256,7 +277,7 @@ fn email_bounces_quarantine_and_one_click_unsubscribes_denylist() {
         .collect();
     assert_eq!(
         sent,
-        BTreeSet::from(["user2@example.com".into(), "user6@example.com".into()])
+        BTreeSet::from(["user2.new@example.com".into(), "user6@example.com".into()])
     );
 
     // Filters on the log.

@@ -416,7 +416,7 @@ impl Pass<'_> {
                 &self.unsubscribe,
                 self.target_dim.as_str(),
             ) {
-                let link = u.link(self.run, *id);
+                let link = u.link(self.run, *id, &email.to)?;
                 add_list_unsubscribe(email, &link);
             }
             let mut e = self.entry(DeliveryState::Intent, Some(&out));
