@@ -13,6 +13,104 @@ use crate::filter::Columns;
 /// The templates of one channel config, by config field name.
 pub struct Templates {
     env: Environment<'static>,
+    /// The templates made only of text and `{{ name }}` / `{{ link.name }}`
+    /// (most message templates), by field: rendered by concatenation,
+    /// without minijinja's machinery per record.
+    plain: BTreeMap<String, Plain>,
+}
+
+/// A template of text and variables only.
+#[derive(Debug, PartialEq)]
+struct Plain {
+    parts: Vec<Part>,
+    /// Values are HTML-escaped, as minijinja's auto-escaping does for this
+    /// template's name (`html`).
+    html: bool,
+}
+
+/// A piece of a [`Plain`] template.
+#[derive(Debug, PartialEq)]
+enum Part {
+    Text(String),
+    /// A variable's path: `first_name`, `recipient.email`.
+    Var(Vec<String>),
+}
+
+/// Names minijinja reads as constants or keywords, not variables.
+const RESERVED: &[&str] = &[
+    "true", "false", "none", "True", "False", "None", "self", "loop", "and", "or", "not", "in",
+    "is", "if", "else",
+];
+
+impl Plain {
+    /// `source` as a plain template, if it is one: no blocks, comments,
+    /// whitespace control, filters or expressions other than variable paths.
+    fn parse(name: &str, source: &str) -> Option<Plain> {
+        // As minijinja's lexer: one trailing newline is not part of the output.
+        let mut source = source.strip_suffix('\n').unwrap_or(source);
+        source = source.strip_suffix('\r').unwrap_or(source);
+        if source.contains("{%") || source.contains("{#") {
+            return None;
+        }
+        let mut parts = Vec::new();
+        let mut rest = source;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_string()));
+            }
+            let after = &rest[start + 2..];
+            let end = after.find("}}")?;
+            let path: Vec<String> = after[..end]
+                .trim_matches(|c: char| c == ' ' || c == '\t' || c == '\n' || c == '\r')
+                .split('.')
+                .map(str::to_string)
+                .collect();
+            let ident = |p: &String| {
+                let mut chars = p.chars();
+                chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !RESERVED.contains(&p.as_str())
+            };
+            if path.len() > 2 || !path.iter().all(ident) {
+                return None;
+            }
+            parts.push(Part::Var(path));
+            rest = &after[end + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        let html = match minijinja::default_auto_escape_callback(name) {
+            minijinja::AutoEscape::None => false,
+            minijinja::AutoEscape::Html => true,
+            // Other escapings (JSON) are minijinja's to apply.
+            _ => return None,
+        };
+        Some(Plain { parts, html })
+    }
+
+    /// Record `i` of `rows` rendered; `None` when a variable is not a
+    /// plain attribute of it (minijinja then renders, or says why not).
+    fn render(&self, rows: &Rows, i: usize) -> Option<String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Var(path) => {
+                    let value = rows.inner.text(path, i)?;
+                    if self.html {
+                        use std::fmt::Write as _;
+                        let _ = write!(out, "{}", minijinja::HtmlEscape(&value));
+                    } else {
+                        out.push_str(&value);
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
 }
 
 impl Templates {
@@ -23,16 +121,19 @@ impl Templates {
         // attribute of the record is defined (empty when absent).
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         let mut errors = Vec::new();
+        let mut plain = BTreeMap::new();
         for (field, source) in fields {
             if let Err(e) = env.add_template_owned(field.to_string(), source.to_string()) {
                 errors.push(ConfigError::new(
                     *field,
                     format!("template error: {}", describe(&e)),
                 ));
+            } else if let Some(p) = Plain::parse(field, source) {
+                plain.insert(field.to_string(), p);
             }
         }
         if errors.is_empty() {
-            Ok(Templates { env })
+            Ok(Templates { env, plain })
         } else {
             Err(errors)
         }
@@ -57,6 +158,16 @@ impl Templates {
     pub fn columns_for(&self, dimension: &str, required: &[&str]) -> Result<Vec<String>, String> {
         let all = crate::host::columns(dimension)?;
         Ok(needed(&all, &self.variables(), required))
+    }
+
+    /// Renders the template of config field `field` for record `i` of
+    /// `rows`: as [`Templates::render`] with `rows.row(i)`, faster for a
+    /// template of text and variables.
+    pub fn render_row(&self, field: &str, rows: &Rows, i: usize) -> Result<String, String> {
+        if let Some(out) = self.plain.get(field).and_then(|p| p.render(rows, i)) {
+            return Ok(out);
+        }
+        self.render(field, &rows.row(i))
     }
 
     /// Renders the template of config field `field`.
@@ -165,6 +276,32 @@ impl Rows {
             rows: self.inner.clone(),
             i,
             level: Level::Top,
+        })
+    }
+}
+
+impl RowsInner {
+    /// The text of attribute `path` of record `i` as a template reads it
+    /// (as [`Row`] resolves names); `None` unless it is an attribute.
+    fn text(&self, path: &[String], i: usize) -> Option<std::borrow::Cow<'_, str>> {
+        let column = match path {
+            [name] => *self.top.get(name)?,
+            [link, name] => {
+                if self.top.contains_key(link) {
+                    return None;
+                }
+                match self.links.get(link) {
+                    Some(names) => *names.get(name)?,
+                    None if link == "recipient" && self.links.is_empty() => *self.top.get(name)?,
+                    None => return None,
+                }
+            }
+            _ => return None,
+        };
+        Some(match self.columns[column].get(i) {
+            Some(crate::filter::Scalar::Text(s)) => std::borrow::Cow::Borrowed(s),
+            Some(other) => std::borrow::Cow::Owned(other.to_text()),
+            None => std::borrow::Cow::Borrowed(""),
         })
     }
 }
@@ -427,5 +564,101 @@ mod tests {
             needed(&subscription, &vars(&["x"]), &["mobile"]),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn plain_templates_are_recognised_and_the_rest_left_to_minijinja() {
+        let parts = |src: &str| Plain::parse("body", src).map(|p| p.parts);
+        assert_eq!(
+            parts("Hi {{ first_name }}, {{recipient.email}}!\n"),
+            Some(vec![
+                Part::Text("Hi ".into()),
+                Part::Var(vec!["first_name".into()]),
+                Part::Text(", ".into()),
+                Part::Var(vec!["recipient".into(), "email".into()]),
+                Part::Text("!".into()),
+            ])
+        );
+        assert_eq!(
+            parts("No variables"),
+            Some(vec![Part::Text("No variables".into())])
+        );
+        for not_plain in [
+            "{% if x %}y{% endif %}",
+            "{# note #}x",
+            "{{ x|upper }}",
+            "{{- x }}",
+            "{{ x -}}",
+            "{{ 'a' }}",
+            "{{ true }}",
+            "{{ a.b.c }}",
+            "{{ x[0] }}",
+            "{{ x + 1 }}",
+        ] {
+            assert_eq!(parts(not_plain), None, "{not_plain}");
+        }
+        assert!(Plain::parse("html", "<p>{{ x }}</p>").unwrap().html);
+        assert!(!Plain::parse("text", "{{ x }}").unwrap().html);
+    }
+
+    fn tricky() -> Columns {
+        Columns::from([
+            (
+                "first_name".to_string(),
+                text(&[Some("Ada <&> \"O'Neil\" /"), None, Some("Bo")]),
+            ),
+            (
+                "email".to_string(),
+                text(&[Some("a@x.example"), Some(""), Some("b@x.example")]),
+            ),
+            (
+                "loyalty".to_string(),
+                Column::Integer(vec![Some(3), None, Some(-1)]),
+            ),
+        ])
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// A template renders the same through the plain path as through
+        /// minijinja: text, escaping, trailing newlines, absent values,
+        /// links, and undefined variables (both fail).
+        #[test]
+        fn render_row_is_minijinja_rendering(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-z <>&\"'/{}\n\r]{0,6}".prop_map(|t| (t, None)),
+                    (
+                        proptest::sample::select(vec![
+                            "first_name", "email", "loyalty", "token", "recipient.first_name",
+                            "recipient.email", "recipient.loyalty", "recipient", "frist_name",
+                            "recipient.nope", "first_name.x", "none", "_x",
+                        ]),
+                        proptest::sample::select(vec![("{{", "}}"), ("{{ ", " }}"), ("{{\t", "\n}}")]),
+                    )
+                        .prop_map(|(v, (open, close))| (String::new(), Some(format!("{open}{v}{close}")))),
+                ],
+                0..6,
+            ),
+            field in proptest::sample::select(vec!["body", "html", "subject.html", "text"]),
+            subscriptions_population in proptest::bool::ANY,
+        ) {
+            let source: String = pieces
+                .iter()
+                .map(|(t, v)| v.clone().unwrap_or_else(|| t.clone()))
+                .collect();
+            let Ok(t) = Templates::compile(&[(field, source.as_str())]) else {
+                return Ok(());
+            };
+            let columns = if subscriptions_population { subscriptions() } else { tricky() };
+            let rows = Rows::new(columns);
+            let n = if subscriptions_population { 2 } else { 3 };
+            for i in 0..n {
+                let fast = t.render_row(field, &rows, i);
+                let slow = t.render(field, &rows.row(i));
+                prop_assert_eq!(&fast, &slow, "{:?} row {}", source, i);
+            }
+        }
     }
 }

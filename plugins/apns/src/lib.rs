@@ -139,10 +139,9 @@ impl Channel for Apns {
                     continue;
                 }
             };
-            let ctx = rows.row(i);
             let (title, body) = (
-                plan.templates.render("title", &ctx)?,
-                plan.templates.render("body", &ctx)?,
+                plan.templates.render_row("title", &rows, i)?,
+                plan.templates.render_row("body", &rows, i)?,
             );
             let payload = serde_json::to_string(&Payload {
                 aps: Aps {

@@ -77,9 +77,8 @@ impl Channel for EmailChannel {
                 out.push(Prepared::Exclude("no email address".into()));
                 continue;
             };
-            let ctx = rows.row(i);
             let html = match cfg.html {
-                Some(_) => Some(templates.render("html", &ctx)?),
+                Some(_) => Some(templates.render_row("html", &rows, i)?),
                 None => None,
             };
             out.push(send(Message::Email(Email {
@@ -87,8 +86,8 @@ impl Channel for EmailChannel {
                 from: cfg.from.clone(),
                 to,
                 reply_to: cfg.reply_to.clone(),
-                subject: templates.render("subject", &ctx)?,
-                text: templates.render("text", &ctx)?,
+                subject: templates.render_row("subject", &rows, i)?,
+                text: templates.render_row("text", &rows, i)?,
                 html,
                 headers: Vec::new(),
             })));

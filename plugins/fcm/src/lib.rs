@@ -99,10 +99,9 @@ impl Channel for Fcm {
                     continue;
                 }
             };
-            let ctx = rows.row(i);
             let (title, body) = (
-                templates.render("title", &ctx)?,
-                templates.render("body", &ctx)?,
+                templates.render_row("title", &rows, i)?,
+                templates.render_row("body", &rows, i)?,
             );
             let request = Request {
                 message: FcmMessage {

@@ -65,7 +65,7 @@ impl Channel for SmsChannel {
                 out.push(Prepared::Exclude("no mobile number".into()));
                 continue;
             };
-            let body = templates.render("body", &rows.row(i))?;
+            let body = templates.render_row("body", &rows, i)?;
             let form = form_urlencoded::Serializer::new(String::new())
                 .append_pair("To", &to)
                 .append_pair("From", &cfg.from)

@@ -91,7 +91,7 @@ impl Env {
     }
 
     /// Starts `crosscast --data DIR ARGS` in the background (output discarded).
-    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+    pub fn spawn(&self, args: &[&str]) -> Spawned {
         let mut c = Command::new(bin());
         c.arg("--data")
             .arg(self.data())
@@ -103,7 +103,7 @@ impl Env {
         for (k, v) in &self.envs {
             c.env(k, v);
         }
-        c.spawn().expect("crosscast starts")
+        Spawned(c.spawn().expect("crosscast starts"))
     }
 
     /// Runs and requires success; returns stdout.
@@ -258,4 +258,28 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// A process started by [`Env::spawn`], killed when dropped: a test that
+/// fails midway leaves no worker behind.
+pub struct Spawned(pub std::process::Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
