@@ -27,26 +27,23 @@ const GSM7_EXTENSION: &str = "\u{c}^{}\\[~]|€";
 /// keeps counting cheap (scanning the alphabet per character was 40% of
 /// building an SMS).
 const ASCII_WIDTHS: [u8; 128] = {
-    let mut t = [0u8; 128];
-    // Bytes of multi-byte characters are all 0x80 or above: skipped.
-    let basic = GSM7_BASIC.as_bytes();
-    let mut i = 0;
-    while i < basic.len() {
-        if basic[i] < 128 {
-            t[basic[i] as usize] = 1;
-        }
-        i += 1;
-    }
-    let extension = GSM7_EXTENSION.as_bytes();
-    let mut i = 0;
-    while i < extension.len() {
-        if extension[i] < 128 {
-            t[extension[i] as usize] = 2;
-        }
-        i += 1;
-    }
-    t
+    let t = mark([0u8; 128], GSM7_BASIC, 1);
+    mark(t, GSM7_EXTENSION, 2)
 };
+
+/// `table` with the ASCII characters of `alphabet` set to `width`.
+const fn mark(mut table: [u8; 128], alphabet: &str, width: u8) -> [u8; 128] {
+    // Bytes of multi-byte characters are all 0x80 or above: skipped.
+    let bytes = alphabet.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] < 128 {
+            table[bytes[i] as usize] = width;
+        }
+        i += 1;
+    }
+    table
+}
 
 fn gsm7_width(c: char) -> Option<u32> {
     if c.is_ascii() {
