@@ -274,8 +274,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes log entries in one atomic batch and flushes: an intent must be
-    /// on disk before its message leaves.
+    /// Writes log entries and flushes: an intent must be on disk before its
+    /// message leaves.
     pub fn record_deliveries(
         &self,
         run: u64,
@@ -286,10 +286,16 @@ impl Store {
         self.flush()
     }
 
-    /// Writes log entries in one atomic batch, not flushed: the caller
-    /// flushes once for several (group commit) before it relies on them. A
-    /// few keys hold many entries: two tree inserts per message cost more
-    /// than the rest of the log.
+    /// Writes log entries, not flushed: the caller flushes once for several
+    /// (group commit) before it relies on them. A few keys hold many
+    /// entries: two tree inserts per message cost more than the rest of the
+    /// log.
+    ///
+    /// Plain inserts, not one `apply_batch`: each key's entries stand on
+    /// their own (the latest per target wins), so a crash that keeps only
+    /// the first keys loses nothing the caller relied on, while a sled batch
+    /// writes the log buffer out twice more (its manifest is sealed into a
+    /// buffer of its own), a disk write and a wait per call.
     pub fn append_deliveries(
         &self,
         run: u64,
@@ -297,14 +303,13 @@ impl Store {
         entries: &[(u64, Delivery)],
     ) -> Result<()> {
         let prefix = prefix(run, activity);
-        let mut batch = sled::Batch::default();
+        let tree = self.tree(LOG)?;
         for chunk in entries.chunks(ENTRIES_PER_KEY) {
             let mut key = prefix.clone();
             // Monotonic across restarts: batches read back in order.
             key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
-            batch.insert(key, encode_batch(chunk));
+            tree.insert(key, encode_batch(chunk))?;
         }
-        self.tree(LOG)?.apply_batch(batch)?;
         Ok(())
     }
 
