@@ -49,6 +49,25 @@ fn write_workflow(env: &Env, name: &str, text: &str) -> std::path::PathBuf {
 }
 
 /// State of each log entry of `activity` by address.
+/// A workflow `name`: the recipients matching `filter`, delivered by
+/// activity `id` of type `channel` with `config` (inline TOML).
+fn one_delivery(
+    env: &Env,
+    name: &str,
+    filter: &str,
+    id: &str,
+    channel: &str,
+    config: &str,
+) -> std::path::PathBuf {
+    write_workflow(
+        env,
+        name,
+        &format!(
+            "name = \"{name}\"\n[activity.q]\ntype = \"query\"\nconfig = {{ dimension = \"recipient\", filter = \"{filter}\" }}\nnext = {{ done = \"{id}\" }}\n\n[activity.{id}]\ntype = \"{channel}\"\nconfig = {config}\n"
+        ),
+    )
+}
+
 fn by_address(env: &Env, run: u64, activity: &str) -> BTreeMap<String, serde_json::Value> {
     log_entries(env, run, activity)
         .into_iter()
@@ -766,19 +785,13 @@ fn a_channel_built_against_0_1_0_still_delivers() {
         "smtp",
     ]);
     assert!(out.contains("legacy-mail"), "{out}");
-    let wf = write_workflow(
+    let wf = one_delivery(
         &env,
         "legacy",
-        r#"name = "legacy"
-[activity.q]
-type = "query"
-config = { dimension = "recipient", filter = "id in ('R2', 'R5', 'R7')" }
-next = { done = "mail" }
-
-[activity.mail]
-type = "legacy-mail"
-config = {}
-"#,
+        "id in ('R2', 'R5', 'R7')",
+        "mail",
+        "legacy-mail",
+        "{}",
     );
     let run = start_workflow(&env, T0, &wf);
     let log = by_address(&env, run, "mail");
@@ -798,6 +811,132 @@ config = {}
         .filter_map(|m| m.subject())
         .collect();
     assert_eq!(subjects, BTreeSet::from(["legacy".to_string()]));
+}
+
+/// A third party's SMS channel (`textline`) installed with
+/// `--suppression-list sms` shares the SMS denylist both ways: a number the
+/// operator denylisted for SMS is excluded from its sends, and the opt-out
+/// its provider reports (21610) lands on the list the built-in SMS channel
+/// reads. The choice survives a reinstall; bad list names, and the option on
+/// an activity, are refused.
+#[test]
+fn a_third_party_sms_channel_can_share_the_sms_denylist() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let recipients = read_recipients(&root().join("tests/data/recipients.csv"));
+    let mobile = |id: &str| recipients[id].mobile.clone().expect("a mobile");
+    let (m1, m2, m7) = (mobile("R1"), mobile("R2"), mobile("R7"));
+    let mut per_number = HashMap::new();
+    per_number.insert(
+        m2.clone(),
+        vec![SmsFault::new(
+            400,
+            21610,
+            "Attempt to send to unsubscribed recipient",
+        )],
+    );
+    s.rig.sms.inject(SmsFaults {
+        per_number,
+        every_nth: None,
+    });
+    env.ok(&["denylist", "add", "sms", &m1, "--reason", "replied STOP"]);
+
+    let fixture = common::plugin_dir().join("crosscast_fixture_textline.wasm");
+    let fixture = fixture.to_str().unwrap();
+    let err = env.fails(&[
+        "plugin",
+        "install",
+        fixture,
+        "--suppression-list",
+        "SMS list",
+    ]);
+    assert!(err.contains("not a list name"), "{err}");
+    let query = common::plugin_dir().join("crosscast_plugin_query.wasm");
+    let err = env.fails(&[
+        "plugin",
+        "install",
+        query.to_str().unwrap(),
+        "--suppression-list",
+        "sms",
+    ]);
+    assert!(err.contains("is for channels"), "{err}");
+    let out = env.ok(&[
+        "plugin",
+        "install",
+        fixture,
+        "--account",
+        "twilio",
+        "--suppression-list",
+        "sms",
+    ]);
+    assert!(
+        out.contains("textline") && out.contains("suppression list `sms`"),
+        "{out}"
+    );
+    // A new version (here the same bytes) keeps the operator's choice.
+    env.ok(&["plugin", "install", fixture]);
+    let plugins: serde_json::Value =
+        serde_json::from_str(&env.ok(&["plugin", "list", "--json"])).unwrap();
+    let textline = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "textline")
+        .expect("installed");
+    assert_eq!(textline["suppression_list"], "sms");
+    assert_eq!(textline["accounts"], serde_json::json!(["twilio"]));
+
+    let wf = one_delivery(
+        &env,
+        "textline",
+        "id in ('R1', 'R2', 'R7')",
+        "text",
+        "textline",
+        "{}",
+    );
+    let run = start_workflow(&env, T0, &wf);
+    let log = by_address(&env, run, "text");
+    assert_eq!(log[&m1]["state"], "excluded");
+    let reason = log[&m1]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("sms denylist") && reason.contains("replied STOP"),
+        "{reason}"
+    );
+    assert_eq!(log[&m2]["state"], "failed");
+    assert_eq!(log[&m7]["state"], "sent");
+    let got: BTreeSet<String> = s.rig.sms.received().into_iter().map(|m| m.to).collect();
+    assert_eq!(
+        got,
+        BTreeSet::from([m7.clone()]),
+        "nothing to the denylisted number"
+    );
+    let lists = suppressed(&env);
+    assert_eq!(lists[&("sms".to_string(), m2.clone())]["kind"], "denylist");
+    assert!(
+        !lists.keys().any(|(list, _)| list == "textline"),
+        "no list of its own: {lists:?}"
+    );
+
+    // The built-in SMS channel honours the opt-out textline's provider reported.
+    let wf = one_delivery(
+        &env,
+        "sms",
+        "id = 'R2'",
+        "text",
+        "sms",
+        r#"{ account = "twilio", from = "+15550001111", body = "Hi" }"#,
+    );
+    let run = start_workflow(&env, &at(1), &wf);
+    let log = by_address(&env, run, "text");
+    assert_eq!(log[&m2]["state"], "excluded");
+    assert!(
+        log[&m2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("sms denylist")
+    );
+    assert_eq!(s.rig.sms.received().len(), 1, "still only R7's text");
 }
 
 /// Email reaches relays over STARTTLS (required) and implicit TLS, trusting

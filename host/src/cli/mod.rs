@@ -172,6 +172,10 @@ pub enum PluginCommand {
         /// Grant it an account (repeatable).
         #[arg(long = "account")]
         accounts: Vec<String>,
+        /// For a channel: the suppression list it shares (`sms` for another
+        /// SMS provider's channel) instead of one named after it.
+        #[arg(long = "suppression-list", value_name = "LIST")]
+        suppression_list: Option<String>,
     },
     /// List installed plugins with their sha256.
     List {
@@ -463,16 +467,40 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Plugin(PluginCommand::Install { path, accounts }) => {
+        Command::Plugin(PluginCommand::Install {
+            path,
+            accounts,
+            suppression_list,
+        }) => {
+            if let Some(list) = &suppression_list {
+                crate::store::suppression::check_list_name(list).map_err(anyhow::Error::msg)?;
+            }
             let bytes =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let rt = app.runtime()?;
-            let p = rt
+            let mut p = rt
                 .install(&app.store, &bytes, &accounts)
                 .with_context(|| path.display().to_string())?;
+            if let Some(list) = suppression_list {
+                if p.kind != crate::store::plugins::PluginKind::Channel {
+                    anyhow::bail!(
+                        "--suppression-list is for channels; `{}` is an activity",
+                        p.name
+                    );
+                }
+                p.suppression_list = Some(list);
+                app.store.update_plugin(&p)?;
+            }
             println!(
-                "installed {} {} ({:?}) sha256 {}",
-                p.name, p.version, p.kind, p.sha256
+                "installed {} {} ({:?}) sha256 {}{}",
+                p.name,
+                p.version,
+                p.kind,
+                p.sha256,
+                p.suppression_list
+                    .as_deref()
+                    .map(|l| format!(", suppression list `{l}`"))
+                    .unwrap_or_default()
             );
         }
         Command::Plugin(PluginCommand::List { json }) => {

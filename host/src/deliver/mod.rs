@@ -198,6 +198,7 @@ pub(crate) fn deliver(
         .store
         .delivery_progress(run, &activity.id)
         .map_err(|e| e.to_string())?;
+    let http_list = http_list(exec, &plugin, descriptor.name)?;
     let mut pass = Pass {
         exec,
         run,
@@ -205,7 +206,7 @@ pub(crate) fn deliver(
         config: activity.config.to_string(),
         plugin,
         accounts,
-        channel_name: descriptor.name,
+        http_list,
         target_dim,
         now,
         deadline,
@@ -294,8 +295,8 @@ struct Pass<'a> {
     config: String,
     plugin: String,
     accounts: Vec<String>,
-    /// The channel's name (its suppression list, for HTTP channels).
-    channel_name: String,
+    /// The suppression list of its HTTP messages (see [`http_list`]).
+    http_list: String,
     target_dim: String,
     now: i64,
     /// When the validity period ends: no retry is scheduled past it.
@@ -374,7 +375,7 @@ impl Pass<'_> {
             ));
         }
         let store = &self.exec.store;
-        let suppressed = suppressions(store, &self.channel_name, &prepared)?;
+        let suppressed = suppressions(store, &self.http_list, &prepared)?;
         let mut log = Vec::new();
         let mut sends = Vec::new();
         for ((id, p), suppressed) in todo.iter().zip(prepared).zip(suppressed) {
@@ -468,7 +469,7 @@ impl Pass<'_> {
                 }
                 (v, _) => v,
             };
-            let list = suppression_list(&self.channel_name, &out.message);
+            let list = suppression_list(&self.http_list, &out.message);
             let mut suppress = |kind, reason: &str| {
                 listed.push((
                     list.to_string(),
@@ -551,12 +552,19 @@ impl Pass<'_> {
 }
 
 /// The suppression list a message's address belongs to: `email` for every
-/// email, the channel's name otherwise.
-fn suppression_list<'a>(channel: &'a str, message: &wit::Message) -> &'a str {
+/// email, the channel's HTTP list otherwise.
+fn suppression_list<'a>(http_list: &'a str, message: &wit::Message) -> &'a str {
     match message {
         wit::Message::Email(_) => "email",
-        wit::Message::Http(_) => channel,
+        wit::Message::Http(_) => http_list,
     }
+}
+
+/// The suppression list of a channel's HTTP messages: the one the operator
+/// installed it with, or the channel's own name.
+fn http_list(exec: &Executor, plugin: &str, channel: String) -> Result<String, String> {
+    let record = exec.store.plugin(plugin).map_err(|e| e.to_string())?;
+    Ok(record.suppression_list.unwrap_or(channel))
 }
 
 /// For each prepared message, its list's entry if its address is
@@ -630,6 +638,7 @@ pub(crate) fn preview(
     let descriptor = channel.describe(&mut st).map_err(&crash)?;
     let config = activity.config.to_string();
     let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
+    let list = http_list(exec, &plugin, descriptor.name)?;
     let mut would_send = 0u64;
     let mut excluded = 0u64;
     let mut parts = 0u64;
@@ -649,7 +658,7 @@ pub(crate) fn preview(
             .build(&mut st, &config, &target_dim, round)
             .map_err(&crash)?
             .map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
-        let suppressed = suppressions(&exec.store, &descriptor.name, &prepared)?;
+        let suppressed = suppressions(&exec.store, &list, &prepared)?;
         for (p, suppressed) in prepared.into_iter().zip(suppressed) {
             let reason = match (p, suppressed) {
                 (wit::Prepared::Exclude(reason), _) => reason,

@@ -230,6 +230,7 @@ impl Runtime {
             kind,
             sha256,
             accounts: vec![],
+            suppression_list: None,
         };
         if record.name.is_empty()
             || !record
@@ -254,8 +255,10 @@ impl Runtime {
         accounts: &[String],
     ) -> Result<PluginRecord, PluginError> {
         let (component, mut record) = self.inspect(bytes)?;
+        // A new version keeps what the operator decided about the old one.
         if let Ok(old) = store.plugin(&record.name) {
             record.accounts = old.accounts;
+            record.suppression_list = old.suppression_list;
         }
         for a in accounts {
             if !record.accounts.contains(a) {

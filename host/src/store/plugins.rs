@@ -31,6 +31,12 @@ pub struct PluginRecord {
     pub sha256: String,
     /// Accounts the operator granted it.
     pub accounts: Vec<String>,
+    /// For a channel sending HTTP requests, the suppression list its
+    /// quarantines and opt-outs go to and exclusions are read from, when the
+    /// operator chose one (`--suppression-list sms` makes a third party's SMS
+    /// channel honour the SMS denylist); otherwise the channel's own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppression_list: Option<String>,
 }
 
 impl Store {

@@ -2,7 +2,9 @@
 //!
 //! One list per channel: `email` for every email channel (an address opted
 //! out of email whatever plugin sends it), the channel plugin's name for the
-//! others (`sms`, `apns`, `fcm`). An entry is either a *quarantine* (the
+//! others (`sms`, `apns`, `fcm`) unless the operator installed it with
+//! another list (a third party's SMS channel with `--suppression-list sms`
+//! honours the opt-outs every SMS provider reported). An entry is either a *quarantine* (the
 //! provider said the address can never work: a hard bounce, an unregistered
 //! device token) or a *denylist* entry (the recipient opted out, or the
 //! operator imported it). Deliveries look addresses up before sending and
@@ -86,6 +88,23 @@ pub fn check(list: &str, address: &str) -> std::result::Result<String, String> {
         "email" => Check::Email.apply(Some(a)).map(|_| normalise(list, a)),
         "sms" => Check::Phone.apply(Some(a)).map(|v| v.unwrap_or_default()),
         _ => Ok(a.to_string()),
+    }
+}
+
+/// Checks a list name an operator gives: lowercase letters, digits, `-`
+/// and `_`, as channel names are (it prefixes the list's keys).
+pub fn check_list_name(list: &str) -> std::result::Result<(), String> {
+    let valid = !list.is_empty()
+        && list.len() <= 64
+        && list
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{list}` is not a list name: use lowercase letters, digits, `-` and `_` (such as `sms`)"
+        ))
     }
 }
 
