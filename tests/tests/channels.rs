@@ -615,6 +615,25 @@ config = {{ account = "fcm", title = "Hi", body = "News" }}
     assert_eq!(state(&fcm, &android[1].token), "sent");
 }
 
+/// Sets the rig's Twilio account again with `limits` (`--rate`,
+/// `--concurrency`).
+fn twilio_with(env: &Env, s: &Servers, limits: &[&str]) {
+    let url = s.rig.sms.url();
+    let mut args = vec![
+        "account",
+        "set",
+        "twilio",
+        "--url",
+        &url,
+        "--user",
+        crosscast_test_servers::rig::ACCOUNT_SID,
+        "--secret",
+        "twilio-token",
+    ];
+    args.extend_from_slice(limits);
+    env.ok(&args);
+}
+
 /// An account's rate and concurrency bound what reaches the provider.
 #[test]
 fn account_rate_and_concurrency_are_honoured() {
@@ -622,21 +641,7 @@ fn account_rate_and_concurrency_are_honoured() {
     let env = Env::new();
     setup(&env, &s);
     s.rig.sms.set_delay(std::time::Duration::from_millis(40));
-    env.ok(&[
-        "account",
-        "set",
-        "twilio",
-        "--url",
-        &s.rig.sms.url(),
-        "--user",
-        crosscast_test_servers::rig::ACCOUNT_SID,
-        "--secret",
-        "twilio-token",
-        "--rate",
-        "25",
-        "--concurrency",
-        "2",
-    ]);
+    twilio_with(&env, &s, &["--rate", "25", "--concurrency", "2"]);
     let wf = write_workflow(
         &env,
         "sms",
@@ -669,6 +674,45 @@ config = { account = "twilio", from = "+15550001111", body = "Hi" }
     let last = *s.rig.sms.arrivals().last().unwrap();
     let floor = std::time::Duration::from_millis(40 * (n as u64 - 1));
     assert!(last - started >= floor, "{:?} < {floor:?}", last - started);
+}
+
+/// An account may allow more in flight than the default 32 (a provider far
+/// away needs it): with slow answers, the server sees that many at once,
+/// never more, and every message is sent.
+#[test]
+fn an_account_may_allow_more_in_flight_than_the_default() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    s.rig.sms.set_delay(std::time::Duration::from_millis(300));
+    let err = env.fails(&[
+        "account",
+        "set",
+        "big",
+        "--url",
+        "https://127.0.0.1:9",
+        "--concurrency",
+        "5000",
+    ]);
+    assert!(err.contains("5000"), "{err}");
+    twilio_with(&env, &s, &["--concurrency", "48"]);
+    let wf = one_delivery(
+        &env,
+        "sms",
+        "mobile is not empty",
+        "text",
+        "sms",
+        r#"{ account = "twilio", from = "+15550001111", body = "Hi" }"#,
+    );
+    let run = start_workflow(&env, T0, &wf);
+    let n = s.rig.sms.received().len();
+    assert!(n > 96, "{n} messages: at least two turns of every lane");
+    assert_eq!(
+        env.status(run)["activities"]["text"]["deliveries"]["sent"],
+        n
+    );
+    let most = s.rig.sms.max_in_flight();
+    assert!(most > 32 && most <= 48, "{most} in flight at once");
 }
 
 /// The reference workflow with 10% transient faults on every channel (and a

@@ -218,8 +218,9 @@ pub enum AccountCommand {
         /// Most messages per second through this account.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         rate: Option<u32>,
-        /// Most messages in flight at once through this account (default 32).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        /// Most messages in flight at once through this account (default 32,
+        /// at most 1024): connections for SMTP and HTTP/1.1, streams for HTTP/2.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::deliver::throttle::MAX_CONCURRENCY as i64))]
         concurrency: Option<u32>,
     },
     /// List accounts.

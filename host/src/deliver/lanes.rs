@@ -29,10 +29,10 @@ use crate::runtime::channel::wit;
 pub(super) async fn carry(shared: Arc<Shared>, queue: Arc<Queue>) {
     // The starting lane: counted since the queue was made.
     let lane = Lane(shared.clone(), queue.clone());
-    let mut lanes = super::CONCURRENCY;
-    if let Ok(route) = &queue.route {
-        lanes = lanes.min(route.throttle.concurrency());
-    }
+    let lanes = queue
+        .route
+        .as_ref()
+        .map_or(super::CONCURRENCY, |route| route.throttle.concurrency());
     let mut first = None;
     if let Ok(route) = &queue.route
         && let Way::Http(target) = &route.way

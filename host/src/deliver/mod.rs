@@ -4,8 +4,9 @@
 //! excludes suppressed addresses, writes every intent to the delivery log
 //! (flushed before any of them leaves), sends over the wire with the operator's account and
 //! credentials, asks the plugin to classify the answers as they come, and
-//! writes the outcomes. At most [`WAVE`] messages are ever sent without a
-//! recorded outcome. Ids whose outcome is already logged are skipped, so
+//! writes the outcomes. At most [`WAVE`] messages (twice the largest
+//! account concurrency when that is more) are ever sent without a recorded
+//! outcome. Ids whose outcome is already logged are skipped, so
 //! executing a task again (after a crash) repeats at most those.
 
 pub mod connections;
@@ -38,7 +39,7 @@ const ROUND: usize = 256;
 /// the lanes never run dry while a turn of the recording thread (gather,
 /// classify, build, flush) takes its few milliseconds.
 const LOW_WATER: usize = 2 * ROUND;
-/// Messages in flight at once.
+/// Messages in flight at once, unless a granted account allows more.
 const CONCURRENCY: usize = 32;
 /// Most outcomes recorded (and flushed) at once.
 const BATCH: usize = 4 * CONCURRENCY;
@@ -219,12 +220,18 @@ pub(crate) fn deliver(
         counts: DeliveryCounts::default(),
         wake_at: None,
     };
+    // An account allowing more in flight than the default (a push provider
+    // far away) widens the wave with it: a batch recorded while as many are
+    // on the wire, so a crash may repeat up to twice its concurrency.
+    let in_flight = in_flight(exec, &pass.accounts);
+    let batch = BATCH.max(in_flight);
+    let low_water = LOW_WATER.max(2 * in_flight);
     let mut session = session::Session::new(
         exec.transports.runtime.clone(),
         exec.transports.wire.clone(),
         exec.store.clone(),
-        CONCURRENCY,
-        WAVE,
+        in_flight,
+        WAVE.max(2 * batch),
     );
     let mut rounds = targets.chunks(ROUND);
     let mut prepared_all = false;
@@ -236,17 +243,17 @@ pub(crate) fn deliver(
             // carries the last ones. Its intents are written now and made
             // durable by this turn's flush, before it is handed over.
             let mut round = None;
-            if !prepared_all && session.backlog() < LOW_WATER {
+            if !prepared_all && session.backlog() < low_water {
                 match rounds.next() {
                     Some(targets) => round = Some(pass.prepare(targets)?),
                     None => prepared_all = true,
                 }
             }
-            // Up to BATCH answers: gathered for up to GATHER when there is
-            // nothing else to do, what is there when a round waits.
+            // Up to a batch of answers: gathered for up to GATHER when there
+            // is nothing else to do, what is there when a round waits.
             let batch = match &round {
-                Some(_) => session.try_take(BATCH),
-                None => match session.take(BATCH, GATHER) {
+                Some(_) => session.try_take(batch),
+                None => match session.take(batch, GATHER) {
                     Some(batch) => batch,
                     None if prepared_all => break,
                     None => continue,
@@ -558,6 +565,17 @@ fn suppression_list<'a>(http_list: &'a str, message: &wit::Message) -> &'a str {
         wit::Message::Email(_) => "email",
         wit::Message::Http(_) => http_list,
     }
+}
+
+/// Most messages a delivery keeps on the wire: the largest concurrency of
+/// its granted accounts, at least [`CONCURRENCY`] (each account's own limit
+/// still applies to its messages).
+fn in_flight(exec: &Executor, accounts: &[String]) -> usize {
+    accounts
+        .iter()
+        .filter_map(|a| exec.store.account(a).ok())
+        .map(|a| a.concurrency.unwrap_or(throttle::DEFAULT_CONCURRENCY) as usize)
+        .fold(CONCURRENCY, usize::max)
 }
 
 /// The suppression list of a channel's HTTP messages: the one the operator

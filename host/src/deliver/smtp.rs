@@ -153,8 +153,7 @@ impl SmtpTransports {
         // closes the surplus after each message and reconnects for the next.
         let connections = account
             .concurrency
-            .unwrap_or(super::throttle::DEFAULT_CONCURRENCY)
-            .min(super::CONCURRENCY as u32);
+            .unwrap_or(super::throttle::DEFAULT_CONCURRENCY);
         builder = builder.pool_config(PoolConfig::new().max_size(connections));
         let relay = Relay {
             account: account.clone(),

@@ -17,6 +17,10 @@ use crate::store::settings::Account;
 /// Messages in flight at once when an account sets no concurrency.
 pub const DEFAULT_CONCURRENCY: u32 = 32;
 
+/// The most an account may allow in flight: a crash may repeat twice as
+/// many messages, and that stays bounded.
+pub const MAX_CONCURRENCY: u32 = 1024;
+
 /// The limits of one account.
 pub struct Throttle {
     rate: Option<u32>,
