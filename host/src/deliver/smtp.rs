@@ -186,7 +186,10 @@ impl SmtpTransports {
         // again on another one. Each pooled connection
         // fails at most once, and a relay that cannot be reached fails to
         // connect, which ends the loop.
-        for _ in 0..super::CONCURRENCY {
+        let pooled = account
+            .concurrency
+            .unwrap_or(super::throttle::DEFAULT_CONCURRENCY);
+        for _ in 0..pooled {
             if !outcome.as_ref().is_err_and(connection_lost) {
                 break;
             }
