@@ -224,14 +224,14 @@ pub(crate) fn deliver(
     // far away) widens the wave with it: a batch recorded while as many are
     // on the wire, so a crash may repeat up to twice its concurrency.
     let in_flight = in_flight(exec, &pass.accounts);
-    let batch = BATCH.max(in_flight);
+    let batch_size = BATCH.max(in_flight);
     let low_water = LOW_WATER.max(2 * in_flight);
     let mut session = session::Session::new(
         exec.transports.runtime.clone(),
         exec.transports.wire.clone(),
         exec.store.clone(),
         in_flight,
-        WAVE.max(2 * batch),
+        WAVE.max(2 * batch_size),
     );
     let mut rounds = targets.chunks(ROUND);
     let mut prepared_all = false;
@@ -252,8 +252,8 @@ pub(crate) fn deliver(
             // Up to a batch of answers: gathered for up to GATHER when there
             // is nothing else to do, what is there when a round waits.
             let batch = match &round {
-                Some(_) => session.try_take(batch),
-                None => match session.take(batch, GATHER) {
+                Some(_) => session.try_take(batch_size),
+                None => match session.take(batch_size, GATHER) {
                     Some(batch) => batch,
                     None if prepared_all => break,
                     None => continue,
