@@ -48,7 +48,13 @@ fn write_workflow(env: &Env, name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
-/// State of each log entry of `activity` by address.
+/// `plugin install PATH` with `options` (`--account`, `--suppression-list`).
+fn install<'a>(path: &'a str, options: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["plugin", "install", path];
+    args.extend_from_slice(options);
+    args
+}
+
 /// A workflow `name`: the recipients matching `filter`, delivered by
 /// activity `id` of type `channel` with `config` (inline TOML).
 fn one_delivery(
@@ -68,6 +74,7 @@ fn one_delivery(
     )
 }
 
+/// State of each log entry of `activity` by address.
 fn by_address(env: &Env, run: u64, activity: &str) -> BTreeMap<String, serde_json::Value> {
     log_entries(env, run, activity)
         .into_iter()
@@ -821,13 +828,7 @@ fn a_channel_built_against_0_1_0_still_delivers() {
     let env = Env::new();
     setup(&env, &s);
     let fixture = common::plugin_dir().join("crosscast_fixture_email_v1.wasm");
-    let out = env.ok(&[
-        "plugin",
-        "install",
-        fixture.to_str().unwrap(),
-        "--account",
-        "smtp",
-    ]);
+    let out = env.ok(&install(fixture.to_str().unwrap(), &["--account", "smtp"]));
     assert!(out.contains("legacy-mail"), "{out}");
     let wf = one_delivery(
         &env,
@@ -888,32 +889,18 @@ fn a_third_party_sms_channel_can_share_the_sms_denylist() {
 
     let fixture = common::plugin_dir().join("crosscast_fixture_textline.wasm");
     let fixture = fixture.to_str().unwrap();
-    let err = env.fails(&[
-        "plugin",
-        "install",
-        fixture,
-        "--suppression-list",
-        "SMS list",
-    ]);
+    let err = env.fails(&install(fixture, &["--suppression-list", "SMS list"]));
     assert!(err.contains("not a list name"), "{err}");
     let query = common::plugin_dir().join("crosscast_plugin_query.wasm");
-    let err = env.fails(&[
-        "plugin",
-        "install",
+    let err = env.fails(&install(
         query.to_str().unwrap(),
-        "--suppression-list",
-        "sms",
-    ]);
+        &["--suppression-list", "sms"],
+    ));
     assert!(err.contains("is for channels"), "{err}");
-    let out = env.ok(&[
-        "plugin",
-        "install",
+    let out = env.ok(&install(
         fixture,
-        "--account",
-        "twilio",
-        "--suppression-list",
-        "sms",
-    ]);
+        &["--account", "twilio", "--suppression-list", "sms"],
+    ));
     assert!(
         out.contains("textline") && out.contains("suppression list `sms`"),
         "{out}"
