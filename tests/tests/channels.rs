@@ -897,6 +897,14 @@ fn a_third_party_sms_channel_can_share_the_sms_denylist() {
         &["--suppression-list", "sms"],
     ));
     assert!(err.contains("is for channels"), "{err}");
+    // Refused before anything is stored: an activity not installed yet stays out.
+    let misbehave = common::plugin_dir().join("crosscast_fixture_misbehave.wasm");
+    let err = env.fails(&install(
+        misbehave.to_str().unwrap(),
+        &["--suppression-list", "sms"],
+    ));
+    assert!(err.contains("is for channels"), "{err}");
+    assert!(!env.ok(&["plugin", "list"]).contains("misbehave"));
     let out = env.ok(&install(
         fixture,
         &["--account", "twilio", "--suppression-list", "sms"],

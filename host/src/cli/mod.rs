@@ -389,7 +389,7 @@ impl App {
                 )
             })?;
             out.push(
-                rt.install(&self.store, &bytes, &[])
+                rt.install(&self.store, &bytes, &[], None)
                     .with_context(|| path.display().to_string())?,
             );
         }
@@ -479,19 +479,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let rt = app.runtime()?;
-            let mut p = rt
-                .install(&app.store, &bytes, &accounts)
+            let p = rt
+                .install(&app.store, &bytes, &accounts, suppression_list.as_deref())
                 .with_context(|| path.display().to_string())?;
-            if let Some(list) = suppression_list {
-                if p.kind != crate::store::plugins::PluginKind::Channel {
-                    anyhow::bail!(
-                        "--suppression-list is for channels; `{}` is an activity",
-                        p.name
-                    );
-                }
-                p.suppression_list = Some(list);
-                app.store.update_plugin(&p)?;
-            }
             println!(
                 "installed {} {} ({:?}) sha256 {}{}",
                 p.name,

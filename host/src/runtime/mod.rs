@@ -246,19 +246,30 @@ impl Runtime {
         Ok((component, record))
     }
 
-    /// Installs a component: verify, describe, precompile, store. Grants of
-    /// a plugin being replaced are kept.
+    /// Installs a component: verify, describe, precompile, store. Grants
+    /// and the suppression list of a plugin being replaced are kept; a
+    /// `suppression_list` (channels only) replaces the list.
     pub fn install(
         &self,
         store: &Store,
         bytes: &[u8],
         accounts: &[String],
+        suppression_list: Option<&str>,
     ) -> Result<PluginRecord, PluginError> {
         let (component, mut record) = self.inspect(bytes)?;
+        if suppression_list.is_some() && record.kind != PluginKind::Channel {
+            return Err(PluginError::Invalid(format!(
+                "--suppression-list is for channels; `{}` is an activity",
+                record.name
+            )));
+        }
         // A new version keeps what the operator decided about the old one.
         if let Ok(old) = store.plugin(&record.name) {
             record.accounts = old.accounts;
             record.suppression_list = old.suppression_list;
+        }
+        if let Some(list) = suppression_list {
+            record.suppression_list = Some(list.to_string());
         }
         for a in accounts {
             if !record.accounts.contains(a) {
