@@ -144,9 +144,10 @@ pub fn run(n: usize, dir: &Path, only: &[String], trials: usize) -> anyhow::Resu
             ensure!(got >= n, "{channel}: the server received {got} of {n}");
             let per_s = n as f64 * 1000.0 / ms as f64;
             println!(
-                "crosscast {channel} (trial {trial}): {n} messages in {:.2} s = {per_s:.0}/s (process {:.2} s, peak RSS {:.0} MB)",
+                "crosscast {channel} (trial {trial}): {n} messages in {:.2} s = {per_s:.0}/s (process {:.2} s, CPU {:.2} s, peak RSS {:.0} MB)",
                 ms as f64 / 1000.0,
                 m.secs,
+                m.cpu_secs,
                 m.max_rss_mb
             );
             let tool_server_before = own_cpu();

@@ -214,8 +214,11 @@ fn email_bounces_quarantine_and_one_click_unsubscribes_denylist() {
             link.starts_with(&format!("http://{listen}/unsubscribe/")),
             "{link}"
         );
+        // Neither the address nor the recipient's id in clear: a signed
+        // token (a random one may well hold "R7" somewhere).
+        let token = link.rsplit('/').next().unwrap_or_default();
         assert!(
-            !link.contains("user") && !link.contains("R7"),
+            token.len() >= 32 && !token.contains("user") && !token.contains("example"),
             "opaque: {link}"
         );
         links.insert(to, link);

@@ -33,7 +33,7 @@ pub(super) struct Session {
     shared: Arc<Shared>,
     runtime: tokio::runtime::Handle,
     /// A queue, with its lanes, per (account, email or not).
-    queues: HashMap<(String, bool), Arc<Queue>>,
+    queues: Mutex<HashMap<(String, bool), Arc<Queue>>>,
 }
 
 /// What the lanes of a session share.
@@ -81,7 +81,7 @@ impl Session {
                 store,
             }),
             runtime,
-            queues: HashMap::new(),
+            queues: Mutex::new(HashMap::new()),
         }
     }
 
@@ -90,23 +90,33 @@ impl Session {
         self.shared.backlog.load(Ordering::Relaxed)
     }
 
-    /// Hands a round's messages to the lanes of their accounts (resolved,
-    /// and their lanes started, on first use).
-    pub fn submit(&mut self, sends: Sends) {
+    /// `n` messages of a round on their way to the lanes: their answers
+    /// are awaited from now on, and they count in the backlog.
+    pub fn expect(&self, n: usize) {
+        self.shared.inbox.expect(n);
+        self.shared.backlog.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` messages [`Session::expect`]ed that will never be submitted.
+    pub fn unexpect(&self, n: usize) {
+        self.shared.backlog.fetch_sub(n, Ordering::Relaxed);
+        self.shared.inbox.abandon_many(n);
+    }
+
+    /// Hands a round's messages, [`Session::expect`]ed before, to the lanes
+    /// of their accounts (resolved, and their lanes started, on first use).
+    pub fn submit(&self, sends: Sends) {
         if sends.is_empty() {
             return;
         }
         let sends = Arc::new(sends);
-        self.shared.inbox.expect(sends.len());
-        self.shared
-            .backlog
-            .fetch_add(sends.len(), Ordering::Relaxed);
         let mut by_queue: Vec<(Arc<Queue>, Vec<usize>)> = Vec::new();
         let _runtime = self.runtime.enter();
+        let mut queues = self.queues();
         for (i, (_, out)) in sends.iter().enumerate() {
             let email = matches!(out.message, wit::Message::Email(_));
             let name = super::account_of(&out.message);
-            let queue = match self.queues.get(&(name.to_string(), email)) {
+            let queue = match queues.get(&(name.to_string(), email)) {
                 Some(q) => q.clone(),
                 None => {
                     let route = self
@@ -117,7 +127,7 @@ impl Session {
                     let q = Arc::new(Queue::new(route));
                     self.runtime
                         .spawn(super::lanes::carry(self.shared.clone(), q.clone()));
-                    self.queues.insert((name.to_string(), email), q.clone());
+                    queues.insert((name.to_string(), email), q.clone());
                     q
                 }
             };
@@ -126,9 +136,14 @@ impl Session {
                 None => by_queue.push((queue, vec![i])),
             }
         }
+        drop(queues);
         for (queue, jobs) in by_queue {
             queue.push(&self.shared, jobs.into_iter().map(|i| (sends.clone(), i)));
         }
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<(String, bool), Arc<Queue>>> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Up to `batch` answers, waiting up to `gather` for them once one is
@@ -150,7 +165,7 @@ impl Drop for Session {
         if std::thread::panicking() {
             self.shared.stop.store(true, Ordering::Relaxed);
         }
-        for q in self.queues.values() {
+        for q in self.queues().values() {
             q.close();
         }
     }
@@ -160,7 +175,7 @@ impl Session {
     /// Stops sending: what lanes hold is finished, nothing more leaves.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        for q in self.queues.values() {
+        for q in self.queues().values() {
             q.close();
         }
     }

@@ -17,8 +17,8 @@ use crate::store::settings::Account;
 /// Messages in flight at once when an account sets no concurrency.
 pub const DEFAULT_CONCURRENCY: u32 = 32;
 
-/// The most an account may allow in flight: a crash may repeat twice as
-/// many messages, and that stays bounded.
+/// The most an account may allow in flight: a crash may repeat four times
+/// as many messages, and that stays bounded.
 pub const MAX_CONCURRENCY: u32 = 1024;
 
 /// The limits of one account.

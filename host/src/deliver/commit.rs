@@ -1,0 +1,253 @@
+//! Group commit of the delivery log on a thread of its own.
+//!
+//! A flush waits on the disk: half a millisecond usually, now and then a
+//! hundred times that on a shared machine. Made by the recording thread, it
+//! kept that thread from the answers, and the places in the wave it held
+//! stopped the lanes. Here the recording thread writes and goes on, and what
+//! may only happen once its writes are durable waits for the next flush: a
+//! round's messages leave once their intents are on disk, and an answer's
+//! place in the wave is given back once its outcome is. Whatever is asked
+//! while a flush runs waits for the next one, so flushes never outnumber
+//! the recording thread's turns.
+
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::session::{Sends, Session};
+use crate::store::Store;
+
+/// What waits for the writes made before it was asked to be durable.
+pub(super) enum Then {
+    /// A round's messages may leave: their intents are on disk.
+    Submit(Sends),
+    /// Places in the wave are free: their outcomes are on disk.
+    Release(Vec<OwnedSemaphorePermit>),
+}
+
+/// The flushing thread of one delivery execution.
+pub(super) struct Committer {
+    inner: Arc<Inner>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Asked since the running flush (if any) began.
+    queued: Vec<Then>,
+    /// No more will be asked: flush what is queued and end.
+    closing: bool,
+    /// The delivery stopped: nothing queued is sent any more.
+    aborted: bool,
+    /// The first flush that failed.
+    error: Option<String>,
+}
+
+impl Committer {
+    /// Starts the thread flushing `store` and handing rounds to `session`.
+    pub fn start(store: Store, session: Arc<Session>) -> Committer {
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let thread = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("crosscast-commit".into())
+                .spawn(move || inner.run(&store, &session))
+                .expect("a thread can be spawned")
+        };
+        Committer {
+            inner,
+            thread: Some(thread),
+        }
+    }
+
+    /// Does `then` once everything written so far is durable; the error of
+    /// a flush that failed, which stops the delivery.
+    pub fn then(&self, then: Then) -> Result<(), String> {
+        let mut s = self.inner.lock();
+        if let Some(e) = &s.error {
+            return Err(e.clone());
+        }
+        s.queued.push(then);
+        drop(s);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// The error of a flush that failed, if one did.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.inner.lock().error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until everything written is durable (or a flush failed).
+    pub fn finish(mut self) -> Result<(), String> {
+        self.close(false);
+        self.check()
+    }
+
+    /// Stops at once: rounds not yet handed over never leave.
+    pub fn abort(mut self) {
+        self.close(true);
+    }
+
+    fn close(&mut self, abort: bool) {
+        {
+            let mut s = self.inner.lock();
+            s.closing = true;
+            s.aborted |= abort;
+        }
+        self.inner.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            // Its panic (a bug) must not pass for durability.
+            if t.join().is_err() {
+                self.inner
+                    .lock()
+                    .error
+                    .get_or_insert_with(|| "the delivery log's flushing thread failed".into());
+            }
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Dropped without finishing (the delivery failed): send nothing more.
+        if self.thread.is_some() {
+            self.close(true);
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self, store: &Store, session: &Session) {
+        loop {
+            let (batch, aborted) = {
+                let mut s = self.lock();
+                while s.queued.is_empty() && !s.closing {
+                    s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+                }
+                if s.queued.is_empty() {
+                    return;
+                }
+                (
+                    std::mem::take(&mut s.queued),
+                    s.aborted || s.error.is_some(),
+                )
+            };
+            // Taken before flushing: everything written before it was
+            // asked is covered by this flush.
+            let flushed = if aborted {
+                Err(None)
+            } else {
+                store.flush().map_err(|e| Some(e.to_string()))
+            };
+            if let Err(Some(e)) = &flushed {
+                self.lock()
+                    .error
+                    .get_or_insert_with(|| format!("the delivery log could not be flushed: {e}"));
+            }
+            for then in batch {
+                match then {
+                    Then::Submit(sends) if flushed.is_ok() && !self.lock().aborted => {
+                        session.submit(sends)
+                    }
+                    // Never sent: the recording thread expects no answer.
+                    Then::Submit(sends) => session.unexpect(sends.len()),
+                    Then::Release(slots) => drop(slots),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::channel::wit;
+    use tokio::sync::Semaphore;
+
+    fn sends(n: u64) -> Sends {
+        (0..n)
+            .map(|id| {
+                let message = wit::Message::Http(wit::HttpRequest {
+                    account: "sms".into(),
+                    method: "POST".into(),
+                    path: "/".into(),
+                    recipient: format!("+1555000{id:04}"),
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                });
+                let out = wit::Outgoing {
+                    message,
+                    parts: 1,
+                    note: None,
+                };
+                (id, out)
+            })
+            .collect()
+    }
+
+    fn session(store: &Store, rt: &tokio::runtime::Runtime) -> Arc<Session> {
+        let wire = Arc::new(super::super::Wire::for_tests(store));
+        Arc::new(Session::new(rt.handle().clone(), wire, store.clone(), 2, 4))
+    }
+
+    #[test]
+    fn places_in_the_wave_come_back_once_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let wave = Arc::new(Semaphore::new(4));
+        let held: Vec<_> = (0..3)
+            .map(|_| wave.clone().try_acquire_owned().unwrap())
+            .collect();
+        let commit = Committer::start(store.clone(), session(&store, &rt));
+        commit.then(Then::Release(held)).unwrap();
+        commit.finish().unwrap();
+        assert_eq!(wave.available_permits(), 4);
+    }
+
+    #[test]
+    fn rounds_queued_when_the_delivery_stops_never_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let session = session(&store, &rt);
+        session.expect(3);
+        assert_eq!(session.backlog(), 3);
+        // Run by hand, already stopped, so that the round is still queued.
+        let inner = Inner {
+            state: Mutex::new(State {
+                queued: vec![Then::Submit(sends(3))],
+                closing: true,
+                aborted: true,
+                error: None,
+            }),
+            wake: Condvar::new(),
+        };
+        inner.run(&store, &session);
+        // Not sent, and not awaited: the recording thread ends at once.
+        assert_eq!(session.backlog(), 0);
+        let waited = std::time::Instant::now();
+        assert!(
+            session
+                .take(10, std::time::Duration::from_secs(5))
+                .is_none()
+        );
+        assert!(waited.elapsed() < std::time::Duration::from_secs(1));
+    }
+}
