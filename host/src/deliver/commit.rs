@@ -23,6 +23,9 @@ pub(super) enum Then {
     Submit(Sends),
     /// Places in the wave are free: their outcomes are on disk.
     Release(Vec<OwnedSemaphorePermit>),
+    /// Panics on the flushing thread, as a bug there would.
+    #[cfg(test)]
+    Crash,
 }
 
 /// The flushing thread of one delivery execution.
@@ -46,6 +49,9 @@ struct State {
     aborted: bool,
     /// The first flush that failed.
     error: Option<String>,
+    /// Messages of queued rounds: expected by the session, not yet handed
+    /// over (or given up).
+    unsent: usize,
 }
 
 impl Committer {
@@ -59,7 +65,7 @@ impl Committer {
             let inner = inner.clone();
             std::thread::Builder::new()
                 .name("crosscast-commit".into())
-                .spawn(move || inner.run(&store, &session))
+                .spawn(move || inner.guarded(&store, &session))
                 .expect("a thread can be spawned")
         };
         Committer {
@@ -74,6 +80,9 @@ impl Committer {
         let mut s = self.inner.lock();
         if let Some(e) = &s.error {
             return Err(e.clone());
+        }
+        if let Then::Submit(sends) = &then {
+            s.unsent += sends.len();
         }
         s.queued.push(then);
         drop(s);
@@ -133,6 +142,21 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs the thread; a panic (a bug) fails the delivery, and the
+    /// recording thread stops waiting for rounds that never left.
+    fn guarded(&self, store: &Store, session: &Session) {
+        let run = std::panic::AssertUnwindSafe(|| self.run(store, session));
+        if std::panic::catch_unwind(run).is_err() {
+            let unsent = {
+                let mut s = self.lock();
+                s.error
+                    .get_or_insert_with(|| "the delivery log's flushing thread failed".into());
+                std::mem::take(&mut s.unsent)
+            };
+            session.unexpect(unsent);
+        }
+    }
+
     fn run(&self, store: &Store, session: &Session) {
         loop {
             let (batch, aborted) = {
@@ -162,12 +186,20 @@ impl Inner {
             }
             for then in batch {
                 match then {
-                    Then::Submit(sends) if flushed.is_ok() && !self.lock().aborted => {
-                        session.submit(sends)
+                    Then::Submit(sends) => {
+                        let n = sends.len();
+                        if flushed.is_ok() && !self.lock().aborted {
+                            session.submit(sends);
+                        } else {
+                            // Never sent: the recording thread expects no
+                            // answer for them.
+                            session.unexpect(n);
+                        }
+                        self.lock().unsent -= n;
                     }
-                    // Never sent: the recording thread expects no answer.
-                    Then::Submit(sends) => session.unexpect(sends.len()),
                     Then::Release(slots) => drop(slots),
+                    #[cfg(test)]
+                    Then::Crash => panic!("a bug on the flushing thread"),
                 }
             }
         }
@@ -206,6 +238,19 @@ mod tests {
         Arc::new(Session::new(rt.handle().clone(), wire, store.clone(), 2, 4))
     }
 
+    /// The recording thread's `take` ends at once: no answer is awaited
+    /// (asked on a thread of its own, so that a wrong wait fails, not hangs).
+    fn awaits_nothing(session: &Arc<Session>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let session = session.clone();
+        std::thread::spawn(move || {
+            let taken = session.take(10, std::time::Duration::from_millis(10));
+            let _ = tx.send(taken.map(|t| t.len()));
+        });
+        let taken = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(taken, Ok(None), "nothing awaited");
+    }
+
     #[test]
     fn places_in_the_wave_come_back_once_flushed() {
         let dir = tempfile::tempdir().unwrap();
@@ -221,33 +266,59 @@ mod tests {
         assert_eq!(wave.available_permits(), 4);
     }
 
-    #[test]
-    fn rounds_queued_when_the_delivery_stops_never_leave() {
+    /// A store, and a session expecting a round of three messages.
+    fn expecting_three() -> (
+        tempfile::TempDir,
+        Store,
+        tokio::runtime::Runtime,
+        Arc<Session>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let session = session(&store, &rt);
         session.expect(3);
-        assert_eq!(session.backlog(), 3);
-        // Run by hand, already stopped, so that the round is still queued.
-        let inner = Inner {
+        (dir, store, rt, session)
+    }
+
+    /// A committer's state, run by hand: closing, with `queued` (rounds of
+    /// three messages the session expects).
+    fn closing(queued: Vec<Then>, aborted: bool) -> Inner {
+        Inner {
             state: Mutex::new(State {
-                queued: vec![Then::Submit(sends(3))],
+                queued,
                 closing: true,
-                aborted: true,
-                error: None,
+                aborted,
+                unsent: 3,
+                ..State::default()
             }),
             wake: Condvar::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn rounds_queued_when_the_delivery_stops_never_leave() {
+        let (_dir, store, _rt, session) = expecting_three();
+        assert_eq!(session.backlog(), 3);
+        // Already stopped, so that the round is still queued.
+        let inner = closing(vec![Then::Submit(sends(3))], true);
         inner.run(&store, &session);
         // Not sent, and not awaited: the recording thread ends at once.
         assert_eq!(session.backlog(), 0);
-        let waited = std::time::Instant::now();
+        awaits_nothing(&session);
+    }
+
+    #[test]
+    fn a_bug_on_the_flushing_thread_fails_the_delivery_without_a_hang() {
+        let (_dir, store, _rt, session) = expecting_three();
+        let inner = closing(vec![Then::Crash, Then::Submit(sends(3))], false);
+        inner.guarded(&store, &session);
         assert!(
-            session
-                .take(10, std::time::Duration::from_secs(5))
-                .is_none()
+            inner.lock().error.as_deref().unwrap().contains("failed"),
+            "the delivery fails"
         );
-        assert!(waited.elapsed() < std::time::Duration::from_secs(1));
+        // The round never left, and the recording thread waits for nothing.
+        assert_eq!(session.backlog(), 0);
+        awaits_nothing(&session);
     }
 }
