@@ -387,7 +387,7 @@ fn swapping_the_split_plugin_changes_the_counts() {
 }
 
 /// Most messages a delivery sends without a recorded outcome
-/// (`deliver::WAVE`): what a crash may repeat.
+/// (`deliver::WAVE_BATCHES` batches of 128): what a crash may repeat.
 const WAVE: usize = 512;
 
 /// Killing the process in the middle of a delivery loses nothing: the worker

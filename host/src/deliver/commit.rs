@@ -31,6 +31,7 @@ pub(super) enum Then {
 /// The flushing thread of one delivery execution.
 pub(super) struct Committer {
     inner: Arc<Inner>,
+    session: Arc<Session>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -54,6 +55,14 @@ struct State {
     unsent: usize,
 }
 
+impl State {
+    /// The flushing thread failed (a bug).
+    fn failed(&mut self) {
+        self.error
+            .get_or_insert_with(|| "the delivery log's flushing thread failed".into());
+    }
+}
+
 impl Committer {
     /// Starts the thread flushing `store` and handing rounds to `session`.
     pub fn start(store: Store, session: Arc<Session>) -> Committer {
@@ -62,7 +71,7 @@ impl Committer {
             wake: Condvar::new(),
         });
         let thread = {
-            let inner = inner.clone();
+            let (inner, session) = (inner.clone(), session.clone());
             std::thread::Builder::new()
                 .name("crosscast-commit".into())
                 .spawn(move || inner.guarded(&store, &session))
@@ -70,18 +79,21 @@ impl Committer {
         };
         Committer {
             inner,
+            session,
             thread: Some(thread),
         }
     }
 
-    /// Does `then` once everything written so far is durable; the error of
-    /// a flush that failed, which stops the delivery.
+    /// Does `then` once everything written so far is durable (a round's
+    /// answers are awaited by the session from now on); the error of a
+    /// flush that failed, which stops the delivery.
     pub fn then(&self, then: Then) -> Result<(), String> {
         let mut s = self.inner.lock();
         if let Some(e) = &s.error {
             return Err(e.clone());
         }
         if let Then::Submit(sends) = &then {
+            self.session.expect(sends.len());
             s.unsent += sends.len();
         }
         s.queued.push(then);
@@ -119,10 +131,7 @@ impl Committer {
         if let Some(t) = self.thread.take() {
             // Its panic (a bug) must not pass for durability.
             if t.join().is_err() {
-                self.inner
-                    .lock()
-                    .error
-                    .get_or_insert_with(|| "the delivery log's flushing thread failed".into());
+                self.inner.lock().failed();
             }
         }
     }
@@ -149,8 +158,7 @@ impl Inner {
         if std::panic::catch_unwind(run).is_err() {
             let unsent = {
                 let mut s = self.lock();
-                s.error
-                    .get_or_insert_with(|| "the delivery log's flushing thread failed".into());
+                s.failed();
                 std::mem::take(&mut s.unsent)
             };
             session.unexpect(unsent);
