@@ -47,8 +47,8 @@ pub mod bindings {
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "crosscast:plugin/channel-plugin@0.2.0",
-        path: ["../wit/0.1.0", "../wit/0.2.0"],
+        world: "crosscast:plugin/channel-plugin@0.3.0",
+        path: ["../wit/0.1.0", "../wit/0.3.0"],
         generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_world",
@@ -56,8 +56,8 @@ pub mod bindings {
     });
     /// The imported interfaces (`crosscast:plugin@0.1.0`).
     pub use self::crosscast::plugin0_1_0 as imported;
-    /// The exported interface (`crosscast:plugin/channel@0.2.0`).
-    pub use self::exports::crosscast::plugin0_2_0 as exported;
+    /// The exported interface (`crosscast:plugin/channel@0.3.0`).
+    pub use self::exports::crosscast::plugin0_3_0 as exported;
 }
 
 #[cfg(any(feature = "activity", feature = "channel"))]

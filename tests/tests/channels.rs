@@ -861,6 +861,37 @@ fn a_channel_built_against_0_1_0_still_delivers() {
     assert_eq!(subjects, BTreeSet::from(["legacy".to_string()]));
 }
 
+/// A channel built against 0.2.0 (wit-bindgen alone, no SDK) still loads
+/// and delivers through the host's adapter. Its descriptor names no answer
+/// headers, so it gets every header the provider sent.
+#[test]
+fn a_channel_built_against_0_2_0_still_delivers_and_gets_every_header() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let fixture = common::plugin_dir().join("crosscast_fixture_sms_v2.wasm");
+    let out = env.ok(&install(
+        fixture.to_str().unwrap(),
+        &["--account", "twilio"],
+    ));
+    assert!(out.contains("sms-v2"), "{out}");
+    let wf = one_delivery(&env, "v2", "id in ('R1', 'R7')", "text", "sms-v2", "{}");
+    let run = start_workflow(&env, T0, &wf);
+    let log = by_address(&env, run, "text");
+    let recipients = read_recipients(&root().join("tests/data/recipients.csv"));
+    for id in ["R1", "R7"] {
+        let mobile = recipients[id].mobile.clone().expect("a mobile");
+        let entry = &log[&mobile];
+        assert_eq!(entry["state"], "sent", "{entry}");
+        let seen = entry["provider_id"].as_str().unwrap();
+        for name in ["content-length", "content-type", "date"] {
+            assert!(seen.contains(name), "{name} missing from {seen}");
+        }
+    }
+    let got: BTreeSet<String> = s.rig.sms.received().into_iter().map(|m| m.body).collect();
+    assert_eq!(got, BTreeSet::from(["v2".to_string()]));
+}
+
 /// A third party's SMS channel (`textline`) installed with
 /// `--suppression-list sms` shares the SMS denylist both ways: a number the
 /// operator denylisted for SMS is excluded from its sends, and the opt-out
@@ -947,6 +978,9 @@ fn a_third_party_sms_channel_can_share_the_sms_denylist() {
     );
     assert_eq!(log[&m2]["state"], "failed");
     assert_eq!(log[&m7]["state"], "sent");
+    // It names `Content-Type` in its descriptor: of the provider's headers
+    // (date, content-length...), only that one reached it.
+    assert_eq!(log[&m7]["provider_id"], "headers: content-type");
     let got: BTreeSet<String> = s.rig.sms.received().into_iter().map(|m| m.to).collect();
     assert_eq!(
         got,

@@ -36,6 +36,7 @@ const WASM_CRATES: &[&str] = &[
     "crosscast-fixture-misbehave",
     "crosscast-fixture-email-v1",
     "crosscast-fixture-textline",
+    "crosscast-fixture-sms-v2",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -243,7 +243,14 @@ mod tests {
 
     fn session(store: &Store, rt: &tokio::runtime::Runtime) -> Arc<Session> {
         let wire = Arc::new(super::super::Wire::for_tests(store));
-        Arc::new(Session::new(rt.handle().clone(), wire, store.clone(), 2, 4))
+        Arc::new(Session::new(
+            rt.handle().clone(),
+            wire,
+            store.clone(),
+            2,
+            4,
+            Default::default(),
+        ))
     }
 
     /// The recording thread's `take` ends at once: no answer is awaited

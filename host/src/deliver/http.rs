@@ -316,6 +316,7 @@ pub async fn send_h1(
     h1: &mut H1,
     request: http::Request<Full<Bytes>>,
     url: &Label,
+    keep: &AnswerHeaders,
 ) -> Result<Answer, http::Request<Full<Bytes>>> {
     enum Failure {
         Unsent(Box<http::Request<Full<Bytes>>>),
@@ -343,7 +344,7 @@ pub async fn send_h1(
             h1.discard();
             Ok(no_answer(url))
         }
-        Ok(Ok((parts, body))) => Ok(answer(parts, body)),
+        Ok(Ok((parts, body))) => Ok(answer(parts, body, keep)),
         Ok(Err(Failure::Failed(e))) => Ok(transport_error(url, &*e)),
         Ok(Err(Failure::Unsent(request))) => Err(*request),
     }
@@ -368,7 +369,11 @@ pub fn start_h2(
 }
 
 /// The answer on an HTTP/2 stream opened by [`start_h2`].
-pub async fn finish_h2(response: h2::client::ResponseFuture, url: Label) -> Answer {
+pub async fn finish_h2(
+    response: h2::client::ResponseFuture,
+    url: Label,
+    keep: AnswerHeaders,
+) -> Answer {
     let url = &url;
     let exchange = async {
         let resp = response.await?;
@@ -388,7 +393,7 @@ pub async fn finish_h2(response: h2::client::ResponseFuture, url: Label) -> Answ
     };
     match tokio::time::timeout(TIMEOUT, exchange).await {
         Err(_) => no_answer(url),
-        Ok(Ok((parts, body))) => answer(parts, body),
+        Ok(Ok((parts, body))) => answer(parts, body, &keep),
         Ok(Err(e)) => transport_error(url, &e),
     }
 }
@@ -418,11 +423,36 @@ async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, BoxError>
     Ok(kept)
 }
 
-/// A response as the plugin reads it.
-fn answer(parts: http::response::Parts, body: Vec<u8>) -> Answer {
+/// The response headers a channel reads (its descriptor's `answer-headers`):
+/// only these are copied into its answers, because each header crossing
+/// into the plugin costs two allocations in guest memory. `None`: all.
+#[derive(Clone, Default)]
+pub struct AnswerHeaders(Option<Arc<[http::HeaderName]>>);
+
+impl AnswerHeaders {
+    /// The selection a descriptor names. A name that is not a valid header
+    /// name matches no header, so it is left out.
+    pub fn new(names: Option<&[String]>) -> AnswerHeaders {
+        AnswerHeaders(names.map(|names| {
+            names
+                .iter()
+                .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect()
+        }))
+    }
+
+    fn keeps(&self, name: &http::HeaderName) -> bool {
+        self.0.as_ref().is_none_or(|names| names.contains(name))
+    }
+}
+
+/// A response as the plugin reads it: the headers it reads, in the order
+/// the provider sent them.
+fn answer(parts: http::response::Parts, body: Vec<u8>, keep: &AnswerHeaders) -> Answer {
     let headers = parts
         .headers
         .iter()
+        .filter(|(k, _)| keep.keeps(k))
         .map(|(k, v)| {
             (
                 k.as_str().to_string(),
@@ -573,7 +603,55 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::request_url;
+    use super::{AnswerHeaders, request_url};
+    use crate::runtime::channel::wit;
+
+    /// The header names of the answer to a response with `headers`, read
+    /// through `keep`.
+    fn kept(headers: &[(&str, &str)], keep: &AnswerHeaders) -> Vec<(String, String)> {
+        let mut response = http::Response::builder().status(200);
+        for (k, v) in headers {
+            response = response.header(*k, *v);
+        }
+        let (parts, ()) = response.body(()).unwrap().into_parts();
+        match super::answer(parts, b"{}".to_vec(), keep) {
+            wit::Answer::Http(r) => {
+                assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
+                r.headers
+            }
+            other => panic!("not an HTTP answer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn answers_carry_only_the_headers_the_channel_reads() {
+        let sent = [
+            ("date", "Tue, 01 Dec 2026 09:00:00 GMT"),
+            ("Retry-After", "30"),
+            ("content-type", "application/json"),
+            ("x-trace", "a"),
+            ("x-trace", "b"),
+        ];
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let names = ["X-Trace".to_string(), "retry-after".to_string()];
+        assert_eq!(
+            kept(&sent, &AnswerHeaders::new(Some(&names))),
+            [
+                pair("retry-after", "30"),
+                pair("x-trace", "a"),
+                pair("x-trace", "b")
+            ],
+            "named ones, every value, any case"
+        );
+        assert!(kept(&sent, &AnswerHeaders::new(Some(&[]))).is_empty());
+        let bad = ["no spaces allowed".to_string()];
+        assert!(kept(&sent, &AnswerHeaders::new(Some(&bad))).is_empty());
+        assert_eq!(
+            kept(&sent, &AnswerHeaders::new(None)).len(),
+            sent.len(),
+            "none named: every header"
+        );
+    }
 
     #[test]
     fn request_urls_stay_on_the_account_host() {

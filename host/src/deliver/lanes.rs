@@ -136,7 +136,7 @@ async fn one_http(
                 let request = unsent
                     .take()
                     .unwrap_or_else(|| http::h1_request(out.head, out.body));
-                match http::send_h1(&mut h1, request, &out.url).await {
+                match http::send_h1(&mut h1, request, &out.url, &shared.answer_headers).await {
                     Ok(answer) => {
                         *conn = Some(Conn::H1(h1));
                         return answer;
@@ -147,7 +147,10 @@ async fn one_http(
             }
             Conn::H2(h2c) => {
                 let answer = match http::start_h2(&h2c, out.head, out.body) {
-                    Ok(response) => http::finish_h2(response, out.url).await,
+                    Ok(response) => {
+                        let keep = shared.answer_headers.clone();
+                        http::finish_h2(response, out.url, keep).await
+                    }
                     Err(e) => http::transport_error(&out.url, &e),
                 };
                 if !http::unprocessed(&answer) {
@@ -276,8 +279,9 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
         };
         match http::start_h2(&h2, out.head, out.body) {
             Ok(response) => {
-                let url = out.url;
-                inflight.push(async move { (admission, http::finish_h2(response, url).await) });
+                let (url, keep) = (out.url, shared.answer_headers.clone());
+                inflight
+                    .push(async move { (admission, http::finish_h2(response, url, keep).await) });
             }
             Err(e) => admission.answer(http::transport_error(&out.url, &e)),
         }

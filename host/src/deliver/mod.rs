@@ -238,6 +238,7 @@ pub(crate) fn deliver(
         exec.store.clone(),
         in_flight,
         WAVE_BATCHES * batch_size,
+        http::AnswerHeaders::new(descriptor.answer_headers.as_deref()),
     ));
     let commit = commit::Committer::start(exec.store.clone(), session.clone());
     let mut rounds = targets.chunks(ROUND);

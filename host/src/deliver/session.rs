@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::http::AnswerHeaders;
 use super::inbox::Inbox;
 use super::{Route, Wire};
 use crate::runtime::channel::wit;
@@ -52,6 +53,8 @@ pub(super) struct Shared {
     pub(super) wire: Arc<Wire>,
     /// For credentials.
     pub(super) store: Store,
+    /// The response headers the channel reads: all its answers carry.
+    pub(super) answer_headers: AnswerHeaders,
 }
 
 impl Shared {
@@ -69,6 +72,7 @@ impl Session {
         store: Store,
         on_wire: usize,
         wave: usize,
+        answer_headers: AnswerHeaders,
     ) -> Session {
         Session {
             shared: Arc::new(Shared {
@@ -79,6 +83,7 @@ impl Session {
                 backlog: AtomicUsize::new(0),
                 wire,
                 store,
+                answer_headers,
             }),
             runtime,
             queues: Mutex::new(HashMap::new()),
@@ -370,6 +375,7 @@ mod tests {
             backlog: AtomicUsize::new(0),
             wire: Arc::new(Wire::for_tests(&store)),
             store,
+            answer_headers: AnswerHeaders::default(),
         }
     }
 

@@ -31,12 +31,29 @@ pub mod channel {
     });
 }
 
-/// Bindings of the `channel-plugin@0.2.0` world: the channel interface the
-/// host works with; 0.1.0 channels are adapted to it (`runtime::channel`).
+/// Bindings of the `channel-plugin@0.2.0` world (plugins built before 0.3.0).
 pub mod channel_v2 {
     wasmtime::component::bindgen!({
         world: "crosscast:plugin/channel-plugin@0.2.0",
         path: ["../wit/0.1.0", "../wit/0.2.0"],
+        imports: { default: trappable },
+        with: {
+            "crosscast:plugin/types@0.1.0": super::activity::crosscast::plugin::types,
+            "crosscast:plugin/log@0.1.0": super::activity::crosscast::plugin::log,
+            "crosscast:plugin/clock@0.1.0": super::activity::crosscast::plugin::clock,
+            "crosscast:plugin/attributes@0.1.0": super::activity::crosscast::plugin::attributes,
+            "crosscast:plugin/accounts@0.1.0": super::channel::crosscast::plugin::accounts,
+        },
+    });
+}
+
+/// Bindings of the `channel-plugin@0.3.0` world: the channel interface the
+/// host works with; 0.1.0 and 0.2.0 channels are adapted to it
+/// (`runtime::channel`). Its imports are 0.2.0's, so one linker serves both.
+pub mod channel_v3 {
+    wasmtime::component::bindgen!({
+        world: "crosscast:plugin/channel-plugin@0.3.0",
+        path: ["../wit/0.1.0", "../wit/0.3.0"],
         imports: { default: trappable },
         with: {
             "crosscast:plugin/types@0.1.0": super::activity::crosscast::plugin::types,

@@ -1,19 +1,21 @@
 //! Channel plugins of every supported contract version behind one type.
 //!
-//! The host works with the newest channel interface (`0.2.0`); a plugin
-//! built against `0.1.0` is adapted: its messages gain `parts: 1` and no
-//! note, and its verdicts map one to one (it can neither quarantine nor
-//! record an opt-out).
+//! The host works with the newest channel interface (`0.3.0`); plugins
+//! built against older ones are adapted. A `0.2.0` plugin names no answer
+//! headers, so it gets every header. A `0.1.0` plugin also gets every
+//! header; its messages gain `parts: 1` and no note, and its verdicts map
+//! one to one (it can neither quarantine nor record an opt-out).
 
 use wasmtime::Store;
 
 use super::HostState;
-use super::bindings::{channel as v1b, channel_v2 as v2b};
+use super::bindings::{channel as v1b, channel_v2 as v2b, channel_v3 as v3b};
 
 /// The channel interface the host works with.
-pub use v2b::exports::crosscast::plugin0_2_0::channel as wit;
+pub use v3b::exports::crosscast::plugin0_3_0::channel as wit;
 
 use v1b::exports::crosscast::plugin::channel as v1;
+use v2b::exports::crosscast::plugin0_2_0::channel as v2;
 
 /// A linked channel plugin, ready to instantiate.
 #[derive(Clone)]
@@ -22,14 +24,18 @@ pub enum ChannelPre {
     V1(v1b::ChannelPluginPre<HostState>),
     /// Built against `crosscast:plugin/channel-plugin@0.2.0`.
     V2(v2b::ChannelPluginPre<HostState>),
+    /// Built against `crosscast:plugin/channel-plugin@0.3.0`.
+    V3(v3b::ChannelPluginPre<HostState>),
 }
 
 /// An instantiated channel plugin.
 pub enum Channel {
     /// A 0.1.0 plugin, adapted.
     V1(v1b::ChannelPlugin),
-    /// A 0.2.0 plugin.
+    /// A 0.2.0 plugin, adapted.
     V2(v2b::ChannelPlugin),
+    /// A 0.3.0 plugin.
+    V3(v3b::ChannelPlugin),
 }
 
 impl ChannelPre {
@@ -38,6 +44,7 @@ impl ChannelPre {
         match self {
             ChannelPre::V1(_) => "0.1.0",
             ChannelPre::V2(_) => "0.2.0",
+            ChannelPre::V3(_) => "0.3.0",
         }
     }
 
@@ -46,6 +53,7 @@ impl ChannelPre {
         Ok(match self {
             ChannelPre::V1(p) => Channel::V1(p.instantiate(store)?),
             ChannelPre::V2(p) => Channel::V2(p.instantiate(store)?),
+            ChannelPre::V3(p) => Channel::V3(p.instantiate(store)?),
         })
     }
 }
@@ -66,9 +74,23 @@ impl Channel {
                         v1::Target::Recipient => wit::Target::Recipient,
                         v1::Target::Subscription => wit::Target::Subscription,
                     },
+                    answer_headers: None,
                 })
             }
-            Channel::V2(c) => c.crosscast_plugin0_2_0_channel().call_describe(st),
+            Channel::V2(c) => {
+                let d = c.crosscast_plugin0_2_0_channel().call_describe(st)?;
+                Ok(wit::Descriptor {
+                    name: d.name,
+                    version: d.version,
+                    summary: d.summary,
+                    target: match d.target {
+                        v2::Target::Recipient => wit::Target::Recipient,
+                        v2::Target::Subscription => wit::Target::Subscription,
+                    },
+                    answer_headers: None,
+                })
+            }
+            Channel::V3(c) => c.crosscast_plugin0_3_0_channel().call_describe(st),
         }
     }
 
@@ -83,6 +105,9 @@ impl Channel {
             Channel::V2(c) => c
                 .crosscast_plugin0_2_0_channel()
                 .call_configure(st, config)?,
+            Channel::V3(c) => c
+                .crosscast_plugin0_3_0_channel()
+                .call_configure(st, config)?,
         };
         Ok(r.map_err(|es| es.into_iter().map(|e| (e.field, e.message)).collect()))
     }
@@ -96,9 +121,13 @@ impl Channel {
         ids: &[u64],
     ) -> Call<Result<Vec<wit::Prepared>, String>> {
         match self {
-            Channel::V2(c) => c
-                .crosscast_plugin0_2_0_channel()
+            Channel::V3(c) => c
+                .crosscast_plugin0_3_0_channel()
                 .call_build(st, config, dimension, ids),
+            Channel::V2(c) => Ok(c
+                .crosscast_plugin0_2_0_channel()
+                .call_build(st, config, dimension, ids)?
+                .map(|ps| ps.into_iter().map(prepared_from_v2).collect())),
             Channel::V1(c) => Ok(c
                 .crosscast_plugin_channel()
                 .call_build(st, config, dimension, ids)?
@@ -114,9 +143,17 @@ impl Channel {
         answers: &[wit::Answer],
     ) -> Call<Vec<wit::Verdict>> {
         match self {
-            Channel::V2(c) => c
-                .crosscast_plugin0_2_0_channel()
+            Channel::V3(c) => c
+                .crosscast_plugin0_3_0_channel()
                 .call_classify(st, config, answers),
+            Channel::V2(c) => {
+                let answers: Vec<v2::Answer> = answers.iter().map(answer_to_v2).collect();
+                Ok(c.crosscast_plugin0_2_0_channel()
+                    .call_classify(st, config, &answers)?
+                    .into_iter()
+                    .map(verdict_from_v2)
+                    .collect())
+            }
             Channel::V1(c) => {
                 let answers: Vec<v1::Answer> = answers.iter().map(answer_to_v1).collect();
                 Ok(c.crosscast_plugin_channel()
@@ -133,30 +170,56 @@ impl Channel {
     }
 }
 
+/// A message of an older contract's bindings as the host's (each version
+/// has its own generated types, of the same shape).
+macro_rules! message_from {
+    ($old:ident, $m:expr) => {
+        match $m {
+            $old::Message::Email(e) => wit::Message::Email(wit::Email {
+                account: e.account,
+                from: e.from,
+                to: e.to,
+                reply_to: e.reply_to,
+                subject: e.subject,
+                text: e.text,
+                html: e.html,
+                headers: e.headers,
+            }),
+            $old::Message::Http(h) => wit::Message::Http(wit::HttpRequest {
+                account: h.account,
+                method: h.method,
+                path: h.path,
+                recipient: h.recipient,
+                headers: h.headers,
+                body: h.body,
+            }),
+        }
+    };
+}
+
+/// An answer as an older contract's bindings carry it (every header).
+macro_rules! answer_to {
+    ($old:ident, $a:expr) => {
+        match $a {
+            wit::Answer::Smtp(s) => $old::Answer::Smtp($old::SmtpReply {
+                code: s.code,
+                message: s.message.clone(),
+            }),
+            wit::Answer::Http(h) => $old::Answer::Http($old::HttpResponse {
+                status: h.status,
+                headers: h.headers.clone(),
+                body: h.body.clone(),
+            }),
+            wit::Answer::TransportError(e) => $old::Answer::TransportError(e.clone()),
+        }
+    };
+}
+
 fn prepared_from_v1(p: v1::Prepared) -> wit::Prepared {
     match p {
         v1::Prepared::Exclude(reason) => wit::Prepared::Exclude(reason),
         v1::Prepared::Send(m) => wit::Prepared::Send(wit::Outgoing {
-            message: match m {
-                v1::Message::Email(e) => wit::Message::Email(wit::Email {
-                    account: e.account,
-                    from: e.from,
-                    to: e.to,
-                    reply_to: e.reply_to,
-                    subject: e.subject,
-                    text: e.text,
-                    html: e.html,
-                    headers: e.headers,
-                }),
-                v1::Message::Http(h) => wit::Message::Http(wit::HttpRequest {
-                    account: h.account,
-                    method: h.method,
-                    path: h.path,
-                    recipient: h.recipient,
-                    headers: h.headers,
-                    body: h.body,
-                }),
-            },
+            message: message_from!(v1, m),
             parts: 1,
             note: None,
         }),
@@ -164,16 +227,30 @@ fn prepared_from_v1(p: v1::Prepared) -> wit::Prepared {
 }
 
 fn answer_to_v1(a: &wit::Answer) -> v1::Answer {
-    match a {
-        wit::Answer::Smtp(s) => v1::Answer::Smtp(v1::SmtpReply {
-            code: s.code,
-            message: s.message.clone(),
+    answer_to!(v1, a)
+}
+
+fn prepared_from_v2(p: v2::Prepared) -> wit::Prepared {
+    match p {
+        v2::Prepared::Exclude(reason) => wit::Prepared::Exclude(reason),
+        v2::Prepared::Send(o) => wit::Prepared::Send(wit::Outgoing {
+            message: message_from!(v2, o.message),
+            parts: o.parts,
+            note: o.note,
         }),
-        wit::Answer::Http(h) => v1::Answer::Http(v1::HttpResponse {
-            status: h.status,
-            headers: h.headers.clone(),
-            body: h.body.clone(),
-        }),
-        wit::Answer::TransportError(e) => v1::Answer::TransportError(e.clone()),
+    }
+}
+
+fn answer_to_v2(a: &wit::Answer) -> v2::Answer {
+    answer_to!(v2, a)
+}
+
+fn verdict_from_v2(v: v2::Verdict) -> wit::Verdict {
+    match v {
+        v2::Verdict::Sent(id) => wit::Verdict::Sent(id),
+        v2::Verdict::Retry(r) => wit::Verdict::Retry(r),
+        v2::Verdict::Failed(r) => wit::Verdict::Failed(r),
+        v2::Verdict::Quarantine(r) => wit::Verdict::Quarantine(r),
+        v2::Verdict::OptedOut(r) => wit::Verdict::OptedOut(r),
     }
 }

@@ -84,6 +84,7 @@ pub struct Runtime {
     engine_hash: u64,
     activity_linker: Linker<HostState>,
     channel_linker: Linker<HostState>,
+    /// Links 0.2.0 and 0.3.0 channels: their worlds import the same.
     channel_v2_linker: Linker<HostState>,
     limits: Limits,
     cache: Mutex<HashMap<String, Loaded>>,
@@ -329,6 +330,15 @@ impl Runtime {
             Ok(pre) => return Ok(Loaded::Activity(pre)),
             Err(e) => e,
         };
+        // 0.3.0's world imports what 0.2.0's does: one linker for both.
+        let as_channel_v3 = self
+            .channel_v2_linker
+            .instantiate_pre(component)
+            .and_then(bindings::channel_v3::ChannelPluginPre::new);
+        let channel_v3_err = match as_channel_v3 {
+            Ok(pre) => return Ok(Loaded::Channel(ChannelPre::V3(pre))),
+            Err(e) => e,
+        };
         let as_channel_v2 = self
             .channel_v2_linker
             .instantiate_pre(component)
@@ -345,7 +355,8 @@ impl Runtime {
             Ok(pre) => Ok(Loaded::Channel(ChannelPre::V1(pre))),
             Err(channel_err) => Err(PluginError::Invalid(format!(
                 "the component implements none of crosscast:plugin/activity-plugin@0.1.0 \
-                 ({activity_err}), crosscast:plugin/channel-plugin@0.2.0 ({channel_v2_err}) \
+                 ({activity_err}), crosscast:plugin/channel-plugin@0.3.0 ({channel_v3_err}), \
+                 crosscast:plugin/channel-plugin@0.2.0 ({channel_v2_err}) \
                  and crosscast:plugin/channel-plugin@0.1.0 ({channel_err})"
             ))),
         }

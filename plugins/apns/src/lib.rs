@@ -99,6 +99,7 @@ impl Channel for Apns {
             version: env!("CARGO_PKG_VERSION").into(),
             summary: "Push to iOS devices through APNs (HTTP/2), once per device".into(),
             target: Target::Subscription,
+            answer_headers: Some(vec!["apns-id".into(), "retry-after".into()]),
         }
     }
 

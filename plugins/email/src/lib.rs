@@ -54,6 +54,8 @@ impl Channel for EmailChannel {
             version: env!("CARGO_PKG_VERSION").into(),
             summary: "Email over the operator's SMTP relay, once per recipient".into(),
             target: Target::Recipient,
+            // SMTP replies only: no HTTP header to read.
+            answer_headers: Some(Vec::new()),
         }
     }
 

@@ -66,6 +66,7 @@ impl Channel for Fcm {
             version: env!("CARGO_PKG_VERSION").into(),
             summary: "Push to Android devices through FCM HTTP v1, once per device".into(),
             target: Target::Subscription,
+            answer_headers: Some(vec!["retry-after".into()]),
         }
     }
 

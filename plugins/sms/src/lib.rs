@@ -37,6 +37,7 @@ impl Channel for SmsChannel {
             version: env!("CARGO_PKG_VERSION").into(),
             summary: "SMS through a Twilio-compatible Messages API, once per recipient".into(),
             target: Target::Recipient,
+            answer_headers: Some(vec!["retry-after".into()]),
         }
     }
 
