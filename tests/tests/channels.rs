@@ -861,6 +861,62 @@ fn a_channel_built_against_0_1_0_still_delivers() {
     assert_eq!(subjects, BTreeSet::from(["legacy".to_string()]));
 }
 
+/// The SMS server answers `number` with Twilio's 21610 (the recipient
+/// replied STOP).
+fn opted_out(s: &Servers, number: &str) {
+    let mut per_number = HashMap::new();
+    per_number.insert(
+        number.to_string(),
+        vec![SmsFault::new(
+            400,
+            21610,
+            "Attempt to send to unsubscribed recipient",
+        )],
+    );
+    s.rig.sms.inject(SmsFaults {
+        per_number,
+        every_nth: None,
+    });
+}
+
+/// A channel's descriptor may name its suppression list (`textline`
+/// declares `textline-optouts`): the opt-out its provider reports lands
+/// there, and the next delivery excludes the address, by that list.
+#[test]
+fn a_channel_may_declare_its_suppression_list() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let recipients = read_recipients(&root().join("tests/data/recipients.csv"));
+    let m2 = recipients["R2"].mobile.clone().expect("a mobile");
+    opted_out(&s, &m2);
+    let fixture = common::plugin_dir().join("crosscast_fixture_textline.wasm");
+    env.ok(&install(
+        fixture.to_str().unwrap(),
+        &["--account", "twilio"],
+    ));
+    let wf = one_delivery(&env, "declared", "id = 'R2'", "text", "textline", "{}");
+    let run = start_workflow(&env, T0, &wf);
+    assert_eq!(by_address(&env, run, "text")[&m2]["state"], "failed");
+    let lists = suppressed(&env);
+    assert_eq!(
+        lists[&("textline-optouts".to_string(), m2.clone())]["kind"],
+        "denylist",
+        "{lists:?}"
+    );
+    assert_eq!(lists.len(), 1, "on no other list: {lists:?}");
+    let run = start_workflow(&env, &at(1), &wf);
+    let entry = &by_address(&env, run, "text")[&m2];
+    assert_eq!(entry["state"], "excluded");
+    let reason = entry["reason"].as_str().unwrap();
+    assert!(reason.contains("textline-optouts denylist"), "{reason}");
+    assert_eq!(
+        s.rig.sms.received().len(),
+        0,
+        "the provider refused the one send"
+    );
+}
+
 /// A channel built against 0.2.0 (wit-bindgen alone, no SDK) still loads
 /// and delivers through the host's adapter. Its descriptor names no answer
 /// headers, so it gets every header the provider sent.
@@ -906,19 +962,7 @@ fn a_third_party_sms_channel_can_share_the_sms_denylist() {
     let recipients = read_recipients(&root().join("tests/data/recipients.csv"));
     let mobile = |id: &str| recipients[id].mobile.clone().expect("a mobile");
     let (m1, m2, m7) = (mobile("R1"), mobile("R2"), mobile("R7"));
-    let mut per_number = HashMap::new();
-    per_number.insert(
-        m2.clone(),
-        vec![SmsFault::new(
-            400,
-            21610,
-            "Attempt to send to unsubscribed recipient",
-        )],
-    );
-    s.rig.sms.inject(SmsFaults {
-        per_number,
-        every_nth: None,
-    });
+    opted_out(&s, &m2);
     env.ok(&["denylist", "add", "sms", &m1, "--reason", "replied STOP"]);
 
     let fixture = common::plugin_dir().join("crosscast_fixture_textline.wasm");

@@ -205,7 +205,7 @@ pub(crate) fn deliver(
         .store
         .delivery_progress(run, &activity.id)
         .map_err(|e| e.to_string())?;
-    let http_list = http_list(exec, &plugin, descriptor.name)?;
+    let http_list = http_list(exec, &plugin, &descriptor)?;
     let mut pass = Pass {
         exec,
         run,
@@ -594,10 +594,24 @@ fn in_flight(exec: &Executor, accounts: &[String]) -> usize {
 }
 
 /// The suppression list of a channel's HTTP messages: the one the operator
-/// installed it with, or the channel's own name.
-fn http_list(exec: &Executor, plugin: &str, channel: String) -> Result<String, String> {
+/// installed it with, else the one it declares, else its own name.
+fn http_list(
+    exec: &Executor,
+    plugin: &str,
+    descriptor: &wit::Descriptor,
+) -> Result<String, String> {
     let record = exec.store.plugin(plugin).map_err(|e| e.to_string())?;
-    Ok(record.suppression_list.unwrap_or(channel))
+    if let Some(list) = record.suppression_list {
+        return Ok(list);
+    }
+    match &descriptor.suppression_list {
+        Some(list) => {
+            crate::store::suppression::check_list_name(list)
+                .map_err(|e| format!("plugin `{plugin}` declares a suppression list: {e}"))?;
+            Ok(list.clone())
+        }
+        None => Ok(descriptor.name.clone()),
+    }
 }
 
 /// For each prepared message, its list's entry if its address is
@@ -671,7 +685,7 @@ pub(crate) fn preview(
     let descriptor = channel.describe(&mut st).map_err(&crash)?;
     let config = activity.config.to_string();
     let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
-    let list = http_list(exec, &plugin, descriptor.name)?;
+    let list = http_list(exec, &plugin, &descriptor)?;
     let mut would_send = 0u64;
     let mut excluded = 0u64;
     let mut parts = 0u64;

@@ -75,6 +75,7 @@ impl Channel {
                         v1::Target::Subscription => wit::Target::Subscription,
                     },
                     answer_headers: None,
+                    suppression_list: None,
                 })
             }
             Channel::V2(c) => {
@@ -88,6 +89,7 @@ impl Channel {
                         v2::Target::Subscription => wit::Target::Subscription,
                     },
                     answer_headers: None,
+                    suppression_list: None,
                 })
             }
             Channel::V3(c) => c.crosscast_plugin0_3_0_channel().call_describe(st),

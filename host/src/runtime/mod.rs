@@ -221,6 +221,14 @@ impl Runtime {
             Loaded::Channel(pre) => {
                 let p = pre.instantiate(&mut store).map_err(crash)?;
                 let d = p.describe(&mut store).map_err(crash)?;
+                if let Some(list) = &d.suppression_list {
+                    crate::store::suppression::check_list_name(list).map_err(|e| {
+                        PluginError::Invalid(format!(
+                            "channel `{}` declares a suppression list: {e}",
+                            d.name
+                        ))
+                    })?;
+                }
                 (d.name, d.version, d.summary, PluginKind::Channel)
             }
         };

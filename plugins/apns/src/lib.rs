@@ -100,6 +100,7 @@ impl Channel for Apns {
             summary: "Push to iOS devices through APNs (HTTP/2), once per device".into(),
             target: Target::Subscription,
             answer_headers: Some(vec!["apns-id".into(), "retry-after".into()]),
+            suppression_list: None,
         }
     }
 

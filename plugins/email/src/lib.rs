@@ -56,6 +56,7 @@ impl Channel for EmailChannel {
             target: Target::Recipient,
             // SMTP replies only: no HTTP header to read.
             answer_headers: Some(Vec::new()),
+            suppression_list: None,
         }
     }
 

@@ -67,6 +67,7 @@ impl Channel for Fcm {
             summary: "Push to Android devices through FCM HTTP v1, once per device".into(),
             target: Target::Subscription,
             answer_headers: Some(vec!["retry-after".into()]),
+            suppression_list: None,
         }
     }
 

@@ -38,6 +38,7 @@ impl Channel for SmsChannel {
             summary: "SMS through a Twilio-compatible Messages API, once per recipient".into(),
             target: Target::Recipient,
             answer_headers: Some(vec!["retry-after".into()]),
+            suppression_list: None,
         }
     }
 
