@@ -58,6 +58,25 @@ impl ChannelPre {
     }
 }
 
+/// A descriptor of an older contract as the host's: it names no answer
+/// headers (the plugin gets them all) and no suppression list.
+macro_rules! descriptor_from {
+    ($old:ident, $d:expr) => {{
+        let d = $d;
+        wit::Descriptor {
+            name: d.name,
+            version: d.version,
+            summary: d.summary,
+            target: match d.target {
+                $old::Target::Recipient => wit::Target::Recipient,
+                $old::Target::Subscription => wit::Target::Subscription,
+            },
+            answer_headers: None,
+            suppression_list: None,
+        }
+    }};
+}
+
 type Call<T> = wasmtime::Result<T>;
 
 impl Channel {
@@ -66,31 +85,11 @@ impl Channel {
         match self {
             Channel::V1(c) => {
                 let d = c.crosscast_plugin_channel().call_describe(st)?;
-                Ok(wit::Descriptor {
-                    name: d.name,
-                    version: d.version,
-                    summary: d.summary,
-                    target: match d.target {
-                        v1::Target::Recipient => wit::Target::Recipient,
-                        v1::Target::Subscription => wit::Target::Subscription,
-                    },
-                    answer_headers: None,
-                    suppression_list: None,
-                })
+                Ok(descriptor_from!(v1, d))
             }
             Channel::V2(c) => {
                 let d = c.crosscast_plugin0_2_0_channel().call_describe(st)?;
-                Ok(wit::Descriptor {
-                    name: d.name,
-                    version: d.version,
-                    summary: d.summary,
-                    target: match d.target {
-                        v2::Target::Recipient => wit::Target::Recipient,
-                        v2::Target::Subscription => wit::Target::Subscription,
-                    },
-                    answer_headers: None,
-                    suppression_list: None,
-                })
+                Ok(descriptor_from!(v2, d))
             }
             Channel::V3(c) => c.crosscast_plugin0_3_0_channel().call_describe(st),
         }
