@@ -18,7 +18,7 @@ use base64::Engine;
 use crosscast_test_servers::rig::{ACCOUNT_SID, AUTH_TOKEN, KEY_ID, TEAM_ID};
 use crosscast_test_servers::{Rig, SinkOptions};
 
-use crate::{Measured, crosscast, measure};
+use crate::{Measured, crosscast, crosscast_at, measure};
 
 /// Messages in flight, as crosscast keeps them (`deliver::CONCURRENCY`).
 const IN_FLIGHT: usize = 32;
@@ -56,7 +56,16 @@ fn own_cpu() -> f64 {
 /// Runs the benchmark with `n` messages per channel in `dir`, for the
 /// channels named in `only` (all when empty), `trials` times each; the
 /// result is the median trial (by share of the ceiling).
-pub fn run(n: usize, dir: &Path, only: &[String], trials: usize) -> anyhow::Result<()> {
+pub fn run(
+    n: usize,
+    dir: &Path,
+    only: &[String],
+    trials: usize,
+    compare: Option<&Path>,
+) -> anyhow::Result<()> {
+    let main_bin = crate::default_bin();
+    // (channel, main build's rate, compared build's rate) per trial.
+    let mut compared: Vec<(&str, f64, f64)> = Vec::new();
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     for tool in ["smtp-source", "h2load"] {
@@ -130,10 +139,14 @@ pub fn run(n: usize, dir: &Path, only: &[String], trials: usize) -> anyhow::Resu
         };
         // Trials back to back, crosscast then the load generator, so that
         // both meet the machine in the same state.
-        for trial in 1..=trials {
+        // One run of a build: its rate, its process and the servers' CPU.
+        let once = |bin: &Path,
+                    label: &str,
+                    trial: usize|
+         -> anyhow::Result<(f64, Measured, f64)> {
             let before = received(&rig);
             let server_before = own_cpu();
-            let m = crosscast(&data, &["run", wf.to_str().unwrap(), "--json"])?;
+            let m = crosscast_at(bin, &data, &["run", wf.to_str().unwrap(), "--json"])?;
             let server_cpu = own_cpu() - server_before;
             let status: serde_json::Value = serde_json::from_str(&m.stdout)?;
             let send = &status["activities"]["send"];
@@ -144,12 +157,33 @@ pub fn run(n: usize, dir: &Path, only: &[String], trials: usize) -> anyhow::Resu
             ensure!(got >= n, "{channel}: the server received {got} of {n}");
             let per_s = n as f64 * 1000.0 / ms as f64;
             println!(
-                "crosscast {channel} (trial {trial}): {n} messages in {:.2} s = {per_s:.0}/s (process {:.2} s, CPU {:.2} s, peak RSS {:.0} MB)",
+                "{label} {channel} (trial {trial}): {n} messages in {:.2} s = {per_s:.0}/s (process {:.2} s, CPU {:.2} s, peak RSS {:.0} MB)",
                 ms as f64 / 1000.0,
                 m.secs,
                 m.cpu_secs,
                 m.max_rss_mb
             );
+            Ok((per_s, m, server_cpu))
+        };
+        for trial in 1..=trials {
+            // With a build to compare, the two take turns going first.
+            let (per_s, m, server_cpu) = if let Some(b) = compare {
+                let first_b = trial % 2 == 0;
+                let early = if first_b {
+                    Some(once(b, "compared", trial)?)
+                } else {
+                    None
+                };
+                let a = once(&main_bin, "crosscast", trial)?;
+                let b_run = match early {
+                    Some(r) => r,
+                    None => once(b, "compared", trial)?,
+                };
+                compared.push((channel, a.0, b_run.0));
+                a
+            } else {
+                once(&main_bin, "crosscast", trial)?
+            };
             let tool_server_before = own_cpu();
             let (load, tool) = match channel {
                 "email" => smtp_ceiling(&rig, n)?,
@@ -210,6 +244,31 @@ pub fn run(n: usize, dir: &Path, only: &[String], trials: usize) -> anyhow::Resu
             r.tool_cpu_us,
             r.tool_server_cpu_us,
         );
+    }
+    if let Some(b) = compare {
+        for channel in ["email", "sms", "apns", "fcm"] {
+            let mut ratios: Vec<f64> = compared
+                .iter()
+                .filter(|c| c.0 == channel)
+                .map(|c| c.2 / c.1)
+                .collect();
+            if ratios.is_empty() {
+                continue;
+            }
+            ratios.sort_by(f64::total_cmp);
+            let shown: Vec<String> = ratios
+                .iter()
+                .map(|r| format!("{:.0}%", 100.0 * r))
+                .collect();
+            println!(
+                "COMPARE {channel}: {} against {}: {:.0}% of its rate, median of {} trials ({})",
+                b.display(),
+                main_bin.display(),
+                100.0 * ratios[(ratios.len() - 1) / 2],
+                ratios.len(),
+                shown.join(", ")
+            );
+        }
     }
     Ok(())
 }

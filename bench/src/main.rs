@@ -59,6 +59,10 @@ enum Bench {
         /// the result is the median one.
         #[arg(long, default_value_t = 1)]
         trials: usize,
+        /// A second crosscast build run in every trial beside the first
+        /// (in turns, so both meet the machine in the same state): an A/B.
+        #[arg(long)]
+        compare: Option<PathBuf>,
     },
 }
 
@@ -75,10 +79,19 @@ pub(crate) struct Measured {
 
 /// Runs `crosscast` with `args`, measuring it alone (wait4's rusage).
 pub(crate) fn crosscast(data: &Path, args: &[&str]) -> anyhow::Result<Measured> {
-    let bin = std::env::var_os("CROSSCAST_BIN")
+    crosscast_at(&default_bin(), data, args)
+}
+
+/// The build under test: `CROSSCAST_BIN`, or the release build.
+pub(crate) fn default_bin() -> PathBuf {
+    std::env::var_os("CROSSCAST_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/release/crosscast"));
-    let mut cmd = Command::new(&bin);
+        .unwrap_or_else(|| PathBuf::from("target/release/crosscast"))
+}
+
+/// Runs the `crosscast` at `bin` with `args`, measuring it alone.
+pub(crate) fn crosscast_at(bin: &Path, data: &Path, args: &[&str]) -> anyhow::Result<Measured> {
+    let mut cmd = Command::new(bin);
     cmd.arg("--data").arg(data).args(args);
     measure(&mut cmd).with_context(|| format!("crosscast {args:?}"))
 }
@@ -163,7 +176,8 @@ fn main() -> anyhow::Result<()> {
             dir,
             channels,
             trials,
-        } => delivery::run(messages, &dir, &channels, trials),
+            compare,
+        } => delivery::run(messages, &dir, &channels, trials, compare.as_deref()),
     }
 }
 

@@ -253,4 +253,23 @@ mod tests {
         assert_eq!(check("fcm", "Tok:EN").unwrap(), "Tok:EN");
         assert!(check("apns", " ").is_err());
     }
+
+    #[test]
+    fn list_names_are_lowercase_words_that_cannot_reach_into_other_keys() {
+        for good in ["sms", "textline-optouts", "push_2", &"a".repeat(64)] {
+            assert!(check_list_name(good).is_ok(), "{good}");
+        }
+        // Upper case, spaces, NUL (the key separator), slashes, too long.
+        for bad in [
+            "",
+            "SMS",
+            "my list",
+            "sms\0email",
+            "../email",
+            &"a".repeat(65),
+        ] {
+            let e = check_list_name(bad).unwrap_err();
+            assert!(e.contains("is not a list name"), "{bad:?}: {e}");
+        }
+    }
 }
