@@ -15,7 +15,7 @@ use crate::deliver::Transports;
 use crate::executor::Executor;
 use crate::runtime::{Limits, Runtime};
 use crate::store::Store;
-use crate::store::deliveries::DeliveryState;
+use crate::store::deliveries::StateKind;
 use crate::store::runs::TaskState;
 use crate::store::settings::{Account, AuthScheme};
 use crate::workflow::{self, Workflow};
@@ -835,14 +835,16 @@ pub fn run_status(
     // Delivery counts come from the log itself, the one record of what was
     // sent, whatever number of executions it took.
     let mut summaries: std::collections::HashMap<String, DeliverySummary> = Default::default();
-    for (activity, _, d) in store.run_deliveries(run)? {
+    for (activity, states) in store.run_delivery_states(run)? {
         let s = summaries.entry(activity).or_default();
-        match d.state {
-            DeliveryState::Sent { .. } => s.sent += 1,
-            DeliveryState::Failed { .. } => s.failed += 1,
-            DeliveryState::Excluded { .. } => s.excluded += 1,
-            DeliveryState::Intent => s.in_flight += 1,
-            DeliveryState::Retrying { .. } => s.retrying += 1,
+        for state in states.values() {
+            match state {
+                StateKind::Sent => s.sent += 1,
+                StateKind::Failed => s.failed += 1,
+                StateKind::Excluded => s.excluded += 1,
+                StateKind::Intent => s.in_flight += 1,
+                StateKind::Retrying => s.retrying += 1,
+            }
         }
     }
     let mut out = Vec::new();
