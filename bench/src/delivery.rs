@@ -137,8 +137,6 @@ pub fn run(
             "apns" => rig.apns.received().len(),
             _ => rig.fcm.received().len(),
         };
-        // Trials back to back, crosscast then the load generator, so that
-        // both meet the machine in the same state.
         // One run of a build: its rate, its process and the servers' CPU.
         let once = |bin: &Path,
                     label: &str,
@@ -165,6 +163,8 @@ pub fn run(
             );
             Ok((per_s, m, server_cpu))
         };
+        // Trials back to back, crosscast then the load generator, so that
+        // both meet the machine in the same state.
         for trial in 1..=trials {
             // With a build to compare, the two take turns going first.
             let (per_s, m, server_cpu) = if let Some(b) = compare {

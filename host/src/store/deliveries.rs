@@ -372,11 +372,8 @@ impl Store {
         }
         for kv in self.tree(LOG)?.scan_prefix(run.to_be_bytes()) {
             let (k, v) = kv?;
-            let (activity, _) = split_key(&k);
-            if !by_activity.contains_key(activity) {
-                by_activity.insert(activity.to_vec(), HashMap::new());
-            }
-            let states = by_activity.get_mut(activity).expect("inserted above");
+            // One key per batch of up to 256 entries: one lookup for all.
+            let states = by_activity.entry(split_key(&k).0.to_vec()).or_default();
             for (target, s) in decode_batch(&v)? {
                 states.insert(target, s.kind());
             }
