@@ -917,6 +917,39 @@ fn a_channel_may_declare_its_suppression_list() {
     );
 }
 
+/// A channel whose descriptor declares a suppression list under a name no
+/// list may have (fixture `bad-list` declares `Opt Outs!`) is refused at
+/// install with the name and the rule, even when the operator chooses a
+/// valid list, and nothing of it is stored.
+#[test]
+fn a_channel_declaring_an_invalid_suppression_list_is_refused() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let before = env.ok(&["plugin", "list", "--json"]);
+    let fixture = common::plugin_dir().join("crosscast_fixture_bad_list.wasm");
+    let fixture = fixture.to_str().unwrap();
+    for extra in [&[][..], &["--suppression-list", "sms"][..]] {
+        let mut args = vec!["--account", "twilio"];
+        args.extend_from_slice(extra);
+        let err = env.fails(&install(fixture, &args));
+        assert!(
+            err.contains("channel `bad-list` declares a suppression list")
+                && err.contains("`Opt Outs!` is not a list name"),
+            "{extra:?}: {err}"
+        );
+    }
+    assert_eq!(
+        env.ok(&["plugin", "list", "--json"]),
+        before,
+        "nothing installed"
+    );
+    let wf = one_delivery(&env, "bad", "id = 'R2'", "text", "bad-list", "{}");
+    let err = env.fails(&["validate", wf.to_str().unwrap()]);
+    assert!(err.contains("bad-list"), "{err}");
+    assert_eq!(s.rig.sms.received().len(), 0, "nothing sent");
+}
+
 /// A channel built against 0.2.0 (wit-bindgen alone, no SDK) still loads
 /// and delivers through the host's adapter. Its descriptor names no answer
 /// headers, so it gets every header the provider sent.

@@ -37,6 +37,7 @@ const WASM_CRATES: &[&str] = &[
     "crosscast-fixture-email-v1",
     "crosscast-fixture-textline",
     "crosscast-fixture-sms-v2",
+    "crosscast-fixture-bad-list",
 ];
 
 fn main() -> anyhow::Result<()> {
