@@ -62,6 +62,7 @@ pub fn run(
     only: &[String],
     trials: usize,
     compare: Option<&Path>,
+    server_threads: usize,
 ) -> anyhow::Result<()> {
     let main_bin = crate::default_bin();
     // (channel, main build's rate, compared build's rate) per trial.
@@ -78,7 +79,7 @@ pub fn run(
     println!("# delivery benchmark: {n} messages per channel, {trials} trial(s) each");
     println!("machine: {}", crate::machine());
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(server_threads)
         .enable_all()
         .build()?;
     let rig = rt.block_on(Rig::start(SinkOptions::default()))?;

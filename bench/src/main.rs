@@ -63,6 +63,9 @@ enum Bench {
         /// (in turns, so both meet the machine in the same state): an A/B.
         #[arg(long)]
         compare: Option<PathBuf>,
+        /// Runtime worker threads of the loopback servers.
+        #[arg(long, default_value_t = 2)]
+        server_threads: usize,
     },
 }
 
@@ -177,7 +180,15 @@ fn main() -> anyhow::Result<()> {
             channels,
             trials,
             compare,
-        } => delivery::run(messages, &dir, &channels, trials, compare.as_deref()),
+            server_threads,
+        } => delivery::run(
+            messages,
+            &dir,
+            &channels,
+            trials,
+            compare.as_deref(),
+            server_threads,
+        ),
     }
 }
 
