@@ -20,9 +20,6 @@ use crosscast_test_servers::{Rig, SinkOptions};
 
 use crate::{Measured, crosscast, crosscast_at, measure};
 
-/// Messages in flight, as crosscast keeps them (`deliver::CONCURRENCY`).
-const IN_FLIGHT: usize = 32;
-
 /// One channel's result.
 struct Row {
     channel: &'static str,
@@ -63,6 +60,7 @@ pub fn run(
     trials: usize,
     compare: Option<&Path>,
     server_threads: usize,
+    in_flight: usize,
 ) -> anyhow::Result<()> {
     let main_bin = crate::default_bin();
     // (channel, main build's rate, compared build's rate) per trial.
@@ -85,8 +83,14 @@ pub fn run(
     let rig = rt.block_on(Rig::start(SinkOptions::default()))?;
     let data = dir.join("data");
     crosscast(&data, &["init"])?;
+    let in_flight_arg = in_flight.to_string();
     for args in rig.setup_commands(dir)? {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // Every account carries as many messages at once as the load
+        // generator keeps in flight against its server.
+        if args.starts_with(&["account", "set"]) {
+            args.extend(["--concurrency", &in_flight_arg]);
+        }
         crosscast(&data, &args)?;
     }
     let (rfile, sfile) = audience(dir, n)?;
@@ -187,10 +191,10 @@ pub fn run(
             };
             let tool_server_before = own_cpu();
             let (load, tool) = match channel {
-                "email" => smtp_ceiling(&rig, n)?,
-                "sms" => sms_ceiling(&rig, n, dir)?,
-                "apns" => apns_ceiling(&rig, n, dir)?,
-                _ => rt.block_on(fcm_ceiling(&rig, n, dir))?,
+                "email" => smtp_ceiling(&rig, n, in_flight)?,
+                "sms" => sms_ceiling(&rig, n, dir, in_flight)?,
+                "apns" => apns_ceiling(&rig, n, dir, in_flight)?,
+                _ => rt.block_on(fcm_ceiling(&rig, n, dir, in_flight))?,
             };
             let tool_server_cpu = own_cpu() - tool_server_before;
             let ceiling_per_s = n as f64 / load.secs;
@@ -323,7 +327,7 @@ fn h2load(args: &[String], n: usize) -> anyhow::Result<Measured> {
 
 /// Postfix's SMTP load generator, 32 sessions, connections reused (`-d`),
 /// messages as large as crosscast's.
-fn smtp_ceiling(rig: &Rig, n: usize) -> anyhow::Result<(Measured, String)> {
+fn smtp_ceiling(rig: &Rig, n: usize, in_flight: usize) -> anyhow::Result<(Measured, String)> {
     let size = rig
         .smtp
         .received()
@@ -335,7 +339,7 @@ fn smtp_ceiling(rig: &Rig, n: usize) -> anyhow::Result<(Measured, String)> {
         Command::new(which("smtp-source").context("smtp-source")?).args([
             "-d",
             "-s",
-            &IN_FLIGHT.to_string(),
+            &in_flight.to_string(),
             "-m",
             &n.to_string(),
             "-l",
@@ -349,10 +353,15 @@ fn smtp_ceiling(rig: &Rig, n: usize) -> anyhow::Result<(Measured, String)> {
     )?;
     let got = rig.smtp.received().len() - before;
     ensure!(got == n, "smtp-source: the sink accepted {got} of {n}");
-    Ok((m, format!("smtp-source -d -s {IN_FLIGHT} -l {size}")))
+    Ok((m, format!("smtp-source -d -s {in_flight} -l {size}")))
 }
 
-fn sms_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measured, String)> {
+fn sms_ceiling(
+    rig: &Rig,
+    n: usize,
+    dir: &Path,
+    in_flight: usize,
+) -> anyhow::Result<(Measured, String)> {
     let body = dir.join("sms-body");
     std::fs::write(
         &body,
@@ -365,7 +374,7 @@ fn sms_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measured, Str
         "-n".into(),
         n.to_string(),
         "-c".into(),
-        IN_FLIGHT.to_string(),
+        in_flight.to_string(),
         "-d".into(),
         body.display().to_string(),
         "-H".into(),
@@ -377,19 +386,24 @@ fn sms_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measured, Str
             rig.sms.url()
         ),
     ];
-    Ok((h2load(&args, n)?, format!("h2load --h1 -c {IN_FLIGHT}")))
+    Ok((h2load(&args, n)?, format!("h2load --h1 -c {in_flight}")))
 }
 
-/// `h2load` over one HTTP/2 connection with IN_FLIGHT streams, as crosscast
+/// `h2load` over one HTTP/2 connection with `in_flight` streams, as crosscast
 /// keeps them: `n` POSTs of `body` with `headers` to `url`.
-fn h2_args(n: usize, body: &Path, headers: &[String], url: String) -> Vec<String> {
+fn h2_args(
+    (n, in_flight): (usize, usize),
+    body: &Path,
+    headers: &[String],
+    url: String,
+) -> Vec<String> {
     let mut args = vec![
         "-n".to_string(),
         n.to_string(),
         "-c".into(),
         "1".into(),
         "-m".into(),
-        IN_FLIGHT.to_string(),
+        in_flight.to_string(),
         "-d".into(),
         body.display().to_string(),
     ];
@@ -401,7 +415,12 @@ fn h2_args(n: usize, body: &Path, headers: &[String], url: String) -> Vec<String
     args
 }
 
-fn apns_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measured, String)> {
+fn apns_ceiling(
+    rig: &Rig,
+    n: usize,
+    dir: &Path,
+    in_flight: usize,
+) -> anyhow::Result<(Measured, String)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -418,7 +437,7 @@ fn apns_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measured, St
         r#"{"aps":{"alert":{"title":"Hi Ada","body":"New arrivals are in."},"sound":"default"}}"#,
     )?;
     let args = h2_args(
-        n,
+        (n, in_flight),
         &body,
         &[
             format!("authorization: bearer {token}"),
@@ -431,10 +450,15 @@ fn apns_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measured, St
             0x9E37_79B9_7F4A_7C15u128
         ),
     );
-    Ok((h2load(&args, n)?, format!("h2load -c 1 -m {IN_FLIGHT}")))
+    Ok((h2load(&args, n)?, format!("h2load -c 1 -m {in_flight}")))
 }
 
-async fn fcm_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measured, String)> {
+async fn fcm_ceiling(
+    rig: &Rig,
+    n: usize,
+    dir: &Path,
+    in_flight: usize,
+) -> anyhow::Result<(Measured, String)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -472,7 +496,7 @@ async fn fcm_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measure
         r#"{"message":{"token":"fcm-token-1","notification":{"title":"Hi Ada","body":"New arrivals are in."}}}"#,
     )?;
     let args = h2_args(
-        n,
+        (n, in_flight),
         &body,
         &[
             format!("authorization: Bearer {token}"),
@@ -485,5 +509,5 @@ async fn fcm_ceiling(rig: &Rig, n: usize, dir: &Path) -> anyhow::Result<(Measure
         ),
     );
     let m = tokio::task::block_in_place(|| h2load(&args, n))?;
-    Ok((m, format!("h2load -c 1 -m {IN_FLIGHT}")))
+    Ok((m, format!("h2load -c 1 -m {in_flight}")))
 }

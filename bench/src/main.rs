@@ -66,6 +66,10 @@ enum Bench {
         /// Runtime worker threads of the loopback servers.
         #[arg(long, default_value_t = 2)]
         server_threads: usize,
+        /// Messages in flight at once: every account's concurrency, and the
+        /// load generator's connections (HTTP/1.1, SMTP) or streams (HTTP/2).
+        #[arg(long, default_value_t = 32)]
+        in_flight: usize,
     },
 }
 
@@ -181,6 +185,7 @@ fn main() -> anyhow::Result<()> {
             trials,
             compare,
             server_threads,
+            in_flight,
         } => delivery::run(
             messages,
             &dir,
@@ -188,6 +193,7 @@ fn main() -> anyhow::Result<()> {
             trials,
             compare.as_deref(),
             server_threads,
+            in_flight,
         ),
     }
 }

@@ -652,6 +652,18 @@ fn account_rate_and_concurrency_are_honoured() {
     setup(&env, &s);
     s.rig.sms.set_delay(std::time::Duration::from_millis(40));
     twilio_with(&env, &s, &["--rate", "25", "--concurrency", "2"]);
+    let listed = env.ok(&["account", "list"]);
+    let twilio = listed.lines().find(|l| l.starts_with("twilio")).unwrap();
+    assert!(
+        twilio.contains("rate=25/s concurrency=2"),
+        "the limits are listed: {listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("fcm") && l.contains("rate=- concurrency=32")),
+        "defaults are listed as such: {listed}"
+    );
     let wf = write_workflow(
         &env,
         "sms",

@@ -572,8 +572,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for a in app.store.accounts()? {
                 let params: Vec<String> =
                     a.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                // The limits show what the sends will honour, defaults included.
+                let rate = a.rate.map_or("-".to_string(), |r| format!("{r}/s"));
+                let concurrency = a
+                    .concurrency
+                    .unwrap_or(crate::deliver::throttle::DEFAULT_CONCURRENCY);
                 println!(
-                    "{:<12} {:<40} auth={:?} user={} secret={} {}",
+                    "{:<12} {:<40} auth={:?} user={} secret={} rate={rate} concurrency={concurrency} {}",
                     a.name,
                     a.url,
                     a.auth,
