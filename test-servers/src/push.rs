@@ -233,6 +233,14 @@ impl ApnsServer {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// How many were accepted so far (without copying them).
+    pub fn received_count(&self) -> usize {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
 }
 
 fn apns_error(status: StatusCode, reason: &str) -> Response {
@@ -439,6 +447,14 @@ impl FcmServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// How many were accepted so far (without copying them).
+    pub fn received_count(&self) -> usize {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// How many access tokens the token endpoint issued.

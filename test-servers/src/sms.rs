@@ -188,6 +188,14 @@ impl SmsApi {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// How many messages were accepted so far (without copying them).
+    pub fn received_count(&self) -> usize {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
 }
 
 fn error(status: StatusCode, code: u32, message: &str) -> Response {

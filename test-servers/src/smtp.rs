@@ -249,6 +249,17 @@ impl SmtpSink {
         self.lock().received.clone()
     }
 
+    /// How many messages were accepted so far (without copying them, as
+    /// a benchmark counting hundreds of thousands needs).
+    pub fn received_count(&self) -> usize {
+        self.lock().received.len()
+    }
+
+    /// The `i`-th message accepted, if there is one.
+    pub fn received_at(&self, i: usize) -> Option<ReceivedMail> {
+        self.lock().received.get(i).cloned()
+    }
+
     /// Every message's data as answered, faults included, in order.
     pub fn attempts(&self) -> Vec<Attempt> {
         self.lock().attempts.clone()

@@ -69,6 +69,7 @@ async fn apns_speaks_http2_over_tls_only_and_checks_the_provider_token() {
     assert_eq!(ok.status(), 200);
     assert!(ok.headers().contains_key("apns-id"));
     assert_eq!(server.received().len(), 1);
+    assert_eq!(server.received_count(), 1);
 
     // HTTP/1.1 and plaintext are refused.
     assert!(
@@ -233,6 +234,7 @@ async fn fcm_issues_tokens_for_valid_assertions_and_requires_them() {
             .starts_with("projects/proj/messages/")
     );
     assert_eq!(server.received().len(), 1);
+    assert_eq!(server.received_count(), 1);
     assert_eq!(server.received()[0].token, "device-1");
 }
 

@@ -82,6 +82,7 @@ async fn sms_api_answers_like_twilio() {
     assert_eq!(body["to"], "+15550001234");
     let got = api.received();
     assert_eq!(got.len(), 1);
+    assert_eq!(api.received_count(), 1);
     assert_eq!(
         (
             got[0].to.as_str(),
@@ -110,6 +111,12 @@ async fn smtp_sink_records_envelope_and_content() {
     let queued = reply.message().collect::<Vec<_>>().join(" ");
     let got = sink.received();
     assert_eq!(got.len(), 1);
+    assert_eq!(sink.received_count(), 1);
+    assert_eq!(
+        sink.received_at(0).map(|m| m.queue_id),
+        Some(got[0].queue_id.clone())
+    );
+    assert_eq!(sink.received_at(1).map(|m| m.queue_id), None);
     assert_eq!(got[0].from, "news@acme.example");
     assert_eq!(got[0].to, vec!["ada@example.com".to_string()]);
     assert_eq!(got[0].subject().as_deref(), Some("Chloé, hello"));
