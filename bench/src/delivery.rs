@@ -15,6 +15,7 @@ use std::process::Command;
 
 use anyhow::{Context, ensure};
 use base64::Engine;
+use crosscast_test_servers::pace::PaceReport;
 use crosscast_test_servers::rig::{ACCOUNT_SID, AUTH_TOKEN, KEY_ID, TEAM_ID};
 use crosscast_test_servers::{Rig, SinkOptions};
 
@@ -147,11 +148,19 @@ pub fn run(
             _ => rig.fcm.received_count(),
         };
         // One run of a build: its rate, its process and the servers' CPU.
+        // The HTTP/2 servers' bursts: where the handler is quick (FCM),
+        // the pauses between them are the client's turnaround.
+        let pace = |rig: &Rig| match channel {
+            "apns" => Some(rig.apns.take_pace()),
+            "fcm" => Some(rig.fcm.take_pace()),
+            _ => None,
+        };
         let once = |bin: &Path,
                     label: &str,
                     trial: usize|
          -> anyhow::Result<(f64, Measured, f64)> {
             let before = received(&rig);
+            pace(&rig);
             let server_before = own_cpu();
             let m = crosscast_at(bin, &data, &["run", wf.to_str().unwrap(), "--json"])?;
             let server_cpu = own_cpu() - server_before;
@@ -170,6 +179,9 @@ pub fn run(
                 m.cpu_secs,
                 m.max_rss_mb
             );
+            if let Some(p) = pace(&rig) {
+                println!("  {}", pace_line(channel, label, p));
+            }
             Ok((per_s, m, server_cpu))
         };
         // Trials back to back, crosscast then the load generator, so that
@@ -193,6 +205,7 @@ pub fn run(
             } else {
                 once(&main_bin, "crosscast", trial)?
             };
+            pace(&rig);
             let tool_server_before = own_cpu();
             let (load, tool) = match channel {
                 "email" => smtp_ceiling(&rig, n, in_flight)?,
@@ -206,6 +219,9 @@ pub fn run(
                 "ceiling {channel} (trial {trial}, {tool}): {n} in {:.2} s = {ceiling_per_s:.0}/s",
                 load.secs
             );
+            if let Some(p) = pace(&rig) {
+                println!("  {}", pace_line(channel, "the load generator", p));
+            }
             let us = |secs: f64| secs * 1e6 / n as f64;
             rows.push(Row {
                 channel,
@@ -312,6 +328,18 @@ fn audience(dir: &Path, n: usize) -> anyhow::Result<(PathBuf, PathBuf)> {
     r.flush()?;
     s.flush()?;
     Ok((rfile, sfile))
+}
+
+/// How the server's requests came under one driver: in bursts, and the
+/// pauses between them.
+fn pace_line(channel: &str, driver: &str, p: PaceReport) -> String {
+    format!(
+        "{channel} server under {driver}: {} requests, {:.1} per burst, {:.0} µs between bursts ({:.2} s in all)",
+        p.requests,
+        p.per_burst(),
+        p.mean_gap().as_secs_f64() * 1e6,
+        p.waited.as_secs_f64()
+    )
 }
 
 /// `h2load` must report every request answered with a 2xx.

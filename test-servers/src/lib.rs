@@ -5,6 +5,7 @@
 
 pub mod dkim;
 pub mod keys;
+pub mod pace;
 pub mod push;
 pub mod rig;
 pub mod sample;

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::pace::{Pace, PaceReport};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -181,6 +182,7 @@ struct ApnsState {
     config: ApnsConfig,
     received: Arc<Mutex<Vec<ReceivedPush>>>,
     faults: Arc<Mutex<FaultState>>,
+    pace: Arc<Pace>,
 }
 
 /// A running APNs server.
@@ -190,6 +192,7 @@ pub struct ApnsServer {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<ReceivedPush>>>,
     faults: Arc<Mutex<FaultState>>,
+    pace: Arc<Pace>,
 }
 
 impl ApnsServer {
@@ -197,10 +200,12 @@ impl ApnsServer {
     pub async fn start(tls: &TestTls, config: ApnsConfig) -> anyhow::Result<ApnsServer> {
         let received = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Mutex::new(FaultState::default()));
+        let pace = Arc::new(Pace::default());
         let state = ApnsState {
             config,
             received: received.clone(),
             faults: faults.clone(),
+            pace: pace.clone(),
         };
         let router = Router::new()
             .route("/3/device/{token}", post(apns_push))
@@ -210,6 +215,7 @@ impl ApnsServer {
             addr,
             received,
             faults,
+            pace,
         })
     }
 
@@ -240,6 +246,12 @@ impl ApnsServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
+    }
+
+    /// How requests reached the send endpoint since the last call: how
+    /// many, and how long the server waited between bursts.
+    pub fn take_pace(&self) -> PaceReport {
+        self.pace.take()
     }
 }
 
@@ -305,6 +317,7 @@ async fn apns_push(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    s.pace.tick();
     if let Err((status, reason)) = check_provider_token(&s.config, &headers) {
         return apns_error(status, reason);
     }
@@ -383,6 +396,7 @@ struct FcmState {
     issued: Arc<Mutex<HashSet<String>>>,
     received: Arc<Mutex<Vec<ReceivedPush>>>,
     faults: Arc<Mutex<FaultState>>,
+    pace: Arc<Pace>,
 }
 
 /// A running FCM server (token endpoint and HTTP v1 send).
@@ -393,6 +407,7 @@ pub struct FcmServer {
     received: Arc<Mutex<Vec<ReceivedPush>>>,
     issued: Arc<Mutex<HashSet<String>>>,
     faults: Arc<Mutex<FaultState>>,
+    pace: Arc<Pace>,
 }
 
 impl FcmServer {
@@ -402,12 +417,14 @@ impl FcmServer {
         let issued = Arc::new(Mutex::new(HashSet::new()));
         let token_uri = Arc::new(Mutex::new(String::new()));
         let faults = Arc::new(Mutex::new(FaultState::default()));
+        let pace = Arc::new(Pace::default());
         let state = FcmState {
             config,
             token_uri: token_uri.clone(),
             issued: issued.clone(),
             received: received.clone(),
             faults: faults.clone(),
+            pace: pace.clone(),
         };
         let router = Router::new()
             .route("/token", post(fcm_token))
@@ -420,6 +437,7 @@ impl FcmServer {
             received,
             issued,
             faults,
+            pace,
         })
     }
 
@@ -455,6 +473,12 @@ impl FcmServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
+    }
+
+    /// How requests reached the send endpoint since the last call: how
+    /// many, and how long the server waited between bursts.
+    pub fn take_pace(&self) -> PaceReport {
+        self.pace.take()
     }
 
     /// How many access tokens the token endpoint issued.
@@ -555,6 +579,7 @@ async fn fcm_send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    s.pace.tick();
     let Some(project) = send
         .strip_suffix("/messages:send")
         .or_else(|| send.strip_suffix(":send"))
