@@ -42,6 +42,20 @@ pub struct ReceivedPush {
     pub id: String,
 }
 
+/// What a push server accepted, and how its requests came, shared by its
+/// handlers and its handle.
+#[derive(Clone, Default)]
+struct Accepted {
+    pushes: Arc<Mutex<Vec<ReceivedPush>>>,
+    pace: Arc<Pace>,
+}
+
+impl Accepted {
+    fn pushes(&self) -> std::sync::MutexGuard<'_, Vec<ReceivedPush>> {
+        self.pushes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -180,9 +194,8 @@ pub struct ApnsConfig {
 #[derive(Clone)]
 struct ApnsState {
     config: ApnsConfig,
-    received: Arc<Mutex<Vec<ReceivedPush>>>,
+    accepted: Accepted,
     faults: Arc<Mutex<FaultState>>,
-    pace: Arc<Pace>,
 }
 
 /// A running APNs server.
@@ -190,22 +203,19 @@ struct ApnsState {
 pub struct ApnsServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    received: Arc<Mutex<Vec<ReceivedPush>>>,
+    accepted: Accepted,
     faults: Arc<Mutex<FaultState>>,
-    pace: Arc<Pace>,
 }
 
 impl ApnsServer {
     /// Starts the server on the current tokio runtime.
     pub async fn start(tls: &TestTls, config: ApnsConfig) -> anyhow::Result<ApnsServer> {
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Accepted::default();
         let faults = Arc::new(Mutex::new(FaultState::default()));
-        let pace = Arc::new(Pace::default());
         let state = ApnsState {
             config,
-            received: received.clone(),
+            accepted: accepted.clone(),
             faults: faults.clone(),
-            pace: pace.clone(),
         };
         let router = Router::new()
             .route("/3/device/{token}", post(apns_push))
@@ -213,9 +223,8 @@ impl ApnsServer {
         let addr = serve_tls(router, tls, true).await?;
         Ok(ApnsServer {
             addr,
-            received,
+            accepted,
             faults,
-            pace,
         })
     }
 
@@ -234,24 +243,18 @@ impl ApnsServer {
 
     /// Pushes accepted so far.
     pub fn received(&self) -> Vec<ReceivedPush> {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.accepted.pushes().clone()
     }
 
     /// How many were accepted so far (without copying them).
     pub fn received_count(&self) -> usize {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.accepted.pushes().len()
     }
 
     /// How requests reached the send endpoint since the last call: how
     /// many, and how long the server waited between bursts.
     pub fn take_pace(&self) -> PaceReport {
-        self.pace.take()
+        self.accepted.pace.take()
     }
 }
 
@@ -317,7 +320,7 @@ async fn apns_push(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    s.pace.tick();
+    s.accepted.pace.tick();
     if let Err((status, reason)) = check_provider_token(&s.config, &headers) {
         return apns_error(status, reason);
     }
@@ -364,15 +367,12 @@ async fn apns_push(
         .filter(|(k, _)| k.as_str().starts_with("apns-"))
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    s.received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(ReceivedPush {
-            token,
-            headers: kept,
-            payload,
-            id: id.clone(),
-        });
+    s.accepted.pushes().push(ReceivedPush {
+        token,
+        headers: kept,
+        payload,
+        id: id.clone(),
+    });
     (StatusCode::OK, [("apns-id", id)]).into_response()
 }
 
@@ -394,9 +394,8 @@ struct FcmState {
     config: FcmConfig,
     token_uri: Arc<Mutex<String>>,
     issued: Arc<Mutex<HashSet<String>>>,
-    received: Arc<Mutex<Vec<ReceivedPush>>>,
+    accepted: Accepted,
     faults: Arc<Mutex<FaultState>>,
-    pace: Arc<Pace>,
 }
 
 /// A running FCM server (token endpoint and HTTP v1 send).
@@ -404,27 +403,24 @@ struct FcmState {
 pub struct FcmServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    received: Arc<Mutex<Vec<ReceivedPush>>>,
+    accepted: Accepted,
     issued: Arc<Mutex<HashSet<String>>>,
     faults: Arc<Mutex<FaultState>>,
-    pace: Arc<Pace>,
 }
 
 impl FcmServer {
     /// Starts the server on the current tokio runtime.
     pub async fn start(tls: &TestTls, config: FcmConfig) -> anyhow::Result<FcmServer> {
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Accepted::default();
         let issued = Arc::new(Mutex::new(HashSet::new()));
         let token_uri = Arc::new(Mutex::new(String::new()));
         let faults = Arc::new(Mutex::new(FaultState::default()));
-        let pace = Arc::new(Pace::default());
         let state = FcmState {
             config,
             token_uri: token_uri.clone(),
             issued: issued.clone(),
-            received: received.clone(),
+            accepted: accepted.clone(),
             faults: faults.clone(),
-            pace: pace.clone(),
         };
         let router = Router::new()
             .route("/token", post(fcm_token))
@@ -434,10 +430,9 @@ impl FcmServer {
         *token_uri.lock().unwrap_or_else(|p| p.into_inner()) = format!("https://{addr}/token");
         Ok(FcmServer {
             addr,
-            received,
+            accepted,
             issued,
             faults,
-            pace,
         })
     }
 
@@ -461,24 +456,18 @@ impl FcmServer {
 
     /// Messages accepted so far.
     pub fn received(&self) -> Vec<ReceivedPush> {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.accepted.pushes().clone()
     }
 
     /// How many were accepted so far (without copying them).
     pub fn received_count(&self) -> usize {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.accepted.pushes().len()
     }
 
     /// How requests reached the send endpoint since the last call: how
     /// many, and how long the server waited between bursts.
     pub fn take_pace(&self) -> PaceReport {
-        self.pace.take()
+        self.accepted.pace.take()
     }
 
     /// How many access tokens the token endpoint issued.
@@ -579,7 +568,7 @@ async fn fcm_send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    s.pace.tick();
+    s.accepted.pace.tick();
     let Some(project) = send
         .strip_suffix("/messages:send")
         .or_else(|| send.strip_suffix(":send"))
@@ -654,14 +643,11 @@ async fn fcm_send(
         return with_retry_after(response, &f);
     }
     let id = format!("projects/{project}/messages/0:{}", uuid_like());
-    s.received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(ReceivedPush {
-            token,
-            headers: vec![],
-            payload,
-            id: id.clone(),
-        });
+    s.accepted.pushes().push(ReceivedPush {
+        token,
+        headers: vec![],
+        payload,
+        id: id.clone(),
+    });
     axum::Json(json!({ "name": id })).into_response()
 }
