@@ -25,7 +25,7 @@ use crate::store::settings::Account;
 const MAX_BODY: usize = 64 * 1024;
 
 /// How long a request may take once it is on a connection.
-const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The shared HTTP client.
 pub struct HttpTransport {
@@ -63,6 +63,19 @@ pub struct Target {
     host: http::HeaderValue,
     /// The origin as errors name it.
     name: Arc<str>,
+    /// The account's credential as this route last had it, and until when
+    /// it may be reused: a message then costs no map lookup or comparison
+    /// of account settings (2.5% of an HTTP/2 lane's CPU, BENCHMARKS.md).
+    credential: std::sync::Mutex<Option<(Option<http::HeaderValue>, std::time::Instant)>>,
+}
+
+impl Target {
+    /// The route's copy of the account's credential, while it is fresh.
+    pub fn fresh_credential(&self) -> Option<Option<http::HeaderValue>> {
+        let slot = self.credential.lock().unwrap_or_else(|p| p.into_inner());
+        let (c, until) = slot.as_ref()?;
+        (std::time::Instant::now() < *until).then(|| c.clone())
+    }
 }
 
 /// A request ready for a connection: head and body.
@@ -199,6 +212,7 @@ impl HttpTransport {
             scheme,
             authority,
             host,
+            credential: std::sync::Mutex::new(None),
         })
     }
 
@@ -264,6 +278,78 @@ impl HttpTransport {
             body: Bytes::from(req.body.clone()),
             url,
         })
+    }
+}
+
+/// The request head a lane built last, reused while its messages repeat
+/// the method, path, headers and credential (a channel's messages mostly
+/// do): building a header map per message, every name and value parsed and
+/// hashed, was 8% of an HTTP/2 lane's CPU (BENCHMARKS.md).
+#[derive(Default)]
+pub struct Heads(Option<Head>);
+
+/// What a head was built from, and the head (its body's length aside).
+struct Head {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    authorization: Option<http::HeaderValue>,
+    h2: bool,
+    /// An empty body adds no `content-length` of the host's own.
+    empty: bool,
+    head: http::Request<()>,
+    url: Label,
+}
+
+impl Heads {
+    /// [`HttpTransport::request`], from the last head when the message
+    /// repeats what it was built from.
+    pub fn request(
+        &mut self,
+        target: &Target,
+        req: &HttpRequest,
+        authorization: Option<&http::HeaderValue>,
+        h2: bool,
+    ) -> Result<Outbound, Answer> {
+        let empty = req.body.is_empty();
+        if let Some(last) = &self.0
+            && last.h2 == h2
+            && last.empty == empty
+            && last.method == req.method
+            && last.path == req.path
+            && last.headers == req.headers
+            && last.authorization.as_ref() == authorization
+        {
+            let mut head = http::Request::new(());
+            *head.method_mut() = last.head.method().clone();
+            *head.uri_mut() = last.head.uri().clone();
+            *head.headers_mut() = last.head.headers().clone();
+            if h2 && !empty {
+                head.headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, req.body.len().into());
+            }
+            return Ok(Outbound {
+                head,
+                body: Bytes::from(req.body.clone()),
+                url: last.url.clone(),
+            });
+        }
+        let out = HttpTransport::request(target, req, authorization, h2)?;
+        let mut head = http::Request::new(());
+        *head.method_mut() = out.head.method().clone();
+        *head.uri_mut() = out.head.uri().clone();
+        *head.headers_mut() = out.head.headers().clone();
+        self.0 = Some(Head {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            headers: req.headers.clone(),
+            authorization: authorization.cloned(),
+            h2,
+            empty,
+            head,
+            url: out.url.clone(),
+        });
+        Ok(out)
     }
 }
 
@@ -368,13 +454,13 @@ pub fn start_h2(
     Ok(response)
 }
 
-/// The answer on an HTTP/2 stream opened by [`start_h2`].
+/// The answer on an HTTP/2 stream opened by [`start_h2`], however long it
+/// takes: the caller bounds it ([`TIMEOUT`]).
 pub async fn finish_h2(
     response: h2::client::ResponseFuture,
     url: Label,
     keep: AnswerHeaders,
 ) -> Answer {
-    let url = &url;
     let exchange = async {
         let resp = response.await?;
         let (parts, mut body) = resp.into_parts();
@@ -384,17 +470,22 @@ pub async fn finish_h2(
             // Give the window back, or the connection stalls.
             let _ = body.flow_control().release_capacity(data.len());
             let room = MAX_BODY - kept.len();
-            kept.extend_from_slice(&data[..data.len().min(room)]);
+            let data = &data[..data.len().min(room)];
+            if kept.is_empty() {
+                // Answers mostly come in one frame: one exact allocation.
+                kept = data.to_vec();
+            } else {
+                kept.extend_from_slice(data);
+            }
             if kept.len() == MAX_BODY {
                 break;
             }
         }
         Ok::<_, h2::Error>((parts, kept))
     };
-    match tokio::time::timeout(TIMEOUT, exchange).await {
-        Err(_) => no_answer(url),
-        Ok(Ok((parts, body))) => answer(parts, body, &keep),
-        Ok(Err(e)) => transport_error(url, &e),
+    match exchange.await {
+        Ok((parts, body)) => answer(parts, body, &keep),
+        Err(e) => transport_error(&url, &e),
     }
 }
 
@@ -467,7 +558,8 @@ fn answer(parts: http::response::Parts, body: Vec<u8>, keep: &AnswerHeaders) -> 
     })
 }
 
-fn no_answer(url: &dyn std::fmt::Display) -> Answer {
+/// The answer to a request that took longer than [`TIMEOUT`].
+pub fn no_answer(url: &dyn std::fmt::Display) -> Answer {
     Answer::TransportError(format!(
         "HTTP {url}: no answer within {} s",
         TIMEOUT.as_secs()
@@ -528,19 +620,37 @@ fn authorization(c: &Credential) -> Result<Option<http::HeaderValue>, String> {
 }
 
 impl HttpTransport {
-    /// The account's credential: from memory if made in the last
-    /// [`REMEMBER`], else from the store's cache or freshly signed, one
-    /// acquisition at a time.
+    /// The account's credential for requests to `target`: the route's own
+    /// copy while it is fresh, else [`HttpTransport::remembered`].
     pub async fn credential(
         &self,
         store: &Store,
         account: &Account,
+        target: &Target,
     ) -> Result<Option<http::HeaderValue>, String> {
+        if let Some(c) = target.fresh_credential() {
+            return Ok(c);
+        }
+        let (c, made) = self.remembered(store, account).await?;
+        // Never reused longer than the transport's copy would be.
+        *target.credential.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((c.clone(), made + REMEMBER));
+        Ok(c)
+    }
+
+    /// The account's credential and when it was made: from memory if made
+    /// in the last [`REMEMBER`], else from the store's cache or freshly
+    /// signed, one acquisition at a time.
+    async fn remembered(
+        &self,
+        store: &Store,
+        account: &Account,
+    ) -> Result<(Option<http::HeaderValue>, std::time::Instant), String> {
         let fresh = |recent: &std::collections::HashMap<String, Remembered>| {
             recent
                 .get(&account.name)
                 .filter(|(a, _, at)| a == account && at.elapsed() < REMEMBER)
-                .map(|(_, c, _)| c.clone())
+                .map(|(_, c, at)| (c.clone(), *at))
         };
         if let Some(c) = fresh(&self.recent.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(c);
@@ -550,14 +660,12 @@ impl HttpTransport {
             return Ok(c);
         }
         let c = authorization(&credential(store, &self.client, account).await?)?;
+        let made = std::time::Instant::now();
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                account.name.clone(),
-                (account.clone(), c.clone(), std::time::Instant::now()),
-            );
-        Ok(c)
+            .insert(account.name.clone(), (account.clone(), c.clone(), made));
+        Ok((c, made))
     }
 }
 
@@ -738,6 +846,43 @@ mod request_tests {
         assert_eq!(h["host"], "api.example:8443");
         assert!(h.get("authorization").is_none(), "the plugin's is dropped");
         assert_eq!(h["connection"], "close");
+    }
+
+    #[test]
+    fn a_lane_reuses_its_last_head_only_for_the_same_message_head() {
+        let t = target("https://api.example:8443/prefix/");
+        let (a, b) = (
+            http::HeaderValue::from_static("Bearer a"),
+            http::HeaderValue::from_static("Bearer b"),
+        );
+        let mut heads = Heads::default();
+        // Each head as the lane builds it equals a fresh build.
+        let mut check = |m: &HttpRequest, auth: Option<&http::HeaderValue>, h2: bool| {
+            let reused = heads.request(&t, m, auth, h2).ok().unwrap();
+            let fresh = HttpTransport::request(&t, m, auth, h2).ok().unwrap();
+            assert_eq!(reused.head.method(), fresh.head.method());
+            assert_eq!(reused.head.uri(), fresh.head.uri());
+            assert_eq!(reused.head.headers(), fresh.head.headers());
+            assert_eq!(
+                (reused.body, reused.url.to_string()),
+                (fresh.body, fresh.url.to_string())
+            );
+            reused.head.headers().clone()
+        };
+        let mut m = message("/v1/send", &[("content-type", "application/json")]);
+        check(&m, Some(&a), true);
+        m.body = b"{\"longer\":true}".to_vec();
+        assert_eq!(check(&m, Some(&a), true)["content-length"], "15");
+        assert_eq!(check(&m, Some(&b), true)["authorization"], "Bearer b");
+        m.body.clear();
+        assert!(check(&m, Some(&b), true).get("content-length").is_none());
+        m.path = "/v1/other".into();
+        check(&m, Some(&b), true);
+        m.headers.push(("x-extra".into(), "1".into()));
+        assert_eq!(check(&m, None, true)["x-extra"], "1");
+        assert_eq!(check(&m, None, false)["host"], "api.example:8443");
+        m.method = "PUT".into();
+        check(&m, None, false);
     }
 
     #[test]

@@ -13,13 +13,13 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::connections::{Conn, H2};
-use super::http::{self, HttpTransport, Target};
-use super::session::{Admission, Lane, Queue, Shared, admit};
+use super::http::{self, Heads, Label, Target};
+use super::session::{self, Admission, Lane, Queue, Shared, admit};
 use super::{Route, Way};
 use crate::runtime::channel::wit;
 
@@ -56,6 +56,7 @@ pub(super) async fn carry(shared: Arc<Shared>, queue: Arc<Queue>) {
 /// A lane carrying one message at a time (HTTP/1.1, SMTP).
 async fn sequential(lane: Lane, mut conn: Option<Conn>) {
     let Lane(shared, queue) = &lane;
+    let mut heads = Heads::default();
     while let Some(admission) = admit(shared, queue).await {
         let answer = match (&queue.route, admission.message()) {
             (Err(e), _) => wit::Answer::TransportError(e.clone()),
@@ -64,7 +65,7 @@ async fn sequential(lane: Lane, mut conn: Option<Conn>) {
                     super::smtp::SmtpTransports::send(relay, e).await
                 }
                 (Way::Http(target), wit::Message::Http(h)) => {
-                    one_http(shared, route, target, &mut conn, h).await
+                    one_http(shared, route, target, (&mut conn, &mut heads), h).await
                 }
                 _ => mismatch(route),
             },
@@ -91,25 +92,27 @@ fn mismatch(route: &Route) -> wit::Answer {
 async fn authorization(
     shared: &Shared,
     route: &Route,
+    target: &Target,
 ) -> Result<Option<::http::HeaderValue>, wit::Answer> {
     shared
         .wire
         .http
-        .credential(&shared.store, &route.account)
+        .credential(&shared.store, &route.account, target)
         .await
         .map_err(|e| wit::Answer::TransportError(format!("{}credentials: {e}", http::REFUSED)))
 }
 
 /// Sends one HTTP message on the lane's connection (opening one if it has
-/// none or it closed), once more on a new connection if it never left.
+/// none or it closed), once more on a new connection if it never left;
+/// its head from the lane's last one when it repeats it.
 async fn one_http(
     shared: &Shared,
     route: &Route,
     target: &Target,
-    conn: &mut Option<Conn>,
+    (conn, heads): (&mut Option<Conn>, &mut Heads),
     h: &wit::HttpRequest,
 ) -> wit::Answer {
-    let authorization = match authorization(shared, route).await {
+    let authorization = match authorization(shared, route, target).await {
         Ok(a) => a,
         Err(answer) => return answer,
     };
@@ -127,7 +130,7 @@ async fn one_http(
             },
         };
         let h2 = matches!(open, Conn::H2(_));
-        let out = match HttpTransport::request(target, h, authorization.as_ref(), h2) {
+        let out = match heads.request(target, h, authorization.as_ref(), h2) {
             Ok(out) => out,
             Err(answer) => return answer,
         };
@@ -149,7 +152,10 @@ async fn one_http(
                 let answer = match http::start_h2(&h2c, out.head, out.body) {
                     Ok(response) => {
                         let keep = shared.answer_headers.clone();
-                        http::finish_h2(response, out.url, keep).await
+                        let finish = http::finish_h2(response, out.url.clone(), keep);
+                        tokio::time::timeout(http::TIMEOUT, finish)
+                            .await
+                            .unwrap_or_else(|_| http::no_answer(&out.url))
                     }
                     Err(e) => http::transport_error(&out.url, &e),
                 };
@@ -175,6 +181,68 @@ enum Event {
     Answered(Admission, wit::Answer),
     /// The next message may leave (`None`: no more will).
     Admitted(Option<Ready>),
+    /// The earliest deadline of the streams open came.
+    Due,
+}
+
+pin_project_lite::pin_project! {
+    /// A stream in flight on an HTTP/2 lane: its answer, or no answer once
+    /// the lane found it past its deadline. One lane-wide timer watches
+    /// every stream's deadline instead of a timer per stream (inserted
+    /// into and removed from the runtime's timer wheel per message).
+    struct InFlight<F, A> {
+        #[pin]
+        answer: F,
+        // What the answer goes back with (its admission).
+        admission: Option<A>,
+        url: Label,
+        deadline: tokio::time::Instant,
+        expired: bool,
+        // Wakes the stream's task when the lane expires it.
+        waker: Option<Waker>,
+    }
+}
+
+impl<F: Future<Output = wit::Answer>, A> Future for InFlight<F, A> {
+    type Output = (A, wit::Answer);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = if *this.expired {
+            http::no_answer(this.url)
+        } else {
+            match this.answer.poll(cx) {
+                Poll::Ready(answer) => answer,
+                Poll::Pending => {
+                    if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *this.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        };
+        let admission = this.admission.take().expect("polled after its answer");
+        Poll::Ready((admission, answer))
+    }
+}
+
+impl<F, A> InFlight<F, A> {
+    /// Expires the stream if its deadline is past `now` (its answer is
+    /// then no answer); otherwise its deadline.
+    fn expire(self: Pin<&mut Self>, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let this = self.project();
+        if *this.expired {
+            return None;
+        }
+        if *this.deadline > now {
+            return Some(*this.deadline);
+        }
+        *this.expired = true;
+        if let Some(w) = this.waker.take() {
+            w.wake();
+        }
+        None
+    }
 }
 
 /// A lane keeping up to `streams` streams open on one HTTP/2 connection.
@@ -186,35 +254,61 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
     let Way::Http(target) = &route.way else {
         return;
     };
+    let mut heads = Heads::default();
     let mut inflight = FuturesUnordered::new();
+    // Fires at the earliest deadline of the streams open, if any.
+    let mut due: Option<Pin<Box<tokio::time::Sleep>>> = None;
     type Next = Pin<Box<dyn Future<Output = Option<Ready>> + Send>>;
     let mut next: Option<Next> = None;
     let mut exhausted = false;
     loop {
+        let mut ready = None;
         if next.is_none() && !exhausted && inflight.len() < streams {
+            // At once when nothing needs waiting for, else as a future
+            // polled beside the answers.
+            if let Some(c) = target.fresh_credential()
+                && let Some(admission) = session::try_admit(shared, queue)
+            {
+                ready = Some((admission, Ok(c)));
+            }
+        }
+        if ready.is_none() && next.is_none() && !exhausted && inflight.len() < streams {
             let (shared, queue, route) = (shared.clone(), queue.clone(), route.clone());
             next = Some(Box::pin(async move {
                 let admission = admit(&shared, &queue).await?;
-                let authorization = authorization(&shared, &route).await;
+                let Way::Http(target) = &route.way else {
+                    return Some((admission, Ok(None)));
+                };
+                let authorization = authorization(&shared, &route, target).await;
                 Some((admission, authorization))
             }));
         }
-        if next.is_none() && inflight.is_empty() {
+        if ready.is_none() && next.is_none() && inflight.is_empty() {
             break;
         }
         // Answers first: each frees a stream for the next message.
-        let event = std::future::poll_fn(|cx| {
-            if let Poll::Ready(Some((admission, answer))) = inflight.poll_next_unpin(cx) {
-                return Poll::Ready(Event::Answered(admission, answer));
+        let event = match ready {
+            Some(ready) => Event::Admitted(Some(ready)),
+            None => {
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(Some((admission, answer))) = inflight.poll_next_unpin(cx) {
+                        return Poll::Ready(Event::Answered(admission, answer));
+                    }
+                    if let Some(n) = next.as_mut()
+                        && let Poll::Ready(ready) = n.as_mut().poll(cx)
+                    {
+                        return Poll::Ready(Event::Admitted(ready));
+                    }
+                    if let Some(d) = due.as_mut()
+                        && d.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Event::Due);
+                    }
+                    Poll::Pending
+                })
+                .await
             }
-            if let Some(n) = next.as_mut()
-                && let Poll::Ready(ready) = n.as_mut().poll(cx)
-            {
-                return Poll::Ready(Event::Admitted(ready));
-            }
-            Poll::Pending
-        })
-        .await;
+        };
         let (admission, authorization) = match event {
             Event::Answered(mut admission, answer) => {
                 // Streams the provider never processed (its connection went
@@ -224,7 +318,7 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
                     continue;
                 }
                 admission.again = true;
-                let authorization = authorization(shared, &route).await;
+                let authorization = authorization(shared, &route, target).await;
                 (admission, authorization)
             }
             Event::Admitted(None) => {
@@ -235,6 +329,17 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
             Event::Admitted(Some(ready)) => {
                 next = None;
                 ready
+            }
+            Event::Due => {
+                // Streams past their deadline answer now; the timer waits
+                // for the earliest of the others.
+                let now = tokio::time::Instant::now();
+                due = Pin::new(&mut inflight)
+                    .iter_pin_mut()
+                    .filter_map(|stream| InFlight::expire(stream, now))
+                    .min()
+                    .map(|at| Box::pin(tokio::time::sleep_until(at)));
+                continue;
             }
         };
         let job = admission.job.clone();
@@ -256,7 +361,7 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
                 // alone, the lane goes on trying HTTP/2.
                 Ok(h1) => {
                     let mut conn = Some(h1);
-                    let answer = one_http(shared, &route, target, &mut conn, h).await;
+                    let answer = one_http(shared, &route, target, (&mut conn, &mut heads), h).await;
                     if let Some(Conn::H1(h1)) = conn {
                         shared.wire.http.connections.put_back(&target.origin, h1);
                     }
@@ -270,7 +375,7 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
                 }
             }
         }
-        let out = match HttpTransport::request(target, h, authorization.as_ref(), true) {
+        let out = match heads.request(target, h, authorization.as_ref(), true) {
             Ok(out) => out,
             Err(answer) => {
                 admission.answer(answer);
@@ -279,11 +384,116 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
         };
         match http::start_h2(&h2, out.head, out.body) {
             Ok(response) => {
-                let (url, keep) = (out.url, shared.answer_headers.clone());
-                inflight
-                    .push(async move { (admission, http::finish_h2(response, url, keep).await) });
+                let keep = shared.answer_headers.clone();
+                let deadline = tokio::time::Instant::now() + http::TIMEOUT;
+                if due.is_none() {
+                    due = Some(Box::pin(tokio::time::sleep_until(deadline)));
+                }
+                inflight.push(InFlight {
+                    answer: http::finish_h2(response, out.url.clone(), keep),
+                    admission: Some(admission),
+                    url: out.url,
+                    deadline,
+                    expired: false,
+                    waker: None,
+                });
             }
             Err(e) => admission.answer(http::transport_error(&out.url, &e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label() -> Label {
+        let account = serde_json::from_value(serde_json::json!({
+            "name": "acct",
+            "url": "https://push.example",
+        }))
+        .unwrap();
+        let target = http::HttpTransport::target(&account).unwrap();
+        let message = wit::HttpRequest {
+            account: "acct".into(),
+            method: "POST".into(),
+            recipient: "r".into(),
+            path: "/send".into(),
+            headers: vec![],
+            body: vec![],
+        };
+        let out = Heads::default()
+            .request(&target, &message, None, true)
+            .ok()
+            .unwrap();
+        out.url
+    }
+
+    fn stream<F>(answer: F, n: u32, deadline: tokio::time::Instant) -> InFlight<F, u32> {
+        InFlight {
+            answer,
+            admission: Some(n),
+            url: label(),
+            deadline,
+            expired: false,
+            waker: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_past_its_deadline_answers_no_answer_and_the_others_wait() {
+        type Answering = Pin<Box<dyn Future<Output = wit::Answer> + Send>>;
+        let start = tokio::time::Instant::now();
+        let mut inflight = FuturesUnordered::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        inflight.push(stream(
+            Box::pin(std::future::pending()) as Answering,
+            1,
+            start + http::TIMEOUT,
+        ));
+        inflight.push(stream(
+            Box::pin(async move {
+                let _ = rx.await;
+                wit::Answer::TransportError("answered".into())
+            }),
+            2,
+            start + 2 * http::TIMEOUT,
+        ));
+        // Both are polled once, so each has a waker to be woken by.
+        assert!(futures::poll!(inflight.next()).is_pending());
+        tokio::time::advance(http::TIMEOUT).await;
+        let now = tokio::time::Instant::now();
+        let next_due: Vec<_> = Pin::new(&mut inflight)
+            .iter_pin_mut()
+            .filter_map(|s| InFlight::expire(s, now))
+            .collect();
+        assert_eq!(next_due, [start + 2 * http::TIMEOUT], "the other waits");
+        let (n, answer) = inflight.next().await.unwrap();
+        assert_eq!(n, 1);
+        assert!(
+            matches!(&answer, wit::Answer::TransportError(e)
+                if e == "HTTP https://push.example/send: no answer within 30 s"),
+            "{answer:?}"
+        );
+        assert!(futures::poll!(inflight.next()).is_pending());
+        let _ = tx.send(());
+        let (n, answer) = inflight.next().await.unwrap();
+        assert_eq!(n, 2);
+        assert!(matches!(answer, wit::Answer::TransportError(e) if e == "answered"));
+        assert!(inflight.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stream_answered_in_time_gives_its_answer() {
+        let far = tokio::time::Instant::now() + http::TIMEOUT;
+        let mut inflight = FuturesUnordered::new();
+        inflight.push(stream(
+            std::future::ready(wit::Answer::TransportError("on time".into())),
+            7,
+            far,
+        ));
+        let (n, answer) = inflight.next().await.unwrap();
+        assert_eq!(n, 7);
+        assert!(matches!(answer, wit::Answer::TransportError(e) if e == "on time"));
     }
 }

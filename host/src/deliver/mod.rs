@@ -107,7 +107,7 @@ enum Way {
     /// Through the account's SMTP relay pool.
     Smtp(smtp::Relay),
     /// To the account's base URL.
-    Http(http::Target),
+    Http(Box<http::Target>),
 }
 
 impl Wire {
@@ -128,7 +128,7 @@ impl Wire {
         let way = if email {
             Way::Smtp(self.smtp.relay(store, &account)?)
         } else {
-            Way::Http(http::HttpTransport::target(&account)?)
+            Way::Http(Box::new(http::HttpTransport::target(&account)?))
         };
         Ok(Route {
             throttle: self.throttles.of(&account),

@@ -344,6 +344,37 @@ pub(super) async fn admit(shared: &Arc<Shared>, queue: &Queue) -> Option<Admissi
     })
 }
 
+/// The route's next message if it may leave at once: one is waiting, and
+/// places in the wave, on the wire and in the account's concurrency are
+/// free, with no rate to wait for. `None` when anything must be waited for
+/// ([`admit`] then waits): the common case costs no future, no waiter
+/// registered and nothing boxed per message.
+pub(super) fn try_admit(shared: &Arc<Shared>, queue: &Queue) -> Option<Admission> {
+    let Ok(route) = &queue.route else {
+        return None;
+    };
+    if shared.stopped() || !route.throttle.immediate() {
+        return None;
+    }
+    let slot = shared.unrecorded.clone().try_acquire_owned().ok()?;
+    let wire = shared.on_wire.clone().try_acquire_owned().ok()?;
+    let account = Some(route.throttle.try_admit()?);
+    let job = {
+        let mut p = queue.lock();
+        let job = p.jobs.pop_front()?;
+        shared.backlog.fetch_sub(1, Ordering::Relaxed);
+        job
+    };
+    Some(Admission {
+        job,
+        slot: Some(slot),
+        _wire: wire,
+        _account: account,
+        shared: shared.clone(),
+        again: false,
+    })
+}
+
 /// A message taken from its queue and not yet admitted: abandoned if the
 /// wait is given up.
 struct Taken<'a>(Option<Job>, &'a Shared);

@@ -63,6 +63,21 @@ impl Throttle {
     }
 }
 
+impl Throttle {
+    /// True when a message never waits for its turn under a rate (only
+    /// for a slot).
+    pub fn immediate(&self) -> bool {
+        self.rate.is_none_or(|r| r == 0)
+    }
+
+    /// A slot if one is free now; only for an [`Throttle::immediate`]
+    /// account, since a rate's turn is always waited for.
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        debug_assert!(self.immediate());
+        self.slots.clone().try_acquire_owned().ok()
+    }
+}
+
 /// Throttles by account name, built on first use.
 #[derive(Default)]
 pub struct Throttles {
