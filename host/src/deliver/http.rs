@@ -8,7 +8,9 @@
 //! between tasks per message (BENCHMARKS.md). reqwest serves the rare token
 //! exchanges.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -353,6 +355,52 @@ impl Heads {
     }
 }
 
+/// What an HTTP lane reuses from one request to the next: its last head and
+/// its deadline timer.
+#[derive(Default)]
+pub struct Reused {
+    /// The last head built.
+    pub heads: Heads,
+    /// The bound on each request's time.
+    pub deadline: Deadline,
+}
+
+/// A lane's bound on how long each of its requests may take ([`TIMEOUT`]),
+/// on one timer re-armed only when it fires before the current request's
+/// deadline: a request costs no insertion into and removal from the
+/// runtime's timer wheel.
+#[derive(Default)]
+pub struct Deadline {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    until: Option<tokio::time::Instant>,
+}
+
+impl Deadline {
+    /// `exchange`'s output, or `None` if it took longer than [`TIMEOUT`].
+    pub async fn bound<F: Future>(&mut self, exchange: F) -> Option<F::Output> {
+        let until = tokio::time::Instant::now() + TIMEOUT;
+        self.until = Some(until);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        let mut exchange = std::pin::pin!(exchange);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            // Fired: at this request's deadline, or at an earlier one's.
+            while sleep.as_mut().poll(cx).is_ready() {
+                if tokio::time::Instant::now() >= until {
+                    return Poll::Ready(None);
+                }
+                sleep.as_mut().reset(until);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 /// A request's path and query: the account's base path with the plugin's
 /// appended. Only the path and query come from the plugin; the scheme and
 /// authority are always the account's. A path that is not valid as it
@@ -401,7 +449,7 @@ pub fn h1_request(head: http::Request<()>, body: Bytes) -> http::Request<Full<By
 pub async fn send_h1(
     h1: &mut H1,
     request: http::Request<Full<Bytes>>,
-    url: &Label,
+    (url, deadline): (&Label, &mut Deadline),
     keep: &AnswerHeaders,
 ) -> Result<Answer, http::Request<Full<Bytes>>> {
     enum Failure {
@@ -424,15 +472,15 @@ pub async fn send_h1(
             }),
         }
     };
-    match tokio::time::timeout(TIMEOUT, h1.drive(exchange)).await {
-        Err(_) => {
+    match deadline.bound(h1.drive(exchange)).await {
+        None => {
             // Half a request or answer may sit on it.
             h1.discard();
             Ok(no_answer(url))
         }
-        Ok(Ok((parts, body))) => Ok(answer(parts, body, keep)),
-        Ok(Err(Failure::Failed(e))) => Ok(transport_error(url, &*e)),
-        Ok(Err(Failure::Unsent(request))) => Err(*request),
+        Some(Ok((parts, body))) => Ok(answer(parts, body, keep)),
+        Some(Err(Failure::Failed(e))) => Ok(transport_error(url, &*e)),
+        Some(Err(Failure::Unsent(request))) => Err(*request),
     }
 }
 
@@ -759,6 +807,29 @@ mod tests {
             sent.len(),
             "none named: every header"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_request_gets_its_whole_time_from_one_lane_timer() {
+        use super::{Deadline, TIMEOUT};
+        use std::time::Duration;
+        let mut deadline = Deadline::default();
+        let quick = deadline.bound(async { 1 }).await;
+        assert_eq!(quick, Some(1));
+        // Armed for the first request's deadline, the timer fires while
+        // this one still has time: it waits on, for its own 30 s.
+        tokio::time::advance(TIMEOUT - Duration::from_secs(10)).await;
+        let late = deadline
+            .bound(async {
+                tokio::time::sleep(TIMEOUT - Duration::from_secs(1)).await;
+                2
+            })
+            .await;
+        assert_eq!(late, Some(2));
+        let start = tokio::time::Instant::now();
+        let never = deadline.bound(std::future::pending::<()>()).await;
+        assert_eq!(never, None);
+        assert_eq!(start.elapsed(), TIMEOUT);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::task::{Context, Poll, Waker};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::connections::{Conn, H2};
-use super::http::{self, Heads, Label, Target};
+use super::http::{self, Label, Reused, Target};
 use super::session::{self, Admission, Lane, Queue, Shared, admit};
 use super::{Route, Way};
 use crate::runtime::channel::wit;
@@ -56,8 +56,16 @@ pub(super) async fn carry(shared: Arc<Shared>, queue: Arc<Queue>) {
 /// A lane carrying one message at a time (HTTP/1.1, SMTP).
 async fn sequential(lane: Lane, mut conn: Option<Conn>) {
     let Lane(shared, queue) = &lane;
-    let mut heads = Heads::default();
-    while let Some(admission) = admit(shared, queue).await {
+    let mut reused = Reused::default();
+    loop {
+        // At once when nothing needs waiting for.
+        let admission = match session::try_admit(shared, queue) {
+            Some(admission) => admission,
+            None => match admit(shared, queue).await {
+                Some(admission) => admission,
+                None => break,
+            },
+        };
         let answer = match (&queue.route, admission.message()) {
             (Err(e), _) => wit::Answer::TransportError(e.clone()),
             (Ok(route), message) => match (&route.way, message) {
@@ -65,7 +73,7 @@ async fn sequential(lane: Lane, mut conn: Option<Conn>) {
                     super::smtp::SmtpTransports::send(relay, e).await
                 }
                 (Way::Http(target), wit::Message::Http(h)) => {
-                    one_http(shared, route, target, (&mut conn, &mut heads), h).await
+                    one_http(shared, route, target, (&mut conn, &mut reused), h).await
                 }
                 _ => mismatch(route),
             },
@@ -109,7 +117,7 @@ async fn one_http(
     shared: &Shared,
     route: &Route,
     target: &Target,
-    (conn, heads): (&mut Option<Conn>, &mut Heads),
+    (conn, reused): (&mut Option<Conn>, &mut Reused),
     h: &wit::HttpRequest,
 ) -> wit::Answer {
     let authorization = match authorization(shared, route, target).await {
@@ -130,7 +138,7 @@ async fn one_http(
             },
         };
         let h2 = matches!(open, Conn::H2(_));
-        let out = match heads.request(target, h, authorization.as_ref(), h2) {
+        let out = match reused.heads.request(target, h, authorization.as_ref(), h2) {
             Ok(out) => out,
             Err(answer) => return answer,
         };
@@ -139,7 +147,8 @@ async fn one_http(
                 let request = unsent
                     .take()
                     .unwrap_or_else(|| http::h1_request(out.head, out.body));
-                match http::send_h1(&mut h1, request, &out.url, &shared.answer_headers).await {
+                let bound = (&out.url, &mut reused.deadline);
+                match http::send_h1(&mut h1, request, bound, &shared.answer_headers).await {
                     Ok(answer) => {
                         *conn = Some(Conn::H1(h1));
                         return answer;
@@ -153,9 +162,8 @@ async fn one_http(
                     Ok(response) => {
                         let keep = shared.answer_headers.clone();
                         let finish = http::finish_h2(response, out.url.clone(), keep);
-                        tokio::time::timeout(http::TIMEOUT, finish)
-                            .await
-                            .unwrap_or_else(|_| http::no_answer(&out.url))
+                        (reused.deadline.bound(finish).await)
+                            .unwrap_or_else(|| http::no_answer(&out.url))
                     }
                     Err(e) => http::transport_error(&out.url, &e),
                 };
@@ -254,7 +262,7 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
     let Way::Http(target) = &route.way else {
         return;
     };
-    let mut heads = Heads::default();
+    let mut reused = Reused::default();
     let mut inflight = FuturesUnordered::new();
     // Fires at the earliest deadline of the streams open, if any.
     let mut due: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -361,7 +369,8 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
                 // alone, the lane goes on trying HTTP/2.
                 Ok(h1) => {
                     let mut conn = Some(h1);
-                    let answer = one_http(shared, &route, target, (&mut conn, &mut heads), h).await;
+                    let answer =
+                        one_http(shared, &route, target, (&mut conn, &mut reused), h).await;
                     if let Some(Conn::H1(h1)) = conn {
                         shared.wire.http.connections.put_back(&target.origin, h1);
                     }
@@ -375,7 +384,10 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
                 }
             }
         }
-        let out = match heads.request(target, h, authorization.as_ref(), true) {
+        let out = match reused
+            .heads
+            .request(target, h, authorization.as_ref(), true)
+        {
             Ok(out) => out,
             Err(answer) => {
                 admission.answer(answer);
@@ -422,7 +434,7 @@ mod tests {
             headers: vec![],
             body: vec![],
         };
-        let out = Heads::default()
+        let out = http::Heads::default()
             .request(&target, &message, None, true)
             .ok()
             .unwrap();
