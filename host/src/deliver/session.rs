@@ -356,20 +356,24 @@ pub(super) fn try_admit(shared: &Arc<Shared>, queue: &Queue) -> Option<Admission
     if shared.stopped() || !route.throttle.immediate() {
         return None;
     }
-    let slot = shared.unrecorded.clone().try_acquire_owned().ok()?;
-    let wire = shared.on_wire.clone().try_acquire_owned().ok()?;
-    let account = Some(route.throttle.try_admit()?);
-    let job = {
-        let mut p = queue.lock();
-        let job = p.jobs.pop_front()?;
-        shared.backlog.fetch_sub(1, Ordering::Relaxed);
-        job
+    // The message first: an empty queue costs no permit taken and given
+    // back. One that cannot leave yet goes back in front.
+    let job = queue.lock().jobs.pop_front()?;
+    let permits = (|| {
+        let slot = shared.unrecorded.clone().try_acquire_owned().ok()?;
+        let wire = shared.on_wire.clone().try_acquire_owned().ok()?;
+        Some((slot, wire, route.throttle.try_admit()?))
+    })();
+    let Some((slot, wire, account)) = permits else {
+        queue.lock().jobs.push_front(job);
+        return None;
     };
+    shared.backlog.fetch_sub(1, Ordering::Relaxed);
     Some(Admission {
         job,
         slot: Some(slot),
         _wire: wire,
-        _account: account,
+        _account: Some(account),
         shared: shared.clone(),
         again: false,
     })
@@ -442,6 +446,39 @@ mod tests {
         s.backlog.fetch_add(1, Ordering::Relaxed);
         q.push(&s, jobs(1));
         assert_eq!(waiter.await.unwrap(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_message_leaves_at_once_only_while_every_place_is_free() {
+        let account: crate::store::settings::Account = serde_json::from_value(
+            serde_json::json!({ "name": "acct", "url": "https://push.example" }),
+        )
+        .unwrap();
+        let route = super::super::Route {
+            throttle: super::super::throttle::Throttles::default().of(&account),
+            way: super::super::Way::Http(Box::new(
+                super::super::http::HttpTransport::target(&account).unwrap(),
+            )),
+            account,
+        };
+        let s = Arc::new(shared());
+        let q = Queue::new(Ok(Arc::new(route)));
+        assert!(try_admit(&s, &q).is_none(), "nothing queued");
+        assert_eq!(s.on_wire.available_permits(), 2, "no permit taken");
+        s.inbox.expect(3);
+        s.backlog.fetch_add(3, Ordering::Relaxed);
+        q.push(&s, jobs(3));
+        let first = try_admit(&s, &q).expect("a place on the wire");
+        let second = try_admit(&s, &q).expect("another place on the wire");
+        assert_eq!((first.job.1, second.job.1), (0, 1));
+        // Two on the wire: the third waits, first in its queue.
+        assert!(try_admit(&s, &q).is_none());
+        assert_eq!(s.backlog.load(Ordering::Relaxed), 1);
+        drop(second);
+        let third = try_admit(&s, &q).expect("a place freed");
+        assert_eq!(third.job.1, 2);
+        assert_eq!(s.backlog.load(Ordering::Relaxed), 0);
+        drop(first);
     }
 
     #[test]
