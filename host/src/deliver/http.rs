@@ -322,10 +322,7 @@ impl Heads {
             && last.headers == req.headers
             && last.authorization.as_ref() == authorization
         {
-            let mut head = http::Request::new(());
-            *head.method_mut() = last.head.method().clone();
-            *head.uri_mut() = last.head.uri().clone();
-            *head.headers_mut() = last.head.headers().clone();
+            let mut head = copy_head(&last.head);
             if h2 && !empty {
                 head.headers_mut()
                     .insert(http::header::CONTENT_LENGTH, req.body.len().into());
@@ -337,10 +334,7 @@ impl Heads {
             });
         }
         let out = HttpTransport::request(target, req, authorization, h2)?;
-        let mut head = http::Request::new(());
-        *head.method_mut() = out.head.method().clone();
-        *head.uri_mut() = out.head.uri().clone();
-        *head.headers_mut() = out.head.headers().clone();
+        let head = copy_head(&out.head);
         self.0 = Some(Head {
             method: req.method.clone(),
             path: req.path.clone(),
@@ -353,6 +347,15 @@ impl Heads {
         });
         Ok(out)
     }
+}
+
+/// A copy of a request head (`http::Request` is not `Clone`).
+fn copy_head(head: &http::Request<()>) -> http::Request<()> {
+    let mut copy = http::Request::new(());
+    *copy.method_mut() = head.method().clone();
+    *copy.uri_mut() = head.uri().clone();
+    *copy.headers_mut() = head.headers().clone();
+    copy
 }
 
 /// What an HTTP lane reuses from one request to the next: its last head and
@@ -372,14 +375,12 @@ pub struct Reused {
 #[derive(Default)]
 pub struct Deadline {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    until: Option<tokio::time::Instant>,
 }
 
 impl Deadline {
     /// `exchange`'s output, or `None` if it took longer than [`TIMEOUT`].
     pub async fn bound<F: Future>(&mut self, exchange: F) -> Option<F::Output> {
         let until = tokio::time::Instant::now() + TIMEOUT;
-        self.until = Some(until);
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));

@@ -274,27 +274,28 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
         if next.is_none() && !exhausted && inflight.len() < streams {
             // At once when nothing needs waiting for, else as a future
             // polled beside the answers.
-            if let Some(c) = target.fresh_credential()
-                && let Some(admission) = session::try_admit(shared, queue)
-            {
-                ready = Some((admission, Ok(c)));
+            let at_once = target
+                .fresh_credential()
+                .and_then(|c| Some((session::try_admit(shared, queue)?, Ok(c))));
+            if at_once.is_some() {
+                ready = at_once;
+            } else {
+                let (shared, queue, route) = (shared.clone(), queue.clone(), route.clone());
+                next = Some(Box::pin(async move {
+                    let admission = admit(&shared, &queue).await?;
+                    let Way::Http(target) = &route.way else {
+                        return Some((admission, Ok(None)));
+                    };
+                    let authorization = authorization(&shared, &route, target).await;
+                    Some((admission, authorization))
+                }));
             }
-        }
-        if ready.is_none() && next.is_none() && !exhausted && inflight.len() < streams {
-            let (shared, queue, route) = (shared.clone(), queue.clone(), route.clone());
-            next = Some(Box::pin(async move {
-                let admission = admit(&shared, &queue).await?;
-                let Way::Http(target) = &route.way else {
-                    return Some((admission, Ok(None)));
-                };
-                let authorization = authorization(&shared, &route, target).await;
-                Some((admission, authorization))
-            }));
         }
         if ready.is_none() && next.is_none() && inflight.is_empty() {
             break;
         }
-        // Answers first: each frees a stream for the next message.
+        // A message admitted at once goes first; else answers first, each
+        // freeing a stream for the next message.
         let event = match ready {
             Some(ready) => Event::Admitted(Some(ready)),
             None => {

@@ -299,6 +299,26 @@ pub(super) struct Admission {
 }
 
 impl Admission {
+    /// A message cleared to leave, holding its places until answered.
+    fn new(
+        job: Job,
+        (slot, wire, account): (
+            OwnedSemaphorePermit,
+            OwnedSemaphorePermit,
+            Option<OwnedSemaphorePermit>,
+        ),
+        shared: &Arc<Shared>,
+    ) -> Admission {
+        Admission {
+            job,
+            slot: Some(slot),
+            _wire: wire,
+            _account: account,
+            shared: shared.clone(),
+            again: false,
+        }
+    }
+
     pub(super) fn message(&self) -> &wit::Message {
         &self.job.0[self.job.1].1.message
     }
@@ -334,14 +354,8 @@ pub(super) async fn admit(shared: &Arc<Shared>, queue: &Queue) -> Option<Admissi
     if shared.stopped() {
         return None;
     }
-    Some(Admission {
-        job: taken.0.take().expect("held until here"),
-        slot: Some(slot),
-        _wire: wire,
-        _account: account,
-        shared: shared.clone(),
-        again: false,
-    })
+    let job = taken.0.take().expect("held until here");
+    Some(Admission::new(job, (slot, wire, account), shared))
 }
 
 /// The route's next message if it may leave at once: one is waiting, and
@@ -369,14 +383,7 @@ pub(super) fn try_admit(shared: &Arc<Shared>, queue: &Queue) -> Option<Admission
         return None;
     };
     shared.backlog.fetch_sub(1, Ordering::Relaxed);
-    Some(Admission {
-        job,
-        slot: Some(slot),
-        _wire: wire,
-        _account: Some(account),
-        shared: shared.clone(),
-        again: false,
-    })
+    Some(Admission::new(job, (slot, wire, Some(account)), shared))
 }
 
 /// A message taken from its queue and not yet admitted: abandoned if the
