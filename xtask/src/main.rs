@@ -59,19 +59,18 @@ fn main() -> anyhow::Result<()> {
         }
         Some("test") => {
             plugins(&root)?;
-            cargo(&root, &["build", "-p", "crosscast"])?;
+            // The end-to-end tests run the `crosscast` binary. Built with the
+            // tests in one selection, it shares their dependency features,
+            // so no dependency is compiled twice (`-p crosscast` alone
+            // resolves other tokio, hyper and wasmtime features).
+            let mut build = Command::new(env_cargo());
+            build
+                .current_dir(&root)
+                .args(["build", "--bins", "--tests"])
+                .args(native_selection());
+            run(build)?;
             let mut cmd = Command::new(env_cargo());
-            cmd.current_dir(&root).args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "crosscast-plugin-query",
-            ]);
-            for c in WASM_CRATES.iter().skip(1) {
-                cmd.args(["--exclude", c]);
-            }
-            // Benchmarks are separate commands (`cargo xtask bench`).
-            cmd.args(["--exclude", "crosscast-bench"]);
+            cmd.current_dir(&root).arg("test").args(native_selection());
             cmd.args(&args[1..]);
             cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
             cmd.env("CROSSCAST_BIN", target_dir(&root).join("debug/crosscast"));
@@ -150,6 +149,16 @@ fn main() -> anyhow::Result<()> {
             "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS] | bench-delivery [MESSAGES [--channels LIST] [--trials N]] | ci"
         ),
     }
+}
+
+/// The workspace without the wasm crates and the benchmarks (separate
+/// commands: `cargo xtask bench`).
+fn native_selection() -> Vec<&'static str> {
+    let mut args = vec!["--workspace"];
+    for c in WASM_CRATES.iter().copied().chain(["crosscast-bench"]) {
+        args.extend(["--exclude", c]);
+    }
+    args
 }
 
 fn env_cargo() -> String {
