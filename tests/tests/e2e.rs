@@ -33,8 +33,13 @@ struct Expected {
 }
 
 fn expected(last_match_wins: bool) -> Expected {
-    let recipients = read_recipients(&root().join("tests/data/recipients.csv"));
-    let subs = read_subscriptions(&root().join("tests/data/subscriptions.csv"));
+    expected_from(&root().join("tests/data"), last_match_wins)
+}
+
+/// What the audience files in `dir` say the run must do.
+fn expected_from(dir: &std::path::Path, last_match_wins: bool) -> Expected {
+    let recipients = read_recipients(&dir.join("recipients.csv"));
+    let subs = read_subscriptions(&dir.join("subscriptions.csv"));
     let mut e = Expected {
         email_subs: 0,
         sms_subs: 0,
@@ -98,6 +103,53 @@ fn the_sample_covers_every_case() {
         subs.iter().any(|s| s.platform == "ios") && subs.iter().any(|s| s.platform == "android")
     );
     assert!(recipients.len() >= 200, "a few hundred recipients");
+}
+
+/// The README's first command: `crosscast demo` runs the reference workflow
+/// on the sample it writes, and its local servers receive what that sample
+/// says (one email per recipient, pushes a week later per device).
+#[test]
+fn the_demo_delivers_what_its_sample_says() {
+    let env = Env::new();
+    let out = env.ok(&["demo", "--recipients", "120"]);
+    let want = expected_from(&env.data().join("sample"), false);
+    assert!(want.email_subs > 0 && want.sms_subs > 0, "{out}");
+    // "SMTP sink 127.0.0.1:PORT: 42 emails": the count before the last word.
+    let received = |server: &str| -> usize {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(server))
+            .unwrap_or_else(|| panic!("no `{server}` line in:\n{out}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words[words.len() - 2].parse().expect("a count")
+    };
+    assert_eq!(received("SMTP sink"), want.emails.len(), "{out}");
+    assert_eq!(received("SMS API"), want.mobiles.len(), "{out}");
+    assert_eq!(received("APNs"), want.ios.len(), "{out}");
+    assert_eq!(received("FCM"), want.android.len(), "{out}");
+
+    // The run it points at is finished, every message sent, none failed.
+    let inspect = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Inspect it yourself: "))
+        .expect("the demo names its run");
+    let run: u64 = inspect
+        .rsplit(' ')
+        .next()
+        .and_then(|r| r.parse().ok())
+        .expect("a run id");
+    let st = env.status(run);
+    assert_eq!(st["state"], "done", "{st:#}");
+    for (activity, sent) in [
+        ("deliver_email", want.emails.len()),
+        ("deliver_sms", want.mobiles.len()),
+        ("push_ios", want.ios.len()),
+        ("push_android", want.android.len()),
+    ] {
+        let d = &st["activities"][activity]["deliveries"];
+        assert_eq!(d["sent"].as_u64(), Some(sent as u64), "{activity}: {d}");
+        assert_eq!(d["failed"].as_u64(), Some(0), "{activity}: {d}");
+    }
 }
 
 fn start_run(env: &Env, now: &str) -> u64 {
