@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use common::rig::{log_entries, servers, servers_with, setup, start_workflow};
 use common::{Env, count, read_recipients, read_subscriptions, root};
@@ -37,7 +38,7 @@ fn expected(last_match_wins: bool) -> Expected {
 }
 
 /// What the audience files in `dir` say the run must do.
-fn expected_from(dir: &std::path::Path, last_match_wins: bool) -> Expected {
+fn expected_from(dir: &Path, last_match_wins: bool) -> Expected {
     let recipients = read_recipients(&dir.join("recipients.csv"));
     let subs = read_subscriptions(&dir.join("subscriptions.csv"));
     let mut e = Expected {

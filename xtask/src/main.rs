@@ -63,12 +63,10 @@ fn main() -> anyhow::Result<()> {
             // tests in one selection, it shares their dependency features,
             // so no dependency is compiled twice (`-p crosscast` alone
             // resolves other tokio, hyper and wasmtime features).
-            let mut build = Command::new(env_cargo());
-            build
-                .current_dir(&root)
-                .args(["build", "--bins", "--tests"])
-                .args(native_selection());
-            run(build)?;
+            cargo(
+                &root,
+                &[&["build", "--bins", "--tests"], &native_selection()[..]].concat(),
+            )?;
             let mut cmd = Command::new(env_cargo());
             cmd.current_dir(&root).arg("test").args(native_selection());
             cmd.args(&args[1..]);
