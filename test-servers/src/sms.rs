@@ -13,7 +13,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+
+use crate::tls::TestTls;
 
 /// One message as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +86,8 @@ struct Load {
     in_flight: usize,
     max_in_flight: usize,
     arrivals: Vec<std::time::Instant>,
+    /// Connections accepted.
+    connections: usize,
 }
 
 /// A running SMS API.
@@ -109,6 +115,33 @@ impl SmsApi {
         auth_token: &str,
         faults: SmsFaults,
     ) -> std::io::Result<SmsApi> {
+        SmsApi::serve(account_sid, auth_token, faults, None).await
+    }
+
+    /// Starts the API over TLS (HTTP/1.1 only, as ALPN tells clients),
+    /// with a certificate from `tls`.
+    pub async fn start_tls(
+        account_sid: &str,
+        auth_token: &str,
+        tls: &TestTls,
+    ) -> anyhow::Result<SmsApi> {
+        let config = tls.server_config(&[b"http/1.1"])?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        Ok(SmsApi::serve(
+            account_sid,
+            auth_token,
+            SmsFaults::default(),
+            Some(acceptor),
+        )
+        .await?)
+    }
+
+    async fn serve(
+        account_sid: &str,
+        auth_token: &str,
+        faults: SmsFaults,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<SmsApi> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -126,12 +159,31 @@ impl SmsApi {
                 post(create_message),
             )
             .with_state(shared.clone());
+        let load = shared.load.clone();
         tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|tcp| {
+            while let Ok((tcp, _)) = listener.accept().await {
+                // As real providers do: answers go out when written.
                 let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, app).await;
+                lock(&load).connections += 1;
+                let (app, tls) = (app.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let service = TowerToHyperService::new(app);
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let builder = builder.http1_only();
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        None => builder.serve_connection(TokioIo::new(tcp), service).await,
+                    };
+                });
+            }
         });
         Ok(SmsApi {
             addr,
@@ -176,9 +228,20 @@ impl SmsApi {
             .clone()
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        lock(&self.shared.load).connections
+    }
+
     /// `http://127.0.0.1:PORT`, for an account URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:PORT`: the account URL of an API started with
+    /// [`SmsApi::start_tls`].
+    pub fn tls_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// Everything accepted so far.
@@ -354,4 +417,8 @@ fn url_pairs(body: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(body.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

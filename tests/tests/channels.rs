@@ -74,6 +74,13 @@ fn one_delivery(
     )
 }
 
+/// A workflow texting "Hi" to every recipient with a mobile through
+/// `account` (activity `text`).
+fn text_every_mobile(env: &Env, account: &str) -> std::path::PathBuf {
+    let config = format!(r#"{{ account = "{account}", from = "+15550001111", body = "Hi" }}"#);
+    one_delivery(env, "sms", "mobile is not empty", "text", "sms", &config)
+}
+
 /// State of each log entry of `activity` by address.
 fn by_address(env: &Env, run: u64, activity: &str) -> BTreeMap<String, serde_json::Value> {
     log_entries(env, run, activity)
@@ -718,14 +725,7 @@ fn an_account_may_allow_more_in_flight_than_the_default() {
     ]);
     assert!(err.contains("5000"), "{err}");
     twilio_with(&env, &s, &["--concurrency", "48"]);
-    let wf = one_delivery(
-        &env,
-        "sms",
-        "mobile is not empty",
-        "text",
-        "sms",
-        r#"{ account = "twilio", from = "+15550001111", body = "Hi" }"#,
-    );
+    let wf = text_every_mobile(&env, "twilio");
     let run = start_workflow(&env, T0, &wf);
     let n = s.rig.sms.received().len();
     assert!(n > 96, "{n} messages: at least two turns of every lane");
@@ -735,6 +735,57 @@ fn an_account_may_allow_more_in_flight_than_the_default() {
     );
     let most = s.rig.sms.max_in_flight();
     assert!(most > 32 && most <= 48, "{most} in flight at once");
+    let connections = s.rig.sms.connections();
+    assert!(connections <= 48, "{connections} connections: one per lane");
+}
+
+/// SMS reaches a provider over HTTPS (HTTP/1.1 over TLS, trusting the
+/// operator's CA), each connection carrying message after message: every
+/// text arrives once, on no more connections than the account's
+/// concurrency.
+#[test]
+fn sms_goes_over_https_on_kept_connections() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let api = s.start_sms_tls();
+    env.ok(&[
+        "account",
+        "set",
+        "twilio-tls",
+        "--url",
+        &api.tls_url(),
+        "--user",
+        crosscast_test_servers::rig::ACCOUNT_SID,
+        "--secret",
+        "twilio-token",
+        "--concurrency",
+        "4",
+    ]);
+    env.ok(&["plugin", "grant", "sms", "--account", "twilio-tls"]);
+    let wf = text_every_mobile(&env, "twilio-tls");
+    let run = start_workflow(&env, T0, &wf);
+    let got = api.received();
+    assert!(
+        got.len() > 40,
+        "{} messages: many per connection",
+        got.len()
+    );
+    let numbers: BTreeSet<&str> = got.iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(numbers.len(), got.len(), "none twice");
+    assert_eq!(
+        env.status(run)["activities"]["text"]["deliveries"]["sent"],
+        got.len()
+    );
+    assert!(
+        s.rig.sms.received().is_empty(),
+        "nothing went to the plain-HTTP API"
+    );
+    let connections = api.connections();
+    assert!(
+        (1..=4).contains(&connections),
+        "{connections} connections for 4 lanes"
+    );
 }
 
 /// The reference workflow with 10% transient faults on every channel (and a

@@ -2,21 +2,20 @@
 //!
 //! Lanes (`lanes.rs`) borrow them. An HTTP/2 connection is shared: one
 //! carries every stream of a lane, and its driver runs as its own task. An
-//! HTTP/1.1 connection is lent to one lane at a time and given back when the
-//! lane is done with it. Each is opened through the egress-checked
+//! HTTP/1.1 connection (`h1.rs`) is lent to one lane at a time and given
+//! back when the lane is done with it. Each is opened through the egress-checked
 //! connector; TLS chooses the protocol (ALPN), plain HTTP is HTTP/1.1.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
+
+pub use super::h1::H1;
 
 /// TCP (names resolved under the egress policy), then TLS or plain HTTP.
 pub type Connector = hyper_rustls::HttpsConnector<HttpConnector<super::egress::PolicyResolver>>;
@@ -35,58 +34,6 @@ pub struct Origin {
     /// The same as a URI, for the connector.
     pub uri: http::Uri,
 }
-
-/// The stream under a connection: TCP, or TLS over TCP.
-type Io = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
-
-/// An HTTP/1.1 connection: one request at a time. Its driver is polled by
-/// whoever sends ([`H1::drive`]), not by a task of its own, so a request
-/// and its answer cost no hand-off between tasks.
-pub struct H1 {
-    /// Sends on the connection.
-    pub sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    driver: Pin<Box<hyper::client::conn::http1::Connection<Io, Full<Bytes>>>>,
-    /// The driver ended: the connection is closed.
-    ended: bool,
-}
-
-impl H1 {
-    /// True once the connection can carry no more requests.
-    pub fn is_closed(&self) -> bool {
-        self.ended || self.sender.is_closed()
-    }
-
-    /// Gives the connection up (an exchange on it was abandoned midway).
-    pub fn discard(&mut self) {
-        self.ended = true;
-    }
-
-    /// Runs `exchange` (which uses [`H1::sender`]) while driving the
-    /// connection's I/O.
-    pub async fn drive<T>(&mut self, exchange: impl AsyncFnOnce(&mut SendRequest) -> T) -> T {
-        let H1 {
-            sender,
-            driver,
-            ended,
-        } = self;
-        let mut exchange = std::pin::pin!(exchange(sender));
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = exchange.as_mut().poll(cx) {
-                return Poll::Ready(out);
-            }
-            if !*ended && driver.as_mut().poll(cx).is_ready() {
-                // Closed or failed: the exchange learns it from the sender.
-                *ended = true;
-                return exchange.as_mut().poll(cx);
-            }
-            Poll::Pending
-        })
-        .await
-    }
-}
-
-/// The sending half of an HTTP/1.1 connection.
-pub type SendRequest = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// An HTTP/2 connection: many streams at once, shared by whoever sends.
 #[derive(Clone)]
@@ -139,9 +86,11 @@ impl Connections {
         {
             return Ok(Conn::H2(h2.clone()));
         }
-        while let Some(h1) = lock(&self.idle).get_mut(&origin.key).and_then(Vec::pop) {
+        loop {
+            let idle = lock(&self.idle).get_mut(&origin.key).and_then(Vec::pop);
+            let Some(mut h1) = idle else { break };
             // The provider may have closed it while it sat idle.
-            if !h1.is_closed() {
+            if h1.usable().await {
                 return Ok(Conn::H1(h1));
             }
         }
@@ -178,12 +127,7 @@ impl Connections {
                 });
                 Ok::<_, BoxError>(Conn::H2(H2 { sender, closed }))
             } else {
-                let (sender, driver) = hyper::client::conn::http1::handshake(io).await?;
-                Ok(Conn::H1(H1 {
-                    sender,
-                    driver: Box::pin(driver),
-                    ended: false,
-                }))
+                Ok(Conn::H1(H1::new(io)))
             }
         };
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, open)

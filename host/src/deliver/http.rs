@@ -1,9 +1,10 @@
 //! HTTP transport: requests built from a plugin's messages on the
 //! account's origin, with the host's credentials, sent over the pooled
-//! connections of `connections.rs` (HTTP/1.1 and HTTP/2 over rustls), and
-//! answers read back for classification.
+//! connections of `connections.rs` (HTTP/1.1 through `h1.rs`, HTTP/2
+//! through the h2 crate, either over rustls), and answers read back for
+//! classification.
 //!
-//! Messages bypass hyper's pooled client: lanes (`lanes.rs`) hold their
+//! Messages bypass pooled clients: lanes (`lanes.rs`) hold their
 //! connection, so no task is spawned, no pool searched and nothing handed
 //! between tasks per message (BENCHMARKS.md). reqwest serves the rare token
 //! exchanges.
@@ -14,10 +15,10 @@ use std::task::Poll;
 
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::connections::{BoxError, Connections, H1, H2, Origin};
+use super::connections::{Connections, H2, Origin};
+use super::h1::H1;
 use crate::caps::signing::{Credential, credential};
 use crate::runtime::channel::wit::{Answer, HttpRequest, HttpResponse};
 use crate::store::Store;
@@ -260,7 +261,17 @@ impl HttpTransport {
         for (k, v) in &req.headers {
             // Credentials are the host's business, never the plugin's;
             // HTTP/2 has no connection-specific headers.
-            if k.eq_ignore_ascii_case("authorization") || h2 && connection_specific(k) {
+            // Framing and the host are the host's too.
+            if [
+                "authorization",
+                "host",
+                "content-length",
+                "transfer-encoding",
+            ]
+            .iter()
+            .any(|own| k.eq_ignore_ascii_case(own))
+                || h2 && connection_specific(k)
+            {
                 continue;
             }
             let name = http::HeaderName::from_bytes(k.as_bytes())
@@ -300,7 +311,24 @@ struct Head {
     /// An empty body adds no `content-length` of the host's own.
     empty: bool,
     head: http::Request<()>,
+    /// The head as HTTP/1.1 writes it (built for HTTP/1.1 only).
+    wire: bytes::Bytes,
     url: Label,
+}
+
+/// An HTTP/1.1 request's head as written, and what its exchange needs to
+/// know of it.
+pub struct H1Head {
+    /// Request line and headers ([`super::h1::head_bytes`]).
+    pub wire: Bytes,
+    /// A `HEAD` request.
+    pub head_only: bool,
+    /// A method whose requests carry a body, so an empty one is sized.
+    pub sized: bool,
+    /// The request asks for the connection to be closed after it.
+    pub close: bool,
+    /// The request as errors name it.
+    pub url: Label,
 }
 
 impl Heads {
@@ -314,14 +342,7 @@ impl Heads {
         h2: bool,
     ) -> Result<Outbound, Answer> {
         let empty = req.body.is_empty();
-        if let Some(last) = &self.0
-            && last.h2 == h2
-            && last.empty == empty
-            && last.method == req.method
-            && last.path == req.path
-            && last.headers == req.headers
-            && last.authorization.as_ref() == authorization
-        {
+        if let Some(last) = self.last(req, authorization, h2) {
             let mut head = copy_head(&last.head);
             if h2 && !empty {
                 head.headers_mut()
@@ -335,6 +356,11 @@ impl Heads {
         }
         let out = HttpTransport::request(target, req, authorization, h2)?;
         let head = copy_head(&out.head);
+        let wire = if h2 {
+            Bytes::new()
+        } else {
+            super::h1::head_bytes(&out.head)
+        };
         self.0 = Some(Head {
             method: req.method.clone(),
             path: req.path.clone(),
@@ -343,9 +369,57 @@ impl Heads {
             h2,
             empty,
             head,
+            wire,
             url: out.url.clone(),
         });
         Ok(out)
+    }
+
+    /// The HTTP/1.1 head of a message, as written: the last one's when the
+    /// message repeats it, so a message costs no header map.
+    pub fn h1(
+        &mut self,
+        target: &Target,
+        req: &HttpRequest,
+        authorization: Option<&http::HeaderValue>,
+    ) -> Result<H1Head, Answer> {
+        if self.last(req, authorization, false).is_none() {
+            self.request(target, req, authorization, false)?;
+        }
+        let last = self.0.as_ref().expect("built just now");
+        let method = last.head.method();
+        Ok(H1Head {
+            wire: last.wire.clone(),
+            head_only: method == http::Method::HEAD,
+            sized: [http::Method::POST, http::Method::PUT, http::Method::PATCH].contains(method),
+            close: last
+                .head
+                .headers()
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .any(|v| {
+                    v.to_str()
+                        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+                }),
+            url: last.url.clone(),
+        })
+    }
+
+    /// The last head built, if `req` repeats what it was built from.
+    fn last(
+        &self,
+        req: &HttpRequest,
+        authorization: Option<&http::HeaderValue>,
+        h2: bool,
+    ) -> Option<&Head> {
+        self.0.as_ref().filter(|last| {
+            last.h2 == h2
+                && last.empty == req.body.is_empty()
+                && last.method == req.method
+                && last.path == req.path
+                && last.headers == req.headers
+                && last.authorization.as_ref() == authorization
+        })
     }
 }
 
@@ -439,49 +513,37 @@ fn connection_specific(name: &str) -> bool {
     .any(|c| name.eq_ignore_ascii_case(c))
 }
 
-/// A request as HTTP/1.1 sends it (built with `h2` false).
-pub fn h1_request(head: http::Request<()>, body: Bytes) -> http::Request<Full<Bytes>> {
-    head.map(|()| Full::new(body))
-}
-
-/// Sends one request over HTTP/1.1 and reads the answer; gives the request
-/// back if it never left (the connection had closed), so it can go on
-/// another connection. `url` names it in errors.
+/// Sends one request over HTTP/1.1 and reads the answer; `Err` if it
+/// never left (the connection had closed), so it can go on another
+/// connection.
 pub async fn send_h1(
     h1: &mut H1,
-    request: http::Request<Full<Bytes>>,
-    (url, deadline): (&Label, &mut Deadline),
+    head: &H1Head,
+    body: &[u8],
+    deadline: &mut Deadline,
     keep: &AnswerHeaders,
-) -> Result<Answer, http::Request<Full<Bytes>>> {
-    enum Failure {
-        Unsent(Box<http::Request<Full<Bytes>>>),
-        Failed(BoxError),
-    }
-    let exchange = async move |sender: &mut super::connections::SendRequest| {
-        if sender.ready().await.is_err() {
-            return Err(Failure::Unsent(Box::new(request)));
-        }
-        match sender.try_send_request(request).await {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                let kept = read_body(body).await.map_err(Failure::Failed)?;
-                Ok((parts, kept))
-            }
-            Err(mut e) => Err(match e.take_message() {
-                Some(request) => Failure::Unsent(Box::new(request)),
-                None => Failure::Failed(Box::new(e.into_error())),
-            }),
-        }
+) -> Result<Answer, ()> {
+    let request = super::h1::Request {
+        head: &head.wire,
+        body,
+        head_only: head.head_only,
+        sized: head.sized,
+        close: head.close,
     };
-    match deadline.bound(h1.drive(exchange)).await {
-        None => {
-            // Half a request or answer may sit on it.
-            h1.discard();
-            Ok(no_answer(url))
+    let exchange = h1.exchange(&request, |name| keep.keeps_name(name), MAX_BODY);
+    match deadline.bound(exchange).await {
+        // Half a request or answer may sit on it: the exchange left it
+        // given up.
+        None => Ok(no_answer(&head.url)),
+        Some(Ok(r)) => Ok(Answer::Http(HttpResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        })),
+        Some(Err(super::h1::Failure::Failed(e))) => {
+            Ok(Answer::TransportError(format!("HTTP {}: {e}", head.url)))
         }
-        Some(Ok((parts, body))) => Ok(answer(parts, body, keep)),
-        Some(Err(Failure::Failed(e))) => Ok(transport_error(url, &*e)),
-        Some(Err(Failure::Unsent(request))) => Err(*request),
+        Some(Err(super::h1::Failure::Unsent)) => Err(()),
     }
 }
 
@@ -547,22 +609,6 @@ pub fn unprocessed(answer: &Answer) -> bool {
 /// Marks the error of a stream the provider never processed.
 const UNPROCESSED: &str = " (not processed)";
 
-/// Reads at most [`MAX_BODY`] bytes of an HTTP/1.1 body: a provider's
-/// answer never holds more than that in memory.
-async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, BoxError> {
-    let mut kept = Vec::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            let room = MAX_BODY - kept.len();
-            kept.extend_from_slice(&data[..data.len().min(room)]);
-            if kept.len() == MAX_BODY {
-                break;
-            }
-        }
-    }
-    Ok(kept)
-}
-
 /// The response headers a channel reads (its descriptor's `answer-headers`):
 /// only these are copied into its answers, because each header crossing
 /// into the plugin costs two allocations in guest memory. `None`: all.
@@ -583,6 +629,13 @@ impl AnswerHeaders {
 
     fn keeps(&self, name: &http::HeaderName) -> bool {
         self.0.as_ref().is_none_or(|names| names.contains(name))
+    }
+
+    /// [`AnswerHeaders::keeps`] for a name as it came off the wire.
+    fn keeps_name(&self, name: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n.as_str().eq_ignore_ascii_case(name)))
     }
 }
 
@@ -894,6 +947,8 @@ mod request_tests {
                 ("content-type", "application/json"),
                 ("Authorization", "Bearer plugin"),
                 ("connection", "close"),
+                ("Host", "elsewhere.example"),
+                ("content-length", "999"),
             ],
         );
         let h2 = HttpTransport::request(&t, &m, Some(&credential), true)
@@ -916,8 +971,21 @@ mod request_tests {
         assert_eq!(h1.head.uri().to_string(), "/prefix/v1/send?x=1");
         let h = h1.head.headers();
         assert_eq!(h["host"], "api.example:8443");
+        assert_eq!(h.get_all("host").iter().count(), 1, "the account's only");
+        assert!(h.get("content-length").is_none(), "the exchange sizes it");
         assert!(h.get("authorization").is_none(), "the plugin's is dropped");
         assert_eq!(h["connection"], "close");
+        let mut heads = Heads::default();
+        let written = heads.h1(&t, &m, Some(&credential)).ok().unwrap();
+        assert!(written.close && written.sized && !written.head_only);
+        assert_eq!(
+            String::from_utf8(written.wire.to_vec()).unwrap(),
+            format!(
+                "POST /prefix/v1/send?x=1 HTTP/1.1\r\nuser-agent: {USER_AGENT}\r\n\
+                 host: api.example:8443\r\ncontent-type: application/json\r\n\
+                 connection: close\r\nauthorization: Bearer t\r\n"
+            )
+        );
     }
 
     #[test]
@@ -939,6 +1007,11 @@ mod request_tests {
                 (reused.body, reused.url.to_string()),
                 (fresh.body, fresh.url.to_string())
             );
+            if !h2 {
+                let written = heads.h1(&t, m, auth).ok().unwrap();
+                assert_eq!(written.wire, crate::deliver::h1::head_bytes(&fresh.head));
+                assert_eq!(written.head_only, m.method == "HEAD");
+            }
             reused.head.headers().clone()
         };
         let mut m = message("/v1/send", &[("content-type", "application/json")]);
@@ -954,6 +1027,8 @@ mod request_tests {
         assert_eq!(check(&m, None, true)["x-extra"], "1");
         assert_eq!(check(&m, None, false)["host"], "api.example:8443");
         m.method = "PUT".into();
+        check(&m, None, false);
+        m.method = "HEAD".into();
         check(&m, None, false);
     }
 

@@ -124,7 +124,6 @@ async fn one_http(
         Ok(a) => a,
         Err(answer) => return answer,
     };
-    let mut unsent = None;
     for _ in 0..2 {
         let open = match conn.take() {
             Some(Conn::H1(h1)) if !h1.is_closed() => Conn::H1(h1),
@@ -137,27 +136,27 @@ async fn one_http(
                 }
             },
         };
-        let h2 = matches!(open, Conn::H2(_));
-        let out = match reused.heads.request(target, h, authorization.as_ref(), h2) {
-            Ok(out) => out,
-            Err(answer) => return answer,
-        };
         match open {
             Conn::H1(mut h1) => {
-                let request = unsent
-                    .take()
-                    .unwrap_or_else(|| http::h1_request(out.head, out.body));
-                let bound = (&out.url, &mut reused.deadline);
-                match http::send_h1(&mut h1, request, bound, &shared.answer_headers).await {
-                    Ok(answer) => {
-                        *conn = Some(Conn::H1(h1));
-                        return answer;
-                    }
-                    // The connection had closed: the request goes on another.
-                    Err(request) => unsent = Some(request),
+                let head = match reused.heads.h1(target, h, authorization.as_ref()) {
+                    Ok(head) => head,
+                    Err(answer) => return answer,
+                };
+                let (deadline, keep) = (&mut reused.deadline, &shared.answer_headers);
+                // Err: the connection had closed, the request goes on another.
+                if let Ok(answer) = http::send_h1(&mut h1, &head, &h.body, deadline, keep).await {
+                    *conn = Some(Conn::H1(h1));
+                    return answer;
                 }
             }
             Conn::H2(h2c) => {
+                let out = match reused
+                    .heads
+                    .request(target, h, authorization.as_ref(), true)
+                {
+                    Ok(out) => out,
+                    Err(answer) => return answer,
+                };
                 let answer = match http::start_h2(&h2c, out.head, out.body) {
                     Ok(response) => {
                         let keep = shared.answer_headers.clone();

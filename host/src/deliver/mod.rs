@@ -13,6 +13,7 @@
 mod commit;
 pub mod connections;
 pub mod egress;
+pub mod h1;
 pub mod http;
 pub mod inbox;
 mod lanes;

@@ -20,6 +20,21 @@ impl Servers {
     }
 }
 
+impl Servers {
+    /// Starts one more SMS API, over TLS (HTTP/1.1), on the servers'
+    /// runtime, with a certificate from the rig's CA.
+    pub fn start_sms_tls(&self) -> crosscast_test_servers::SmsApi {
+        use crosscast_test_servers::rig::{ACCOUNT_SID, AUTH_TOKEN};
+        self._rt
+            .block_on(crosscast_test_servers::SmsApi::start_tls(
+                ACCOUNT_SID,
+                AUTH_TOKEN,
+                &self.rig.tls,
+            ))
+            .expect("SMS API starts")
+    }
+}
+
 /// Starts every server, the SMTP sink with these options.
 pub fn servers_with(options: SinkOptions) -> Servers {
     let rt = tokio::runtime::Builder::new_multi_thread()
