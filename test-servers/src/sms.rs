@@ -161,7 +161,16 @@ impl SmsApi {
             .with_state(shared.clone());
         let load = shared.load.clone();
         tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
+            loop {
+                let tcp = match listener.accept().await {
+                    Ok((tcp, _)) => tcp,
+                    // Out of descriptors, say: as axum's server does, wait
+                    // and go on accepting.
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
                 // As real providers do: answers go out when written.
                 let _ = tcp.set_nodelay(true);
                 lock(&load).connections += 1;

@@ -145,6 +145,10 @@ impl H1 {
             self.ended = self.pos != self.buf.len();
             self.buf.clear();
             self.pos = 0;
+            if self.buf.capacity() > 4 * READ_CHUNK {
+                // A long answer's buffer is not kept for the next.
+                self.buf = Vec::new();
+            }
             self.idle_since = Instant::now();
         }
         Ok(response)
@@ -180,9 +184,9 @@ impl H1 {
         out.clear();
         out.extend_from_slice(request.head);
         if !request.body.is_empty() || request.sized {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(request.body.len().to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+            use std::io::Write as _;
+            // Into a Vec: cannot fail.
+            let _ = write!(out, "content-length: {}\r\n", request.body.len());
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(request.body);
