@@ -31,7 +31,10 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// A connection idle longer than this is checked for a close by the
 /// provider before a request goes on it (a request written into a closed
-/// connection would fail, though it could have gone on another).
+/// connection would fail, though it could have gone on another). Servers
+/// close idle connections after seconds (5 s is the shortest common
+/// default), so one used within this time is taken as open: checking it
+/// every time would cost a system call per message.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// Read buffer growth step.
 const READ_CHUNK: usize = 8 * 1024;
