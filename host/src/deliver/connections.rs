@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
-pub use super::h1::H1;
+use super::h1::H1;
 
 /// TCP (names resolved under the egress policy), then TLS or plain HTTP.
 pub type Connector = hyper_rustls::HttpsConnector<HttpConnector<super::egress::PolicyResolver>>;

@@ -120,11 +120,6 @@ impl H1 {
         self.ended
     }
 
-    /// Gives the connection up.
-    pub fn discard(&mut self) {
-        self.ended = true;
-    }
-
     /// Sends `request` and reads its answer, keeping of its headers those
     /// `keep` accepts and of its body at most `max_body` bytes.
     pub async fn exchange(

@@ -313,6 +313,8 @@ struct Head {
     head: http::Request<()>,
     /// The head as HTTP/1.1 writes it (built for HTTP/1.1 only).
     wire: bytes::Bytes,
+    /// It asks for the connection to be closed after the answer.
+    close: bool,
     url: Label,
 }
 
@@ -361,6 +363,15 @@ impl Heads {
         } else {
             super::h1::head_bytes(&out.head)
         };
+        let close = out
+            .head
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            });
         self.0 = Some(Head {
             method: req.method.clone(),
             path: req.path.clone(),
@@ -370,6 +381,7 @@ impl Heads {
             empty,
             head,
             wire,
+            close,
             url: out.url.clone(),
         });
         Ok(out)
@@ -392,15 +404,7 @@ impl Heads {
             wire: last.wire.clone(),
             head_only: method == http::Method::HEAD,
             sized: [http::Method::POST, http::Method::PUT, http::Method::PATCH].contains(method),
-            close: last
-                .head
-                .headers()
-                .get_all(http::header::CONNECTION)
-                .iter()
-                .any(|v| {
-                    v.to_str()
-                        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-                }),
+            close: last.close,
             url: last.url.clone(),
         })
     }
