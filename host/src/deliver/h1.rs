@@ -450,7 +450,7 @@ fn lost(written: usize, why: &str) -> Failure {
 }
 
 /// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
     std::str::from_utf8(value)
         .unwrap_or("")
         .split(',')

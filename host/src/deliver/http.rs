@@ -368,10 +368,7 @@ impl Heads {
             .headers()
             .get_all(http::header::CONNECTION)
             .iter()
-            .any(|v| {
-                v.to_str()
-                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-            });
+            .any(|v| super::h1::tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case("close")));
         self.0 = Some(Head {
             method: req.method.clone(),
             path: req.path.clone(),
