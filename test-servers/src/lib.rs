@@ -16,5 +16,5 @@ pub mod tls;
 pub use push::{ApnsConfig, ApnsServer, FcmConfig, FcmServer, PushFault, PushFaults, ReceivedPush};
 pub use rig::Rig;
 pub use sms::{ReceivedSms, SmsApi, SmsFault, SmsFaults};
-pub use smtp::{Attempt, Faults, ReceivedMail, Reply, Security, SinkOptions, SmtpSink};
+pub use smtp::{Attempt, Faults, ReceivedMail, Reply, Security, SinkOptions, SmtpSink, Stall};
 pub use tls::TestTls;

@@ -18,6 +18,9 @@ pub const KEY_ID: &str = "KEY1234567";
 /// The Firebase project.
 pub const PROJECT_ID: &str = "crosscast-test";
 
+/// The account parameter that lets an account reach loopback servers.
+pub const LOOPBACK: &str = "allow_private=true";
+
 /// Running servers and the credentials that open them.
 pub struct Rig {
     /// SMTP sink.
@@ -78,7 +81,9 @@ impl Rig {
 
     /// The `crosscast` commands (arguments after `crosscast --data DIR`) that
     /// configure accounts, secrets, the test CA and grants for this rig.
-    /// Secret files are written into `dir`.
+    /// Secret files are written into `dir`. Every account allows internal
+    /// addresses (`--param allow_private=true`): the servers are on
+    /// loopback, which the egress policy refuses otherwise.
     pub fn setup_commands(&self, dir: &std::path::Path) -> std::io::Result<Vec<Vec<String>>> {
         let write = |name: &str, content: &str| -> std::io::Result<String> {
             let p = dir.join(name);
@@ -92,7 +97,15 @@ impl Rig {
         let c = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         Ok(vec![
             c(&["ca", "add", "test-ca", &ca]),
-            c(&["account", "set", "smtp", "--url", &self.smtp.url()]),
+            c(&[
+                "account",
+                "set",
+                "smtp",
+                "--url",
+                &self.smtp.url(),
+                "--param",
+                LOOPBACK,
+            ]),
             c(&["secret", "set", "twilio-token", "--from-file", &token]),
             c(&[
                 "account",
@@ -104,6 +117,8 @@ impl Rig {
                 ACCOUNT_SID,
                 "--secret",
                 "twilio-token",
+                "--param",
+                LOOPBACK,
             ]),
             c(&["secret", "set", "apns-key", "--from-file", &p8]),
             c(&[
@@ -120,6 +135,8 @@ impl Rig {
                 &format!("team_id={TEAM_ID}"),
                 "--param",
                 &format!("key_id={KEY_ID}"),
+                "--param",
+                LOOPBACK,
             ]),
             c(&["secret", "set", "fcm-service-account", "--from-file", &sa]),
             c(&[
@@ -134,6 +151,8 @@ impl Rig {
                 "google",
                 "--param",
                 &format!("project_id={PROJECT_ID}"),
+                "--param",
+                LOOPBACK,
             ]),
             c(&["plugin", "grant", "email", "--account", "smtp"]),
             c(&["plugin", "grant", "sms", "--account", "twilio"]),

@@ -82,8 +82,12 @@ pub struct SmtpSink {
 #[derive(Debug, Clone, Default)]
 pub struct SinkOptions {
     /// Pause between accepting a message's data and replying to it: a slow
-    /// server, which keeps messages in flight.
+    /// server, which keeps messages in flight. An accepted message is
+    /// recorded before the pause, as a relay that has it but has not said
+    /// so yet.
     pub reply_delay: std::time::Duration,
+    /// Where the sink stops answering, if it does: a relay that hangs.
+    pub stall: Option<Stall>,
     /// Faults to inject.
     pub faults: Faults,
     /// Offer STARTTLS with this server config (`Security::StartTls`), or
@@ -92,6 +96,15 @@ pub struct SinkOptions {
     /// Require `AUTH` (PLAIN or LOGIN) with this user and password before
     /// `MAIL`; AUTH is only offered once the session is encrypted.
     pub auth: Option<(String, String)>,
+}
+
+/// Where a stalling relay stops answering (it keeps the connection open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// It accepts the connection and never greets.
+    Greeting,
+    /// It takes the message's data and never replies to the final dot.
+    Data,
 }
 
 /// How a sink protects its sessions.
@@ -161,6 +174,8 @@ pub struct Attempt {
     pub to: Vec<String>,
     /// The code replied (`None`: the connection was dropped).
     pub code: Option<u16>,
+    /// The message's `Message-ID` header, if it has one.
+    pub message_id: Option<String>,
 }
 
 /// The sink's shared state: what it received and how it answered.
@@ -342,6 +357,12 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let starttls = matches!(options.security, Security::StartTls(_)) && !encrypted;
+    if options.stall == Some(Stall::Greeting) {
+        // Hold the connection open, say nothing, until the client leaves.
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut r, &mut sink).await;
+        return Ok(None);
+    }
     if !(encrypted && matches!(options.security, Security::StartTls(_))) {
         r.get_mut()
             .write_all(b"220 crosscast-sink ESMTP ready\r\n")
@@ -463,19 +484,40 @@ where
                     let l = l.strip_prefix('.').map(str::to_string).unwrap_or(l);
                     data.push_str(&l);
                 }
+                if options.stall == Some(Stall::Data) {
+                    let mut sink = Vec::new();
+                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut r, &mut sink).await;
+                    return Ok(None);
+                }
                 let n = messages.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let mut received = ReceivedMail {
+                    from: from.take().unwrap_or_default(),
+                    to: std::mem::take(&mut to),
+                    data,
+                    queue_id: String::new(),
+                    tls: encrypted,
+                    user: user.clone(),
+                    pipelined: grouped,
+                };
                 let answer = {
                     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                    let answer = options.faults.answer(n, &to, &mut st);
+                    let answer = options.faults.answer(n, &received.to, &mut st);
                     let code = match &answer {
                         Answer::Accept => Some(250),
                         Answer::Reply(r) => Some(r.code),
                         Answer::Drop => None,
                     };
                     st.attempts.push(Attempt {
-                        to: to.clone(),
+                        to: received.to.clone(),
                         code,
+                        message_id: received.header("Message-ID"),
                     });
+                    // Accepted at the dot: recorded before the reply leaves.
+                    if let Answer::Accept = answer {
+                        seq += 1;
+                        received.queue_id = format!("C{conn}M{seq}");
+                        st.received.push(received.clone());
+                    }
                     answer
                 };
                 if !options.reply_delay.is_zero() {
@@ -483,28 +525,9 @@ where
                 }
                 match answer {
                     Answer::Drop => return Ok(None),
-                    Answer::Reply(r) => {
-                        from = None;
-                        to.clear();
-                        format!("{} {}\r\n", r.code, r.text)
-                    }
+                    Answer::Reply(r) => format!("{} {}\r\n", r.code, r.text),
                     Answer::Accept => {
-                        seq += 1;
-                        let queue_id = format!("C{conn}M{seq}");
-                        state
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .received
-                            .push(ReceivedMail {
-                                from: from.take().unwrap_or_default(),
-                                to: std::mem::take(&mut to),
-                                data,
-                                queue_id: queue_id.clone(),
-                                tls: encrypted,
-                                user: user.clone(),
-                                pipelined: grouped,
-                            });
-                        format!("250 2.0.0 Ok: queued as {queue_id}\r\n")
+                        format!("250 2.0.0 Ok: queued as {}\r\n", received.queue_id)
                     }
                 }
             }

@@ -646,6 +646,8 @@ fn twilio_with(env: &Env, s: &Servers, limits: &[&str]) {
         crosscast_test_servers::rig::ACCOUNT_SID,
         "--secret",
         "twilio-token",
+        "--param",
+        "allow_private=true",
     ];
     args.extend_from_slice(limits);
     env.ok(&args);
@@ -761,6 +763,8 @@ fn sms_goes_over_https_on_kept_connections() {
         "twilio-token",
         "--concurrency",
         "4",
+        "--param",
+        "allow_private=true",
     ]);
     env.ok(&["plugin", "grant", "sms", "--account", "twilio-tls"]);
     let wf = text_every_mobile(&env, "twilio-tls");
@@ -1222,6 +1226,7 @@ fn email_goes_over_tls_with_auth_and_dkim() {
     ];
     for (name, url, extra) in accounts {
         let mut args = vec!["account", "set", name, "--url", url];
+        args.extend_from_slice(&["--param", "allow_private=true"]);
         args.extend_from_slice(extra);
         env.ok(&args);
         env.ok(&["plugin", "grant", "email", "--account", name]);

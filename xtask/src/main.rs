@@ -38,6 +38,7 @@ const WASM_CRATES: &[&str] = &[
     "crosscast-fixture-textline",
     "crosscast-fixture-sms-v2",
     "crosscast-fixture-bad-list",
+    "crosscast-fixture-hostile",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -6,11 +6,21 @@
 //! executions and processes reuse them: APNs tokens for 40 minutes (Apple
 //! wants them refreshed after 20 and before 60), OAuth tokens until
 //! `expires_in`. Token times are on the system clock, the providers' clock.
+//!
+//! A failure says whether trying again may help: a token endpoint that
+//! cannot be reached, does not answer in time or answers 5xx or 429 is
+//! transient (the messages are retried with backoff); one that refuses the
+//! grant, a key that does not sign, a missing secret or an untrusted
+//! certificate is permanent. The token endpoint is reached under the
+//! account's egress policy, like the provider itself.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::deliver::failure::Failure;
+use crate::deliver::trust::Trust;
 use crate::store::Store;
+use crate::store::deliveries::Cause;
 use crate::store::settings::{Account, AuthScheme};
 
 /// How long an APNs provider token is reused.
@@ -38,14 +48,19 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// The credential for a request of `account`.
+/// The credential for a request of `account`; token exchanges trust
+/// `trust`.
 pub async fn credential(
     store: &Store,
-    http: &reqwest::Client,
+    trust: &Trust,
     account: &Account,
-) -> Result<Credential, String> {
+) -> Result<Credential, Failure> {
     let secret = match &account.secret {
-        Some(name) => Some(store.secret(name).map_err(|e| e.to_string())?),
+        Some(name) => Some(
+            store
+                .secret(name)
+                .map_err(|e| Failure::permanent(Cause::Account, e.to_string()))?,
+        ),
         None => None,
     };
     let text = |s: &Option<Vec<u8>>| {
@@ -54,9 +69,12 @@ pub async fn credential(
     };
     let need = |s: Option<Vec<u8>>| {
         s.ok_or_else(|| {
-            format!(
-                "account `{}` has no secret (set one with --secret)",
-                account.name
+            Failure::permanent(
+                Cause::Account,
+                format!(
+                    "account `{}` has no secret (set one with --secret)",
+                    account.name
+                ),
             )
         })
     };
@@ -70,17 +88,19 @@ pub async fn credential(
             (None, None) => Credential::None,
         }),
         AuthScheme::Basic => Ok(Credential::Basic {
-            user: account
-                .user
-                .clone()
-                .ok_or_else(|| format!("account `{}` needs --user for basic auth", account.name))?,
+            user: account.user.clone().ok_or_else(|| {
+                Failure::permanent(
+                    Cause::Account,
+                    format!("account `{}` needs --user for basic auth", account.name),
+                )
+            })?,
             password: text(&secret),
         }),
         AuthScheme::Bearer => Ok(Credential::Bearer(
             text(&Some(need(secret)?)).unwrap_or_default(),
         )),
         AuthScheme::Apns => apns_token(store, account, &need(secret)?).map(Credential::Bearer),
-        AuthScheme::Google => google_token(store, http, account, &need(secret)?)
+        AuthScheme::Google => google_token(store, trust, account, &need(secret)?)
             .await
             .map(Credential::Bearer),
     }
@@ -101,20 +121,35 @@ struct ApnsClaims<'a> {
     iat: i64,
 }
 
-fn apns_token(store: &Store, account: &Account, p8: &[u8]) -> Result<String, String> {
+/// A store failure while caching tokens: the next attempt may do better.
+fn store_failure(e: crate::store::StoreError) -> Failure {
+    Failure::transient(Cause::Credentials, format!("token cache: {e}"))
+}
+
+/// A parameter the account needs.
+fn param<'a>(account: &'a Account, name: &str) -> Result<&'a str, Failure> {
+    account
+        .param(name)
+        .map_err(|e| Failure::permanent(Cause::Account, e))
+}
+
+fn apns_token(store: &Store, account: &Account, p8: &[u8]) -> Result<String, Failure> {
     let key = cache_key(account, p8);
     let now = now_ms();
-    if let Some(t) = store.cached_token(&key, now).map_err(|e| e.to_string())? {
+    if let Some(t) = store.cached_token(&key, now).map_err(store_failure)? {
         return Ok(t);
     }
-    let team = account.param("team_id")?;
-    let kid = account.param("key_id")?;
+    let team = param(account, "team_id")?;
+    let kid = param(account, "key_id")?;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(kid.to_string());
     let signing_key = jsonwebtoken::EncodingKey::from_ec_pem(p8).map_err(|e| {
-        format!(
-            "account `{}`: the secret is not an APNs .p8 key: {e}",
-            account.name
+        Failure::permanent(
+            Cause::Credentials,
+            format!(
+                "account `{}`: the secret is not an APNs .p8 key: {e}",
+                account.name
+            ),
         )
     })?;
     let token = jsonwebtoken::encode(
@@ -125,10 +160,10 @@ fn apns_token(store: &Store, account: &Account, p8: &[u8]) -> Result<String, Str
         },
         &signing_key,
     )
-    .map_err(|e| format!("account `{}`: signing failed: {e}", account.name))?;
+    .map_err(|e| signing_failed(account, &e))?;
     store
         .cache_token(&key, &token, now + APNS_TOKEN_TTL_MS)
-        .map_err(|e| e.to_string())?;
+        .map_err(store_failure)?;
     Ok(token)
 }
 
@@ -156,21 +191,31 @@ struct TokenResponse {
     expires_in: i64,
 }
 
+fn signing_failed(account: &Account, e: &jsonwebtoken::errors::Error) -> Failure {
+    Failure::permanent(
+        Cause::Credentials,
+        format!("account `{}`: signing failed: {e}", account.name),
+    )
+}
+
 async fn google_token(
     store: &Store,
-    http: &reqwest::Client,
+    trust: &Trust,
     account: &Account,
     json: &[u8],
-) -> Result<String, String> {
+) -> Result<String, Failure> {
     let key = cache_key(account, json);
     let now = now_ms();
-    if let Some(t) = store.cached_token(&key, now).map_err(|e| e.to_string())? {
+    if let Some(t) = store.cached_token(&key, now).map_err(store_failure)? {
         return Ok(t);
     }
     let sa: ServiceAccountKey = serde_json::from_slice(json).map_err(|e| {
-        format!(
-            "account `{}`: the secret is not a service account JSON: {e}",
-            account.name
+        Failure::permanent(
+            Cause::Credentials,
+            format!(
+                "account `{}`: the secret is not a service account JSON: {e}",
+                account.name
+            ),
         )
     })?;
     let scope = account
@@ -182,9 +227,12 @@ async fn google_token(
     header.kid = sa.private_key_id.clone();
     let signing_key =
         jsonwebtoken::EncodingKey::from_rsa_pem(sa.private_key.as_bytes()).map_err(|e| {
-            format!(
-                "account `{}`: bad service account private key: {e}",
-                account.name
+            Failure::permanent(
+                Cause::Credentials,
+                format!(
+                    "account `{}`: bad service account private key: {e}",
+                    account.name
+                ),
             )
         })?;
     let iat = now / 1000;
@@ -196,44 +244,92 @@ async fn google_token(
         exp: iat + 3600,
     };
     let assertion = jsonwebtoken::encode(&header, &claims, &signing_key)
-        .map_err(|e| format!("account `{}`: signing failed: {e}", account.name))?;
+        .map_err(|e| signing_failed(account, &e))?;
     let form = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
         .append_pair("assertion", &assertion)
         .finish();
-    let resp = http
-        .post(&sa.token_uri)
+    let t: TokenResponse = exchange(trust, account, &sa.token_uri, form)
+        .await
+        .map_err(|f| f.context(format!("token exchange at {}", sa.token_uri)))?;
+    let until = now + (t.expires_in - 60).max(0) * 1000;
+    store
+        .cache_token(&key, &t.access_token, until)
+        .map_err(store_failure)?;
+    Ok(t.access_token)
+}
+
+/// Posts `form` to a token endpoint under the account's egress policy and
+/// timeout, and reads the token from its answer.
+async fn exchange(
+    trust: &Trust,
+    account: &Account,
+    token_uri: &str,
+    form: String,
+) -> Result<TokenResponse, Failure> {
+    let url = url::Url::parse(token_uri)
+        .map_err(|e| Failure::permanent(Cause::Credentials, format!("not a URL: {e}")))?;
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Err(Failure::permanent(
+            Cause::Credentials,
+            "the URL names no host",
+        ));
+    };
+    let bare = host.trim_matches(['[', ']']);
+    let authority = format!("{host}:{port}");
+    let allow = crate::deliver::egress::allows_internal(account);
+    let addrs = crate::deliver::egress::resolve(host, port, allow)
+        .await
+        .map_err(|e| Failure::of_error(&authority, &*e))?;
+    // The client connects only to the addresses the policy let through.
+    let client = trust
+        .reqwest()
+        .resolve_to_addrs(bare, &addrs)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(account.step_timeout())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| Failure::transient(Cause::Credentials, e.to_string()))?;
+    let failed = |e: reqwest::Error| {
+        if e.is_timeout() {
+            Failure::transient(
+                Cause::Timeout,
+                format!(
+                    "no answer within {} s",
+                    account.step_timeout().as_secs_f32()
+                ),
+            )
+        } else {
+            Failure::of_error(&authority, &e)
+        }
+    };
+    let resp = client
+        .post(url.clone())
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "token exchange at {}: {}",
-                sa.token_uri,
-                crate::deliver::http::error_chain(&e)
-            )
-        })?;
+        .map_err(failed)?;
     let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("token exchange at {}: {e}", sa.token_uri))?;
-    if !status.is_success() {
-        return Err(format!(
-            "token exchange at {} refused ({status}): {}",
-            sa.token_uri,
-            String::from_utf8_lossy(&body)
-                .chars()
-                .take(300)
-                .collect::<String>()
+    let body = resp.bytes().await.map_err(failed)?;
+    let said = || {
+        String::from_utf8_lossy(&body)
+            .chars()
+            .take(300)
+            .collect::<String>()
+    };
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(Failure::transient(
+            Cause::Credentials,
+            format!("answered {status}: {}", said()),
         ));
     }
-    let t: TokenResponse = serde_json::from_slice(&body)
-        .map_err(|e| format!("token exchange at {}: unreadable answer: {e}", sa.token_uri))?;
-    let until = now + (t.expires_in - 60).max(0) * 1000;
-    store
-        .cache_token(&key, &t.access_token, until)
-        .map_err(|e| e.to_string())?;
-    Ok(t.access_token)
+    if !status.is_success() {
+        return Err(Failure::permanent(
+            Cause::Credentials,
+            format!("refused ({status}): {}", said()),
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| Failure::transient(Cause::Protocol, format!("unreadable answer: {e}")))
 }

@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use crate::clock::format_ms;
 use crate::store::Store;
-use crate::store::suppression::{Suppression, SuppressionKind, check};
+use crate::store::suppression::{AddressKind, Suppression, SuppressionKind};
 use crate::unsubscribe::Endpoint;
 
 /// Suppression-list commands.
@@ -82,7 +82,7 @@ pub fn denylist(store: &Store, now_ms: i64, cmd: DenylistCommand) -> anyhow::Res
         DenylistCommand::Import { list, file, reason } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let (entries, errors) = parse_list(&list, &text, &reason, now_ms);
+            let (entries, errors) = parse_list(store.list_kind(&list)?, &text, &reason, now_ms);
             if !errors.is_empty() {
                 for e in &errors {
                     eprintln!("{}:{e}", file.display());
@@ -101,7 +101,10 @@ pub fn denylist(store: &Store, now_ms: i64, cmd: DenylistCommand) -> anyhow::Res
             address,
             reason,
         } => {
-            let address = check(&list, &address).map_err(anyhow::Error::msg)?;
+            let address = store
+                .list_kind(&list)?
+                .check(&address)
+                .map_err(anyhow::Error::msg)?;
             store.suppress(
                 &list,
                 &[(address.clone(), entry(reason, "operator", now_ms))],
@@ -148,9 +151,10 @@ fn entry(reason: String, source: &str, now_ms: i64) -> Suppression {
     }
 }
 
-/// Reads a denylist file: the entries, or every bad line (`LINE: message`).
+/// Reads a denylist file of addresses of `kind`: the entries, or every bad
+/// line (`LINE: message`).
 fn parse_list(
-    list: &str,
+    kind: AddressKind,
     text: &str,
     default_reason: &str,
     now_ms: i64,
@@ -167,7 +171,7 @@ fn parse_list(
             Some((a, _)) => (a, default_reason),
             None => (line, default_reason),
         };
-        match check(list, address) {
+        match kind.check(address) {
             Ok(a) => entries.push((a, entry(reason.to_string(), "import", now_ms))),
             Err(e) => errors.push(format!("{}: {e}", i + 1)),
         }
@@ -199,12 +203,13 @@ pub fn unsubscribe(store: &Store, cmd: UnsubscribeCommand) -> anyhow::Result<()>
 #[cfg(test)]
 mod tests {
     use super::parse_list;
+    use crate::store::suppression::AddressKind;
 
     #[test]
     fn a_list_file_reports_every_bad_line() {
         let text =
             "# opted out by phone\n+44 7700 900123, asked by phone\n\n12345\n+15550001111\nnope\n";
-        let (entries, errors) = parse_list("sms", text, "imported", 0);
+        let (entries, errors) = parse_list(AddressKind::Phone, text, "imported", 0);
         assert_eq!(errors.len(), 2);
         assert!(errors[0].starts_with("4: "), "{errors:?}");
         assert!(errors[1].starts_with("6: "), "{errors:?}");

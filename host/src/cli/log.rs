@@ -4,7 +4,7 @@ use clap::{Args, ValueEnum};
 
 use crate::clock::format_ms;
 use crate::store::Store;
-use crate::store::deliveries::{Delivery, DeliveryState};
+use crate::store::deliveries::{Cause, Delivery, DeliveryState};
 
 /// Which entries to list.
 #[derive(Args, Debug, Default)]
@@ -24,6 +24,11 @@ pub struct Filter {
     /// Only entries whose reason contains this text.
     #[arg(long)]
     pub reason: Option<String>,
+    /// Only failures (and retries) of these causes (repeatable): the host's
+    /// (policy, account, credentials, certificate, connect, timeout,
+    /// protocol, plugin) or the provider's verdict (provider).
+    #[arg(long, value_enum)]
+    pub cause: Vec<Cause>,
     /// At most this many entries.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -54,6 +59,13 @@ fn state_of(d: &DeliveryState) -> State {
     }
 }
 
+fn cause_of(d: &DeliveryState) -> Option<Cause> {
+    match d {
+        DeliveryState::Failed { cause, .. } | DeliveryState::Retrying { cause, .. } => *cause,
+        _ => None,
+    }
+}
+
 fn reason_of(d: &DeliveryState) -> Option<&str> {
     match d {
         DeliveryState::Failed { reason, .. }
@@ -78,6 +90,8 @@ pub fn print(store: &Store, run: u64, filter: &Filter, json: bool) -> anyhow::Re
                 .reason
                 .as_ref()
                 .is_some_and(|r| !reason_of(&d.state).is_some_and(|x| x.contains(r.as_str())))
+            || (!filter.cause.is_empty()
+                && !cause_of(&d.state).is_some_and(|c| filter.cause.contains(&c)))
         {
             continue;
         }
@@ -105,6 +119,9 @@ pub fn print(store: &Store, run: u64, filter: &Filter, json: bool) -> anyhow::Re
             println!("{v}");
             continue;
         }
+        let because = cause_of(&d.state)
+            .map(|c| format!(" [{c}]"))
+            .unwrap_or_default();
         let state = match &d.state {
             DeliveryState::Intent => "in flight".to_string(),
             DeliveryState::Sent { provider_id } => {
@@ -113,14 +130,18 @@ pub fn print(store: &Store, run: u64, filter: &Filter, json: bool) -> anyhow::Re
             DeliveryState::Failed {
                 reason,
                 permanent: true,
-            } => format!("failed: {reason}"),
+                ..
+            } => format!("failed{because}: {reason}"),
             DeliveryState::Failed {
                 reason,
                 permanent: false,
-            } => format!("failed (transient): {reason}"),
+                ..
+            } => format!("failed (transient){because}: {reason}"),
             DeliveryState::Excluded { reason } => format!("excluded: {reason}"),
-            DeliveryState::Retrying { reason, next_at } => {
-                format!("retrying at {}: {reason}", format_ms(*next_at))
+            DeliveryState::Retrying {
+                reason, next_at, ..
+            } => {
+                format!("retrying at {}{because}: {reason}", format_ms(*next_at))
             }
         };
         let note = d

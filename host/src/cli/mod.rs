@@ -176,6 +176,14 @@ pub enum PluginCommand {
         /// SMS provider's channel) instead of one named after it.
         #[arg(long = "suppression-list", value_name = "LIST")]
         suppression_list: Option<String>,
+        /// For a channel: what its suppression list holds, and so which
+        /// stored address each message must go to: `email` (a recipient's
+        /// email), `phone` (a recipient's mobile) or `token` (a
+        /// subscription's token). By default the list's kind if it has one,
+        /// else `token` for a channel sending per subscription and `phone`
+        /// for one sending per recipient.
+        #[arg(long = "list-kind", value_enum, value_name = "KIND")]
+        list_kind: Option<crate::store::suppression::AddressKind>,
     },
     /// List installed plugins with their sha256.
     List {
@@ -222,6 +230,11 @@ pub enum AccountCommand {
         /// at most 1024): connections for SMTP and HTTP/1.1, streams for HTTP/2.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::deliver::throttle::MAX_CONCURRENCY as i64))]
         concurrency: Option<u32>,
+        /// Seconds each network step may take before the message is retried
+        /// later (default 30): an HTTP request's answer, an SMTP greeting,
+        /// command or message's reply, a token exchange.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=600))]
+        timeout: Option<u32>,
     },
     /// List accounts.
     List,
@@ -389,7 +402,7 @@ impl App {
                 )
             })?;
             out.push(
-                rt.install(&self.store, &bytes, &[], None)
+                rt.install(&self.store, &bytes, &[], &Default::default())
                     .with_context(|| path.display().to_string())?,
             );
         }
@@ -472,6 +485,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             path,
             accounts,
             suppression_list,
+            list_kind,
         }) => {
             if let Some(list) = &suppression_list {
                 crate::store::suppression::check_list_name(list).map_err(anyhow::Error::msg)?;
@@ -479,8 +493,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let rt = app.runtime()?;
+            let choice = crate::runtime::ListChoice {
+                list: suppression_list,
+                kind: list_kind,
+            };
             let p = rt
-                .install(&app.store, &bytes, &accounts, suppression_list.as_deref())
+                .install(&app.store, &bytes, &accounts, &choice)
                 .with_context(|| path.display().to_string())?;
             println!(
                 "installed {} {} ({:?}) sha256 {}{}",
@@ -535,6 +553,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             params,
             rate,
             concurrency,
+            timeout,
         }) => {
             url::Url::parse(&url).with_context(|| format!("`{url}` is not a URL"))?;
             let account = Account {
@@ -546,6 +565,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 params: params.into_iter().collect(),
                 rate,
                 concurrency,
+                timeout,
             };
             if account.auth == AuthScheme::Apns {
                 for p in ["team_id", "key_id"] {
@@ -577,8 +597,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let concurrency = a
                     .concurrency
                     .unwrap_or(crate::deliver::throttle::DEFAULT_CONCURRENCY);
+                let timeout = a.step_timeout().as_secs();
                 println!(
-                    "{:<12} {:<40} auth={:?} user={} secret={} rate={rate} concurrency={concurrency} {}",
+                    "{:<12} {:<40} auth={:?} user={} secret={} rate={rate} concurrency={concurrency} timeout={timeout}s {}",
                     a.name,
                     a.url,
                     a.auth,

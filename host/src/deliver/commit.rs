@@ -236,7 +236,12 @@ mod tests {
                     parts: 1,
                     note: None,
                 };
-                (id, out)
+                super::super::session::Send {
+                    id,
+                    to: format!("+1555000{id:04}"),
+                    out,
+                    message_id: None,
+                }
             })
             .collect()
     }

@@ -133,10 +133,13 @@ impl Connections {
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, open)
             .await
             .map_err(|_| {
-                format!(
-                    "no connection to {} within {} s",
-                    origin.key,
-                    CONNECT_TIMEOUT.as_secs()
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no connection to {} within {} s",
+                        origin.key,
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
                 )
             })??;
         if let Conn::H2(h2) = &conn {

@@ -1,10 +1,11 @@
-//! Egress policy, checked on the resolved address: an account's host name
-//! may not resolve to a loopback, private, link-local or otherwise internal
-//! address unless the operator allowed it on that account
-//! (`--param allow_private=true`). This stops a name that was granted for a
-//! public provider from being pointed (DNS rebinding, a poisoned resolver) at
-//! services inside the network. An account whose URL is an IP literal names
-//! its address outright and needs no resolution.
+//! Egress policy, checked on the resolved address: an account may not reach
+//! a loopback, private, link-local or otherwise internal address unless the
+//! operator allowed it on that account (`--param allow_private=true`),
+//! whether its URL names a host (checked on every address it resolves to,
+//! so a name granted for a public provider cannot be pointed inside the
+//! network by DNS rebinding or a poisoned resolver) or an IP literal. One
+//! rule for every protocol: HTTP connections, token exchanges and SMTP
+//! relays all go through it.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +38,112 @@ pub fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
+/// An account's destination refused by the egress policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressDenied {
+    /// The host name or literal the account names.
+    pub host: String,
+    /// The internal addresses it is (or resolved to).
+    pub addresses: Vec<IpAddr>,
+}
+
+impl std::fmt::Display for EgressDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: Vec<String> = self.addresses.iter().map(IpAddr::to_string).collect();
+        let literal = self.addresses.len() == 1 && shown[0] == self.host.trim_matches(['[', ']']);
+        if literal {
+            write!(f, "egress denied: {} is an internal address", self.host)?;
+        } else {
+            write!(
+                f,
+                "egress denied: {} resolved to {} (internal)",
+                self.host,
+                shown.join(", ")
+            )?;
+        }
+        f.write_str("; allow it with --param allow_private=true on the account")
+    }
+}
+
+impl std::error::Error for EgressDenied {}
+
+/// A host name that did not resolve.
+#[derive(Debug)]
+pub struct Unresolved {
+    /// The name.
+    pub host: String,
+    /// The resolver's error.
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot resolve {}", self.host)
+    }
+}
+
+impl std::error::Error for Unresolved {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// True if the account allows internal destinations.
+pub fn allows_internal(account: &crate::store::settings::Account) -> bool {
+    account
+        .params
+        .get("allow_private")
+        .is_some_and(|v| v == "true")
+}
+
+/// Checks an IP literal against the policy (a name is checked when it
+/// resolves); `host` as a URL writes it, IPv6 in brackets.
+pub fn check_literal(host: &str, allow_internal: bool) -> Result<(), EgressDenied> {
+    match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) if is_internal(ip) && !allow_internal => Err(EgressDenied {
+            host: host.to_string(),
+            addresses: vec![ip],
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The addresses `host:port` may be reached at under the policy: a literal
+/// checked as it is, a name resolved and its internal addresses dropped
+/// unless allowed (refused if nothing is left).
+pub async fn resolve(
+    host: &str,
+    port: u16,
+    allow_internal: bool,
+) -> Result<Vec<SocketAddr>, BoxError> {
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        check_literal(host, allow_internal)?;
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| Unresolved {
+            host: host.to_string(),
+            source,
+        })?
+        .collect();
+    if allow_internal {
+        return Ok(addrs);
+    }
+    let public: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|a| !is_internal(a.ip()))
+        .collect();
+    if public.is_empty() {
+        return Err(Box::new(EgressDenied {
+            host: host.to_string(),
+            addresses: addrs.iter().map(|a| a.ip()).collect(),
+        }));
+    }
+    Ok(public)
+}
+
 /// A resolver that drops internal addresses of names not allowed to have them.
 #[derive(Clone)]
 pub struct PolicyResolver {
@@ -59,28 +166,8 @@ impl PolicyResolver {
         &self,
         host: String,
     ) -> impl Future<Output = Result<Vec<SocketAddr>, BoxError>> + Send + 'static {
-        let allow = self.allow_internal.clone();
-        async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if allow.contains(&host.to_ascii_lowercase()) {
-                return Ok(addrs);
-            }
-            let public: Vec<SocketAddr> = addrs
-                .iter()
-                .copied()
-                .filter(|a| !is_internal(a.ip()))
-                .collect();
-            if public.is_empty() {
-                let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-                return Err(format!(
-                    "egress denied: {host} resolved to {} (internal); allow it with --param allow_private=true on the account",
-                    shown.join(", ")
-                )
-                .into());
-            }
-            Ok(public)
-        }
+        let allow = self.allow_internal.contains(&host.to_ascii_lowercase());
+        async move { resolve(&host, 0, allow).await }
     }
 }
 
@@ -150,6 +237,21 @@ mod tests {
         assert!(
             err.contains("egress denied: localhost resolved to") && err.contains("allow_private"),
             "{err}"
+        );
+        // Literals too, unless allowed.
+        let denied = check_literal("127.0.0.1", false).unwrap_err();
+        assert_eq!(
+            denied.to_string(),
+            "egress denied: 127.0.0.1 is an internal address; allow it with \
+             --param allow_private=true on the account"
+        );
+        assert!(check_literal("[::1]", false).is_err());
+        assert!(check_literal("127.0.0.1", true).is_ok());
+        assert!(check_literal("17.253.144.10", false).is_ok());
+        assert!(resolve("10.0.0.1", 25, false).await.is_err());
+        assert_eq!(
+            resolve("10.0.0.1", 25, true).await.unwrap(),
+            ["10.0.0.1:25".parse::<SocketAddr>().unwrap()]
         );
         let allow = PolicyResolver::new(["localhost".to_string()].into_iter().collect());
         let addrs: Vec<SocketAddr> = allow

@@ -18,38 +18,51 @@ use bytes::Bytes;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::connections::{Connections, H2, Origin};
+use super::failure::Failure;
 use super::h1::H1;
+use super::trust::Trust;
 use crate::caps::signing::{Credential, credential};
 use crate::runtime::channel::wit::{Answer, HttpRequest, HttpResponse};
 use crate::store::Store;
+use crate::store::deliveries::Cause;
 use crate::store::settings::Account;
+
+/// A message's answer from its provider, or why there is none.
+pub type Outcome = Result<Answer, Failure>;
 
 /// Largest response body read and kept for classification.
 const MAX_BODY: usize = 64 * 1024;
 
-/// How long a request may take once it is on a connection.
-pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// The shared HTTP client.
 pub struct HttpTransport {
-    /// Token exchanges (OAuth) and other rare calls.
-    client: reqwest::Client,
+    /// What TLS trusts (token exchanges build their client from it).
+    trust: Trust,
     /// Connections for messages.
     pub connections: Connections,
-    /// One token acquisition at a time, so concurrent sends share one token
-    /// instead of each signing or exchanging their own.
-    signing: tokio::sync::Mutex<()>,
+    /// One acquisition at a time per account, so concurrent sends share
+    /// one token instead of each signing or exchanging their own, while a
+    /// slow token endpoint holds up only its own account.
+    flights: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Credentials made recently, by account: reused for [`REMEMBER`] so a
-    /// message costs no store read or digest (tokens live far longer).
+    /// message costs no store read or digest (tokens live far longer); a
+    /// failure is kept for [`REMEMBER_FAILURE`], so a burst of messages
+    /// shares one failed attempt instead of each making its own.
     recent: std::sync::Mutex<std::collections::HashMap<String, Remembered>>,
 }
 
-/// A credential made recently (as its `Authorization` header), with the
-/// account settings it was made for.
-type Remembered = (Account, Option<http::HeaderValue>, std::time::Instant);
+/// A credential made recently (as its `Authorization` header) or the
+/// failure to make it, with the account settings it was made for.
+type Remembered = (
+    Account,
+    Result<Option<http::HeaderValue>, Failure>,
+    std::time::Instant,
+);
 
 /// How long a credential is reused from memory before asking the store again.
 const REMEMBER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a failure to make a credential answers for the account.
+const REMEMBER_FAILURE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the requests through one account share, resolved once: its base
 /// URL and the origin connections go to.
@@ -66,6 +79,8 @@ pub struct Target {
     host: http::HeaderValue,
     /// The origin as errors name it.
     name: Arc<str>,
+    /// How long a request may take once it is on a connection.
+    pub timeout: std::time::Duration,
     /// The account's credential as this route last had it, and until when
     /// it may be reused: a message then costs no map lookup or comparison
     /// of account settings (2.5% of an HTTP/2 lane's CPU, BENCHMARKS.md).
@@ -107,32 +122,15 @@ impl std::fmt::Display for Label {
 }
 
 impl HttpTransport {
-    /// A client with connection pooling and sane timeouts, trusting the
-    /// public roots and the CA certificates the operator added.
-    pub fn new(store: &Store) -> anyhow::Result<HttpTransport> {
-        let mut builder = reqwest::Client::builder();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for (name, pem) in store.cas()? {
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                anyhow::anyhow!("trusted CA `{name}` is not a PEM certificate: {e}")
-            })?;
-            builder = builder.add_root_certificate(cert);
-            use rustls::pki_types::{CertificateDer, pem::PemObject};
-            for der in CertificateDer::pem_slice_iter(&pem) {
-                let der = der.map_err(|e| {
-                    anyhow::anyhow!("trusted CA `{name}` is not a PEM certificate: {e}")
-                })?;
-                roots.add(der).map_err(|e| {
-                    anyhow::anyhow!("trusted CA `{name}` is not a usable certificate: {e}")
-                })?;
-            }
-        }
-        // Names of accounts that may resolve to internal addresses.
+    /// A transport trusting `trust`, its connections made under the
+    /// egress policy of the store's accounts.
+    pub fn new(store: &Store, trust: &Trust) -> anyhow::Result<HttpTransport> {
+        // Names of accounts that may resolve to internal addresses (IP
+        // literals are checked per account by `target`).
         let allow_internal = store
             .accounts()?
             .into_iter()
-            .filter(|a| a.params.get("allow_private").is_some_and(|v| v == "true"))
+            .filter(super::egress::allows_internal)
             .filter_map(|a| {
                 url::Url::parse(&a.url)
                     .ok()?
@@ -141,62 +139,48 @@ impl HttpTransport {
             })
             .collect();
         let resolver = super::egress::PolicyResolver::new(allow_internal);
-        let client = builder
-            .dns_resolver(Arc::new(resolver.clone()))
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(USER_AGENT)
-            .build()?;
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         let mut tcp = HttpConnector::new_with_resolver(resolver);
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(trust.client_config()?)
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .wrap_connector(tcp);
         Ok(HttpTransport {
-            client,
+            trust: trust.clone(),
             connections: Connections::new(connector),
-            signing: tokio::sync::Mutex::new(()),
+            flights: Default::default(),
             recent: Default::default(),
         })
     }
 
-    /// The account's base URL and origin, resolved once per round.
-    pub fn target(account: &Account) -> Result<Target, String> {
-        let base = reqwest::Url::parse(&account.url).map_err(|e| {
-            format!(
-                "{REFUSED}account `{}` has an unusable URL `{}`: {e}",
-                account.name, account.url
+    /// The account's base URL and origin, resolved once per round; an IP
+    /// literal the egress policy refuses is refused here (a name is checked
+    /// when it resolves).
+    pub fn target(account: &Account) -> Result<Target, Failure> {
+        let unusable = |e: &dyn std::fmt::Display| {
+            Failure::permanent(
+                Cause::Account,
+                format!(
+                    "account `{}` has an unusable URL `{}`: {e}",
+                    account.name, account.url
+                ),
             )
-        })?;
-        let Some(host) = base.host_str().filter(|_| !base.cannot_be_a_base()) else {
-            return Err(format!(
-                "{REFUSED}account `{}` has no host in its URL `{}`",
-                account.name, account.url
-            ));
         };
+        let base = reqwest::Url::parse(&account.url).map_err(|e| unusable(&e))?;
+        let Some(host) = base.host_str().filter(|_| !base.cannot_be_a_base()) else {
+            return Err(unusable(&"no host"));
+        };
+        super::egress::check_literal(host, super::egress::allows_internal(account))
+            .map_err(|e| Failure::permanent(Cause::Policy, e.to_string()))?;
         let authority = match base.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_string(),
         };
         let key = format!("{}://{authority}", base.scheme());
-        let unusable = |e: &dyn std::fmt::Display| {
-            format!(
-                "{REFUSED}account `{}` has an unusable URL `{}`: {e}",
-                account.name, account.url
-            )
-        };
         let uri = key.parse::<http::Uri>().map_err(|e| unusable(&e))?;
         let host = http::HeaderValue::from_str(&authority).map_err(|e| unusable(&e))?;
         let scheme = uri
@@ -215,6 +199,7 @@ impl HttpTransport {
             scheme,
             authority,
             host,
+            timeout: account.step_timeout(),
             credential: std::sync::Mutex::new(None),
         })
     }
@@ -227,9 +212,9 @@ impl HttpTransport {
         req: &HttpRequest,
         authorization: Option<&http::HeaderValue>,
         h2: bool,
-    ) -> Result<Outbound, Answer> {
-        let refuse = |what: String| Answer::TransportError(format!("{REFUSED}{what}"));
-        let path = request_path(target, &req.path).map_err(Answer::TransportError)?;
+    ) -> Result<Outbound, Failure> {
+        let refuse = |what: String| Failure::permanent(Cause::Plugin, what);
+        let path = request_path(target, &req.path).map_err(refuse)?;
         let url = Label {
             origin: target.name.clone(),
             path: path.clone(),
@@ -342,7 +327,7 @@ impl Heads {
         req: &HttpRequest,
         authorization: Option<&http::HeaderValue>,
         h2: bool,
-    ) -> Result<Outbound, Answer> {
+    ) -> Result<Outbound, Failure> {
         let empty = req.body.is_empty();
         if let Some(last) = self.last(req, authorization, h2) {
             let mut head = copy_head(&last.head);
@@ -391,7 +376,7 @@ impl Heads {
         target: &Target,
         req: &HttpRequest,
         authorization: Option<&http::HeaderValue>,
-    ) -> Result<H1Head, Answer> {
+    ) -> Result<H1Head, Failure> {
         if self.last(req, authorization, false).is_none() {
             self.request(target, req, authorization, false)?;
         }
@@ -443,19 +428,23 @@ pub struct Reused {
     pub deadline: Deadline,
 }
 
-/// A lane's bound on how long each of its requests may take ([`TIMEOUT`]),
-/// on one timer re-armed only when it fires before the current request's
-/// deadline: a request costs no insertion into and removal from the
-/// runtime's timer wheel.
+/// A lane's bound on how long each of its requests may take (the account's
+/// timeout), on one timer re-armed only when it fires before the current
+/// request's deadline: a request costs no insertion into and removal from
+/// the runtime's timer wheel.
 #[derive(Default)]
 pub struct Deadline {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Deadline {
-    /// `exchange`'s output, or `None` if it took longer than [`TIMEOUT`].
-    pub async fn bound<F: Future>(&mut self, exchange: F) -> Option<F::Output> {
-        let until = tokio::time::Instant::now() + TIMEOUT;
+    /// `exchange`'s output, or `None` if it took longer than `limit`.
+    pub async fn bound<F: Future>(
+        &mut self,
+        exchange: F,
+        limit: std::time::Duration,
+    ) -> Option<F::Output> {
+        let until = tokio::time::Instant::now() + limit;
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
@@ -483,9 +472,7 @@ impl Deadline {
 /// stands (a space, say) is percent-encoded as URLs are.
 fn request_path(target: &Target, path: &str) -> Result<http::uri::PathAndQuery, String> {
     if !path.starts_with('/') {
-        return Err(format!(
-            "{REFUSED}request path `{path}` must start with `/`"
-        ));
+        return Err(format!("request path `{path}` must start with `/`"));
     }
     let joined = if target.prefix.is_empty() {
         http::uri::PathAndQuery::try_from(path)
@@ -495,7 +482,7 @@ fn request_path(target: &Target, path: &str) -> Result<http::uri::PathAndQuery, 
     joined.or_else(|_| {
         let url = request_url(&target.base, path)?;
         http::uri::PathAndQuery::try_from(&url[url::Position::BeforePath..])
-            .map_err(|e| format!("{REFUSED}request path `{path}` is not usable: {e}"))
+            .map_err(|e| format!("request path `{path}` is not usable: {e}"))
     })
 }
 
@@ -521,9 +508,9 @@ pub async fn send_h1(
     h1: &mut H1,
     head: &H1Head,
     body: &[u8],
-    deadline: &mut Deadline,
+    (deadline, limit): (&mut Deadline, std::time::Duration),
     keep: &AnswerHeaders,
-) -> Result<Answer, ()> {
+) -> Result<Outcome, ()> {
     let request = super::h1::Request {
         head: &head.wire,
         body,
@@ -532,18 +519,19 @@ pub async fn send_h1(
         close: head.close,
     };
     let exchange = h1.exchange(&request, |name| keep.keeps_name(name), MAX_BODY);
-    match deadline.bound(exchange).await {
+    match deadline.bound(exchange, limit).await {
         // Half a request or answer may sit on it: the exchange left it
         // given up.
-        None => Ok(no_answer(&head.url)),
-        Some(Ok(r)) => Ok(Answer::Http(HttpResponse {
+        None => Ok(Err(no_answer(&head.url, limit))),
+        Some(Ok(r)) => Ok(Ok(Answer::Http(HttpResponse {
             status: r.status,
             headers: r.headers,
             body: r.body,
-        })),
-        Some(Err(super::h1::Failure::Failed(e))) => {
-            Ok(Answer::TransportError(format!("HTTP {}: {e}", head.url)))
-        }
+        }))),
+        Some(Err(super::h1::Failure::Failed(e))) => Ok(Err(Failure::transient(
+            Cause::Protocol,
+            format!("HTTP {}: {e}", head.url),
+        ))),
         Some(Err(super::h1::Failure::Unsent)) => Err(()),
     }
 }
@@ -567,12 +555,12 @@ pub fn start_h2(
 }
 
 /// The answer on an HTTP/2 stream opened by [`start_h2`], however long it
-/// takes: the caller bounds it ([`TIMEOUT`]).
+/// takes: the caller bounds it (the account's timeout).
 pub async fn finish_h2(
     response: h2::client::ResponseFuture,
     url: Label,
     keep: AnswerHeaders,
-) -> Answer {
+) -> Outcome {
     let exchange = async {
         let resp = response.await?;
         let (parts, mut body) = resp.into_parts();
@@ -596,19 +584,10 @@ pub async fn finish_h2(
         Ok::<_, h2::Error>((parts, kept))
     };
     match exchange.await {
-        Ok((parts, body)) => answer(parts, body, &keep),
-        Err(e) => transport_error(&url, &e),
+        Ok((parts, body)) => Ok(answer(parts, body, &keep)),
+        Err(e) => Err(transport_error(&url, &e)),
     }
 }
-
-/// True if an HTTP/2 stream failed before the provider processed it (its
-/// connection went away first), so it can go again on a new connection.
-pub fn unprocessed(answer: &Answer) -> bool {
-    matches!(answer, Answer::TransportError(e) if e.ends_with(UNPROCESSED))
-}
-
-/// Marks the error of a stream the provider never processed.
-const UNPROCESSED: &str = " (not processed)";
 
 /// The response headers a channel reads (its descriptor's `answer-headers`):
 /// only these are copied into its answers, because each header crossing
@@ -661,42 +640,24 @@ fn answer(parts: http::response::Parts, body: Vec<u8>, keep: &AnswerHeaders) -> 
     })
 }
 
-/// The answer to a request that took longer than [`TIMEOUT`].
-pub fn no_answer(url: &dyn std::fmt::Display) -> Answer {
-    Answer::TransportError(format!(
-        "HTTP {url}: no answer within {} s",
-        TIMEOUT.as_secs()
-    ))
+/// The failure of a request that took longer than `limit`.
+pub fn no_answer(url: &dyn std::fmt::Display, limit: std::time::Duration) -> Failure {
+    Failure::transient(
+        Cause::Timeout,
+        format!("HTTP {url}: no answer within {} s", limit.as_secs_f32()),
+    )
 }
 
-/// A failed exchange or connection as the plugin reads it. What only the
-/// operator can fix is marked [`REFUSED`], not worth retrying: an address
-/// the egress policy denies, a certificate not trusted.
-pub fn transport_error(
-    url: &dyn std::fmt::Display,
-    e: &(dyn std::error::Error + 'static),
-) -> Answer {
-    let chain = error_chain(e);
-    let refused = chain.contains("egress denied")
-        || std::iter::successors(Some(e), |e| e.source()).any(|c| {
-            // rustls' error may sit inside an io::Error, whose `source`
-            // skips it.
-            let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
-                c.downcast_ref::<std::io::Error>()?
-                    .get_ref()?
-                    .downcast_ref::<rustls::Error>()
-            });
-            matches!(tls, Some(rustls::Error::InvalidCertificate(_)))
-        });
-    let prefix = if refused { REFUSED } else { "" };
-    // A stream refused or above a GOAWAY's last stream was never processed.
-    let unprocessed = std::iter::successors(Some(e), |e| e.source()).any(|c| {
-        c.downcast_ref::<h2::Error>().is_some_and(|h| {
-            h.is_remote() && (h.is_go_away() || h.reason() == Some(h2::Reason::REFUSED_STREAM))
-        })
-    });
-    let mark = if unprocessed { UNPROCESSED } else { "" };
-    Answer::TransportError(format!("{prefix}HTTP {url}: {chain}{mark}"))
+/// A failed exchange or connection, classified by its error's types
+/// ([`Failure::of_error`]).
+pub fn transport_error(url: &Label, e: &(dyn std::error::Error + 'static)) -> Failure {
+    Failure::of_error(authority(&url.origin), e).context(format!("HTTP {url}"))
+}
+
+/// The host and port of an origin (`https://api.example:8443`), as
+/// failures name the server.
+pub fn authority(origin: &str) -> &str {
+    origin.split_once("://").map_or(origin, |(_, a)| a)
 }
 
 /// The `User-Agent` of every request.
@@ -704,7 +665,7 @@ const USER_AGENT: &str = concat!("crosscast/", env!("CARGO_PKG_VERSION"));
 
 /// A credential as its `Authorization` header (marked sensitive, so it is
 /// never logged).
-fn authorization(c: &Credential) -> Result<Option<http::HeaderValue>, String> {
+fn authorization(c: &Credential) -> Result<Option<http::HeaderValue>, Failure> {
     let text = match c {
         Credential::None => return Ok(None),
         Credential::Basic { user, password } => {
@@ -716,8 +677,12 @@ fn authorization(c: &Credential) -> Result<Option<http::HeaderValue>, String> {
         }
         Credential::Bearer(token) => format!("Bearer {token}"),
     };
-    let mut v = http::HeaderValue::from_str(&text)
-        .map_err(|_| "the credential is not a valid header value".to_string())?;
+    let mut v = http::HeaderValue::from_str(&text).map_err(|_| {
+        Failure::permanent(
+            Cause::Credentials,
+            "the credential is not a valid header value",
+        )
+    })?;
     v.set_sensitive(true);
     Ok(Some(v))
 }
@@ -730,7 +695,7 @@ impl HttpTransport {
         store: &Store,
         account: &Account,
         target: &Target,
-    ) -> Result<Option<http::HeaderValue>, String> {
+    ) -> Result<Option<http::HeaderValue>, Failure> {
         if let Some(c) = target.fresh_credential() {
             return Ok(c);
         }
@@ -742,33 +707,47 @@ impl HttpTransport {
     }
 
     /// The account's credential and when it was made: from memory if made
-    /// in the last [`REMEMBER`], else from the store's cache or freshly
-    /// signed, one acquisition at a time.
+    /// in the last [`REMEMBER`] (or its failure, in the last
+    /// [`REMEMBER_FAILURE`]), else from the store's cache or freshly signed,
+    /// one acquisition at a time per account.
     async fn remembered(
         &self,
         store: &Store,
         account: &Account,
-    ) -> Result<(Option<http::HeaderValue>, std::time::Instant), String> {
+    ) -> Result<(Option<http::HeaderValue>, std::time::Instant), Failure> {
         let fresh = |recent: &std::collections::HashMap<String, Remembered>| {
-            recent
-                .get(&account.name)
-                .filter(|(a, _, at)| a == account && at.elapsed() < REMEMBER)
-                .map(|(_, c, at)| (c.clone(), *at))
+            let (a, c, at) = recent.get(&account.name)?;
+            let ttl = if c.is_ok() {
+                REMEMBER
+            } else {
+                REMEMBER_FAILURE
+            };
+            (a == account && at.elapsed() < ttl).then(|| c.clone().map(|c| (c, *at)))
         };
         if let Some(c) = fresh(&self.recent.lock().unwrap_or_else(|p| p.into_inner())) {
-            return Ok(c);
+            return c;
         }
-        let _one_at_a_time = self.signing.lock().await;
+        let flight = self
+            .flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(account.name.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = flight.lock().await;
         if let Some(c) = fresh(&self.recent.lock().unwrap_or_else(|p| p.into_inner())) {
-            return Ok(c);
+            return c;
         }
-        let c = authorization(&credential(store, &self.client, account).await?)?;
-        let made = std::time::Instant::now();
+        let made = credential(store, &self.trust, account)
+            .await
+            .and_then(|c| authorization(&c))
+            .map_err(|f| f.context(format!("credentials of account `{}`", account.name)));
+        let at = std::time::Instant::now();
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(account.name.clone(), (account.clone(), c.clone(), made));
-        Ok((c, made))
+            .insert(account.name.clone(), (account.clone(), made.clone(), at));
+        made.map(|c| (c, at))
     }
 }
 
@@ -777,9 +756,7 @@ impl HttpTransport {
 /// scheme, host and port stay the account's, whatever the path says.
 fn request_url(base: &reqwest::Url, path: &str) -> Result<reqwest::Url, String> {
     if !path.starts_with('/') {
-        return Err(format!(
-            "{REFUSED}request path `{path}` must start with `/`"
-        ));
+        return Err(format!("request path `{path}` must start with `/`"));
     }
     let mut url = base.clone();
     let (path, query) = match path.split_once('?') {
@@ -794,22 +771,6 @@ fn request_url(base: &reqwest::Url, path: &str) -> Result<reqwest::Url, String> 
     }
     url.set_query(query);
     Ok(url)
-}
-
-/// Prefix of transport errors the host decided (policy, configuration,
-/// trust): the delivery fails them for good instead of retrying.
-pub(crate) const REFUSED: &str = "refused: ";
-
-/// An error with its causes: reqwest's own message hides the TLS reason.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -866,23 +827,27 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn each_request_gets_its_whole_time_from_one_lane_timer() {
-        use super::{Deadline, TIMEOUT};
+        use super::Deadline;
         use std::time::Duration;
+        const TIMEOUT: Duration = Duration::from_secs(30);
         let mut deadline = Deadline::default();
-        let quick = deadline.bound(async { 1 }).await;
+        let quick = deadline.bound(async { 1 }, TIMEOUT).await;
         assert_eq!(quick, Some(1));
         // Armed for the first request's deadline, the timer fires while
         // this one still has time: it waits on, for its own 30 s.
         tokio::time::advance(TIMEOUT - Duration::from_secs(10)).await;
         let late = deadline
-            .bound(async {
-                tokio::time::sleep(TIMEOUT - Duration::from_secs(1)).await;
-                2
-            })
+            .bound(
+                async {
+                    tokio::time::sleep(TIMEOUT - Duration::from_secs(1)).await;
+                    2
+                },
+                TIMEOUT,
+            )
             .await;
         assert_eq!(late, Some(2));
         let start = tokio::time::Instant::now();
-        let never = deadline.bound(std::future::pending::<()>()).await;
+        let never = deadline.bound(std::future::pending::<()>(), TIMEOUT).await;
         assert_eq!(never, None);
         assert_eq!(start.elapsed(), TIMEOUT);
     }
@@ -919,6 +884,7 @@ mod request_tests {
         let account: Account = serde_json::from_value(serde_json::json!({
             "name": "acct",
             "url": url,
+            "params": { "allow_private": "true" },
         }))
         .unwrap();
         HttpTransport::target(&account).unwrap()
@@ -1040,20 +1006,153 @@ mod request_tests {
             .ok()
             .unwrap();
         assert_eq!(spaced.head.uri().path(), "/a%20b");
-        let Err(Answer::TransportError(e)) =
-            HttpTransport::request(&t, &message("v1/send", &[]), None, true)
-        else {
+        let Err(e) = HttpTransport::request(&t, &message("v1/send", &[]), None, true) else {
             panic!("a relative path is refused");
         };
         assert!(
-            e.starts_with(REFUSED) && e.contains("must start with `/`"),
-            "{e}"
+            e.permanent && e.cause == Cause::Plugin && e.message.contains("must start with `/`"),
+            "{e:?}"
         );
-        let Err(Answer::TransportError(e)) =
-            HttpTransport::request(&t, &message("/x", &[("bad name", "v")]), None, true)
+        let Err(e) = HttpTransport::request(&t, &message("/x", &[("bad name", "v")]), None, true)
         else {
             panic!("a bad header name is refused");
         };
-        assert!(e.contains("bad header name `bad name`"), "{e}");
+        assert!(e.message.contains("bad header name `bad name`"), "{e:?}");
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An account signing with a Google service account whose token
+    /// endpoint is `token_uri`.
+    fn google(store: &Store, name: &str, token_uri: &str) -> Account {
+        let sa = crosscast_test_servers::keys::ServiceAccount::generate("p").unwrap();
+        store
+            .put_secret(name, sa.json(token_uri).as_bytes())
+            .unwrap();
+        let account: Account = serde_json::from_value(serde_json::json!({
+            "name": name,
+            "url": "http://127.0.0.1:9",
+            "secret": name,
+            "auth": "google",
+            "params": { "allow_private": "true" },
+        }))
+        .unwrap();
+        store.put_account(&account).unwrap();
+        account
+    }
+
+    /// A token endpoint that accepts connections and never answers.
+    async fn mute() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        format!("http://{addr}/token")
+    }
+
+    /// A token endpoint that answers every request with `status` and `body`.
+    async fn answering(status: &'static str, body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = s.read(&mut buf).await;
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}/token")
+    }
+
+    /// A token endpoint that gives a token.
+    async fn quick() -> String {
+        answering("200 OK", r#"{"access_token":"tok","expires_in":3600}"#).await
+    }
+
+    /// One account whose token endpoint hangs holds up only its own
+    /// messages: another account's token comes meanwhile.
+    #[tokio::test]
+    async fn a_slow_token_endpoint_stalls_only_its_own_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let slow = google(&store, "slow", &mute().await);
+        let fast = google(&store, "fast", &quick().await);
+        let transport =
+            Arc::new(HttpTransport::new(&store, &Trust::new(Vec::new()).unwrap()).unwrap());
+        let stuck = {
+            let (transport, store, slow) = (transport.clone(), store.clone(), slow.clone());
+            tokio::spawn(async move {
+                let target = HttpTransport::target(&slow).unwrap();
+                transport.credential(&store, &slow, &target).await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let target = HttpTransport::target(&fast).unwrap();
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            transport.credential(&store, &fast, &target),
+        )
+        .await
+        .expect("the other account's token did not wait for the slow one");
+        let header = got.unwrap().expect("a bearer token");
+        assert_eq!(header.to_str().unwrap(), "Bearer tok");
+        assert!(!stuck.is_finished(), "the slow exchange is still waiting");
+        stuck.abort();
+    }
+
+    /// A token endpoint that refuses connections is a transient failure
+    /// (retried later), remembered for a moment so a burst of messages
+    /// shares it; one answering 400 is a permanent one with its reason.
+    #[tokio::test]
+    async fn token_failures_say_whether_to_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let down = google(&store, "down", &format!("http://{closed}/token"));
+        let transport = HttpTransport::new(&store, &Trust::new(Vec::new()).unwrap()).unwrap();
+        let target = HttpTransport::target(&down).unwrap();
+        let f = transport
+            .credential(&store, &down, &target)
+            .await
+            .unwrap_err();
+        assert_eq!((f.cause, f.permanent), (Cause::Connect, false), "{f}");
+        assert!(f.message.contains("token exchange"), "{f}");
+        let again = transport
+            .credential(&store, &down, &target)
+            .await
+            .unwrap_err();
+        assert_eq!(again, f, "remembered");
+
+        let refusing = answering(
+            "400 Bad Request",
+            r#"{"error":"invalid_grant","error_description":"Invalid JWT"}"#,
+        )
+        .await;
+        let refused = google(&store, "refused", &refusing);
+        let target = HttpTransport::target(&refused).unwrap();
+        let f = transport
+            .credential(&store, &refused, &target)
+            .await
+            .unwrap_err();
+        assert_eq!((f.cause, f.permanent), (Cause::Credentials, true), "{f}");
+        assert!(f.message.contains("invalid_grant"), "{f}");
     }
 }

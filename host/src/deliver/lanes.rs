@@ -18,10 +18,12 @@ use std::task::{Context, Poll, Waker};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::connections::{Conn, H2};
-use super::http::{self, Label, Reused, Target};
+use super::failure::Failure;
+use super::http::{self, Label, Outcome, Reused, Target};
 use super::session::{self, Admission, Lane, Queue, Shared, admit};
 use super::{Route, Way};
 use crate::runtime::channel::wit;
+use crate::store::deliveries::Cause;
 
 /// Runs a route's lanes, as many as its protocol, the delivery and the
 /// account allow, until its queue is closed and empty or the delivery
@@ -57,6 +59,7 @@ pub(super) async fn carry(shared: Arc<Shared>, queue: Arc<Queue>) {
 async fn sequential(lane: Lane, mut conn: Option<Conn>) {
     let Lane(shared, queue) = &lane;
     let mut reused = Reused::default();
+    let mut smtp: Option<super::smtp::Conn> = None;
     loop {
         // At once when nothing needs waiting for.
         let admission = match session::try_admit(shared, queue) {
@@ -66,33 +69,45 @@ async fn sequential(lane: Lane, mut conn: Option<Conn>) {
                 None => break,
             },
         };
-        let answer = match (&queue.route, admission.message()) {
-            (Err(e), _) => wit::Answer::TransportError(e.clone()),
-            (Ok(route), message) => match (&route.way, message) {
+        let send = admission.send();
+        let answer = match &queue.route {
+            Err(e) => Err(e.clone()),
+            Ok(route) => match (&route.way, &send.out.message) {
                 (Way::Smtp(relay), wit::Message::Email(e)) => {
-                    super::smtp::SmtpTransports::send(relay, e).await
+                    let id = send.message_id.as_deref().unwrap_or_default();
+                    relay.send(&mut smtp, e, &send.to, id).await
                 }
                 (Way::Http(target), wit::Message::Http(h)) => {
                     one_http(shared, route, target, (&mut conn, &mut reused), h).await
                 }
-                _ => mismatch(route),
+                _ => Err(mismatch(route)),
             },
         };
         admission.answer(answer);
     }
-    if let (Some(Conn::H1(h1)), Ok(route)) = (conn, &queue.route)
-        && let Way::Http(target) = &route.way
-    {
-        shared.wire.http.connections.put_back(&target.origin, h1);
+    match (&queue.route, conn, smtp) {
+        (Ok(route), Some(Conn::H1(h1)), _) => {
+            if let Way::Http(target) = &route.way {
+                shared.wire.http.connections.put_back(&target.origin, h1);
+            }
+        }
+        (Ok(route), _, Some(kept)) => {
+            if let Way::Smtp(relay) = &route.way {
+                relay.park(kept);
+            }
+        }
+        _ => {}
     }
 }
 
-fn mismatch(route: &Route) -> wit::Answer {
-    wit::Answer::TransportError(format!(
-        "{}account `{}` was resolved for another kind of message",
-        http::REFUSED,
-        route.account.name
-    ))
+fn mismatch(route: &Route) -> Failure {
+    Failure::permanent(
+        Cause::Account,
+        format!(
+            "account `{}` was resolved for another kind of message",
+            route.account.name
+        ),
+    )
 }
 
 /// The account's credential as a header, or the answer that refuses the
@@ -101,13 +116,12 @@ async fn authorization(
     shared: &Shared,
     route: &Route,
     target: &Target,
-) -> Result<Option<::http::HeaderValue>, wit::Answer> {
+) -> Result<Option<::http::HeaderValue>, Failure> {
     shared
         .wire
         .http
         .credential(&shared.store, &route.account, target)
         .await
-        .map_err(|e| wit::Answer::TransportError(format!("{}credentials: {e}", http::REFUSED)))
 }
 
 /// Sends one HTTP message on the lane's connection (opening one if it has
@@ -119,11 +133,8 @@ async fn one_http(
     target: &Target,
     (conn, reused): (&mut Option<Conn>, &mut Reused),
     h: &wit::HttpRequest,
-) -> wit::Answer {
-    let authorization = match authorization(shared, route, target).await {
-        Ok(a) => a,
-        Err(answer) => return answer,
-    };
+) -> Outcome {
+    let authorization = authorization(shared, route, target).await?;
     for _ in 0..2 {
         let open = match conn.take() {
             Some(Conn::H1(h1)) if !h1.is_closed() => Conn::H1(h1),
@@ -131,61 +142,60 @@ async fn one_http(
             _ => match shared.wire.http.connections.get(&target.origin).await {
                 Ok(c) => c,
                 Err(e) => {
-                    let url = format!("{}{}", target.origin.key, h.path);
-                    return http::transport_error(&url, &*e);
+                    return Err(Failure::of_error(http::authority(&target.origin.key), &*e)
+                        .context(format!("HTTP {}{}", target.origin.key, h.path)));
                 }
             },
         };
+        let limit = target.timeout;
         match open {
             Conn::H1(mut h1) => {
-                let head = match reused.heads.h1(target, h, authorization.as_ref()) {
-                    Ok(head) => head,
-                    Err(answer) => return answer,
-                };
+                let head = reused.heads.h1(target, h, authorization.as_ref())?;
                 let (deadline, keep) = (&mut reused.deadline, &shared.answer_headers);
                 // Err: the connection had closed, the request goes on another.
-                if let Ok(answer) = http::send_h1(&mut h1, &head, &h.body, deadline, keep).await {
+                if let Ok(answer) =
+                    http::send_h1(&mut h1, &head, &h.body, (deadline, limit), keep).await
+                {
                     *conn = Some(Conn::H1(h1));
                     return answer;
                 }
             }
             Conn::H2(h2c) => {
-                let out = match reused
+                let out = reused
                     .heads
-                    .request(target, h, authorization.as_ref(), true)
-                {
-                    Ok(out) => out,
-                    Err(answer) => return answer,
-                };
+                    .request(target, h, authorization.as_ref(), true)?;
                 let answer = match http::start_h2(&h2c, out.head, out.body) {
                     Ok(response) => {
                         let keep = shared.answer_headers.clone();
                         let finish = http::finish_h2(response, out.url.clone(), keep);
-                        (reused.deadline.bound(finish).await)
-                            .unwrap_or_else(|| http::no_answer(&out.url))
+                        (reused.deadline.bound(finish, limit).await)
+                            .unwrap_or_else(|| Err(http::no_answer(&out.url, limit)))
                     }
-                    Err(e) => http::transport_error(&out.url, &e),
+                    Err(e) => Err(http::transport_error(&out.url, &e)),
                 };
-                if !http::unprocessed(&answer) {
+                if !answer.as_ref().is_err_and(|f| f.unprocessed) {
                     *conn = Some(Conn::H2(h2c));
                     return answer;
                 }
             }
         }
     }
-    wit::Answer::TransportError(format!(
-        "HTTP {}{}: the connection closed twice before the request left",
-        target.origin.key, h.path
+    Err(Failure::transient(
+        Cause::Protocol,
+        format!(
+            "HTTP {}{}: the connection closed twice before the request left",
+            target.origin.key, h.path
+        ),
     ))
 }
 
 /// A message admitted with the credential it goes out with.
-type Ready = (Admission, Result<Option<::http::HeaderValue>, wit::Answer>);
+type Ready = (Admission, Result<Option<::http::HeaderValue>, Failure>);
 
 /// What an HTTP/2 lane waits for next.
 enum Event {
     /// A stream answered.
-    Answered(Admission, wit::Answer),
+    Answered(Admission, Outcome),
     /// The next message may leave (`None`: no more will).
     Admitted(Option<Ready>),
     /// The earliest deadline of the streams open came.
@@ -204,19 +214,21 @@ pin_project_lite::pin_project! {
         admission: Option<A>,
         url: Label,
         deadline: tokio::time::Instant,
+        // The account's timeout, for the message when it expires.
+        limit: std::time::Duration,
         expired: bool,
         // Wakes the stream's task when the lane expires it.
         waker: Option<Waker>,
     }
 }
 
-impl<F: Future<Output = wit::Answer>, A> Future for InFlight<F, A> {
-    type Output = (A, wit::Answer);
+impl<F: Future<Output = Outcome>, A> Future for InFlight<F, A> {
+    type Output = (A, Outcome);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let answer = if *this.expired {
-            http::no_answer(this.url)
+            Err(http::no_answer(this.url, *this.limit))
         } else {
             match this.answer.poll(cx) {
                 Poll::Ready(answer) => answer,
@@ -321,7 +333,8 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
             Event::Answered(mut admission, answer) => {
                 // Streams the provider never processed (its connection went
                 // away first) go again, once, on a new connection.
-                if !http::unprocessed(&answer) || admission.again || shared.stopped() {
+                let unprocessed = answer.as_ref().is_err_and(|f| f.unprocessed);
+                if !unprocessed || admission.again || shared.stopped() {
                     admission.answer(answer);
                     continue;
                 }
@@ -351,14 +364,14 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
             }
         };
         let job = admission.job.clone();
-        let wit::Message::Http(h) = &job.0[job.1].1.message else {
-            admission.answer(mismatch(&route));
+        let wit::Message::Http(h) = &job.0[job.1].out.message else {
+            admission.answer(Err(mismatch(&route)));
             continue;
         };
         let authorization = match authorization {
             Ok(a) => a,
-            Err(answer) => {
-                admission.answer(answer);
+            Err(failure) => {
+                admission.answer(Err(failure));
                 continue;
             }
         };
@@ -378,8 +391,11 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
                     continue;
                 }
                 Err(e) => {
-                    let url = format!("{}{}", target.origin.key, h.path);
-                    admission.answer(http::transport_error(&url, &*e));
+                    admission.answer(Err(Failure::of_error(
+                        http::authority(&target.origin.key),
+                        &*e,
+                    )
+                    .context(format!("HTTP {}{}", target.origin.key, h.path))));
                     continue;
                 }
             }
@@ -389,15 +405,15 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
             .request(target, h, authorization.as_ref(), true)
         {
             Ok(out) => out,
-            Err(answer) => {
-                admission.answer(answer);
+            Err(failure) => {
+                admission.answer(Err(failure));
                 continue;
             }
         };
         match http::start_h2(&h2, out.head, out.body) {
             Ok(response) => {
                 let keep = shared.answer_headers.clone();
-                let deadline = tokio::time::Instant::now() + http::TIMEOUT;
+                let deadline = tokio::time::Instant::now() + target.timeout;
                 if due.is_none() {
                     due = Some(Box::pin(tokio::time::sleep_until(deadline)));
                 }
@@ -406,11 +422,12 @@ async fn multiplexed(lane: Lane, mut h2: H2, streams: usize) {
                     admission: Some(admission),
                     url: out.url,
                     deadline,
+                    limit: target.timeout,
                     expired: false,
                     waker: None,
                 });
             }
-            Err(e) => admission.answer(http::transport_error(&out.url, &e)),
+            Err(e) => admission.answer(Err(http::transport_error(&out.url, &e))),
         }
     }
 }
@@ -441,12 +458,15 @@ mod tests {
         out.url
     }
 
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
     fn stream<F>(answer: F, n: u32, deadline: tokio::time::Instant) -> InFlight<F, u32> {
         InFlight {
             answer,
             admission: Some(n),
             url: label(),
             deadline,
+            limit: TIMEOUT,
             expired: false,
             waker: None,
         }
@@ -454,58 +474,62 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_past_its_deadline_answers_no_answer_and_the_others_wait() {
-        type Answering = Pin<Box<dyn Future<Output = wit::Answer> + Send>>;
+        type Answering = Pin<Box<dyn Future<Output = Outcome> + Send>>;
         let start = tokio::time::Instant::now();
         let mut inflight = FuturesUnordered::new();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         inflight.push(stream(
             Box::pin(std::future::pending()) as Answering,
             1,
-            start + http::TIMEOUT,
+            start + TIMEOUT,
         ));
         inflight.push(stream(
             Box::pin(async move {
                 let _ = rx.await;
-                wit::Answer::TransportError("answered".into())
+                Err(Failure::transient(Cause::Protocol, "answered"))
             }),
             2,
-            start + 2 * http::TIMEOUT,
+            start + 2 * TIMEOUT,
         ));
         // Both are polled once, so each has a waker to be woken by.
         assert!(futures::poll!(inflight.next()).is_pending());
-        tokio::time::advance(http::TIMEOUT).await;
+        tokio::time::advance(TIMEOUT).await;
         let now = tokio::time::Instant::now();
         let next_due: Vec<_> = Pin::new(&mut inflight)
             .iter_pin_mut()
             .filter_map(|s| InFlight::expire(s, now))
             .collect();
-        assert_eq!(next_due, [start + 2 * http::TIMEOUT], "the other waits");
+        assert_eq!(next_due, [start + 2 * TIMEOUT], "the other waits");
         let (n, answer) = inflight.next().await.unwrap();
         assert_eq!(n, 1);
-        assert!(
-            matches!(&answer, wit::Answer::TransportError(e)
-                if e == "HTTP https://push.example/send: no answer within 30 s"),
-            "{answer:?}"
+        let failure = answer.unwrap_err();
+        assert_eq!(
+            (failure.cause, failure.permanent, failure.message.as_str()),
+            (
+                Cause::Timeout,
+                false,
+                "HTTP https://push.example/send: no answer within 30 s"
+            )
         );
         assert!(futures::poll!(inflight.next()).is_pending());
         let _ = tx.send(());
         let (n, answer) = inflight.next().await.unwrap();
         assert_eq!(n, 2);
-        assert!(matches!(answer, wit::Answer::TransportError(e) if e == "answered"));
+        assert_eq!(answer.unwrap_err().message, "answered");
         assert!(inflight.is_empty());
     }
 
     #[tokio::test]
     async fn a_stream_answered_in_time_gives_its_answer() {
-        let far = tokio::time::Instant::now() + http::TIMEOUT;
+        let far = tokio::time::Instant::now() + TIMEOUT;
         let mut inflight = FuturesUnordered::new();
         inflight.push(stream(
-            std::future::ready(wit::Answer::TransportError("on time".into())),
+            std::future::ready(Err(Failure::transient(Cause::Protocol, "on time"))),
             7,
             far,
         ));
         let (n, answer) = inflight.next().await.unwrap();
         assert_eq!(n, 7);
-        assert!(matches!(answer, wit::Answer::TransportError(e) if e == "on time"));
+        assert_eq!(answer.unwrap_err().message, "on time");
     }
 }

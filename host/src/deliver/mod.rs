@@ -1,10 +1,13 @@
 //! Deliveries: the host side of a channel plugin.
 //!
 //! For each round of target ids the host asks the plugin to build messages,
+//! checks each against its target record's stored address (`vet.rs`),
 //! excludes suppressed addresses, writes every intent to the delivery log
 //! (flushed before any of them leaves), sends over the wire with the
 //! operator's account and credentials, asks the plugin to classify the
-//! answers as they come, and writes the outcomes. At most
+//! providers' answers as they come, decides itself on failures that are no
+//! answer (`failure.rs`: retried if transient, failed if not), and writes
+//! the outcomes. At most
 //! [`WAVE_BATCHES`] batches of messages (512, or four times the largest
 //! account concurrency when that is more) are ever sent without a durable
 //! outcome. Ids whose outcome is already logged are skipped, so
@@ -13,6 +16,7 @@
 mod commit;
 pub mod connections;
 pub mod egress;
+pub mod failure;
 pub mod h1;
 pub mod http;
 pub mod inbox;
@@ -20,6 +24,8 @@ mod lanes;
 mod session;
 pub mod smtp;
 pub mod throttle;
+pub mod trust;
+mod vet;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,11 +34,14 @@ use crate::caps::{Context, crash_reporter};
 use crate::executor::Executor;
 use crate::runtime::channel::{ChannelPre, wit};
 use crate::store::audience::dimension;
-use crate::store::deliveries::{Delivery, DeliveryState, Progress};
+use crate::store::deliveries::{Cause, Delivery, DeliveryState, Progress};
 use crate::store::runs::{DeliveryCounts, InputRef, OutputRef, Task};
 use crate::store::settings::Account;
 use crate::store::suppression::{Suppression, SuppressionKind};
 use crate::workflow::{Activity, DEFAULT_VALIDITY_MS};
+use failure::Failure;
+use session::Send;
+use vet::{Lists, Stored};
 
 /// Target ids built (one plugin call) and their intents written at once.
 /// Small enough that building one (a millisecond or two) does not keep the
@@ -64,7 +73,7 @@ pub struct Transports {
 /// What sends: shared with the tasks that carry each message.
 struct Wire {
     http: http::HttpTransport,
-    smtp: smtp::SmtpTransports,
+    smtp: smtp::Relays,
     throttles: throttle::Throttles,
 }
 
@@ -74,13 +83,12 @@ impl Transports {
         runtime: tokio::runtime::Handle,
         store: &crate::store::Store,
     ) -> anyhow::Result<Transports> {
+        let trust = trust::Trust::load(store)?;
         Ok(Transports {
             runtime,
             wire: Arc::new(Wire {
-                http: http::HttpTransport::new(store)?,
-                smtp: smtp::SmtpTransports::new(
-                    store.cas()?.into_iter().map(|(_, pem)| pem).collect(),
-                ),
+                http: http::HttpTransport::new(store, &trust)?,
+                smtp: smtp::Relays::new(trust)?,
                 throttles: throttle::Throttles::default(),
             }),
         })
@@ -89,7 +97,7 @@ impl Transports {
 
 impl Drop for Transports {
     fn drop(&mut self) {
-        // lettre's pools spawn their shutdown on the runtime when dropped.
+        // Parked connections deregister from the runtime's reactor.
         let _guard = self.runtime.enter();
         self.wire.smtp.close();
     }
@@ -105,8 +113,8 @@ struct Route {
 
 /// How a route reaches its provider.
 enum Way {
-    /// Through the account's SMTP relay pool.
-    Smtp(smtp::Relay),
+    /// Through the account's SMTP relay.
+    Smtp(Arc<smtp::Relay>),
     /// To the account's base URL.
     Http(Box<http::Target>),
 }
@@ -115,17 +123,24 @@ impl Wire {
     /// A wire for unit tests.
     #[cfg(test)]
     pub(crate) fn for_tests(store: &crate::store::Store) -> Wire {
+        let trust = trust::Trust::new(Vec::new()).expect("the public roots");
         Wire {
-            http: http::HttpTransport::new(store).expect("a transport"),
-            smtp: smtp::SmtpTransports::new(Vec::new()),
+            http: http::HttpTransport::new(store, &trust).expect("a transport"),
+            smtp: smtp::Relays::new(trust).expect("relays"),
             throttles: throttle::Throttles::default(),
         }
     }
 
-    /// Resolves an account for email or HTTP messages (call within the
-    /// runtime: a new SMTP pool spawns its housekeeping).
-    fn route(&self, store: &crate::store::Store, name: &str, email: bool) -> Result<Route, String> {
-        let account = store.account(name).map_err(|e| e.to_string())?;
+    /// Resolves an account for email or HTTP messages.
+    fn route(
+        &self,
+        store: &crate::store::Store,
+        name: &str,
+        email: bool,
+    ) -> Result<Route, Failure> {
+        let account = store
+            .account(name)
+            .map_err(|e| Failure::permanent(Cause::Account, e.to_string()))?;
         let way = if email {
             Way::Smtp(self.smtp.relay(store, &account)?)
         } else {
@@ -206,7 +221,8 @@ pub(crate) fn deliver(
         .store
         .delivery_progress(run, &activity.id)
         .map_err(|e| e.to_string())?;
-    let http_list = http_list(exec, &plugin, &descriptor)?;
+    let lists = lists(exec, &plugin, &descriptor, &target_dim)?;
+    let key = exec.store.instance_key().map_err(|e| e.to_string())?;
     let mut pass = Pass {
         exec,
         run,
@@ -214,7 +230,8 @@ pub(crate) fn deliver(
         config: activity.config.to_string(),
         plugin,
         accounts,
-        http_list,
+        lists,
+        key,
         target_dim,
         now,
         deadline,
@@ -318,8 +335,10 @@ struct Pass<'a> {
     config: String,
     plugin: String,
     accounts: Vec<String>,
-    /// The suppression list of its HTTP messages (see [`http_list`]).
-    http_list: String,
+    /// The suppression lists its messages are checked against.
+    lists: Lists,
+    /// The data directory's key, for Message-IDs.
+    key: [u8; 16],
     target_dim: String,
     now: i64,
     /// When the validity period ends: no retry is scheduled past it.
@@ -346,19 +365,37 @@ impl Pass<'_> {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
 
-    /// A log entry of this pass for a message (or none, when excluded
-    /// before one was built).
-    fn entry(&self, state: DeliveryState, out: Option<&wit::Outgoing>) -> Delivery {
+    /// A log entry of this pass for a message going to `to` (or none,
+    /// when excluded before one was built).
+    fn entry(
+        &self,
+        state: DeliveryState,
+        out: Option<&wit::Outgoing>,
+        to: Option<String>,
+    ) -> Delivery {
         Delivery {
             channel: self.plugin.clone(),
             dimension: self.target_dim.clone(),
             state,
-            to: out.map(|o| address(&o.message)),
+            to,
             at: self.now,
             attempts: 0,
             parts: out.map_or(0, |o| o.parts),
             note: out.and_then(|o| o.note.clone()),
         }
+    }
+
+    /// A message the host refuses before it leaves, as its log entry.
+    fn refused(&mut self, id: u64, out: &wit::Outgoing, failure: Failure) -> (u64, Delivery) {
+        self.counts.failed += 1;
+        let state = DeliveryState::Failed {
+            reason: failure.message,
+            permanent: true,
+            cause: Some(failure.cause),
+        };
+        let mut e = self.entry(state, Some(out), None);
+        e.attempts = self.attempt(id);
+        (id, e)
     }
 
     /// Builds a round's messages, excludes what may not be sent, and writes
@@ -398,55 +435,62 @@ impl Pass<'_> {
             ));
         }
         let store = &self.exec.store;
-        let suppressed = suppressions(store, &self.http_list, &prepared)?;
+        let stored = Stored::fetch(store, &self.lists, &todo, &prepared)?;
+        let vetted: Vec<Vetted> = prepared
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| vet(&self.lists, &stored, &self.accounts, &self.plugin, i, p))
+            .collect();
+        let suppressed = suppressions(store, &self.lists, &vetted)?;
         let mut log = Vec::new();
         let mut sends = Vec::new();
-        for ((id, p), suppressed) in todo.iter().zip(prepared).zip(suppressed) {
-            let mut out = match p {
-                wit::Prepared::Exclude(reason) => {
+        for ((id, v), suppressed) in todo.iter().zip(vetted).zip(suppressed) {
+            let (mut out, to) = match v {
+                Vetted::Excluded(reason) => {
                     self.counts.excluded += 1;
-                    log.push((*id, self.entry(DeliveryState::Excluded { reason }, None)));
+                    let state = DeliveryState::Excluded { reason };
+                    log.push((*id, self.entry(state, None, None)));
                     continue;
                 }
-                wit::Prepared::Send(out) => out,
+                Vetted::Refused(out, failure) => {
+                    log.push(self.refused(*id, &out, failure));
+                    continue;
+                }
+                Vetted::Send(out, to) => (out, to),
             };
-            let account = account_of(&out.message);
-            if !self.accounts.iter().any(|a| a == account) {
-                self.counts.failed += 1;
-                let reason = format!(
-                    "account `{account}` is not granted to plugin `{}`",
-                    self.plugin
-                );
-                let state = DeliveryState::Failed {
-                    reason,
-                    permanent: true,
-                };
-                log.push((*id, self.entry(state, Some(&out))));
-                continue;
-            }
             // Quarantine and denylists apply before anything is sent.
             if let Some((list, s)) = suppressed {
                 self.counts.excluded += 1;
-                let reason = s.exclusion(list);
-                log.push((
-                    *id,
-                    self.entry(DeliveryState::Excluded { reason }, Some(&out)),
-                ));
+                let reason = s.exclusion(&list);
+                let state = DeliveryState::Excluded { reason };
+                log.push((*id, self.entry(state, Some(&out), Some(to))));
                 continue;
             }
-            // Links name a recipient: only a per-recipient email gets one.
-            if let (wit::Message::Email(email), Some(u), "recipient") = (
-                &mut out.message,
-                &self.unsubscribe,
-                self.target_dim.as_str(),
-            ) {
-                let link = u.link(self.run, *id, &email.to)?;
-                add_list_unsubscribe(email, &link);
+            let mut message_id = None;
+            if let wit::Message::Email(email) = &mut out.message {
+                // Links name a recipient: only a per-recipient email gets one.
+                if let (Some(u), "recipient") = (&self.unsubscribe, self.target_dim.as_str()) {
+                    let link = u.link(self.run, *id, &to)?;
+                    add_list_unsubscribe(email, &link);
+                }
+                let domain = smtp::message::sender_domain(&email.from);
+                message_id = Some(smtp::message::message_id(
+                    &self.key,
+                    self.run,
+                    self.activity,
+                    *id,
+                    &domain,
+                ));
             }
-            let mut e = self.entry(DeliveryState::Intent, Some(&out));
+            let mut e = self.entry(DeliveryState::Intent, Some(&out), Some(to.clone()));
             e.attempts = self.attempt(*id);
             log.push((*id, e));
-            sends.push((*id, out));
+            sends.push(Send {
+                id: *id,
+                out,
+                to,
+                message_id,
+            });
         }
         store
             .append_deliveries(self.run, self.activity, &log)
@@ -454,49 +498,51 @@ impl Pass<'_> {
         Ok(sends)
     }
 
-    /// Classifies a batch of answers through the plugin and records their
-    /// outcomes: suppressions first (flushed), then the log entries (durable
-    /// at the caller's next flush).
+    /// Records a batch of outcomes: the providers' answers classified
+    /// through the plugin, the failures decided by the host (retried when
+    /// transient, failed when not); suppressions first (flushed), then the
+    /// log entries (durable at the caller's next flush).
     fn record(
         &mut self,
-        answered: Vec<(Arc<session::Sends>, usize, wit::Answer)>,
+        answered: Vec<(Arc<session::Sends>, usize, http::Outcome)>,
     ) -> Result<(), String> {
-        let (batch, answers): (Vec<_>, Vec<_>) = answered
-            .into_iter()
-            .map(|(sends, i, a)| ((sends, i), a))
-            .unzip();
-        self.exec.runtime.arm(&mut self.st);
-        let verdicts = self
-            .channel
-            .classify(&mut self.st, &self.config, &answers)
-            .map_err(&self.crash)?;
-        if verdicts.len() != batch.len() {
+        // Only the providers' answers cross into the plugin, in one call.
+        let answers: Vec<wit::Answer> = answered
+            .iter()
+            .filter_map(|(_, _, outcome)| outcome.as_ref().ok().cloned())
+            .collect();
+        let mut verdicts = if answers.is_empty() {
+            Vec::new()
+        } else {
+            self.exec.runtime.arm(&mut self.st);
+            self.channel
+                .classify(&mut self.st, &self.config, &answers)
+                .map_err(&self.crash)?
+        };
+        if verdicts.len() != answers.len() {
             return Err(format!(
                 "plugin `{}` classified {} answers out of {}",
                 self.plugin,
                 verdicts.len(),
-                batch.len()
+                answers.len()
             ));
         }
+        verdicts.reverse();
         let mut outcomes = Vec::new();
         let mut listed: Vec<(String, String, Suppression)> = Vec::new();
-        for (((sends, i), verdict), answer) in batch.iter().zip(verdicts).zip(&answers) {
-            let (id, out) = (&sends[*i].0, &sends[*i].1);
-            // A refusal by the host (policy, credentials, trust) stays a
-            // failure whatever the plugin reads into it.
-            let verdict = match (verdict, answer) {
-                (wit::Verdict::Retry((reason, _)), wit::Answer::TransportError(e))
-                    if e.starts_with(http::REFUSED) =>
-                {
-                    wit::Verdict::Failed(reason)
-                }
-                (v, _) => v,
+        for (sends, i, outcome) in &answered {
+            let send = &sends[*i];
+            let (id, out) = (&send.id, &send.out);
+            let (verdict, cause) = match outcome {
+                Ok(_) => (verdicts.pop().expect("one per answer"), Cause::Provider),
+                Err(f) if f.permanent => (wit::Verdict::Failed(f.message.clone()), f.cause),
+                Err(f) => (wit::Verdict::Retry((f.message.clone(), None)), f.cause),
             };
-            let list = suppression_list(&self.http_list, &out.message);
+            let (list, _) = self.lists.of(&out.message);
             let mut suppress = |kind, reason: &str| {
                 listed.push((
                     list.to_string(),
-                    address(&out.message),
+                    send.to.clone(),
                     Suppression {
                         kind,
                         reason: reason.to_string(),
@@ -515,6 +561,7 @@ impl Pass<'_> {
                     DeliveryState::Failed {
                         reason,
                         permanent: true,
+                        cause: Some(cause),
                     }
                 }
                 wit::Verdict::Quarantine(reason) => {
@@ -523,6 +570,7 @@ impl Pass<'_> {
                     DeliveryState::Failed {
                         reason: format!("{reason} (address quarantined on {list})"),
                         permanent: true,
+                        cause: Some(cause),
                     }
                 }
                 wit::Verdict::OptedOut(reason) => {
@@ -531,6 +579,7 @@ impl Pass<'_> {
                     DeliveryState::Failed {
                         reason: format!("{reason} (opted out: added to the {list} denylist)"),
                         permanent: true,
+                        cause: Some(cause),
                     }
                 }
                 // A transient failure is retried later, through a
@@ -547,15 +596,20 @@ impl Pass<'_> {
                                 crate::clock::format_ms(self.deadline)
                             ),
                             permanent: false,
+                            cause: Some(cause),
                         }
                     } else {
                         self.counts.retrying += 1;
                         self.retry_at(next_at);
-                        DeliveryState::Retrying { reason, next_at }
+                        DeliveryState::Retrying {
+                            reason,
+                            next_at,
+                            cause: Some(cause),
+                        }
                     }
                 }
             };
-            let mut e = self.entry(state, Some(out));
+            let mut e = self.entry(state, Some(out), Some(send.to.clone()));
             e.attempts = self.attempt(*id);
             outcomes.push((*id, e));
         }
@@ -574,15 +628,6 @@ impl Pass<'_> {
     }
 }
 
-/// The suppression list a message's address belongs to: `email` for every
-/// email, the channel's HTTP list otherwise.
-fn suppression_list<'a>(http_list: &'a str, message: &wit::Message) -> &'a str {
-    match message {
-        wit::Message::Email(_) => "email",
-        wit::Message::Http(_) => http_list,
-    }
-}
-
 /// Most messages a delivery keeps on the wire: the largest concurrency of
 /// its granted accounts, at least [`CONCURRENCY`] (each account's own limit
 /// still applies to its messages).
@@ -594,52 +639,97 @@ fn in_flight(exec: &Executor, accounts: &[String]) -> usize {
         .fold(CONCURRENCY, usize::max)
 }
 
-/// The suppression list of a channel's HTTP messages: the one the operator
-/// installed it with, else the one it declares, else its own name.
-fn http_list(
+/// The suppression lists of a channel's messages (`target`: the dimension
+/// of its ids). Its HTTP messages' list is the one the operator installed
+/// it with, else the one it declares, else its own name; that list's kind
+/// must be of the records the channel sends to.
+fn lists(
     exec: &Executor,
     plugin: &str,
     descriptor: &wit::Descriptor,
-) -> Result<String, String> {
+    target: &str,
+) -> Result<Lists, String> {
     let record = exec.store.plugin(plugin).map_err(|e| e.to_string())?;
-    if let Some(list) = record.suppression_list {
-        return Ok(list);
-    }
-    match &descriptor.suppression_list {
-        Some(list) => {
+    let list = match (record.suppression_list, &descriptor.suppression_list) {
+        (Some(list), _) => list,
+        (None, Some(list)) => {
             crate::store::suppression::check_list_name(list)
                 .map_err(|e| format!("plugin `{plugin}` declares a suppression list: {e}"))?;
-            Ok(list.clone())
+            list.clone()
         }
-        None => Ok(descriptor.name.clone()),
+        (None, None) => descriptor.name.clone(),
+    };
+    let kind = exec.store.list_kind(&list).map_err(|e| e.to_string())?;
+    Ok(Lists {
+        http: (list, kind),
+        target: target.to_string(),
+    })
+}
+
+/// A built message after the host's checks.
+enum Vetted {
+    /// The plugin excluded the target.
+    Excluded(String),
+    /// The host refuses to send it.
+    Refused(wit::Outgoing, Failure),
+    /// It may go, to this stored address (suppression lists permitting).
+    Send(wit::Outgoing, String),
+}
+
+/// Checks what the plugin built for the `i`-th target: an account granted
+/// to the plugin, headers that add no line, a recipient that is the
+/// record's stored address.
+fn vet(
+    lists: &Lists,
+    stored: &Stored,
+    accounts: &[String],
+    plugin: &str,
+    i: usize,
+    prepared: wit::Prepared,
+) -> Vetted {
+    let out = match prepared {
+        wit::Prepared::Exclude(reason) => return Vetted::Excluded(reason),
+        wit::Prepared::Send(out) => out,
+    };
+    let account = account_of(&out.message);
+    if !accounts.iter().any(|a| a == account) {
+        let reason = format!("account `{account}` is not granted to plugin `{plugin}`");
+        return Vetted::Refused(out, Failure::permanent(Cause::Policy, reason));
+    }
+    let checked = vet::headers(&out.message)
+        .and_then(|()| stored.recipient(lists, i, &out.message))
+        .map_err(|reason| {
+            Failure::permanent(Cause::Plugin, format!("plugin `{plugin}`: {reason}"))
+        });
+    match checked {
+        Ok(to) => Vetted::Send(out, to),
+        Err(failure) => Vetted::Refused(out, failure),
     }
 }
 
-/// For each prepared message, its list's entry if its address is
-/// quarantined or denylisted: (list, entry). One lookup per list and batch.
-fn suppressions<'a>(
+/// For each vetted message that may go, its list's entry if its stored
+/// address is quarantined or denylisted: (list, entry). One lookup per
+/// list and batch.
+fn suppressions(
     store: &crate::store::Store,
-    channel: &'a str,
-    prepared: &[wit::Prepared],
-) -> Result<Vec<Option<(&'a str, Suppression)>>, String> {
-    let mut found: Vec<Option<(&'a str, Suppression)>> = vec![None; prepared.len()];
-    let mut by_list: BTreeMap<&'a str, (Vec<usize>, Vec<String>)> = BTreeMap::new();
-    for (i, p) in prepared.iter().enumerate() {
-        if let wit::Prepared::Send(out) = p {
-            let (at, addresses) = by_list
-                .entry(suppression_list(channel, &out.message))
-                .or_default();
+    lists: &Lists,
+    vetted: &[Vetted],
+) -> Result<Vec<Option<(String, Suppression)>>, String> {
+    let mut found: Vec<Option<(String, Suppression)>> = vec![None; vetted.len()];
+    let mut by_list: BTreeMap<&str, (Vec<usize>, Vec<&str>)> = BTreeMap::new();
+    for (i, v) in vetted.iter().enumerate() {
+        if let Vetted::Send(out, to) = v {
+            let (at, addresses) = by_list.entry(lists.of(&out.message).0).or_default();
             at.push(i);
-            addresses.push(address(&out.message));
+            addresses.push(to);
         }
     }
     for (list, (at, addresses)) in by_list {
-        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
         let entries = store
             .suppressions(list, &addresses)
             .map_err(|e| e.to_string())?;
         for (i, entry) in at.into_iter().zip(entries) {
-            found[i] = entry.map(|s| (list, s));
+            found[i] = entry.map(|s| (list.to_string(), s));
         }
     }
     Ok(found)
@@ -686,7 +776,7 @@ pub(crate) fn preview(
     let descriptor = channel.describe(&mut st).map_err(&crash)?;
     let config = activity.config.to_string();
     let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
-    let list = http_list(exec, &plugin, &descriptor)?;
+    let lists = lists(exec, &plugin, &descriptor, &target_dim)?;
     let mut would_send = 0u64;
     let mut excluded = 0u64;
     let mut parts = 0u64;
@@ -706,15 +796,19 @@ pub(crate) fn preview(
             .build(&mut st, &config, &target_dim, round)
             .map_err(&crash)?
             .map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
-        let suppressed = suppressions(&exec.store, &list, &prepared)?;
-        for (p, suppressed) in prepared.into_iter().zip(suppressed) {
-            let reason = match (p, suppressed) {
-                (wit::Prepared::Exclude(reason), _) => reason,
-                (wit::Prepared::Send(out), suppressed) => {
-                    let account = account_of(&out.message);
-                    if !accounts.iter().any(|a| a == account) {
-                        format!("account `{account}` is not granted to plugin `{plugin}`")
-                    } else if let Some((list, s)) = suppressed {
+        let stored = Stored::fetch(&exec.store, &lists, round, &prepared)?;
+        let vetted: Vec<Vetted> = prepared
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| vet(&lists, &stored, &accounts, &plugin, i, p))
+            .collect();
+        let suppressed = suppressions(&exec.store, &lists, &vetted)?;
+        for (v, suppressed) in vetted.into_iter().zip(suppressed) {
+            let reason = match (v, suppressed) {
+                (Vetted::Excluded(reason), _) => reason,
+                (Vetted::Refused(_, failure), _) => failure.message,
+                (Vetted::Send(out, _), suppressed) => {
+                    if let Some((list, s)) = suppressed {
                         // One line per list and kind, not per address.
                         match s.kind {
                             SuppressionKind::Quarantine => format!("quarantined on {list}"),
@@ -848,13 +942,6 @@ fn account_of(message: &wit::Message) -> &str {
     match message {
         wit::Message::Email(e) => &e.account,
         wit::Message::Http(h) => &h.account,
-    }
-}
-
-fn address(message: &wit::Message) -> String {
-    match message {
-        wit::Message::Email(e) => e.to.clone(),
-        wit::Message::Http(h) => h.recipient.clone(),
     }
 }
 

@@ -12,20 +12,34 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::http::AnswerHeaders;
+use super::failure::Failure;
+use super::http::{AnswerHeaders, Outcome};
 use super::inbox::Inbox;
 use super::{Route, Wire};
 use crate::runtime::channel::wit;
 use crate::store::Store;
 
-/// A round's messages: (target id, message).
-pub(super) type Sends = Vec<(u64, wit::Outgoing)>;
+/// A message cleared to leave.
+pub(super) struct Send {
+    /// Its target id.
+    pub id: u64,
+    /// What the plugin built.
+    pub out: wit::Outgoing,
+    /// The target record's stored address: the one suppression lists were
+    /// checked for, and an email's envelope recipient.
+    pub to: String,
+    /// An email's Message-ID, the same on every attempt.
+    pub message_id: Option<String>,
+}
+
+/// A round's messages.
+pub(super) type Sends = Vec<Send>;
 
 /// One message to send: its round and its place in it.
 pub(super) type Job = (Arc<Sends>, usize);
 
 /// A message's answer with its place in the wave, for the recording thread.
-pub(super) type Answered = (Arc<Sends>, usize, wit::Answer, OwnedSemaphorePermit);
+pub(super) type Answered = (Arc<Sends>, usize, Outcome, OwnedSemaphorePermit);
 
 /// The sending side of one delivery execution: lanes that live as long as
 /// it does and take messages from the rounds submitted to them, so the next
@@ -118,9 +132,9 @@ impl Session {
         let mut by_queue: Vec<(Arc<Queue>, Vec<usize>)> = Vec::new();
         let _runtime = self.runtime.enter();
         let mut queues = self.queues();
-        for (i, (_, out)) in sends.iter().enumerate() {
-            let email = matches!(out.message, wit::Message::Email(_));
-            let name = super::account_of(&out.message);
+        for (i, send) in sends.iter().enumerate() {
+            let email = matches!(send.out.message, wit::Message::Email(_));
+            let name = super::account_of(&send.out.message);
             let queue = match queues.get(&(name.to_string(), email)) {
                 Some(q) => q.clone(),
                 None => {
@@ -188,7 +202,7 @@ impl Session {
 
 /// One route's messages, taken in order by its lanes.
 pub(super) struct Queue {
-    pub(super) route: Result<Arc<Route>, String>,
+    pub(super) route: Result<Arc<Route>, Failure>,
     pending: Mutex<Pending>,
     /// Wakes lanes waiting for messages.
     more: Notify,
@@ -203,7 +217,7 @@ struct Pending {
 }
 
 impl Queue {
-    fn new(route: Result<Arc<Route>, String>) -> Queue {
+    fn new(route: Result<Arc<Route>, Failure>) -> Queue {
         Queue {
             route,
             pending: Mutex::new(Pending {
@@ -319,11 +333,12 @@ impl Admission {
         }
     }
 
-    pub(super) fn message(&self) -> &wit::Message {
-        &self.job.0[self.job.1].1.message
+    /// The message to send.
+    pub(super) fn send(&self) -> &Send {
+        &self.job.0[self.job.1]
     }
 
-    pub(super) fn answer(mut self, answer: wit::Answer) {
+    pub(super) fn answer(mut self, answer: Outcome) {
         let slot = self.slot.take().expect("answered once");
         let (sends, i) = (self.job.0.clone(), self.job.1);
         self.shared.inbox.put((sends, i, answer, slot));
@@ -403,7 +418,10 @@ mod tests {
     use super::*;
 
     fn queue() -> Queue {
-        Queue::new(Err("no route".into()))
+        Queue::new(Err(Failure::permanent(
+            crate::store::deliveries::Cause::Account,
+            "no route",
+        )))
     }
 
     fn shared() -> Shared {

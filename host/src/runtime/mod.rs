@@ -25,6 +25,7 @@ pub use state::{Emitted, HostState};
 
 use crate::caps::{Context, clock::RunClock};
 use crate::store::plugins::{PluginKind, PluginRecord};
+use crate::store::suppression::AddressKind;
 use crate::store::{Store, StoreError};
 use bindings::activity::ActivityPluginPre;
 use channel::ChannelPre;
@@ -67,6 +68,24 @@ pub enum PluginError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What the operator chose about a channel's suppression list at install.
+#[derive(Debug, Clone, Default)]
+pub struct ListChoice {
+    /// The list it shares (`--suppression-list`), instead of its own.
+    pub list: Option<String>,
+    /// What that list holds (`--list-kind`).
+    pub kind: Option<AddressKind>,
+}
+
+/// What a channel says of itself at install, besides its name.
+#[derive(Debug, Clone)]
+struct ChannelFacts {
+    /// The dimension it sends per.
+    target: &'static str,
+    /// The suppression list it declares.
+    list: Option<String>,
 }
 
 /// A loaded, ready-to-instantiate plugin.
@@ -197,6 +216,14 @@ impl Runtime {
 
     /// Verifies a component and describes it: its world, name and version.
     pub fn inspect(&self, bytes: &[u8]) -> Result<(Component, PluginRecord), PluginError> {
+        self.examine(bytes).map(|(c, r, _)| (c, r))
+    }
+
+    /// [`Runtime::inspect`], with what a channel says of itself.
+    fn examine(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Component, PluginRecord, Option<ChannelFacts>), PluginError> {
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| PluginError::Invalid(format!("not a valid WebAssembly component: {e}")))?;
         let sha256 = hex::encode(Sha256::digest(bytes));
@@ -209,6 +236,7 @@ impl Runtime {
             message: crate::caps::describe_failure(&e, self.limits, &stderr),
         };
         // Both worlds describe themselves with a name, version and summary.
+        let mut facts = None;
         let (name, version, summary, kind) = match loaded {
             Loaded::Activity(pre) => {
                 let p = pre.instantiate(&mut store).map_err(crash)?;
@@ -229,6 +257,13 @@ impl Runtime {
                         ))
                     })?;
                 }
+                facts = Some(ChannelFacts {
+                    target: match d.target {
+                        channel::wit::Target::Recipient => "recipient",
+                        channel::wit::Target::Subscription => "subscription",
+                    },
+                    list: d.suppression_list.clone(),
+                });
                 (d.name, d.version, d.summary, PluginKind::Channel)
             }
         };
@@ -252,23 +287,31 @@ impl Runtime {
                 record.name
             )));
         }
-        Ok((component, record))
+        Ok((component, record, facts))
     }
 
     /// Installs a component: verify, describe, precompile, store. Grants
     /// and the suppression list of a plugin being replaced are kept; a
-    /// `suppression_list` (channels only) replaces the list.
+    /// chosen list (channels only) replaces the list. A channel's list gets
+    /// its kind: the one chosen, else the one it was declared with, else
+    /// what the channel sends per (device tokens for subscriptions, phone
+    /// numbers for recipients); the kind must be of the channel's records.
     pub fn install(
         &self,
         store: &Store,
         bytes: &[u8],
         accounts: &[String],
-        suppression_list: Option<&str>,
+        choice: &ListChoice,
     ) -> Result<PluginRecord, PluginError> {
-        let (component, mut record) = self.inspect(bytes)?;
-        if suppression_list.is_some() && record.kind != PluginKind::Channel {
+        let (component, mut record, facts) = self.examine(bytes)?;
+        if (choice.list.is_some() || choice.kind.is_some()) && record.kind != PluginKind::Channel {
+            let option = if choice.list.is_some() {
+                "--suppression-list"
+            } else {
+                "--list-kind"
+            };
             return Err(PluginError::Invalid(format!(
-                "--suppression-list is for channels; `{}` is an activity",
+                "{option} is for channels; `{}` is an activity",
                 record.name
             )));
         }
@@ -277,9 +320,13 @@ impl Runtime {
             record.accounts = old.accounts;
             record.suppression_list = old.suppression_list;
         }
-        if let Some(list) = suppression_list {
-            record.suppression_list = Some(list.to_string());
+        if let Some(list) = &choice.list {
+            record.suppression_list = Some(list.clone());
         }
+        let list_kind = match &facts {
+            Some(facts) => Some(list_kind(store, &record, facts, choice.kind)?),
+            None => None,
+        };
         for a in accounts {
             if !record.accounts.contains(a) {
                 record.accounts.push(a.clone());
@@ -289,6 +336,9 @@ impl Runtime {
             .serialize()
             .map_err(|e| PluginError::Invalid(format!("cannot precompile: {e}")))?;
         store.put_artifact(self.engine_hash, &record.sha256, &artifact)?;
+        if let Some((list, kind)) = list_kind {
+            store.declare_list_kind(&list, kind)?;
+        }
         store.put_plugin(&record, bytes)?;
         Ok(record)
     }
@@ -440,4 +490,48 @@ impl Runtime {
             }
         }
     }
+}
+
+/// The suppression list a channel's HTTP messages use, and its kind (see
+/// [`Runtime::install`]).
+fn list_kind(
+    store: &Store,
+    record: &PluginRecord,
+    facts: &ChannelFacts,
+    chosen: Option<AddressKind>,
+) -> Result<(String, AddressKind), PluginError> {
+    let list = record
+        .suppression_list
+        .clone()
+        .or_else(|| facts.list.clone())
+        .unwrap_or_else(|| record.name.clone());
+    let declared = store.declared_list_kind(&list)?;
+    let kind = match (chosen, declared) {
+        (Some(k), Some(d)) if k != d => {
+            return Err(PluginError::Invalid(format!(
+                "suppression list `{list}` holds {}; it cannot hold {} too",
+                d.plural(),
+                k.plural()
+            )));
+        }
+        (Some(k), _) | (None, Some(k)) => k,
+        (None, None) if facts.target == "subscription" => AddressKind::Token,
+        (None, None) => AddressKind::Phone,
+    };
+    let (dimension, column) = kind.column();
+    if dimension != facts.target && list != crate::store::suppression::EMAIL_LIST {
+        return Err(PluginError::Invalid(format!(
+            "channel `{}` sends per {}, and a list of {} is checked against a {dimension}'s \
+             {column}: choose --list-kind {}",
+            record.name,
+            facts.target,
+            kind.plural(),
+            if facts.target == "subscription" {
+                "token"
+            } else {
+                "phone or --list-kind email"
+            }
+        )));
+    }
+    Ok((list, kind))
 }

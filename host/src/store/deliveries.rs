@@ -34,6 +34,9 @@ pub enum DeliveryState {
         reason: String,
         /// Hard (true) or transient (false).
         permanent: bool,
+        /// Why, by kind (none in entries of earlier versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<Cause>,
     },
     /// Not sent on purpose.
     Excluded {
@@ -47,7 +50,72 @@ pub enum DeliveryState {
         reason: String,
         /// When to try again, on the run's clock (ms).
         next_at: i64,
+        /// Why the last attempt failed, by kind (none in entries of earlier
+        /// versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<Cause>,
     },
+}
+
+/// Why a message failed, by kind: the host's own refusals and network
+/// failures apart from the provider's verdicts, so an operator (and a retry)
+/// can tell them apart without reading the text. Stored by position: new
+/// kinds go at the end.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The host's policy refused it: egress to an internal address, an
+    /// account not granted to the plugin.
+    Policy,
+    /// The operator's account cannot be used as set: an unusable URL, a
+    /// missing secret or parameter.
+    Account,
+    /// The account's credential could not be made or was refused (a token
+    /// endpoint's answer, a key that does not sign).
+    Credentials,
+    /// The provider's TLS certificate is not trusted.
+    Certificate,
+    /// No connection to the provider.
+    Connect,
+    /// The provider did not answer in time.
+    Timeout,
+    /// The exchange broke: the connection closed mid-answer, an answer that
+    /// is not the protocol.
+    Protocol,
+    /// The provider's answer, as the channel read it.
+    Provider,
+    /// The plugin built a message the host will not send (a recipient that
+    /// is not the record's address, a bad header).
+    Plugin,
+}
+
+impl Cause {
+    /// Its name, as filters and JSON write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Policy => "policy",
+            Cause::Account => "account",
+            Cause::Credentials => "credentials",
+            Cause::Certificate => "certificate",
+            Cause::Connect => "connect",
+            Cause::Timeout => "timeout",
+            Cause::Protocol => "protocol",
+            Cause::Provider => "provider",
+            Cause::Plugin => "plugin",
+        }
+    }
+
+    /// True for what the host decided or met on the way, rather than the
+    /// provider's word on the message.
+    pub fn host_side(self) -> bool {
+        self != Cause::Provider
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl DeliveryState {
@@ -144,6 +212,7 @@ struct Stored<'a> {
 }
 
 /// [`DeliveryState`] as stored; variants keep their positions for ever.
+/// `Failed` and `Retrying` are entries of versions that kept no cause.
 #[derive(Serialize, Deserialize)]
 enum StoredState<'a> {
     Intent,
@@ -151,6 +220,8 @@ enum StoredState<'a> {
     Failed(&'a str, bool),
     Excluded(&'a str),
     Retrying(&'a str, i64),
+    FailedFor(&'a str, bool, Cause),
+    RetryingFor(&'a str, i64, Cause),
 }
 
 impl<'a> Stored<'a> {
@@ -158,9 +229,27 @@ impl<'a> Stored<'a> {
         let state = match &d.state {
             DeliveryState::Intent => StoredState::Intent,
             DeliveryState::Sent { provider_id } => StoredState::Sent(provider_id.as_deref()),
-            DeliveryState::Failed { reason, permanent } => StoredState::Failed(reason, *permanent),
+            DeliveryState::Failed {
+                reason,
+                permanent,
+                cause: None,
+            } => StoredState::Failed(reason, *permanent),
+            DeliveryState::Failed {
+                reason,
+                permanent,
+                cause: Some(cause),
+            } => StoredState::FailedFor(reason, *permanent, *cause),
             DeliveryState::Excluded { reason } => StoredState::Excluded(reason),
-            DeliveryState::Retrying { reason, next_at } => StoredState::Retrying(reason, *next_at),
+            DeliveryState::Retrying {
+                reason,
+                next_at,
+                cause: None,
+            } => StoredState::Retrying(reason, *next_at),
+            DeliveryState::Retrying {
+                reason,
+                next_at,
+                cause: Some(cause),
+            } => StoredState::RetryingFor(reason, *next_at, *cause),
         };
         Stored {
             channel: &d.channel,
@@ -178,9 +267,9 @@ impl<'a> Stored<'a> {
         match self.state {
             StoredState::Intent => StateKind::Intent,
             StoredState::Sent(_) => StateKind::Sent,
-            StoredState::Failed(..) => StateKind::Failed,
+            StoredState::Failed(..) | StoredState::FailedFor(..) => StateKind::Failed,
             StoredState::Excluded(_) => StateKind::Excluded,
-            StoredState::Retrying(..) => StateKind::Retrying,
+            StoredState::Retrying(..) | StoredState::RetryingFor(..) => StateKind::Retrying,
         }
     }
 
@@ -193,6 +282,12 @@ impl<'a> Stored<'a> {
             StoredState::Failed(reason, permanent) => DeliveryState::Failed {
                 reason: reason.to_string(),
                 permanent,
+                cause: None,
+            },
+            StoredState::FailedFor(reason, permanent, cause) => DeliveryState::Failed {
+                reason: reason.to_string(),
+                permanent,
+                cause: Some(cause),
             },
             StoredState::Excluded(reason) => DeliveryState::Excluded {
                 reason: reason.to_string(),
@@ -200,6 +295,12 @@ impl<'a> Stored<'a> {
             StoredState::Retrying(reason, next_at) => DeliveryState::Retrying {
                 reason: reason.to_string(),
                 next_at,
+                cause: None,
+            },
+            StoredState::RetryingFor(reason, next_at, cause) => DeliveryState::Retrying {
+                reason: reason.to_string(),
+                next_at,
+                cause: Some(cause),
             },
         };
         Delivery {
@@ -218,9 +319,12 @@ impl<'a> Stored<'a> {
     fn progress(&self) -> Progress {
         Progress {
             attempts: self.attempts,
-            done: !matches!(self.state, StoredState::Intent | StoredState::Retrying(..)),
+            done: !matches!(
+                self.state,
+                StoredState::Intent | StoredState::Retrying(..) | StoredState::RetryingFor(..)
+            ),
             next_at: match self.state {
-                StoredState::Retrying(_, at) => Some(at),
+                StoredState::Retrying(_, at) | StoredState::RetryingFor(_, at, _) => Some(at),
                 _ => None,
             },
         }
@@ -434,6 +538,12 @@ mod tests {
             DeliveryState::Failed {
                 reason: "21211 invalid".into(),
                 permanent: true,
+                cause: None,
+            },
+            DeliveryState::Failed {
+                reason: "21211 invalid".into(),
+                permanent: true,
+                cause: Some(Cause::Provider),
             },
             DeliveryState::Excluded {
                 reason: "on the sms denylist".into(),
@@ -441,6 +551,12 @@ mod tests {
             DeliveryState::Retrying {
                 reason: "429".into(),
                 next_at: 1_767_603_900_000,
+                cause: None,
+            },
+            DeliveryState::Retrying {
+                reason: "no answer".into(),
+                next_at: 1_767_603_900_000,
+                cause: Some(Cause::Timeout),
             },
         ]
     }
@@ -485,6 +601,7 @@ mod tests {
         let old = entry(DeliveryState::Retrying {
             reason: "451".into(),
             next_at: 5,
+            cause: None,
         });
         let mut k = prefix(1, "mail");
         k.extend_from_slice(&7u64.to_be_bytes());

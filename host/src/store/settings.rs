@@ -1,7 +1,8 @@
 //! The operator's settings: external accounts and secrets.
 //!
 //! Secrets are stored in the data directory and only ever read by host
-//! capabilities; no WIT function returns them.
+//! capabilities; no WIT function returns them. The data directory also
+//! holds its own random instance key, which makes its Message-IDs its own.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,9 +52,23 @@ pub struct Account {
     /// Most messages in flight at once through this account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// How long each network step may take, in seconds (none: the
+    /// default, [`DEFAULT_TIMEOUT_S`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
 }
 
+/// How long, by default, each network step of an account may take: an
+/// HTTP request from the moment it is on a connection to its whole answer,
+/// an SMTP greeting, command or message to its reply, a token exchange.
+pub const DEFAULT_TIMEOUT_S: u32 = 30;
+
 impl Account {
+    /// How long each network step may take ([`Account::timeout`]).
+    pub fn step_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.timeout.unwrap_or(DEFAULT_TIMEOUT_S)))
+    }
+
     /// A parameter, or an error naming it.
     pub fn param(&self, name: &str) -> Result<&str, String> {
         self.params
@@ -118,6 +133,25 @@ impl Store {
 }
 
 impl Store {
+    /// This data directory's random key (made on first use): what makes
+    /// its Message-IDs differ from another installation's for the same run,
+    /// activity and target.
+    pub fn instance_key(&self) -> Result<[u8; 16]> {
+        let tree = self.tree("settings")?;
+        if let Some(v) = tree.get("instance-key")?
+            && let Ok(key) = <[u8; 16]>::try_from(v.as_ref())
+        {
+            return Ok(key);
+        }
+        let mut key = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).map_err(
+            |_| StoreError::Io(std::io::Error::other("the system has no random numbers")),
+        )?;
+        tree.insert("instance-key", &key)?;
+        self.flush()?;
+        Ok(key)
+    }
+
     /// Trusts a CA certificate (PEM) for outbound TLS, under a name.
     pub fn put_ca(&self, name: &str, pem: &[u8]) -> Result<()> {
         self.tree("settings")?.insert(format!("ca/{name}"), pem)?;

@@ -65,31 +65,92 @@ impl Suppression {
     }
 }
 
-/// The form an address is listed under: email addresses compare without
-/// case, numbers in E.164, tokens as they are.
-pub fn normalise(list: &str, address: &str) -> String {
-    let a = address.trim();
-    if list == "email" {
-        a.to_ascii_lowercase()
-    } else if list == "sms" {
-        normalise_phone(a).unwrap_or_else(|| a.to_string())
-    } else {
-        a.to_string()
+/// What a suppression list holds, and so which stored address of a
+/// message's target record it is checked against.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressKind {
+    /// Email addresses (a recipient's `email`), compared without case.
+    Email,
+    /// Mobile numbers (a recipient's `mobile`), in E.164.
+    Phone,
+    /// Device tokens (a subscription's `token`), as they are.
+    Token,
+}
+
+impl AddressKind {
+    /// The kind of a list whose kind was never declared: `email` holds
+    /// emails, `sms` numbers, any other list device tokens (how lists were
+    /// read before kinds were declared).
+    pub fn inferred(list: &str) -> AddressKind {
+        match list {
+            EMAIL_LIST => AddressKind::Email,
+            "sms" => AddressKind::Phone,
+            _ => AddressKind::Token,
+        }
+    }
+
+    /// The dimension whose records hold such addresses, and the column.
+    pub fn column(self) -> (&'static str, &'static str) {
+        match self {
+            AddressKind::Email => ("recipient", "email"),
+            AddressKind::Phone => ("recipient", "mobile"),
+            AddressKind::Token => ("subscription", "token"),
+        }
+    }
+
+    /// What such a list holds, in words.
+    pub fn plural(self) -> &'static str {
+        match self {
+            AddressKind::Email => "email addresses",
+            AddressKind::Phone => "phone numbers",
+            AddressKind::Token => "device tokens",
+        }
+    }
+
+    /// Its name, as the command line writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AddressKind::Email => "email",
+            AddressKind::Phone => "phone",
+            AddressKind::Token => "token",
+        }
+    }
+
+    /// The form an address is listed and compared under: email addresses
+    /// without case, numbers in E.164, tokens as they are.
+    pub fn normalise(self, address: &str) -> String {
+        let a = address.trim();
+        match self {
+            AddressKind::Email => a.to_ascii_lowercase(),
+            AddressKind::Phone => normalise_phone(a).unwrap_or_else(|| a.to_string()),
+            AddressKind::Token => a.to_string(),
+        }
+    }
+
+    /// Checks an address of this kind (emails and numbers by syntax); `Ok`
+    /// carries its normal form.
+    pub fn check(self, address: &str) -> std::result::Result<String, String> {
+        let a = address.trim();
+        if a.is_empty() {
+            return Err("the address is empty".into());
+        }
+        match self {
+            AddressKind::Email => Check::Email.apply(Some(a)).map(|_| self.normalise(a)),
+            AddressKind::Phone => Check::Phone.apply(Some(a)).map(|v| v.unwrap_or_default()),
+            AddressKind::Token => Ok(a.to_string()),
+        }
     }
 }
 
-/// Checks an address for a list (emails and numbers by syntax).
-pub fn check(list: &str, address: &str) -> std::result::Result<String, String> {
-    let a = address.trim();
-    if a.is_empty() {
-        return Err("the address is empty".into());
-    }
-    match list {
-        "email" => Check::Email.apply(Some(a)).map(|_| normalise(list, a)),
-        "sms" => Check::Phone.apply(Some(a)).map(|v| v.unwrap_or_default()),
-        _ => Ok(a.to_string()),
+impl std::fmt::Display for AddressKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
+
+/// The list every email is checked against, whatever channel sends it.
+pub const EMAIL_LIST: &str = "email";
 
 /// Checks a list name an operator gives: lowercase letters, digits, `-`
 /// and `_`, as channel names are (it prefixes the list's keys).
@@ -108,16 +169,52 @@ pub fn check_list_name(list: &str) -> std::result::Result<(), String> {
     }
 }
 
-fn key(list: &str, address: &str) -> Vec<u8> {
+fn key(list: &str, kind: AddressKind, address: &str) -> Vec<u8> {
     let mut k = list.as_bytes().to_vec();
     k.push(0);
-    k.extend_from_slice(normalise(list, address).as_bytes());
+    k.extend_from_slice(kind.normalise(address).as_bytes());
     k
 }
 
+/// Where a list's declared kind is kept, in the settings tree.
+fn kind_key(list: &str) -> String {
+    format!("list-kind/{list}")
+}
+
 impl Store {
+    /// What `list` holds: as declared (at install), else inferred from its
+    /// name ([`AddressKind::inferred`]).
+    pub fn list_kind(&self, list: &str) -> Result<AddressKind> {
+        if list == EMAIL_LIST {
+            return Ok(AddressKind::Email);
+        }
+        match self.tree("settings")?.get(kind_key(list))? {
+            Some(v) => json_decode("settings", &v),
+            None => Ok(AddressKind::inferred(list)),
+        }
+    }
+
+    /// The kind declared for `list`, if any.
+    pub fn declared_list_kind(&self, list: &str) -> Result<Option<AddressKind>> {
+        if list == EMAIL_LIST {
+            return Ok(Some(AddressKind::Email));
+        }
+        self.tree("settings")?
+            .get(kind_key(list))?
+            .map(|v| json_decode("settings", &v))
+            .transpose()
+    }
+
+    /// Declares what `list` holds (its addresses are normalised by it).
+    pub fn declare_list_kind(&self, list: &str, kind: AddressKind) -> Result<()> {
+        self.tree("settings")?
+            .insert(kind_key(list), json_encode(&kind))?;
+        self.flush()
+    }
+
     /// The entries of `addresses` (in order) on `list`.
     pub fn suppressions(&self, list: &str, addresses: &[&str]) -> Result<Vec<Option<Suppression>>> {
+        let kind = self.list_kind(list)?;
         let tree = self.tree("suppression")?;
         // Most lists are empty or short: one seek says whether any lookup
         // is worth making.
@@ -129,7 +226,7 @@ impl Store {
         addresses
             .iter()
             .map(|a| {
-                tree.get(key(list, a))?
+                tree.get(key(list, kind, a))?
                     .map(|v| json_decode("suppression", &v))
                     .transpose()
             })
@@ -139,10 +236,11 @@ impl Store {
     /// Adds entries to `list` in one batch and flushes. An opt-out is never
     /// replaced by a quarantine: it is the recipient's own word.
     pub fn suppress(&self, list: &str, entries: &[(String, Suppression)]) -> Result<()> {
+        let kind = self.list_kind(list)?;
         let tree = self.tree("suppression")?;
         let mut batch = sled::Batch::default();
         for (address, s) in entries {
-            let k = key(list, address);
+            let k = key(list, kind, address);
             if s.kind == SuppressionKind::Quarantine
                 && let Some(old) = tree.get(&k)?
                 && json_decode::<Suppression>("suppression", &old)?.kind
@@ -158,9 +256,10 @@ impl Store {
 
     /// Removes an address from `list`; false if it was not there.
     pub fn unsuppress(&self, list: &str, address: &str) -> Result<bool> {
+        let kind = self.list_kind(list)?;
         let removed = self
             .tree("suppression")?
-            .remove(key(list, address))?
+            .remove(key(list, kind, address))?
             .is_some();
         self.flush()?;
         Ok(removed)
@@ -172,7 +271,9 @@ impl Store {
         list: Option<&str>,
     ) -> Result<Vec<(String, String, Suppression)>> {
         let tree = self.tree("suppression")?;
-        let prefix = list.map(|l| key(l, "")).unwrap_or_default();
+        let prefix = list
+            .map(|l| key(l, AddressKind::Token, ""))
+            .unwrap_or_default();
         let mut out = Vec::new();
         for kv in tree.scan_prefix(prefix) {
             let (k, v) = kv?;
@@ -245,13 +346,44 @@ mod tests {
     }
 
     #[test]
-    fn addresses_are_checked_per_list() {
-        assert_eq!(check("email", " A@B.example ").unwrap(), "a@b.example");
-        assert!(check("email", "not-an-address").is_err());
-        assert_eq!(check("sms", "0044 7700 900123").unwrap(), "+447700900123");
-        assert!(check("sms", "12").is_err());
-        assert_eq!(check("fcm", "Tok:EN").unwrap(), "Tok:EN");
-        assert!(check("apns", " ").is_err());
+    fn addresses_are_checked_per_kind() {
+        use AddressKind::*;
+        assert_eq!(Email.check(" A@B.example ").unwrap(), "a@b.example");
+        assert!(Email.check("not-an-address").is_err());
+        assert_eq!(Phone.check("0044 7700 900123").unwrap(), "+447700900123");
+        assert!(Phone.check("12").is_err());
+        assert_eq!(Token.check("Tok:EN").unwrap(), "Tok:EN");
+        assert!(Token.check(" ").is_err());
+    }
+
+    #[test]
+    fn a_declared_kind_decides_how_a_list_compares_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Undeclared: inferred from the name, as before kinds existed.
+        assert_eq!(store.list_kind("sms").unwrap(), AddressKind::Phone);
+        assert_eq!(store.list_kind("textline").unwrap(), AddressKind::Token);
+        assert_eq!(store.declared_list_kind("textline").unwrap(), None);
+        store
+            .declare_list_kind("textline", AddressKind::Phone)
+            .unwrap();
+        assert_eq!(store.list_kind("textline").unwrap(), AddressKind::Phone);
+        store
+            .suppress(
+                "textline",
+                &[("0044 7700 900123".into(), entry(SuppressionKind::Denylist))],
+            )
+            .unwrap();
+        let got = store
+            .suppressions("textline", &["+44 7700-900123", "+447700900999"])
+            .unwrap();
+        assert!(got[0].is_some(), "numbers compare in E.164");
+        assert!(got[1].is_none());
+        // `email` is always a list of emails.
+        store
+            .declare_list_kind("email", AddressKind::Token)
+            .unwrap();
+        assert_eq!(store.list_kind("email").unwrap(), AddressKind::Email);
     }
 
     #[test]
