@@ -73,6 +73,30 @@ fn a_channel_cannot_reach_past_the_stored_address_or_inject_headers() {
     let env = Env::new();
     setup(&env, &s);
     let fixture = common::plugin_dir().join("crosscast_fixture_hostile.wasm");
+    // A list holds one kind of address, declared at install: `sms` holds
+    // numbers (the built-in channel's), and a push channel's list tokens.
+    let err = env.fails(&[
+        "plugin",
+        "install",
+        fixture.to_str().unwrap(),
+        "--list-kind",
+        "token",
+    ]);
+    assert!(
+        err.contains("`sms` holds phone numbers; it cannot hold device tokens too"),
+        "{err}"
+    );
+    let fcm = common::plugin_dir().join("crosscast_plugin_fcm.wasm");
+    let err = env.fails(&[
+        "plugin",
+        "install",
+        fcm.to_str().unwrap(),
+        "--suppression-list",
+        "push-numbers",
+        "--list-kind",
+        "phone",
+    ]);
+    assert!(err.contains("sends per subscription"), "{err}");
     env.ok(&[
         "plugin",
         "install",
@@ -209,7 +233,10 @@ fn smtp_follows_the_egress_policy() {
             "egress denied: 127.0.0.1 is an internal address",
         ),
     ] {
-        env.ok(&["account", "set", "relay", "--url", &url]);
+        let set = env.run(&["account", "set", "relay", "--url", &url]);
+        assert!(set.status.success());
+        let note = String::from_utf8_lossy(&set.stderr);
+        assert!(note.contains("is an internal address"), "{url}: {note}");
         env.ok(&["plugin", "grant", "email", "--account", "relay"]);
         let run = start_workflow(&env, T0, &wf);
         assert_refused(&log_entries(&env, run, "send"), "policy", says);

@@ -574,6 +574,20 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             app.store.put_account(&account)?;
             println!("account {name} saved");
+            // Said now rather than found in the delivery log later.
+            let host = url::Url::parse(&account.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string));
+            if let Some(host) = host
+                && !crate::deliver::egress::allows_internal(&account)
+                && (crate::deliver::egress::check_literal(&host, false).is_err()
+                    || host.eq_ignore_ascii_case("localhost"))
+            {
+                eprintln!(
+                    "note: {host} is an internal address: messages through account {name} are \
+                     refused unless it has --param allow_private=true"
+                );
+            }
         }
         Command::Ca(CaCommand::Add { name, file }) => {
             let pem =
