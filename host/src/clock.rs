@@ -34,5 +34,5 @@ impl Clock {
 pub fn format_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| ms.to_string())
+        .unwrap_or_else(|| format!("{ms} ms after 1970 (no date)"))
 }

@@ -179,26 +179,29 @@ impl Executor {
                 task.state = TaskState::Done { outputs };
                 self.store.complete_task(run.id, &task, &next, &joins)?;
             }
-            Ok(Step::Wait(until)) if run.dry_run => {
+            Ok(Step::Wait(until)) => match wait(until, now, task.waited_past) {
+                Wait::Refused(error) => {
+                    task.state = TaskState::Failed { error };
+                    self.store.put_task(run.id, &task)?;
+                }
+                // Still pending: executed again at once, on the same clock.
+                Wait::Over => {
+                    task.waited_past = true;
+                    self.store.put_task(run.id, &task)?;
+                }
                 // Cross the wait on the task's own clock: execute again at
                 // `until` instead of parking on a timer.
-                if until <= now {
-                    task.state = TaskState::Failed {
-                        error: format!(
-                            "asked to wait until {}, which is not after its clock {}",
-                            crate::clock::format_ms(until),
-                            crate::clock::format_ms(now)
-                        ),
-                    };
-                } else {
+                Wait::Until(until) if run.dry_run => {
+                    task.waited_past = false;
                     task.clock = Some(until);
+                    self.store.put_task(run.id, &task)?;
                 }
-                self.store.put_task(run.id, &task)?;
-            }
-            Ok(Step::Wait(until)) => {
-                task.state = TaskState::Waiting { until };
-                self.store.wait_task(run.id, &task, until)?;
-            }
+                Wait::Until(until) => {
+                    task.waited_past = false;
+                    task.state = TaskState::Waiting { until };
+                    self.store.wait_task(run.id, &task, until)?;
+                }
+            },
             Err(error) => {
                 tracing::warn!(run = run.id, activity = %activity.id, "failed: {error}");
                 task.state = TaskState::Failed { error };
@@ -293,9 +296,8 @@ impl Executor {
         let limits = self.runtime.limits();
         let plugin = ctx.plugin.clone();
         let mut st = self.runtime.new_store(ctx);
-        let stderr = st.data().stderr.clone();
-        let crash = crash_reporter(plugin.clone(), limits, stderr);
-        let instance = pre.instantiate(&mut st).map_err(&crash)?;
+        let crash = crash_reporter(plugin.clone(), limits);
+        let instance = pre.instantiate(&mut st).map_err(|e| crash(e, st.data()))?;
         let mut inputs = Vec::new();
         for i in &task.inputs {
             let meta = self
@@ -323,7 +325,7 @@ impl Executor {
         let outcome = instance
             .crosscast_plugin_activity()
             .call_execute(&mut st, &arg)
-            .map_err(&crash)?;
+            .map_err(|e| crash(e, st.data()))?;
         // Both directions: `execute` itself and every call the guest made.
         let calls = st.data().host_calls + 1;
         match outcome {
@@ -340,13 +342,7 @@ impl Executor {
                     let Some(e) = emitted.remove(transition) else {
                         continue;
                     };
-                    let (dimension, mut ids) = (e.dimension, e.ids);
-                    // Plugins reading in id order emit in id order: skip
-                    // the sort then.
-                    if !ids.is_sorted() {
-                        ids.sort_unstable();
-                    }
-                    ids.dedup();
+                    let (dimension, ids) = (e.dimension.clone(), e.ids());
                     let population = self
                         .store
                         .write_population(&dimension, &ids)
@@ -389,5 +385,38 @@ fn new_task(store: &Store, activity: &str, inputs: Vec<InputRef>) -> anyhow::Res
         elapsed_ms: 0,
         clock: None,
         preview: None,
+        waited_past: false,
     })
+}
+
+/// Furthest ahead a wait may name: further is a plugin's mistake (a wait
+/// of centuries, an instant out of range), not a campaign.
+const LONGEST_WAIT_MS: i64 = 10 * 366 * 24 * 3_600_000;
+
+/// What becomes of a task asking, at `now`, to wait until `until`.
+enum Wait {
+    /// A later instant, within reach: park until then.
+    Until(i64),
+    /// Not after its clock: the wait is over, run again at once.
+    Over,
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+fn wait(until: i64, now: i64, waited_past: bool) -> Wait {
+    let (at, clock) = (crate::clock::format_ms(until), crate::clock::format_ms(now));
+    if until > now.saturating_add(LONGEST_WAIT_MS) {
+        Wait::Refused(format!(
+            "asked to wait until {at}, more than 10 years after its clock {clock}"
+        ))
+    } else if until > now {
+        Wait::Until(until)
+    } else if waited_past {
+        Wait::Refused(format!(
+            "asked again to wait until {at}, which is not after its clock {clock}: a wait \
+             must name a later instant"
+        ))
+    } else {
+        Wait::Over
+    }
 }

@@ -222,7 +222,7 @@ fn a_misbehaving_plugin_fails_only_its_activity() {
 
     for (mode, words) in [
         ("trap", "crashed: panicked: misbehave: deliberate trap"),
-        ("loop", "ran out of time (limit 2 s)"),
+        ("loop", "ran out of time (limit 2 s: "),
         ("memory", "ran out of memory (limit 32 MiB)"),
         ("network", "network denied"),
     ] {

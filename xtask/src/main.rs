@@ -39,6 +39,7 @@ const WASM_CRATES: &[&str] = &[
     "crosscast-fixture-sms-v2",
     "crosscast-fixture-bad-list",
     "crosscast-fixture-hostile",
+    "crosscast-fixture-sleepy",
 ];
 
 fn main() -> anyhow::Result<()> {

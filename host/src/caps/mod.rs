@@ -13,9 +13,7 @@ pub mod output;
 pub mod population;
 pub mod signing;
 
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-
-use crate::runtime::Limits;
+use crate::runtime::{Hit, HostState, Limits};
 use crate::store::Store;
 
 /// Most ids one `read` returns, whatever the guest asks: bounds host memory.
@@ -60,45 +58,97 @@ impl Context {
     }
 }
 
+/// Turns a guest failure into the message its task fails with, reading the
+/// store's state (which limit, if any, was hit).
+pub type CrashReporter = Box<dyn Fn(wasmtime::Error, &HostState) -> String>;
+
 /// A function turning a guest failure of `plugin` into the message its task
-/// fails with.
+/// fails with (the store's state says which limit, if any, was hit).
 pub fn crash_reporter(
     plugin: String,
     limits: Limits,
-    stderr: MemoryOutputPipe,
-) -> impl Fn(wasmtime::Error) -> String {
-    move |e| {
-        format!(
-            "plugin `{plugin}` {}",
-            describe_failure(&e, limits, &stderr)
-        )
-    }
+) -> impl Fn(wasmtime::Error, &HostState) -> String {
+    move |e, state| format!("plugin `{plugin}` {}", describe_failure(&e, limits, state))
 }
 
-/// Turns a guest failure into a sentence for the operator, with what the
-/// guest wrote to stderr (a Rust panic message, say) when there is any.
-pub fn describe_failure(e: &wasmtime::Error, limits: Limits, stderr: &MemoryOutputPipe) -> String {
+/// Turns a guest failure into a sentence for the operator: the limit it
+/// hit (as the limiter or the call's clock recorded it, or wasmtime's
+/// interrupt trap), its exit code, or its error chain, with what the guest
+/// wrote to stderr (a Rust panic message, say) when there is any.
+pub fn describe_failure(e: &wasmtime::Error, limits: Limits, state: &HostState) -> String {
+    let (in_host, total) = state.spent();
+    let secs = |d: std::time::Duration| {
+        if d.subsec_millis() == 0 {
+            format!("{} s", d.as_secs())
+        } else {
+            format!("{:.1} s", d.as_secs_f64())
+        }
+    };
+    match state.hit() {
+        Some(Hit::Memory) => {
+            return format!(
+                "ran out of memory (limit {} MiB) and was stopped",
+                limits.memory_bytes >> 20
+            );
+        }
+        Some(Hit::Table) => return "ran out of table space and was stopped".into(),
+        Some(Hit::BlockedInHost { call, in_host }) => {
+            return format!(
+                "ran out of time (limit {}): blocked in a host call for {} ({} in host calls in \
+                 all, timed by the host) and was stopped",
+                secs(limits.timeout),
+                secs(call),
+                secs(in_host)
+            );
+        }
+        None => {}
+    }
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>()
         && *trap == wasmtime::Trap::Interrupt
     {
         return format!(
-            "ran out of time (limit {} s) and was stopped",
-            limits.timeout.as_secs_f64()
+            "ran out of time (limit {}: {} running in wasm, {} in host calls) and was stopped",
+            secs(limits.timeout),
+            secs(total.saturating_sub(in_host)),
+            secs(in_host)
         );
     }
-    let text = format!("{e:?}");
-    if text.contains("growing memory") || text.contains("forcing trap when growing") {
-        return format!(
-            "ran out of memory (limit {} MiB) and was stopped",
-            limits.memory_bytes >> 20
-        );
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        let said = guest_said(&state.chatter.stderr_tail())
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        // WASI 0.2's `exit` carries success or failure only: a guest's
+        // `exit(3)` arrives as 1.
+        return match exit.0 {
+            0 => format!("exited early with success status{said}"),
+            code => format!("exited with a failure status (code {code}){said}"),
+        };
     }
-    let said = guest_said(&stderr.contents());
-    let first = text.lines().next().unwrap_or("").to_string();
+    let chain = chain(e);
+    let said = guest_said(&state.chatter.stderr_tail());
     match (e.downcast_ref::<wasmtime::Trap>(), said) {
         (Some(_), Some(said)) => format!("crashed: {said}"),
-        (Some(trap), None) => format!("crashed: {trap} ({first})"),
-        (None, _) => format!("failed: {first}"),
+        (Some(trap), None) => format!("crashed: {trap} ({chain})"),
+        (None, _) => format!("failed: {chain}"),
+    }
+}
+
+/// An error's chain of causes, one line each joined, without wasm
+/// backtraces (the first line of a trap's own message is its cause).
+fn chain(e: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let first = text.lines().next().unwrap_or("").trim().to_string();
+        let first = first.trim_end_matches(':').trim().to_string();
+        if !first.is_empty() && !parts.iter().any(|p| p.contains(&first)) {
+            parts.push(first);
+        }
+    }
+    if parts.is_empty() {
+        "unknown error".into()
+    } else {
+        parts.join(": ")
     }
 }
 

@@ -1,4 +1,6 @@
-//! `crosscast:plugin/output`: ids an activity sends along its transitions.
+//! `crosscast:plugin/output`: ids an activity sends along its transitions,
+//! folded as they arrive (one bit per record, `Emitted`), so a plugin
+//! emitting without end costs the host no more memory than the data.
 
 use crate::runtime::bindings::activity::crosscast::plugin::output::Host;
 use crate::runtime::{Emitted, HostState};
@@ -33,17 +35,14 @@ impl Host for HostState {
         let out = self
             .emitted
             .entry(transition.clone())
-            .or_insert_with(|| Emitted {
-                dimension: dimension.clone(),
-                ids: Vec::new(),
-            });
+            .or_insert_with(|| Emitted::new(&dimension));
         if out.dimension != dimension {
             return Ok(Err(format!(
                 "transition `{transition}` already carries dimension `{}`, not `{dimension}`",
                 out.dimension
             )));
         }
-        out.ids.extend_from_slice(&ids);
+        out.insert(&ids);
         Ok(Ok(()))
     }
 }

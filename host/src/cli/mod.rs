@@ -347,6 +347,18 @@ fn limits_from_env() -> Limits {
     {
         l.memory_bytes = mb << 20;
     }
+    if let Some(bytes) = std::env::var("CROSSCAST_PLUGIN_LOG_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        l.chatter.bytes = bytes;
+    }
+    if let Some(lines) = std::env::var("CROSSCAST_PLUGIN_LOG_LINES_PER_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        l.chatter.lines_per_s = lines;
+    }
     l
 }
 

@@ -201,10 +201,9 @@ pub(crate) fn deliver(
     let accounts = ctx.accounts.clone();
     let now = ctx.now_ms;
     let mut st = exec.runtime.new_store(ctx);
-    let stderr = st.data().stderr.clone();
-    let crash = crash_reporter(plugin.clone(), limits, stderr);
-    let channel = pre.instantiate(&mut st).map_err(&crash)?;
-    let descriptor = channel.describe(&mut st).map_err(&crash)?;
+    let crash = crash_reporter(plugin.clone(), limits);
+    let channel = pre.instantiate(&mut st).map_err(|e| crash(e, st.data()))?;
+    let descriptor = channel.describe(&mut st).map_err(|e| crash(e, st.data()))?;
     let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
     let deadline = task
         .started_at
@@ -349,7 +348,7 @@ struct Pass<'a> {
     progress: std::collections::HashMap<u64, Progress>,
     st: wasmtime::Store<crate::runtime::HostState>,
     channel: crate::runtime::channel::Channel,
-    crash: Box<dyn Fn(wasmtime::Error) -> String>,
+    crash: crate::caps::CrashReporter,
     counts: DeliveryCounts,
     /// When the earliest retry is due.
     wake_at: Option<i64>,
@@ -424,7 +423,7 @@ impl Pass<'_> {
         let prepared = self
             .channel
             .build(&mut self.st, &self.config, &self.target_dim, &todo)
-            .map_err(&self.crash)?
+            .map_err(|e| (self.crash)(e, self.st.data()))?
             .map_err(|m| format!("plugin `{}` could not build messages: {m}", self.plugin))?;
         if prepared.len() != todo.len() {
             return Err(format!(
@@ -517,7 +516,7 @@ impl Pass<'_> {
             self.exec.runtime.arm(&mut self.st);
             self.channel
                 .classify(&mut self.st, &self.config, &answers)
-                .map_err(&self.crash)?
+                .map_err(|e| (self.crash)(e, self.st.data()))?
         };
         if verdicts.len() != answers.len() {
             return Err(format!(
@@ -770,10 +769,9 @@ pub(crate) fn preview(
     let plugin = ctx.plugin.clone();
     let accounts = ctx.accounts.clone();
     let mut st = exec.runtime.new_store(ctx);
-    let stderr = st.data().stderr.clone();
-    let crash = crash_reporter(plugin.clone(), limits, stderr);
-    let channel = pre.instantiate(&mut st).map_err(&crash)?;
-    let descriptor = channel.describe(&mut st).map_err(&crash)?;
+    let crash = crash_reporter(plugin.clone(), limits);
+    let channel = pre.instantiate(&mut st).map_err(|e| crash(e, st.data()))?;
+    let descriptor = channel.describe(&mut st).map_err(|e| crash(e, st.data()))?;
     let config = activity.config.to_string();
     let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
     let lists = lists(exec, &plugin, &descriptor, &target_dim)?;
@@ -794,7 +792,7 @@ pub(crate) fn preview(
         exec.runtime.arm(&mut st);
         let prepared = channel
             .build(&mut st, &config, &target_dim, round)
-            .map_err(&crash)?
+            .map_err(|e| crash(e, st.data()))?
             .map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
         let stored = Stored::fetch(&exec.store, &lists, round, &prepared)?;
         let vetted: Vec<Vetted> = prepared

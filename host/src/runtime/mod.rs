@@ -9,6 +9,7 @@
 
 pub mod bindings;
 pub mod channel;
+pub mod limits;
 mod state;
 
 use std::collections::HashMap;
@@ -18,12 +19,15 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, StoreLimitsBuilder};
+use wasmtime::{CallHook, Config, Engine, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtxBuilder;
 
+pub use limits::{Hit, Limits};
 pub use state::{Emitted, HostState};
 
-use crate::caps::{Context, clock::RunClock};
+use crate::caps::Context;
+use crate::caps::clock::{GuestClock, GuestClockView, GuestTime};
+use crate::caps::log::Chatter;
 use crate::store::plugins::{PluginKind, PluginRecord};
 use crate::store::suppression::AddressKind;
 use crate::store::{Store, StoreError};
@@ -32,24 +36,6 @@ use channel::ChannelPre;
 
 /// How often the epoch advances.
 const TICK: Duration = Duration::from_millis(10);
-
-/// Resource limits for one execution.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Most linear memory a guest may use, in bytes.
-    pub memory_bytes: usize,
-    /// Most time one guest call may take.
-    pub timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory_bytes: 64 << 20,
-            timeout: Duration::from_secs(300),
-        }
-    }
-}
 
 /// A plugin that failed or could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -127,10 +113,25 @@ impl Runtime {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_hash = hasher.finish();
 
-        // One linker per world: WASI (empty context) plus the world's imports.
+        // One linker per world: WASI (empty context) plus the world's
+        // imports. The monotonic clock is the guest's own (`caps::clock`):
+        // wasmtime-wasi's sleeps in real time, blocking the host.
         let linker = |add: fn(&mut Linker<HostState>) -> wasmtime::Result<()>| {
             let mut l = Linker::new(&engine);
-            wasmtime_wasi::p2::add_to_linker_sync(&mut l).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let wasi = |l: &mut Linker<HostState>| -> wasmtime::Result<()> {
+                wasmtime_wasi::p2::add_to_linker_sync(l)?;
+                l.allow_shadowing(true);
+                wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<
+                    HostState,
+                    GuestClock,
+                >(l, |s| GuestClockView {
+                    time: &s.time,
+                    table: &mut s.table,
+                })?;
+                l.allow_shadowing(false);
+                Ok(())
+            };
+            wasi(&mut l).map_err(|e| anyhow::anyhow!("{e}"))?;
             add(&mut l).map_err(|e| anyhow::anyhow!("{e}"))?;
             anyhow::Ok(l)
         };
@@ -180,11 +181,14 @@ impl Runtime {
 
     /// A fresh sandboxed store for one execution.
     pub fn new_store(&self, ctx: Arc<Context>) -> wasmtime::Store<HostState> {
-        // Bounded: a guest that floods stderr cannot grow host memory.
-        let stderr = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(16 * 1024);
+        // What the guest says is capped; it never grows host memory.
+        let chatter = Chatter::new(self.limits.chatter, ctx.run, &ctx.activity, &ctx.plugin);
+        let time = GuestTime::new(ctx.now_ms);
         let wasi = WasiCtxBuilder::new()
-            .wall_clock(RunClock(ctx.now_ms))
-            .stderr(stderr.clone())
+            .wall_clock(time.clone())
+            .monotonic_clock(time.clone())
+            .stdout(chatter.stdout())
+            .stderr(chatter.stderr())
             .build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
@@ -196,22 +200,45 @@ impl Runtime {
         let state = HostState {
             wasi,
             table: Default::default(),
-            limits,
+            limiter: limits::Limiter::new(limits),
             ctx,
             emitted: Default::default(),
-            stderr,
+            chatter,
+            time,
+            call: limits::CallTime::start(self.limits.timeout),
+            late: None,
             host_calls: 0,
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
+        // Every host call is timed: one that returns after the guest
+        // call's time is up ends the call, the hit recorded as such.
+        store.call_hook(|mut cx, hook| {
+            let s = cx.data_mut();
+            match hook {
+                CallHook::CallingHost => s.call.entering_host(),
+                CallHook::ReturningFromHost => {
+                    if let Some(hit) = s.call.leaving_host() {
+                        s.late.get_or_insert(hit);
+                        return Err(wasmtime::Error::msg(
+                            "the call's time ran out in a host call",
+                        ));
+                    }
+                }
+                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+            }
+            Ok(())
+        });
         self.arm(&mut store);
         store
     }
 
-    /// Resets the epoch deadline before a guest call.
+    /// Resets the deadline before a guest call: the epoch deadline (time
+    /// in wasm) and the call's clock (time in host calls).
     pub fn arm(&self, store: &mut wasmtime::Store<HostState>) {
         let ticks = (self.limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
+        store.data_mut().call = limits::CallTime::start(self.limits.timeout);
     }
 
     /// Verifies a component and describes it: its world, name and version.
@@ -230,25 +257,24 @@ impl Runtime {
         let loaded = self.link(&component)?;
         let ctx = Arc::new(Context::inspection());
         let mut store = self.new_store(ctx);
-        let stderr = store.data().stderr.clone();
-        let crash = |e: wasmtime::Error| PluginError::Crashed {
+        let crash = |e: wasmtime::Error, st: &wasmtime::Store<HostState>| PluginError::Crashed {
             plugin: "(being installed)".into(),
-            message: crate::caps::describe_failure(&e, self.limits, &stderr),
+            message: crate::caps::describe_failure(&e, self.limits, st.data()),
         };
         // Both worlds describe themselves with a name, version and summary.
         let mut facts = None;
         let (name, version, summary, kind) = match loaded {
             Loaded::Activity(pre) => {
-                let p = pre.instantiate(&mut store).map_err(crash)?;
+                let p = pre.instantiate(&mut store).map_err(|e| crash(e, &store))?;
                 let d = p
                     .crosscast_plugin_activity()
                     .call_describe(&mut store)
-                    .map_err(crash)?;
+                    .map_err(|e| crash(e, &store))?;
                 (d.name, d.version, d.summary, PluginKind::Activity)
             }
             Loaded::Channel(pre) => {
-                let p = pre.instantiate(&mut store).map_err(crash)?;
-                let d = p.describe(&mut store).map_err(crash)?;
+                let p = pre.instantiate(&mut store).map_err(|e| crash(e, &store))?;
+                let d = p.describe(&mut store).map_err(|e| crash(e, &store))?;
                 if let Some(list) = &d.suppression_list {
                     crate::store::suppression::check_list_name(list).map_err(|e| {
                         PluginError::Invalid(format!(
@@ -452,10 +478,9 @@ impl Runtime {
             outputs: Vec::new(),
         });
         let mut st = self.new_store(ctx);
-        let stderr = st.data().stderr.clone();
-        let crash = |e: wasmtime::Error| PluginError::Crashed {
+        let crash = |e: wasmtime::Error, st: &wasmtime::Store<HostState>| PluginError::Crashed {
             plugin: plugin.name.clone(),
-            message: crate::caps::describe_failure(&e, self.limits, &stderr),
+            message: crate::caps::describe_failure(&e, self.limits, st.data()),
         };
         let pairs = |es: Vec<bindings::activity::crosscast::plugin::types::ConfigError>| {
             es.into_iter()
@@ -464,11 +489,11 @@ impl Runtime {
         };
         match self.load(store, &plugin.sha256)? {
             Loaded::Activity(pre) => {
-                let p = pre.instantiate(&mut st).map_err(crash)?;
+                let p = pre.instantiate(&mut st).map_err(|e| crash(e, &st))?;
                 let a = p.crosscast_plugin_activity();
-                let d = a.call_describe(&mut st).map_err(crash)?;
+                let d = a.call_describe(&mut st).map_err(|e| crash(e, &st))?;
                 Ok(a.call_configure(&mut st, config)
-                    .map_err(crash)?
+                    .map_err(|e| crash(e, &st))?
                     .map_err(pairs)
                     .map(|outputs| Configured {
                         outputs,
@@ -478,9 +503,9 @@ impl Runtime {
                     }))
             }
             Loaded::Channel(pre) => {
-                let c = pre.instantiate(&mut st).map_err(crash)?;
+                let c = pre.instantiate(&mut st).map_err(|e| crash(e, &st))?;
                 Ok(c.configure(&mut st, config)
-                    .map_err(crash)?
+                    .map_err(|e| crash(e, &st))?
                     .map(|()| Configured {
                         outputs: vec!["done".to_string()],
                         min_inputs: 1,

@@ -122,6 +122,10 @@ pub struct Task {
     /// A dry run's delivery preview: counts and one rendered message.
     #[serde(default)]
     pub preview: Option<serde_json::Value>,
+    /// Its last execution asked to wait until an instant already past: it
+    /// ran again at once, and may not ask that twice in a row.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waited_past: bool,
 }
 
 /// Populations waiting at a join activity, in rounds: the first round takes
@@ -374,6 +378,7 @@ mod tests {
             elapsed_ms: 0,
             clock: None,
             preview: None,
+            waited_past: false,
         }
     }
 

@@ -71,6 +71,11 @@ impl Env {
         self.envs.push((k.into(), v.into()));
     }
 
+    /// The environment variables set for every command.
+    pub fn envs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The data directory.
     pub fn data(&self) -> &Path {
         self.dir.path()
