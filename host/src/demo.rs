@@ -1,16 +1,22 @@
 //! `crosscast demo`: the reference workflow on a sample audience, end to end,
 //! against loopback servers it starts itself (SMTP, SMS API, APNs, FCM), on a
 //! virtual clock that crosses the 7-day wait.
+//!
+//! It never writes into an existing data directory: by default it makes a
+//! fresh one under the system's temporary directory, with a key of its own
+//! beside it; `--data DIR` on the command line (never `CROSSCAST_DATA`) must
+//! name an empty or absent directory.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
 use crosscast_test_servers::{Rig, SinkOptions, sample};
 
 use crate::cli::{App, Cli, dispatch, run_status};
 use crate::clock::{Clock, format_ms};
+use crate::store::OpenOptions;
+use crate::store::sealed::KeyFile;
 
 /// The reference workflow, as shipped in `examples/`.
 const WORKFLOW: &str = include_str!("../../examples/cross-channel.toml");
@@ -18,17 +24,40 @@ const WORKFLOW: &str = include_str!("../../examples/cross-channel.toml");
 const T0: &str = "2026-01-05T09:00:00Z";
 const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// Runs the demo in `data` (a fresh temporary directory by default).
-pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode> {
-    let dir = match data {
-        Some(d) => d,
+/// Runs the demo in `data`, which must be empty or absent (a fresh
+/// temporary directory by default, its key beside it; with `data`, the key
+/// is `key_file` or the default one).
+pub fn run(
+    data: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    recipients: usize,
+) -> anyhow::Result<ExitCode> {
+    let scratch = std::env::temp_dir().join(format!("crosscast-demo-{}", std::process::id()));
+    let (dir, key_file) = match data {
+        Some(d) => {
+            let empty = match std::fs::read_dir(&d) {
+                Ok(mut entries) => entries.next().is_none(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", d.display())),
+            };
+            anyhow::ensure!(
+                empty,
+                "the demo writes only into a new or empty directory, and {} is not empty \
+                 (leave out --data for a fresh temporary one)",
+                d.display()
+            );
+            (d, key_file.unwrap_or_else(KeyFile::default_path))
+        }
         None => {
-            let d = std::env::temp_dir().join(format!("crosscast-demo-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            d
+            let _ = std::fs::remove_dir_all(&scratch);
+            (scratch.join("data"), scratch.join("key"))
         }
     };
-    println!("data directory: {}", dir.display());
+    println!(
+        "data directory: {} (a new one; the key sealing its secrets: {})",
+        dir.display(),
+        key_file.display()
+    );
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -40,22 +69,36 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
     );
 
     // Configure the data directory as an operator would, command by command.
-    let credentials = dir.join("credentials");
+    // The servers' credentials are files outside it, gone once stored.
+    let credentials = scratch.join("credentials");
     std::fs::create_dir_all(&credentials)?;
     let data = dir.display().to_string();
+    let key = key_file.display().to_string();
     let mut commands = vec![vec!["init".to_string()]];
     commands.extend(rig.setup_commands(&credentials)?);
     for args in commands {
         println!("$ crosscast {}", args.join(" "));
-        let argv = ["crosscast", "--data", data.as_str()]
-            .into_iter()
-            .map(String::from)
-            .chain(args);
-        dispatch(Cli::try_parse_from(argv)?)?;
+        let argv = [
+            "crosscast",
+            "--data",
+            data.as_str(),
+            "--key-file",
+            key.as_str(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(args);
+        dispatch(Cli::parse_from_args(argv)?)?;
     }
+    std::fs::remove_dir_all(&credentials)?;
 
     let t0 = Clock::fixed(T0)?;
-    let mut app = App::open(&dir, t0)?;
+    let options = OpenOptions {
+        key_file: key_file.clone(),
+        holder: "crosscast demo".into(),
+        ..OpenOptions::default()
+    };
+    let mut app = App::open_with(&dir, t0, &options)?;
     let (rfile, sfile) = sample::write(&dir.join("sample"), recipients, 7)?;
     let quiet = crate::import::Options::default();
     let r = crate::import::import_file(&app.store, "recipient", &rfile, &quiet)?;
@@ -130,8 +173,9 @@ pub fn run(data: Option<PathBuf>, recipients: usize) -> anyhow::Result<ExitCode>
         );
     }
     println!(
-        "\nInspect it yourself: crosscast --data {} status {run}",
-        dir.display()
+        "\nInspect it yourself: crosscast --data {} --key-file {} status {run}",
+        dir.display(),
+        key_file.display()
     );
     Ok(ExitCode::SUCCESS)
 }

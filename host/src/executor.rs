@@ -40,12 +40,22 @@ pub struct Tick {
     pub timers: usize,
     /// Tasks executed.
     pub tasks: usize,
+    /// Tasks executed that failed.
+    pub failed: usize,
 }
 
 impl Executor {
     /// Starts a run of a validated workflow and drives it until it ends or
     /// waits. A dry run crosses its waits at once and sends nothing.
     pub fn start(&self, workflow: &Workflow, file: &str, dry_run: bool) -> anyhow::Result<u64> {
+        let id = self.create(workflow, file, dry_run)?;
+        self.drive(id)?;
+        Ok(id)
+    }
+
+    /// Creates a run of a validated workflow, its start tasks pending
+    /// ([`Executor::drive`] runs them).
+    pub fn create(&self, workflow: &Workflow, file: &str, dry_run: bool) -> anyhow::Result<u64> {
         let id = self.store.next_run_id()?;
         let run = Run {
             id,
@@ -60,16 +70,20 @@ impl Executor {
             tasks.push(new_task(&self.store, &a.id, Vec::new())?);
         }
         self.store.create_run(&run, &tasks)?;
-        self.drive(id)?;
         Ok(id)
     }
 
     /// Executes pending tasks of a run until none is left.
     pub fn drive(&self, run_id: u64) -> anyhow::Result<usize> {
+        Ok(self.drive_counting(run_id)?.0)
+    }
+
+    /// [`Executor::drive`], also counting the tasks that failed.
+    fn drive_counting(&self, run_id: u64) -> anyhow::Result<(usize, usize)> {
         let run = self.store.run(run_id)?;
         let workflow: Workflow =
             serde_json::from_value(run.workflow.clone()).context("stored workflow")?;
-        let mut executed = 0;
+        let (mut executed, mut failed) = (0, 0);
         loop {
             let pending: Vec<Task> = self
                 .store
@@ -78,10 +92,12 @@ impl Executor {
                 .filter(|t| t.state == TaskState::Pending)
                 .collect();
             if pending.is_empty() {
-                return Ok(executed);
+                return Ok((executed, failed));
             }
             for task in pending {
-                self.execute(&run, &workflow, task)?;
+                if self.execute(&run, &workflow, task)? {
+                    failed += 1;
+                }
                 executed += 1;
             }
         }
@@ -96,17 +112,21 @@ impl Executor {
             tick.timers += 1;
         }
         for run in self.store.runs_with_pending()? {
-            tick.tasks += self.drive(run)?;
+            let (executed, failed) = self.drive_counting(run)?;
+            tick.tasks += executed;
+            tick.failed += failed;
         }
         Ok(tick)
     }
 
-    fn execute(&self, run: &Run, workflow: &Workflow, mut task: Task) -> anyhow::Result<()> {
+    /// Executes one task; true if it failed.
+    fn execute(&self, run: &Run, workflow: &Workflow, mut task: Task) -> anyhow::Result<bool> {
         let Some(activity) = workflow.activity(&task.activity) else {
             task.state = TaskState::Failed {
                 error: format!("activity `{}` is not in the workflow", task.activity),
             };
-            return Ok(self.store.put_task(run.id, &task)?);
+            self.store.put_task(run.id, &task)?;
+            return Ok(true);
         };
         let plugin = match self.store.plugin(&activity.kind) {
             Ok(p) => p,
@@ -114,7 +134,8 @@ impl Executor {
                 task.state = TaskState::Failed {
                     error: e.to_string(),
                 };
-                return Ok(self.store.put_task(run.id, &task)?);
+                self.store.put_task(run.id, &task)?;
+                return Ok(true);
             }
         };
         // A dry run's task carries the instant the waits before it reached.
@@ -140,7 +161,8 @@ impl Executor {
                 task.state = TaskState::Failed {
                     error: e.to_string(),
                 };
-                return Ok(self.store.put_task(run.id, &task)?);
+                self.store.put_task(run.id, &task)?;
+                return Ok(true);
             }
         };
         let started = std::time::Instant::now();
@@ -208,7 +230,7 @@ impl Executor {
                 self.store.put_task(run.id, &task)?;
             }
         }
-        Ok(())
+        Ok(matches!(task.state, TaskState::Failed { .. }))
     }
 
     /// The tasks a finished task's outputs start, and the joins they arrive

@@ -62,6 +62,9 @@ pub enum ImportError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Interrupted (Ctrl-C) while checking the file: nothing was stored.
+    #[error("interrupted while checking the file: nothing was stored")]
+    Interrupted,
 }
 
 fn render(file: &str, problems: &[Problem], more: u64) -> String {
@@ -150,7 +153,11 @@ pub fn import_file(
         })?)),
         None => None,
     };
+    crate::interrupt::doing(crate::interrupt::Doing::Checking);
     for_each_record(path, dim, &bar, |rec| {
+        if crate::interrupt::requested() {
+            return Err(ImportError::Interrupted);
+        }
         let (line, reasons, fields) = match rec {
             Err(p) => (p.line, vec![p.message], None),
             Ok(r) => {
@@ -205,7 +212,12 @@ pub fn import_file(
         });
     }
 
-    // Pass 2: store the valid records, a chunk at a time.
+    // Pass 2: store the valid records, a chunk at a time. An interrupt from
+    // here on lets it finish, so it stores everything.
+    if crate::interrupt::requested() {
+        return Err(ImportError::Interrupted);
+    }
+    crate::interrupt::doing(crate::interrupt::Doing::Storing);
     let bar = progress(options.progress, size, "storing");
     store.audience().mark_import(dimension, Some(&file))?;
     let mut summary = Summary {
@@ -239,6 +251,7 @@ pub fn import_file(
     store.flush()?;
     store.audience().mark_import(dimension, None)?;
     bar.finish_and_clear();
+    crate::interrupt::doing(crate::interrupt::Doing::Other);
     Ok(summary)
 }
 

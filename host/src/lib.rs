@@ -13,6 +13,7 @@ pub mod deliver;
 pub mod demo;
 pub mod executor;
 pub mod import;
+pub mod interrupt;
 pub mod runtime;
 pub mod store;
 pub mod unsubscribe;

@@ -16,6 +16,12 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
+    // Everything the process creates is its owner's alone (the data
+    // directory's files 0600, its directories 0700): secrets live there.
+    // SAFETY: umask only sets this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     // Behave like other Unix tools when the reader goes away
     // (`crosscast deliveries 1 | head`): exit quietly instead of printing a
     // panic. SIGPIPE itself stays ignored (Rust's default): restoring its

@@ -209,15 +209,14 @@ impl Store {
     }
 
     fn unsubscribe_keys(&self) -> Result<Keys> {
-        let tree = self.tree("settings")?;
-        let bytes = match tree.get("unsubscribe/key")? {
-            Some(k) => k.to_vec(),
+        // Sealed like secrets: a copied data directory cannot forge links.
+        let bytes = match self.get_sealed("unsubscribe/key")? {
+            Some(k) => k,
             None => {
                 let mut k = [0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k)
                     .map_err(|_| std::io::Error::other("no system randomness"))?;
-                tree.insert("unsubscribe/key", &k)?;
-                self.flush()?;
+                self.put_sealed("unsubscribe/key", &k)?;
                 k.to_vec()
             }
         };

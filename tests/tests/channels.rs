@@ -1191,8 +1191,24 @@ fn email_goes_over_tls_with_auth_and_dkim() {
         "--from-file",
         key_file.to_str().unwrap(),
     ]);
-    env.ok(&["secret", "set", "relay-pass", "--value", "s3cret"]);
-    env.ok(&["secret", "set", "wrong-pass", "--value", "nope"]);
+    let pass = env.keys.path().join("relay-pass.txt");
+    std::fs::write(&pass, "s3cret").unwrap();
+    env.ok(&[
+        "secret",
+        "set",
+        "relay-pass",
+        "--from-file",
+        pass.to_str().unwrap(),
+    ]);
+    let wrong = env.keys.path().join("wrong-pass.txt");
+    std::fs::write(&wrong, "nope").unwrap();
+    env.ok(&[
+        "secret",
+        "set",
+        "wrong-pass",
+        "--from-file",
+        wrong.to_str().unwrap(),
+    ]);
     let port = |sink: &crosscast_test_servers::SmtpSink| sink.addr.port().to_string();
     let starttls_url = format!("smtp://127.0.0.1:{}?tls=required", port(&starttls));
     let implicit_url = format!("smtps://127.0.0.1:{}", port(&implicit));

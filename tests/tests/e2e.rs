@@ -485,11 +485,8 @@ config = { account = "smtp", from = "news@acme.example", subject = "Hi {{ first_
 "#,
     )
     .unwrap();
-    let mut child = std::process::Command::new(common::bin())
-        .arg("--data")
-        .arg(env.data())
-        .args(["--now", T0, "run", wf.to_str().unwrap()])
-        .env("CROSSCAST_PLUGIN_DIR", common::plugin_dir())
+    let mut child = env
+        .command(&["--now", T0, "run", wf.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

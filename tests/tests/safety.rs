@@ -262,11 +262,8 @@ fn smtp_follows_the_egress_policy() {
 /// running then is killed and the test fails (a hang, not a slow machine:
 /// the limit is many times what the run needs).
 fn run_within(env: &Env, args: &[&str], limit: Duration) -> String {
-    let mut child = std::process::Command::new(common::bin())
-        .arg("--data")
-        .arg(env.data())
-        .args(args)
-        .env("CROSSCAST_PLUGIN_DIR", common::plugin_dir())
+    let mut child = env
+        .command(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

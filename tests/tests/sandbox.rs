@@ -16,6 +16,8 @@ const T2: &str = "2026-01-05T09:02:00Z";
 
 /// What a `crosscast` process did: its output and its peak memory.
 struct Ran {
+    /// Its exit code.
+    code: i32,
     stdout: String,
     stderr: String,
     /// Peak resident set size, in bytes (`ru_maxrss` of the child).
@@ -28,17 +30,11 @@ struct Ran {
 fn run_within(env: &Env, args: &[&str], limit: Duration) -> Ran {
     let out = tempfile::tempdir().unwrap();
     let (o, e) = (out.path().join("out"), out.path().join("err"));
-    let mut cmd = std::process::Command::new(common::bin());
-    cmd.arg("--data")
-        .arg(env.data())
-        .args(args)
-        .env("CROSSCAST_PLUGIN_DIR", plugin_dir())
-        .env_remove("CROSSCAST_LOG")
+    let mut cmd = env.command(args);
+    cmd.env_remove("CROSSCAST_LOG")
+        .env_remove("RUST_LOG")
         .stdout(std::fs::File::create(&o).unwrap())
         .stderr(std::fs::File::create(&e).unwrap());
-    for (k, v) in env.envs() {
-        cmd.env(k, v);
-    }
     // Reaped below by `wait4`, which also gives its resource usage.
     #[allow(clippy::zombie_processes)]
     let pid = cmd.spawn().unwrap().id() as libc::pid_t;
@@ -57,17 +53,13 @@ fn run_within(env: &Env, args: &[&str], limit: Duration) -> Ran {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let ran = Ran {
+    assert!(libc::WIFEXITED(status), "crosscast {args:?} was killed");
+    Ran {
+        code: libc::WEXITSTATUS(status),
         stdout: std::fs::read_to_string(&o).unwrap(),
         stderr: std::fs::read_to_string(&e).unwrap(),
         max_rss: usage.ru_maxrss as u64 * 1024,
-    };
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "crosscast {args:?} failed: {}",
-        ran.stderr
-    );
-    ran
+    }
 }
 
 /// A workflow: every recipient, a one-minute wait, then `misbehave` in
@@ -114,10 +106,14 @@ fn beside_a_normal_run(env: &Env, mode: &str, recipients: u64) -> (Ran, serde_js
         &["--now", T2, "worker", "--once"],
         Duration::from_secs(120),
     );
+    let bad = env.status(bad_run);
+    // The worker says whether a task it executed failed.
+    let failed = bad["state"] == "failed";
+    assert_eq!(worker.code, i32::from(failed), "{mode}: {}", worker.stderr);
     let normal = env.status(good_run);
     assert_eq!(normal["state"], "done", "{mode}: {normal:#}");
     assert_eq!(count(&normal, "bad", "done"), recipients, "{mode}");
-    (worker, env.status(bad_run))
+    (worker, bad)
 }
 
 fn sample() -> std::path::PathBuf {
@@ -133,15 +129,16 @@ fn sleeping_is_instant_on_the_run_s_clock() {
     let limit = Duration::from_secs(60);
     // `describe` sleeps at install.
     let sleepy = plugin_dir().join("crosscast_fixture_sleepy.wasm");
-    run_within(
+    let installed = run_within(
         &env,
         &["plugin", "install", sleepy.to_str().unwrap()],
         limit,
     );
+    assert_eq!(installed.code, 0, "{}", installed.stderr);
     // `configure` sleeps when the workflow is validated.
     let wf = after_a_wait(&env, "sleep-configure");
     let ok = run_within(&env, &["validate", wf.to_str().unwrap()], limit);
-    assert!(ok.stdout.contains("ok"), "{}", ok.stdout);
+    assert!(ok.code == 0 && ok.stdout.contains("ok"), "{}", ok.stdout);
     let (_, st) = beside_a_normal_run(&env, "sleep", 300);
     assert_eq!(st["state"], "done", "{st:#}");
     assert_eq!(count(&st, "bad", "done"), 300);
@@ -158,6 +155,7 @@ fn sleeping_is_instant_on_the_run_s_clock() {
         &["--now", T0, "run", texts.to_str().unwrap(), "--json"],
         limit,
     );
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
     let run = serde_json::from_str::<serde_json::Value>(&ran.stdout).unwrap()["run"]
         .as_u64()
         .unwrap();

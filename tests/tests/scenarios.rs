@@ -46,6 +46,7 @@ fn invalid_workflows_point_at_line_column_and_field() {
 #[test]
 fn imports_are_all_or_nothing() {
     let env = Env::new();
+    env.ok(&["init"]);
     let dir = root().join("tests/scenarios/import");
     let bad = env.fails(&[
         "import",
@@ -110,6 +111,7 @@ fn imports_are_all_or_nothing() {
 #[test]
 fn skip_invalid_loads_the_rest_and_export_writes_it_back() {
     let env = Env::new();
+    env.ok(&["init"]);
     let dir = root().join("tests/scenarios/import");
     let rejects = env.data().join("rejects.ndjson");
     let out = env.ok(&[
@@ -227,8 +229,9 @@ fn a_misbehaving_plugin_fails_only_its_activity() {
         ("network", "network denied"),
     ] {
         let wf = misbehave_workflow(&env, mode);
-        let st: serde_json::Value =
-            serde_json::from_str(&env.ok(&["run", wf.to_str().unwrap(), "--json"])).unwrap();
+        let out = env.run(&["run", wf.to_str().unwrap(), "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{mode}: a failed run exits 1");
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(st["state"], "failed", "{mode}: {st:#}");
         let bad = &st["activities"]["bad"];
         assert_eq!(bad["state"], "failed", "{mode}");
@@ -257,10 +260,8 @@ fn a_misbehaving_plugin_fails_only_its_activity() {
 fn a_second_process_is_told_who_holds_the_data_directory() {
     let env = Env::new();
     env.ok(&["init"]);
-    let mut worker = std::process::Command::new(common::bin())
-        .arg("--data")
-        .arg(env.data())
-        .args(["worker", "--poll-ms", "50"])
+    let mut worker = env
+        .command(&["worker", "--poll-ms", "50"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -300,6 +301,7 @@ fn a_second_process_is_told_who_holds_the_data_directory() {
 #[test]
 fn closed_pipes_end_quietly_and_sigpipe_stays_ignored() {
     let env = Env::new();
+    env.ok(&["init"]);
     let dir = root().join("tests/scenarios/import");
     env.ok(&[
         "import",
@@ -307,15 +309,8 @@ fn closed_pipes_end_quietly_and_sigpipe_stays_ignored() {
         dir.join("recipients-good.csv").to_str().unwrap(),
     ]);
     // The reader takes nothing and goes away at once.
-    let mut child = std::process::Command::new(common::bin())
-        .args([
-            "--data",
-            env.data().to_str().unwrap(),
-            "worker",
-            "--poll-ms",
-            "50",
-        ])
-        .env("CROSSCAST_PLUGIN_DIR", plugin_dir())
+    let mut child = env
+        .command(&["worker", "--poll-ms", "50"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -335,13 +330,8 @@ fn closed_pipes_end_quietly_and_sigpipe_stays_ignored() {
     child.wait().unwrap();
     assert_eq!(ignored, Some(true), "SIGPIPE must stay ignored");
 
-    let mut export = std::process::Command::new(common::bin())
-        .args([
-            "--data",
-            env.data().to_str().unwrap(),
-            "export",
-            "recipients",
-        ])
+    let mut export = env
+        .command(&["export", "recipients"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

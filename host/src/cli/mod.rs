@@ -14,24 +14,56 @@ use crate::clock::{Clock, format_ms};
 use crate::deliver::Transports;
 use crate::executor::Executor;
 use crate::runtime::{Limits, Runtime};
-use crate::store::Store;
 use crate::store::deliveries::StateKind;
 use crate::store::runs::TaskState;
 use crate::store::settings::{Account, AuthScheme};
+use crate::store::{OpenOptions, Store, StoreError};
 use crate::workflow::{self, Workflow};
 
 /// Crosscast: durable cross-channel marketing workflows on WebAssembly plugins.
 #[derive(Parser, Debug)]
-#[command(name = "crosscast", version, about)]
+#[command(
+    name = "crosscast",
+    version,
+    about,
+    after_help = "Exit codes: 0 done or waiting; 1 failed (a run, dry or real, that failed, \
+                  `worker --once` having executed a task that failed, or any other error); 2 \
+                  usage error or invalid workflow; 3 the data directory is in use by another \
+                  process; 130 interrupted (Ctrl-C), with what it left said on stderr."
+)]
 pub struct Cli {
-    /// Data directory holding all state.
+    /// Data directory holding all state (`crosscast init` creates one).
     #[arg(long, global = true, env = "CROSSCAST_DATA")]
     pub data: Option<PathBuf>,
+    /// The key sealing secrets, kept outside the data directory (default
+    /// `$XDG_CONFIG_HOME/crosscast/key`, made on first use).
+    #[arg(long, global = true, env = "CROSSCAST_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
     /// Run on a virtual clock fixed at this RFC 3339 instant (never sleeps).
     #[arg(long, global = true, env = "CROSSCAST_NOW")]
     pub now: Option<String>,
+    /// `--data` was given on the command line (not from the environment).
+    #[arg(skip)]
+    pub data_on_command_line: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses arguments, noting whether `--data` was given on the command
+    /// line itself.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        cli.data_on_command_line =
+            matches.value_source("data") == Some(clap::parser::ValueSource::CommandLine);
+        Ok(cli)
+    }
 }
 
 /// The commands.
@@ -162,6 +194,30 @@ impl ImportKind {
     }
 }
 
+impl Command {
+    /// The command's name, as the pid file shows who holds a directory.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Init { .. } => "init",
+            Command::Plugin(_) => "plugin",
+            Command::Account(_) => "account",
+            Command::Secret(_) => "secret",
+            Command::Ca(_) => "ca",
+            Command::Import { .. } => "import",
+            Command::Export { .. } => "export",
+            Command::Validate { .. } => "validate",
+            Command::Run { .. } => "run",
+            Command::Status { .. } => "status",
+            Command::Members { .. } => "members",
+            Command::Deliveries { .. } => "deliveries",
+            Command::Denylist(_) => "denylist",
+            Command::Unsubscribe(_) => "unsubscribe",
+            Command::Worker { .. } => "worker",
+            Command::Demo { .. } => "demo",
+        }
+    }
+}
+
 /// Plugin commands.
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
@@ -264,32 +320,54 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 /// Secret commands.
 #[derive(Subcommand, Debug)]
 pub enum SecretCommand {
-    /// Store a secret.
+    /// Store a secret, sealed (never on a command line: from a file or stdin).
     Set {
         /// Its name.
         name: String,
-        /// Read the value from this file.
-        #[arg(long, conflicts_with = "value")]
-        from_file: Option<PathBuf>,
-        /// The value itself (visible in the shell history: prefer --from-file).
-        #[arg(long)]
-        value: Option<String>,
+        /// Read the value from this file (`-`: standard input).
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
     },
     /// List secret names (never values).
     List,
+    /// Remove a secret.
+    Remove {
+        /// Its name.
+        name: String,
+    },
 }
 
-/// Runs the command line; the exit code says how it went.
-pub fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CROSSCAST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+/// Logs on stderr: `CROSSCAST_LOG` or `RUST_LOG` (tracing's filter syntax),
+/// by default warnings of Crosscast and errors of its dependencies; colour
+/// only on a terminal and never with `NO_COLOR`.
+fn logging() {
+    use std::io::IsTerminal as _;
+    let filter = ["CROSSCAST_LOG", "RUST_LOG"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+        .find_map(|d| tracing_subscriber::EnvFilter::try_new(d).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("error,crosscast=warn"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Runs the command line; the exit code says how it went (see `--help`).
+pub fn main() -> ExitCode {
+    logging();
     // One crypto provider for every TLS connection of the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = match Cli::parse_from_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = crate::interrupt::install() {
+        eprintln!("warning: Ctrl-C is not handled: {e}");
+    }
     match dispatch(cli) {
         Ok(code) => code,
         // The reader went away (`crosscast export recipients | head`): stop
@@ -305,9 +383,25 @@ pub fn main() -> ExitCode {
         {
             ExitCode::from(141)
         }
+        Err(e)
+            if e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref(),
+                    Some(crate::import::ImportError::Interrupted)
+                )
+            }) =>
+        {
+            eprintln!(
+                "interrupted: the import stopped while checking its file; nothing was stored"
+            );
+            ExitCode::from(crate::interrupt::EXIT)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let busy = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(StoreError::Locked { .. })));
+            ExitCode::from(if busy { 3 } else { 1 })
         }
     }
 }
@@ -365,7 +459,12 @@ fn limits_from_env() -> Limits {
 impl App {
     /// Opens a data directory.
     pub fn open(data: &Path, clock: Clock) -> anyhow::Result<App> {
-        let store = Store::open(data)?;
+        App::open_with(data, clock, &OpenOptions::default())
+    }
+
+    /// Opens (or creates) a data directory.
+    pub fn open_with(data: &Path, clock: Clock, options: &OpenOptions) -> anyhow::Result<App> {
+        let store = Store::open_with(data, options)?;
         Ok(App {
             store,
             clock,
@@ -478,10 +577,24 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         None => Clock::System,
     };
     if let Command::Demo { recipients } = cli.command {
-        return crate::demo::run(cli.data, recipients);
+        // Never a data directory from the environment: the operator's own.
+        let data = cli.data.filter(|_| cli.data_on_command_line);
+        return crate::demo::run(data, cli.key_file, recipients);
     }
     let data = cli.data.clone().unwrap_or_else(default_data_dir);
-    let mut app = App::open(&data, clock)?;
+    let options = OpenOptions {
+        create: matches!(cli.command, Command::Init { .. }),
+        key_file: cli
+            .key_file
+            .clone()
+            .unwrap_or_else(crate::store::sealed::KeyFile::default_path),
+        holder: format!("crosscast {}", cli.command.name()),
+    };
+    let mut app = App::open_with(&data, clock, &options)?;
+    let store = app.store.clone();
+    let _flushing = crate::interrupt::before_exit(move || {
+        let _ = store.flush();
+    });
     match cli.command {
         Command::Demo { .. } => unreachable!("handled above"),
         Command::Init { plugins } => {
@@ -635,20 +748,27 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Secret(SecretCommand::Set {
-            name,
-            from_file,
-            value,
-        }) => {
-            let bytes = match (from_file, value) {
-                (Some(f), _) => {
-                    std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?
-                }
-                (None, Some(v)) => v.into_bytes(),
-                (None, None) => bail!("give the secret with --from-file FILE or --value VALUE"),
+        Command::Secret(SecretCommand::Set { name, from_file }) => {
+            let bytes = if from_file.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b)
+                    .context("cannot read the secret from standard input")?;
+                b
+            } else {
+                std::fs::read(&from_file)
+                    .with_context(|| format!("cannot read {}", from_file.display()))?
             };
+            if bytes.is_empty() {
+                bail!("the secret is empty: nothing stored");
+            }
             app.store.put_secret(&name, &bytes)?;
-            println!("secret {name} saved ({} bytes)", bytes.len());
+            println!("secret {name} saved ({} bytes, sealed)", bytes.len());
+        }
+        Command::Secret(SecretCommand::Remove { name }) => {
+            if !app.store.remove_secret(&name)? {
+                bail!("no secret `{name}` (see `crosscast secret list`)");
+            }
+            println!("secret {name} removed");
         }
         Command::Secret(SecretCommand::List) => {
             for n in app.store.secret_names()? {
@@ -687,6 +807,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     r.rejected,
                     rejects.display()
                 );
+            }
+            if crate::interrupt::requested() {
+                eprintln!("interrupted: the import finished first; everything was stored");
+                return Ok(ExitCode::from(crate::interrupt::EXIT));
             }
         }
         Command::Export { what, output } => {
@@ -735,10 +859,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let exec = app.executor()?;
-            let run = exec.start(&wf, &file.display().to_string(), dry_run)?;
+            crate::interrupt::doing(crate::interrupt::Doing::Run(None));
+            let run = exec.create(&wf, &file.display().to_string(), dry_run)?;
+            crate::interrupt::doing(crate::interrupt::Doing::Run(Some(run)));
+            exec.drive(run)?;
+            crate::interrupt::doing(crate::interrupt::Doing::Other);
+            if print_status(&app.store, run, json)? == "failed" {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Status { run, json } => {
             print_status(&app.store, run, json)?;
         }
-        Command::Status { run, json } => print_status(&app.store, run, json)?,
         Command::Members {
             run,
             activity,
@@ -768,15 +900,23 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("worker: one-click unsubscribe endpoint on http://{listen}");
             }
             let exec = app.executor()?;
+            crate::interrupt::doing(crate::interrupt::Doing::Worker);
             loop {
                 let tick = exec.tick()?;
                 if tick.timers + tick.tasks > 0 || once {
+                    let failed = match tick.failed {
+                        0 => String::new(),
+                        n => format!(", {n} failed"),
+                    };
                     println!(
-                        "worker: {} timer(s) due, {} task(s) executed",
+                        "worker: {} timer(s) due, {} task(s) executed{failed}",
                         tick.timers, tick.tasks
                     );
                 }
                 if once {
+                    if tick.failed > 0 {
+                        return Ok(ExitCode::FAILURE);
+                    }
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(poll_ms));
@@ -980,9 +1120,11 @@ pub fn run_status(
     Ok((run_state.to_string(), out))
 }
 
-fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
+/// Prints a run's status; returns its state (`done`, `waiting`, `failed`).
+fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<String> {
     let r = store.run(run)?;
     let (state, activities) = run_status(store, run)?;
+    let run_state = state.clone();
     if json {
         let acts: serde_json::Map<String, serde_json::Value> = activities
             .iter()
@@ -998,7 +1140,7 @@ fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
             "activities": acts,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return Ok(state);
     }
     println!(
         "{} {run}: {} ({}), started {}, {state}",
@@ -1051,7 +1193,7 @@ fn print_status(store: &Store, run: u64, json: bool) -> anyhow::Result<()> {
             print_preview(p);
         }
     }
-    Ok(())
+    Ok(run_state)
 }
 
 /// A dry run's delivery preview, for people.

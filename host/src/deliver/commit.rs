@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn places_in_the_wave_come_back_once_flushed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         let rt = tokio::runtime::Runtime::new().unwrap();
         let wave = Arc::new(Semaphore::new(4));
         let held: Vec<_> = (0..3)
@@ -294,7 +294,7 @@ mod tests {
         Arc<Session>,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         let rt = tokio::runtime::Runtime::new().unwrap();
         let session = session(&store, &rt);
         session.expect(3);

@@ -1089,7 +1089,7 @@ mod credential_tests {
     #[tokio::test]
     async fn a_slow_token_endpoint_stalls_only_its_own_account() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         let slow = google(&store, "slow", &mute().await);
         let fast = google(&store, "fast", &quick().await);
         let transport =
@@ -1121,7 +1121,7 @@ mod credential_tests {
     #[tokio::test]
     async fn token_failures_say_whether_to_retry() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()

@@ -426,7 +426,7 @@ mod tests {
 
     fn shared() -> Shared {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         Shared {
             inbox: Inbox::new(0),
             unrecorded: Arc::new(Semaphore::new(4)),

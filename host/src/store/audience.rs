@@ -780,7 +780,7 @@ mod tests {
     #[test]
     fn upserts_by_key_and_fetches_columns_and_links() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         let a = store.audience();
         // Enough recipients to span two column blocks.
         let rows: Vec<Row> = (0..5000)
@@ -894,7 +894,7 @@ mod tests {
     #[test]
     fn serves_presence_dictionaries_and_texts_through_links() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         let a = store.audience();
         let people: Vec<Row> = (0..100)
             .map(|i| {

@@ -596,7 +596,7 @@ mod tests {
     #[test]
     fn the_latest_entry_per_target_wins_across_batches_and_older_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         // An entry from an older version, per target, as JSON.
         let old = entry(DeliveryState::Retrying {
             reason: "451".into(),

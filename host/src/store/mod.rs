@@ -4,12 +4,17 @@
 //! in `crosscast.pid` so a second process gets an error naming it.
 //! Writes that belong together go in one `apply_batch` or transaction, and
 //! [`Store::flush`] runs before anything is reported as durable.
+//!
+//! The data directory is its owner's alone: mode 0700, everything in it
+//! 0600 (tightened on open); secrets are sealed under a key kept outside it
+//! (`sealed`).
 
 pub mod audience;
 pub mod deliveries;
 pub mod plugins;
 pub mod population;
 pub mod runs;
+pub mod sealed;
 pub mod settings;
 pub mod suppression;
 pub mod textblock;
@@ -32,6 +37,13 @@ pub enum StoreError {
         /// Who holds it, from the pid file.
         holder: String,
     },
+    /// The path is not a Crosscast data directory.
+    #[error("{0}")]
+    NotADataDirectory(String),
+    /// A sealed value cannot be sealed or opened (its key is missing or
+    /// another).
+    #[error("{0}")]
+    Sealed(String),
     /// sled failed.
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
@@ -62,13 +74,69 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     db: sled::Db,
     dir: PathBuf,
+    /// What seals secrets.
+    keys: std::sync::Arc<sealed::KeyFile>,
+}
+
+/// How a data directory is opened.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Create it if it does not exist (`crosscast init`); otherwise a path
+    /// that is not a data directory is refused.
+    pub create: bool,
+    /// The key file sealing its secrets.
+    pub key_file: PathBuf,
+    /// Who opens it, as the pid file shows it (`crosscast worker`).
+    pub holder: String,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            create: false,
+            key_file: sealed::KeyFile::default_path(),
+            holder: "crosscast".into(),
+        }
+    }
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, failing clearly if another
-    /// process holds it.
+    /// Opens the data directory in `dir`, failing clearly if it is not one
+    /// or another process holds it.
     pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_with(dir, &OpenOptions::default())
+    }
+
+    /// Opens the data directory in `dir`, creating it if needed.
+    pub fn create(dir: &Path) -> Result<Store> {
+        Store::open_with(
+            dir,
+            &OpenOptions {
+                create: true,
+                ..OpenOptions::default()
+            },
+        )
+    }
+
+    /// A data directory for unit tests in `dir`, its key file in it too.
+    #[cfg(test)]
+    pub fn for_tests(dir: &Path) -> Store {
+        Store::open_with(
+            dir,
+            &OpenOptions {
+                create: true,
+                key_file: dir.join("key"),
+                holder: "test".into(),
+            },
+        )
+        .expect("a store for tests")
+    }
+
+    /// Opens (or, with `create`, creates) the data directory in `dir`.
+    pub fn open_with(dir: &Path, options: &OpenOptions) -> Result<Store> {
+        check_data_dir(dir, options.create)?;
         std::fs::create_dir_all(dir)?;
+        private(dir)?;
         let pid_file = dir.join("crosscast.pid");
         let db = sled::Config::new()
             .path(dir.join("db"))
@@ -89,16 +157,18 @@ impl Store {
                 }
                 other => StoreError::Sled(other),
             })?;
-        let me = format!(
-            "process {} ({})",
-            std::process::id(),
-            std::env::args().collect::<Vec<_>>().join(" ")
-        );
+        // The pid and the command's name: never its arguments, which may
+        // name files or values an operator would rather not leave here.
+        let me = format!("process {} ({})", std::process::id(), options.holder);
         std::fs::write(&pid_file, me)?;
-        Ok(Store {
+        private(dir)?;
+        let store = Store {
             db,
             dir: dir.to_path_buf(),
-        })
+            keys: std::sync::Arc::new(sealed::KeyFile::at(options.key_file.clone())),
+        };
+        store.seal_plaintext()?;
+        Ok(store)
     }
 
     /// The data directory.
@@ -122,6 +192,45 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// Refuses a path that is not a data directory: a file, or (unless
+/// `create`) a directory without a database in it.
+fn check_data_dir(dir: &Path, create: bool) -> Result<()> {
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(StoreError::NotADataDirectory(format!(
+            "{shown} is not a directory: --data names a Crosscast data directory"
+        ))),
+        Ok(_) if create || dir.join("db").is_dir() => Ok(()),
+        Ok(_) => Err(StoreError::NotADataDirectory(format!(
+            "{shown} is not a Crosscast data directory (no database in it); create one with \
+             `crosscast --data {shown} init`"
+        ))),
+        Err(_) if create => Ok(()),
+        Err(e) => Err(StoreError::NotADataDirectory(format!(
+            "there is no data directory at {shown} ({e}); create one with `crosscast --data \
+             {shown} init`"
+        ))),
+    }
+}
+
+/// Makes `dir` and everything in it its owner's alone: directories 0700,
+/// files 0600.
+fn private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |m: u32| std::fs::Permissions::from_mode(m);
+    std::fs::set_permissions(dir, mode(0o700))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            private(&entry.path())?;
+        } else if kind.is_file() {
+            std::fs::set_permissions(entry.path(), mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn populations_round_trip_across_blocks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         let ids: Vec<u64> = (0..40_000u64).map(|i| i * 3).collect();
         let pop = store.write_population("recipient", &ids).unwrap();
         let meta = store.population_meta(pop).unwrap();

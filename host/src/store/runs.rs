@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn timers_fire_in_order_and_only_when_due() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         assert_eq!(store.next_run_id().unwrap(), 1);
         assert_eq!(store.next_run_id().unwrap(), 2);
         let run = Run {

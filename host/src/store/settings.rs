@@ -1,7 +1,7 @@
 //! The operator's settings: external accounts and secrets.
 //!
-//! Secrets are stored in the data directory and only ever read by host
-//! capabilities; no WIT function returns them. The data directory also
+//! Secrets are sealed in the data directory (`sealed`) and only ever read by
+//! host capabilities; no WIT function returns them. The data directory also
 //! holds its own random instance key, which makes its Message-IDs its own.
 
 use serde::{Deserialize, Serialize};
@@ -105,30 +105,30 @@ impl Store {
             .collect()
     }
 
-    /// Stores a secret.
+    /// Stores a secret, sealed.
     pub fn put_secret(&self, name: &str, value: &[u8]) -> Result<()> {
-        self.tree("settings")?
-            .insert(format!("secret/{name}"), value)?;
-        self.flush()
+        self.put_sealed(&format!("secret/{name}"), value)
     }
 
     /// A secret's bytes, for host capabilities only.
     pub(crate) fn secret(&self, name: &str) -> Result<Vec<u8>> {
-        self.tree("settings")?
-            .get(format!("secret/{name}"))?
-            .map(|v| v.to_vec())
-            .ok_or_else(|| {
-                StoreError::NotFound(format!("no secret `{name}` (see `crosscast secret list`)"))
-            })
+        self.get_sealed(&format!("secret/{name}"))?.ok_or_else(|| {
+            StoreError::NotFound(format!("no secret `{name}` (see `crosscast secret list`)"))
+        })
+    }
+
+    /// Removes a secret; false if there was none.
+    pub fn remove_secret(&self, name: &str) -> Result<bool> {
+        self.remove_sealed(&format!("secret/{name}"))
     }
 
     /// Names of the stored secrets.
     pub fn secret_names(&self) -> Result<Vec<String>> {
-        self.tree("settings")?
-            .scan_prefix("secret/")
-            .keys()
-            .map(|k| Ok(String::from_utf8_lossy(&k?["secret/".len()..]).into_owned()))
-            .collect()
+        Ok(self
+            .sealed_names("secret/")?
+            .into_iter()
+            .map(|n| n["secret/".len()..].to_string())
+            .collect())
     }
 }
 
@@ -174,7 +174,7 @@ impl Store {
 
     /// A cached token, if still valid at `now_ms` (system clock).
     pub(crate) fn cached_token(&self, key: &str, now_ms: i64) -> Result<Option<String>> {
-        Ok(match self.tree("tokens")?.get(key)? {
+        Ok(match self.get_sealed(&format!("token/{key}"))? {
             Some(v) => {
                 let (token, until): (String, i64) = json_decode("tokens", &v)?;
                 (until > now_ms).then_some(token)
@@ -183,10 +183,8 @@ impl Store {
         })
     }
 
-    /// Caches a token until `until_ms` (system clock).
+    /// Caches a token until `until_ms` (system clock), sealed like secrets.
     pub(crate) fn cache_token(&self, key: &str, token: &str, until_ms: i64) -> Result<()> {
-        self.tree("tokens")?
-            .insert(key, json_encode(&(token, until_ms)))?;
-        self.flush()
+        self.put_sealed(&format!("token/{key}"), &json_encode(&(token, until_ms)))
     }
 }

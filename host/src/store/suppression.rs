@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn lists_are_separate_and_addresses_normalised() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         store
             .suppress(
                 "email",
@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn a_declared_kind_decides_how_a_list_compares_addresses() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::for_tests(dir.path());
         // Undeclared: inferred from the name, as before kinds existed.
         assert_eq!(store.list_kind("sms").unwrap(), AddressKind::Phone);
         assert_eq!(store.list_kind("textline").unwrap(), AddressKind::Token);

@@ -54,16 +54,42 @@ pub fn plugin_dir() -> PathBuf {
 pub struct Env {
     /// Keeps the directory alive.
     pub dir: tempfile::TempDir,
+    /// Holds the key sealing its secrets, outside the data directory.
+    pub keys: tempfile::TempDir,
     envs: Vec<(String, String)>,
 }
 
 impl Env {
-    /// A fresh data directory.
+    /// A fresh data directory (created by the first `init`), its key file
+    /// in a directory of its own.
     pub fn new() -> Env {
+        let keys = tempfile::tempdir().expect("tempdir");
+        let key = keys.path().join("key").display().to_string();
         Env {
             dir: tempfile::tempdir().expect("tempdir"),
-            envs: Vec::new(),
+            keys,
+            envs: vec![("CROSSCAST_KEY_FILE".into(), key)],
         }
+    }
+
+    /// The key file sealing the data directory's secrets.
+    pub fn key_file(&self) -> std::path::PathBuf {
+        self.keys.path().join("key")
+    }
+
+    /// `crosscast --data DIR ARGS` as a command to start, with this
+    /// environment's variables.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--data")
+            .arg(self.data())
+            .args(args)
+            .env("CROSSCAST_PLUGIN_DIR", plugin_dir())
+            .env_remove("CROSSCAST_NOW");
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        c
     }
 
     /// Sets an environment variable for every later command.
@@ -83,31 +109,14 @@ impl Env {
 
     /// Runs `crosscast --data DIR ARGS`.
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(bin());
-        c.arg("--data")
-            .arg(self.data())
-            .args(args)
-            .env("CROSSCAST_PLUGIN_DIR", plugin_dir())
-            .env_remove("CROSSCAST_NOW");
-        for (k, v) in &self.envs {
-            c.env(k, v);
-        }
-        c.output().expect("crosscast runs")
+        self.command(args).output().expect("crosscast runs")
     }
 
     /// Starts `crosscast --data DIR ARGS` in the background (output discarded).
     pub fn spawn(&self, args: &[&str]) -> Spawned {
-        let mut c = Command::new(bin());
-        c.arg("--data")
-            .arg(self.data())
-            .args(args)
-            .env("CROSSCAST_PLUGIN_DIR", plugin_dir())
-            .env_remove("CROSSCAST_NOW")
-            .stdout(std::process::Stdio::null())
+        let mut c = self.command(args);
+        c.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        for (k, v) in &self.envs {
-            c.env(k, v);
-        }
         Spawned(c.spawn().expect("crosscast starts"))
     }
 
