@@ -208,6 +208,19 @@ fn misbehaving(env: &Env, mode: &str, wait: bool) -> PathBuf {
     path
 }
 
+/// Creates the data directory, imports the sample's recipients and installs
+/// the `misbehave` fixture.
+fn with_sample_and_misbehave(env: &Env) {
+    env.ok(&["init"]);
+    env.ok(&[
+        "import",
+        "recipients",
+        root().join("tests/data/recipients.csv").to_str().unwrap(),
+    ]);
+    let fixture = plugin_dir().join("crosscast_fixture_misbehave.wasm");
+    env.ok(&["plugin", "install", fixture.to_str().unwrap()]);
+}
+
 fn code(env: &Env, args: &[&str]) -> Option<i32> {
     env.run(args).status.code()
 }
@@ -228,14 +241,7 @@ fn exit_codes_say_what_happened() {
         .unwrap();
     let err = String::from_utf8_lossy(&passwd.stderr);
     assert!(err.contains("/etc/passwd is not a directory"), "{err}");
-    env.ok(&["init"]);
-    env.ok(&[
-        "import",
-        "recipients",
-        root().join("tests/data/recipients.csv").to_str().unwrap(),
-    ]);
-    let fixture = plugin_dir().join("crosscast_fixture_misbehave.wasm");
-    env.ok(&["plugin", "install", fixture.to_str().unwrap()]);
+    with_sample_and_misbehave(&env);
     let pass = misbehaving(&env, "pass", false);
     let trap = misbehaving(&env, "trap", false);
     assert_eq!(code(&env, &["run", pass.to_str().unwrap()]), Some(0));
@@ -311,14 +317,7 @@ fn interrupt(child: std::process::Child, ready: impl Fn() -> bool) -> (Option<i3
 fn ctrl_c_says_what_it_left() {
     let mut env = Env::new();
     env.env("CROSSCAST_PLUGIN_TIMEOUT_MS", "120000");
-    env.ok(&["init"]);
-    env.ok(&[
-        "import",
-        "recipients",
-        root().join("tests/data/recipients.csv").to_str().unwrap(),
-    ]);
-    let fixture = plugin_dir().join("crosscast_fixture_misbehave.wasm");
-    env.ok(&["plugin", "install", fixture.to_str().unwrap()]);
+    with_sample_and_misbehave(&env);
     // A run busy in a plugin that loops.
     let busy = misbehaving(&env, "loop", false);
     let child = env
@@ -380,14 +379,7 @@ fn ctrl_c_says_what_it_left() {
 fn logs_are_plain_text_off_a_terminal_and_rust_log_is_honoured() {
     let mut env = Env::new();
     env.env("RUST_LOG", "info");
-    env.ok(&["init"]);
-    env.ok(&[
-        "import",
-        "recipients",
-        root().join("tests/data/recipients.csv").to_str().unwrap(),
-    ]);
-    let fixture = plugin_dir().join("crosscast_fixture_misbehave.wasm");
-    env.ok(&["plugin", "install", fixture.to_str().unwrap()]);
+    with_sample_and_misbehave(&env);
     let pass = misbehaving(&env, "pass", false);
     let out = env.run(&["run", pass.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
