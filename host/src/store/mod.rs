@@ -76,6 +76,8 @@ pub struct Store {
     dir: PathBuf,
     /// What seals secrets.
     keys: std::sync::Arc<sealed::KeyFile>,
+    /// The data directory's lock (its pid file), held while any clone lives.
+    _lock: std::sync::Arc<std::fs::File>,
 }
 
 /// How a data directory is opened.
@@ -137,35 +139,47 @@ impl Store {
         check_data_dir(dir, options.create)?;
         std::fs::create_dir_all(dir)?;
         private(dir)?;
+        // The directory's own lock, taken before sled opens: the pid file,
+        // locked for as long as the store is open, says who holds it.
         let pid_file = dir.join("crosscast.pid");
+        let mut lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&pid_file)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&pid_file)
+                    .map(|s| s.trim().to_string())
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "another process".into());
+                return Err(StoreError::Locked {
+                    dir: dir.to_path_buf(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        // The pid and the command's name: never its arguments, which may
+        // name files or values an operator would rather not leave here.
+        let me = format!("process {} ({})", std::process::id(), options.holder);
+        lock.set_len(0)?;
+        std::io::Write::write_all(&mut lock, me.as_bytes())?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             // Bounded cache: the page cache serves repeated column blocks; the
             // OS cache serves the rest.
             .cache_capacity(128 * 1024 * 1024)
-            .open()
-            .map_err(|e| match e {
-                // sled wraps the failed file lock in an error of its own kind.
-                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                    let holder = std::fs::read_to_string(&pid_file)
-                        .map(|s| s.trim().to_string())
-                        .unwrap_or_else(|_| "another process".into());
-                    StoreError::Locked {
-                        dir: dir.to_path_buf(),
-                        holder,
-                    }
-                }
-                other => StoreError::Sled(other),
-            })?;
-        // The pid and the command's name: never its arguments, which may
-        // name files or values an operator would rather not leave here.
-        let me = format!("process {} ({})", std::process::id(), options.holder);
-        std::fs::write(&pid_file, me)?;
+            .open()?;
         private(dir)?;
         let store = Store {
             db,
             dir: dir.to_path_buf(),
             keys: std::sync::Arc::new(sealed::KeyFile::at(options.key_file.clone())),
+            _lock: std::sync::Arc::new(lock),
         };
         store.seal_plaintext()?;
         Ok(store)
