@@ -10,7 +10,6 @@ pub mod caps;
 pub mod cli;
 pub mod clock;
 pub mod deliver;
-pub mod demo;
 pub mod executor;
 pub mod import;
 pub mod interrupt;

@@ -112,7 +112,20 @@ fn the_sample_covers_every_case() {
 #[test]
 fn the_demo_delivers_what_its_sample_says() {
     let env = Env::new();
-    let out = env.ok(&["demo", "--recipients", "120"]);
+    let demo = std::process::Command::new(common::demo_bin())
+        .args(["--recipients", "120", "--data"])
+        .arg(env.data())
+        .args(["--key-file", env.key_file().to_str().unwrap()])
+        .env("CROSSCAST_PLUGIN_DIR", common::plugin_dir())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&demo.stdout).into_owned();
+    assert!(
+        demo.status.success(),
+        "{out}
+{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
     let want = expected_from(&env.data().join("sample"), false);
     assert!(want.email_subs > 0 && want.sms_subs > 0, "{out}");
     // "SMTP sink 127.0.0.1:PORT: 42 emails": the count before the last word.
@@ -900,4 +913,42 @@ config = { from = "news@acme.example", subject = "Hi {{ first_name }}", text = "
     assert_eq!(per["user5@example.com"], [Some(550)]);
     assert_eq!(per["user6@example.com"], [Some(451); 4]);
     assert_eq!(s.rig.smtp.received().len(), 1);
+}
+
+/// The shipped `crosscast` links no test server: the demo is a binary of
+/// its own, and `cargo tree` of the host's normal dependencies names none
+/// of the test servers' crates.
+#[test]
+fn the_shipped_binary_links_no_test_server() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "tree",
+            "-p",
+            "crosscast",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && tree.contains("wasmtime"),
+        "{tree}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for test_only in ["crosscast-test-servers", "rcgen", "mail-parser"] {
+        assert!(
+            !tree
+                .lines()
+                .any(|l| l.starts_with(&format!("{test_only} "))),
+            "{test_only} is linked into crosscast"
+        );
+    }
+    let help = Env::new().ok(&["--help"]);
+    assert!(!help.contains("demo"), "{help}");
 }

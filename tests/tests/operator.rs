@@ -151,11 +151,11 @@ fn the_demo_never_writes_into_the_operator_s_data_directory() {
         root().join("tests/data/recipients.csv").to_str().unwrap(),
     ]);
     let before = snapshot(env.data());
-    let out = std::process::Command::new(common::bin())
+    let out = std::process::Command::new(common::demo_bin())
         .env("CROSSCAST_DATA", env.data())
         .env("CROSSCAST_KEY_FILE", env.key_file())
         .env("CROSSCAST_PLUGIN_DIR", plugin_dir())
-        .args(["demo", "--recipients", "20"])
+        .args(["--recipients", "20"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -182,7 +182,13 @@ fn the_demo_never_writes_into_the_operator_s_data_directory() {
         changed.is_empty(),
         "the operator's directory changed: {changed:?}"
     );
-    let refused = env.run(&["demo", "--recipients", "20"]);
+    let refused = std::process::Command::new(common::demo_bin())
+        .arg("--data")
+        .arg(env.data())
+        .args(["--recipients", "20"])
+        .env("CROSSCAST_PLUGIN_DIR", plugin_dir())
+        .output()
+        .unwrap();
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("is not empty"),

@@ -4,7 +4,8 @@
 //!   (installing the target if missing). Each crate is built by its own cargo
 //!   invocation because the SDK's `activity` and `channel` features are
 //!   exclusive and cargo would unify them across one build.
-//! - `demo`: build everything and run `crosscast demo`.
+//! - `demo`: build everything and run `crosscast-demo` (the demo's own
+//!   binary: the shipped `crosscast` links no test server).
 //! - `test`: build everything and run the whole test suite.
 //! - `bench-delivery [N]`: N messages per channel (default 100,000) to the
 //!   loopback servers vs each server's ceiling (needs `smtp-source` and
@@ -52,10 +53,20 @@ fn main() -> anyhow::Result<()> {
         Some("plugins") => plugins(&root),
         Some("demo") => {
             plugins(&root)?;
-            cargo(&root, &["build", "--release", "-p", "crosscast"])?;
-            let bin = target_dir(&root).join("release/crosscast");
+            cargo(
+                &root,
+                &[
+                    "build",
+                    "--release",
+                    "-p",
+                    "crosscast",
+                    "-p",
+                    "crosscast-demo",
+                ],
+            )?;
+            let bin = target_dir(&root).join("release/crosscast-demo");
             let mut cmd = Command::new(&bin);
-            cmd.arg("demo").args(&args[1..]);
+            cmd.args(&args[1..]);
             cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
             run(cmd)
         }
@@ -74,6 +85,10 @@ fn main() -> anyhow::Result<()> {
             cmd.args(&args[1..]);
             cmd.env("CROSSCAST_PLUGIN_DIR", plugin_dir(&root));
             cmd.env("CROSSCAST_BIN", target_dir(&root).join("debug/crosscast"));
+            cmd.env(
+                "CROSSCAST_DEMO_BIN",
+                target_dir(&root).join("debug/crosscast-demo"),
+            );
             run(cmd)?;
             // The SDK's channel-only helpers (templates) build natively with
             // their feature; the workspace run above builds it without.

@@ -42,27 +42,18 @@ pub struct Cli {
     /// Run on a virtual clock fixed at this RFC 3339 instant (never sleeps).
     #[arg(long, global = true, env = "CROSSCAST_NOW")]
     pub now: Option<String>,
-    /// `--data` was given on the command line (not from the environment).
-    #[arg(skip)]
-    pub data_on_command_line: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
-    /// Parses arguments, noting whether `--data` was given on the command
-    /// line itself.
+    /// Parses arguments (`crosscast` first).
     pub fn parse_from_args<I, T>(args: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        use clap::{CommandFactory as _, FromArgMatches as _};
-        let matches = Cli::command().try_get_matches_from(args)?;
-        let mut cli = Cli::from_arg_matches(&matches)?;
-        cli.data_on_command_line =
-            matches.value_source("data") == Some(clap::parser::ValueSource::CommandLine);
-        Ok(cli)
+        Cli::try_parse_from(args)
     }
 }
 
@@ -167,12 +158,6 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
     },
-    /// Run the reference workflow on a sample audience, with local servers.
-    Demo {
-        /// How many sample recipients.
-        #[arg(long, default_value_t = 300)]
-        recipients: usize,
-    },
 }
 
 /// Audience files.
@@ -213,7 +198,6 @@ impl Command {
             Command::Denylist(_) => "denylist",
             Command::Unsubscribe(_) => "unsubscribe",
             Command::Worker { .. } => "worker",
-            Command::Demo { .. } => "demo",
         }
     }
 }
@@ -576,11 +560,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(t) => Clock::fixed(t)?,
         None => Clock::System,
     };
-    if let Command::Demo { recipients } = cli.command {
-        // Never a data directory from the environment: the operator's own.
-        let data = cli.data.filter(|_| cli.data_on_command_line);
-        return crate::demo::run(data, cli.key_file, recipients);
-    }
     let data = cli.data.clone().unwrap_or_else(default_data_dir);
     let options = OpenOptions {
         create: matches!(cli.command, Command::Init { .. }),
@@ -596,7 +575,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         let _ = store.flush();
     });
     match cli.command {
-        Command::Demo { .. } => unreachable!("handled above"),
         Command::Init { plugins } => {
             let dir = builtin_dir(plugins)?;
             for p in app.init(&dir)? {

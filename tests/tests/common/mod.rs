@@ -37,6 +37,19 @@ pub fn bin() -> PathBuf {
     p
 }
 
+/// The `crosscast-demo` binary (built by `cargo xtask test`).
+pub fn demo_bin() -> PathBuf {
+    let p = std::env::var_os("CROSSCAST_DEMO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/crosscast-demo"));
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds it",
+        p.display()
+    );
+    p
+}
+
 /// The built wasm plugins and fixtures.
 pub fn plugin_dir() -> PathBuf {
     let p = std::env::var_os("CROSSCAST_PLUGIN_DIR")

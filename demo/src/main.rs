@@ -1,22 +1,52 @@
-//! `crosscast demo`: the reference workflow on a sample audience, end to end,
-//! against loopback servers it starts itself (SMTP, SMS API, APNs, FCM), on a
-//! virtual clock that crosses the 7-day wait.
+//! `crosscast-demo`: the reference workflow on a sample audience, end to
+//! end, against loopback servers it starts itself (SMTP, SMS API, APNs,
+//! FCM), on a virtual clock that crosses the 7-day wait. A binary of its
+//! own: the shipped `crosscast` links no test server.
 //!
 //! It never writes into an existing data directory: by default it makes a
 //! fresh one under the system's temporary directory, with a key of its own
-//! beside it; `--data DIR` on the command line (never `CROSSCAST_DATA`) must
-//! name an empty or absent directory.
+//! beside it; `--data DIR` must name an empty or absent directory (it
+//! never reads `CROSSCAST_DATA`, the operator's own).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::Parser as _;
+use crosscast::cli::{App, Cli, dispatch, run_status};
+use crosscast::clock::{Clock, format_ms};
+use crosscast::store::OpenOptions;
+use crosscast::store::sealed::KeyFile;
 use crosscast_test_servers::{Rig, SinkOptions, sample};
 
-use crate::cli::{App, Cli, dispatch, run_status};
-use crate::clock::{Clock, format_ms};
-use crate::store::OpenOptions;
-use crate::store::sealed::KeyFile;
+/// The reference workflow on sample data, against local servers.
+#[derive(clap::Parser, Debug)]
+#[command(name = "crosscast-demo", version, about)]
+struct Args {
+    /// An empty or absent directory to use as the data directory (default:
+    /// a fresh one under the system's temporary directory).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// With --data, the key file sealing its secrets (default: the one
+    /// `crosscast` uses).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// How many sample recipients.
+    #[arg(long, default_value_t = 300)]
+    recipients: usize,
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    match run(args.data, args.key_file, args.recipients) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// The reference workflow, as shipped in `examples/`.
 const WORKFLOW: &str = include_str!("../../examples/cross-channel.toml");
@@ -27,7 +57,7 @@ const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Runs the demo in `data`, which must be empty or absent (a fresh
 /// temporary directory by default, its key beside it; with `data`, the key
 /// is `key_file` or the default one).
-pub fn run(
+fn run(
     data: Option<PathBuf>,
     key_file: Option<PathBuf>,
     recipients: usize,
@@ -100,9 +130,9 @@ pub fn run(
     };
     let mut app = App::open_with(&dir, t0, &options)?;
     let (rfile, sfile) = sample::write(&dir.join("sample"), recipients, 7)?;
-    let quiet = crate::import::Options::default();
-    let r = crate::import::import_file(&app.store, "recipient", &rfile, &quiet)?;
-    let s = crate::import::import_file(&app.store, "subscription", &sfile, &quiet)?;
+    let quiet = crosscast::import::Options::default();
+    let r = crosscast::import::import_file(&app.store, "recipient", &rfile, &quiet)?;
+    let s = crosscast::import::import_file(&app.store, "subscription", &sfile, &quiet)?;
     println!(
         "imported {} recipients and {} app subscriptions (sample in {})",
         r.inserted,
