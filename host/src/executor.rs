@@ -23,14 +23,10 @@ use crate::workflow::{Activity, Workflow};
 
 /// Executes runs on one store.
 pub struct Executor {
-    /// The store.
-    pub store: Store,
-    /// The wasm runtime.
-    pub runtime: Arc<Runtime>,
-    /// The run's clock.
-    pub clock: Clock,
-    /// Network transports for deliveries.
-    pub transports: Transports,
+    store: Store,
+    runtime: Arc<Runtime>,
+    clock: Clock,
+    transports: Transports,
 }
 
 /// What one pass of the worker did.
@@ -45,6 +41,26 @@ pub struct Tick {
 }
 
 impl Executor {
+    /// An executor of the runs in `store`, on `clock`, calling plugins
+    /// through `runtime` and sending through `transports`.
+    pub fn new(store: Store, runtime: Arc<Runtime>, clock: Clock, transports: Transports) -> Self {
+        Executor {
+            store,
+            runtime,
+            clock,
+            transports,
+        }
+    }
+
+    /// What a delivery needs of it.
+    fn delivery_needs(&self) -> crate::deliver::Needs<'_> {
+        crate::deliver::Needs {
+            store: &self.store,
+            runtime: &self.runtime,
+            transports: &self.transports,
+        }
+    }
+
     /// Starts a run of a validated workflow and drives it until it ends or
     /// waits. A dry run crosses its waits at once and sends nothing.
     pub fn start(&self, workflow: &Workflow, file: &str, dry_run: bool) -> anyhow::Result<u64> {
@@ -175,14 +191,15 @@ impl Executor {
                     })
             }
             Loaded::Channel(pre) if run.dry_run => {
-                let r = crate::deliver::preview(self, activity, &task, pre, ctx);
+                let r = crate::deliver::preview(&self.delivery_needs(), activity, &task, pre, ctx);
                 r.map(|(preview, outputs)| {
                     task.preview = Some(preview);
                     Step::Done(outputs)
                 })
             }
             Loaded::Channel(pre) => {
-                let r = crate::deliver::deliver(self, run.id, activity, &task, pre, ctx);
+                let needs = self.delivery_needs();
+                let r = crate::deliver::deliver(&needs, run.id, activity, &task, pre, ctx);
                 r.map(|d| {
                     task.delivery = Some(d.counts);
                     match d.wake_at {

@@ -476,12 +476,12 @@ impl App {
             );
         }
         let handle = self.tokio.as_ref().expect("set above").handle().clone();
-        Ok(Executor {
-            store: self.store.clone(),
-            runtime: self.runtime()?,
-            clock: self.clock,
-            transports: Transports::new(handle, &self.store)?,
-        })
+        Ok(Executor::new(
+            self.store.clone(),
+            self.runtime()?,
+            self.clock,
+            Transports::new(handle, &self.store)?,
+        ))
     }
 
     /// Installs the built-in plugins from `dir`.

@@ -31,7 +31,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::caps::{Context, crash_reporter};
-use crate::executor::Executor;
 use crate::runtime::channel::{ChannelPre, wit};
 use crate::store::audience::dimension;
 use crate::store::deliveries::{Cause, Delivery, DeliveryState, Progress};
@@ -63,6 +62,17 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 /// HTTP/1.1 lanes waited for a place about 6,000 times per 100k messages, a
 /// tenth of their time.
 const WAVE_BATCHES: usize = 4;
+
+/// What a delivery needs from the executor running it: the store, the wasm
+/// runtime and the transports, nothing more.
+pub struct Needs<'a> {
+    /// The store.
+    pub store: &'a crate::store::Store,
+    /// The wasm runtime.
+    pub runtime: &'a crate::runtime::Runtime,
+    /// The network side.
+    pub transports: &'a Transports,
+}
 
 /// The network side of deliveries: pooled connections, one per account.
 pub struct Transports {
@@ -189,41 +199,41 @@ pub(crate) struct Delivered {
 /// thread of their own (`commit.rs`): messages leave, and places in the
 /// wave come back, once what they depend on is durable.
 pub(crate) fn deliver(
-    exec: &Executor,
+    needs: &Needs<'_>,
     run: u64,
     activity: &Activity,
     task: &Task,
     pre: ChannelPre,
     ctx: Arc<Context>,
 ) -> Result<Delivered, String> {
-    let limits = exec.runtime.limits();
+    let limits = needs.runtime.limits();
     let plugin = ctx.plugin.clone();
     let accounts = ctx.accounts.clone();
     let now = ctx.now_ms;
-    let mut st = exec.runtime.new_store(ctx);
+    let mut st = needs.runtime.new_store(ctx);
     let crash = crash_reporter(plugin.clone(), limits);
     let channel = pre.instantiate(&mut st).map_err(|e| crash(e, st.data()))?;
     let descriptor = channel.describe(&mut st).map_err(|e| crash(e, st.data()))?;
-    let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
+    let (input, target_dim, targets) = task_targets(needs, task, descriptor.target)?;
     let deadline = task
         .started_at
         .unwrap_or(now)
         .saturating_add(activity.validity_ms.unwrap_or(DEFAULT_VALIDITY_MS));
-    let unsubscribe = exec
+    let unsubscribe = needs
         .store
         .unsubscribe_settings()
         .map_err(|e| e.to_string())?;
     // Where every target stands, read once: what is final is skipped, what
     // retries later waits, the rest (never tried, or in flight when the
     // process died) is sent.
-    let progress = exec
+    let progress = needs
         .store
         .delivery_progress(run, &activity.id)
         .map_err(|e| e.to_string())?;
-    let lists = lists(exec, &plugin, &descriptor, &target_dim)?;
-    let key = exec.store.instance_key().map_err(|e| e.to_string())?;
+    let lists = lists(needs, &plugin, &descriptor, &target_dim)?;
+    let key = needs.store.instance_key().map_err(|e| e.to_string())?;
     let mut pass = Pass {
-        exec,
+        needs,
         run,
         activity: &activity.id,
         config: activity.config.to_string(),
@@ -246,18 +256,18 @@ pub(crate) fn deliver(
     // An account allowing more in flight than the default (a push provider
     // far away) widens the wave with it: batches as large as its
     // concurrency, so a crash may repeat up to four times that.
-    let in_flight = in_flight(exec, &pass.accounts);
+    let in_flight = in_flight(needs, &pass.accounts);
     let batch_size = BATCH.max(in_flight);
     let low_water = LOW_WATER.max(2 * in_flight);
     let session = Arc::new(session::Session::new(
-        exec.transports.runtime.clone(),
-        exec.transports.wire.clone(),
-        exec.store.clone(),
+        needs.transports.runtime.clone(),
+        needs.transports.wire.clone(),
+        needs.store.clone(),
         in_flight,
         WAVE_BATCHES * batch_size,
         http::AnswerHeaders::new(descriptor.answer_headers.as_deref()),
     ));
-    let commit = commit::Committer::start(exec.store.clone(), session.clone());
+    let commit = commit::Committer::start(needs.store.clone(), session.clone());
     let mut rounds = targets.chunks(ROUND);
     let mut prepared_all = false;
     let (mut expected, mut recorded) = (0usize, 0usize);
@@ -328,7 +338,7 @@ pub(crate) fn deliver(
 
 /// One execution of a delivery task: what its rounds and answers share.
 struct Pass<'a> {
-    exec: &'a Executor,
+    needs: &'a Needs<'a>,
     run: u64,
     activity: &'a str,
     config: String,
@@ -419,7 +429,7 @@ impl Pass<'_> {
         if todo.is_empty() {
             return Ok(Vec::new());
         }
-        self.exec.runtime.arm(&mut self.st);
+        self.needs.runtime.arm(&mut self.st);
         let prepared = self
             .channel
             .build(&mut self.st, &self.config, &self.target_dim, &todo)
@@ -433,7 +443,7 @@ impl Pass<'_> {
                 todo.len()
             ));
         }
-        let store = &self.exec.store;
+        let store = &self.needs.store;
         let stored = Stored::fetch(store, &self.lists, &todo, &prepared)?;
         let vetted: Vec<Vetted> = prepared
             .into_iter()
@@ -513,7 +523,7 @@ impl Pass<'_> {
         let mut verdicts = if answers.is_empty() {
             Vec::new()
         } else {
-            self.exec.runtime.arm(&mut self.st);
+            self.needs.runtime.arm(&mut self.st);
             self.channel
                 .classify(&mut self.st, &self.config, &answers)
                 .map_err(|e| (self.crash)(e, self.st.data()))?
@@ -612,7 +622,7 @@ impl Pass<'_> {
             e.attempts = self.attempt(*id);
             outcomes.push((*id, e));
         }
-        let store = &self.exec.store;
+        let store = &self.needs.store;
         // Suppressions first: if the process dies before the outcomes are
         // written, the repeat excludes the address instead of sending to it
         // again.
@@ -630,10 +640,10 @@ impl Pass<'_> {
 /// Most messages a delivery keeps on the wire: the largest concurrency of
 /// its granted accounts, at least [`CONCURRENCY`] (each account's own limit
 /// still applies to its messages).
-fn in_flight(exec: &Executor, accounts: &[String]) -> usize {
+fn in_flight(needs: &Needs<'_>, accounts: &[String]) -> usize {
     accounts
         .iter()
-        .filter_map(|a| exec.store.account(a).ok())
+        .filter_map(|a| needs.store.account(a).ok())
         .map(|a| a.concurrency.unwrap_or(throttle::DEFAULT_CONCURRENCY) as usize)
         .fold(CONCURRENCY, usize::max)
 }
@@ -643,12 +653,12 @@ fn in_flight(exec: &Executor, accounts: &[String]) -> usize {
 /// it with, else the one it declares, else its own name; that list's kind
 /// must be of the records the channel sends to.
 fn lists(
-    exec: &Executor,
+    needs: &Needs<'_>,
     plugin: &str,
     descriptor: &wit::Descriptor,
     target: &str,
 ) -> Result<Lists, String> {
-    let record = exec.store.plugin(plugin).map_err(|e| e.to_string())?;
+    let record = needs.store.plugin(plugin).map_err(|e| e.to_string())?;
     let list = match (record.suppression_list, &descriptor.suppression_list) {
         (Some(list), _) => list,
         (None, Some(list)) => {
@@ -658,7 +668,7 @@ fn lists(
         }
         (None, None) => descriptor.name.clone(),
     };
-    let kind = exec.store.list_kind(&list).map_err(|e| e.to_string())?;
+    let kind = needs.store.list_kind(&list).map_err(|e| e.to_string())?;
     Ok(Lists {
         http: (list, kind),
         target: target.to_string(),
@@ -759,22 +769,22 @@ const PREVIEW_REASONS: usize = 10;
 /// anything; returns what would be sent and excluded, with the first message
 /// as it would leave, and the outputs (the population received, on `done`).
 pub(crate) fn preview(
-    exec: &Executor,
+    needs: &Needs<'_>,
     activity: &Activity,
     task: &Task,
     pre: ChannelPre,
     ctx: Arc<Context>,
 ) -> Result<(serde_json::Value, BTreeMap<String, OutputRef>), String> {
-    let limits = exec.runtime.limits();
+    let limits = needs.runtime.limits();
     let plugin = ctx.plugin.clone();
     let accounts = ctx.accounts.clone();
-    let mut st = exec.runtime.new_store(ctx);
+    let mut st = needs.runtime.new_store(ctx);
     let crash = crash_reporter(plugin.clone(), limits);
     let channel = pre.instantiate(&mut st).map_err(|e| crash(e, st.data()))?;
     let descriptor = channel.describe(&mut st).map_err(|e| crash(e, st.data()))?;
     let config = activity.config.to_string();
-    let (input, target_dim, targets) = task_targets(exec, task, descriptor.target)?;
-    let lists = lists(exec, &plugin, &descriptor, &target_dim)?;
+    let (input, target_dim, targets) = task_targets(needs, task, descriptor.target)?;
+    let lists = lists(needs, &plugin, &descriptor, &target_dim)?;
     let mut would_send = 0u64;
     let mut excluded = 0u64;
     let mut parts = 0u64;
@@ -789,18 +799,18 @@ pub(crate) fn preview(
         }
     };
     for round in targets.chunks(ROUND) {
-        exec.runtime.arm(&mut st);
+        needs.runtime.arm(&mut st);
         let prepared = channel
             .build(&mut st, &config, &target_dim, round)
             .map_err(|e| crash(e, st.data()))?
             .map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
-        let stored = Stored::fetch(&exec.store, &lists, round, &prepared)?;
+        let stored = Stored::fetch(needs.store, &lists, round, &prepared)?;
         let vetted: Vec<Vetted> = prepared
             .into_iter()
             .enumerate()
             .map(|(i, p)| vet(&lists, &stored, &accounts, &plugin, i, p))
             .collect();
-        let suppressed = suppressions(&exec.store, &lists, &vetted)?;
+        let suppressed = suppressions(needs.store, &lists, &vetted)?;
         for (v, suppressed) in vetted.into_iter().zip(suppressed) {
             let reason = match (v, suppressed) {
                 (Vetted::Excluded(reason), _) => reason,
@@ -871,7 +881,7 @@ fn message_json(out: &wit::Outgoing) -> serde_json::Value {
 
 /// A delivery's input population and the ids to send to in it.
 fn task_targets<'t>(
-    exec: &Executor,
+    needs: &Needs<'_>,
     task: &'t Task,
     target: wit::Target,
 ) -> Result<(&'t InputRef, String, Vec<u64>), String> {
@@ -879,11 +889,11 @@ fn task_targets<'t>(
         .inputs
         .first()
         .ok_or("a delivery needs an incoming population")?;
-    let meta = exec
+    let meta = needs
         .store
         .population_meta(input.population)
         .map_err(|e| e.to_string())?;
-    let (dimension, ids) = targets(exec, &meta.dimension, input.population, target)?;
+    let (dimension, ids) = targets(needs, &meta.dimension, input.population, target)?;
     Ok((input, dimension, ids))
 }
 
@@ -901,7 +911,7 @@ fn passes_on(input: &InputRef) -> BTreeMap<String, OutputRef> {
 /// The ids to send to: the population itself, or its distinct linked
 /// recipients when the channel sends once per recipient.
 fn targets(
-    exec: &Executor,
+    needs: &Needs<'_>,
     dim: &str,
     population: u64,
     target: wit::Target,
@@ -910,7 +920,7 @@ fn targets(
         wit::Target::Recipient => "recipient",
         wit::Target::Subscription => "subscription",
     };
-    let ids = exec
+    let ids = needs
         .store
         .population_ids(population)
         .map_err(|e| e.to_string())?;
@@ -923,7 +933,7 @@ fn targets(
     })?;
     let mut out: Vec<u64> = Vec::new();
     for chunk in ids.chunks(10_000) {
-        let linked = exec
+        let linked = needs
             .store
             .audience()
             .read_links(d, link.name, chunk)
