@@ -19,10 +19,6 @@ pub struct Failure {
     pub permanent: bool,
     /// What happened, for the delivery log.
     pub message: String,
-    /// The provider never processed the request (an HTTP/2 stream it
-    /// refused, or above its GOAWAY): it may go again at once on another
-    /// connection.
-    pub unprocessed: bool,
 }
 
 impl Failure {
@@ -32,7 +28,6 @@ impl Failure {
             cause,
             permanent: false,
             message: message.into(),
-            unprocessed: false,
         }
     }
 
@@ -42,7 +37,6 @@ impl Failure {
             cause,
             permanent: true,
             message: message.into(),
-            unprocessed: false,
         }
     }
 
@@ -54,8 +48,8 @@ impl Failure {
 
     /// A failed exchange or connection with `host`, classified by the
     /// types in the error's chain: the egress policy, TLS trust, a refused
-    /// or timed-out connection, an HTTP/2 stream never processed; anything
-    /// else broke the exchange (transient).
+    /// or timed-out connection; anything else broke the exchange
+    /// (transient).
     pub fn of_error(host: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
         let text = error_chain(e);
         let causes = causes(e);
@@ -68,11 +62,6 @@ impl Failure {
         if causes.iter().any(|c| untrusted_certificate(*c)) {
             return Failure::permanent(Cause::Certificate, untrusted(host, &text));
         }
-        let unprocessed = causes.iter().any(|c| {
-            c.downcast_ref::<h2::Error>().is_some_and(|h| {
-                h.is_remote() && (h.is_go_away() || h.reason() == Some(h2::Reason::REFUSED_STREAM))
-            })
-        });
         // The innermost I/O error says what happened; outer ones wrap it.
         let io_kind = causes
             .iter()
@@ -89,10 +78,7 @@ impl Failure {
             _ if causes.iter().any(|c| c.is::<super::egress::Unresolved>()) => Cause::Connect,
             _ => Cause::Protocol,
         };
-        Failure {
-            unprocessed,
-            ..Failure::transient(cause, text)
-        }
+        Failure::transient(cause, text)
     }
 }
 

@@ -14,10 +14,8 @@
 //! executing a task again (after a crash) repeats at most those.
 
 mod commit;
-pub mod connections;
 pub mod egress;
 pub mod failure;
-pub mod h1;
 pub mod http;
 pub mod inbox;
 mod lanes;

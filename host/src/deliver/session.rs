@@ -308,8 +308,6 @@ pub(super) struct Admission {
     _wire: OwnedSemaphorePermit,
     _account: Option<OwnedSemaphorePermit>,
     shared: Arc<Shared>,
-    /// Sent again once already (its first connection went away unprocessed).
-    pub(super) again: bool,
 }
 
 impl Admission {
@@ -329,7 +327,6 @@ impl Admission {
             _wire: wire,
             _account: account,
             shared: shared.clone(),
-            again: false,
         }
     }
 
