@@ -952,3 +952,41 @@ fn the_shipped_binary_links_no_test_server() {
     let help = Env::new().ok(&["--help"]);
     assert!(!help.contains("demo"), "{help}");
 }
+
+/// HTTP goes through hyper's client: the host depends on no protocol crate
+/// it would have to drive itself (`httparse`, `h2`), and on no fork.
+#[test]
+fn the_host_speaks_http_through_hyper_only() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "tree",
+            "-p",
+            "crosscast",
+            "-e",
+            "normal",
+            "--depth",
+            "1",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .output()
+        .unwrap();
+    let direct = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = direct
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(out.status.success() && names.contains(&"hyper"), "{direct}");
+    for private in ["httparse", "h2"] {
+        assert!(
+            !names.contains(&private),
+            "{private} is a direct dependency"
+        );
+    }
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(!manifest.contains("[patch"), "a patched crate");
+    assert!(!root().join("vendor").exists(), "vendored crates");
+}
