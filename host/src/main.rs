@@ -27,18 +27,28 @@ fn main() -> std::process::ExitCode {
     // panic. SIGPIPE itself stays ignored (Rust's default): restoring its
     // default action would also kill the process when a provider closes a
     // socket the host is writing to.
+    // `println!` panics when its write fails; the pipe's state, not the
+    // panic's text, says whether its reader went away.
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+        if stdout_reader_gone() {
             std::process::exit(141);
         }
         default(info);
     }));
     crosscast::cli::main()
+}
+
+/// True if standard output is a pipe or socket whose reader is gone: the
+/// kernel reports an error condition on it (`POLLERR`, or `POLLHUP` for a
+/// socket).
+fn stdout_reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }

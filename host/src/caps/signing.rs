@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::deliver::failure::Failure;
-use crate::deliver::trust::Trust;
+use crate::deliver::net::trust::Trust;
 use crate::store::Store;
 use crate::store::deliveries::Cause;
 use crate::store::settings::{Account, AuthScheme};
@@ -277,8 +277,8 @@ async fn exchange(
     };
     let bare = host.trim_matches(['[', ']']);
     let authority = format!("{host}:{port}");
-    let allow = crate::deliver::egress::allows_internal(account);
-    let addrs = crate::deliver::egress::resolve(host, port, allow)
+    let allow = account.allows_internal();
+    let addrs = crate::deliver::net::egress::resolve(host, port, allow)
         .await
         .map_err(|e| Failure::of_error(&authority, &*e))?;
     // The client connects only to the addresses the policy let through.

@@ -268,7 +268,7 @@ pub enum AccountCommand {
         rate: Option<u32>,
         /// Most messages in flight at once through this account (default 32,
         /// at most 1024): connections for SMTP and HTTP/1.1, streams for HTTP/2.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::deliver::throttle::MAX_CONCURRENCY as i64))]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::deliver::pipeline::throttle::MAX_CONCURRENCY as i64))]
         concurrency: Option<u32>,
         /// Seconds each network step may take before the message is retried
         /// later (default 30): an HTTP request's answer, an SMTP greeting,
@@ -682,8 +682,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string));
             if let Some(host) = host
-                && !crate::deliver::egress::allows_internal(&account)
-                && (crate::deliver::egress::check_literal(&host, false).is_err()
+                && !account.allows_internal()
+                && (crate::deliver::net::egress::check_literal(&host, false).is_err()
                     || host.eq_ignore_ascii_case("localhost"))
             {
                 eprintln!(
@@ -713,7 +713,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let rate = a.rate.map_or("-".to_string(), |r| format!("{r}/s"));
                 let concurrency = a
                     .concurrency
-                    .unwrap_or(crate::deliver::throttle::DEFAULT_CONCURRENCY);
+                    .unwrap_or(crate::deliver::pipeline::throttle::DEFAULT_CONCURRENCY);
                 let timeout = a.step_timeout().as_secs();
                 println!(
                     "{:<12} {:<40} auth={:?} user={} secret={} rate={rate} concurrency={concurrency} timeout={timeout}s {}",

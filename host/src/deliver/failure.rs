@@ -2,12 +2,13 @@
 //! is worth trying again, and the words for the delivery log.
 //!
 //! Every failure on the way (the host's own refusals, credentials, the
-//! network) is a [`Failure`], made where it happens from the error's type,
-//! never from its text. The delivery decides on it without asking the
-//! plugin: a permanent one fails the message, a transient one is retried
-//! with backoff until the validity period ends. Only the provider's own
-//! answers go to the plugin's `classify`.
+//! network's [`NetError`]s) becomes a [`Failure`], made where it happens
+//! from the error's type, never from its text. The delivery decides on it
+//! without asking the plugin: a permanent one fails the message, a
+//! transient one is retried with backoff until the validity period ends.
+//! Only the provider's own answers go to the plugin's `classify`.
 
+use super::net::error::{Kind, NetError};
 use crate::store::deliveries::Cause;
 
 /// A message that did not reach its provider, or got no whole answer.
@@ -47,38 +48,28 @@ impl Failure {
     }
 
     /// A failed exchange or connection with `host`, classified by the
-    /// types in the error's chain: the egress policy, TLS trust, a refused
-    /// or timed-out connection; anything else broke the exchange
-    /// (transient).
+    /// types in the error's chain ([`NetError::of_error`]).
     pub fn of_error(host: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
-        let text = error_chain(e);
-        let causes = causes(e);
-        if let Some(denied) = causes
-            .iter()
-            .find_map(|c| c.downcast_ref::<super::egress::EgressDenied>())
-        {
-            return Failure::permanent(Cause::Policy, denied.to_string());
-        }
-        if causes.iter().any(|c| untrusted_certificate(*c)) {
-            return Failure::permanent(Cause::Certificate, untrusted(host, &text));
-        }
-        // The innermost I/O error says what happened; outer ones wrap it.
-        let io_kind = causes
-            .iter()
-            .rev()
-            .find_map(|c| c.downcast_ref::<std::io::Error>().map(|io| io.kind()));
-        let cause = match io_kind {
-            Some(std::io::ErrorKind::TimedOut) => Cause::Timeout,
-            Some(
-                std::io::ErrorKind::ConnectionRefused
-                | std::io::ErrorKind::HostUnreachable
-                | std::io::ErrorKind::NetworkUnreachable
-                | std::io::ErrorKind::AddrNotAvailable,
-            ) => Cause::Connect,
-            _ if causes.iter().any(|c| c.is::<super::egress::Unresolved>()) => Cause::Connect,
-            _ => Cause::Protocol,
+        NetError::of_error(host, e).into()
+    }
+}
+
+impl From<NetError> for Failure {
+    fn from(e: NetError) -> Failure {
+        let cause = match e.kind {
+            Kind::Policy => Cause::Policy,
+            Kind::Config => Cause::Account,
+            Kind::Credentials => Cause::Credentials,
+            Kind::Certificate => Cause::Certificate,
+            Kind::Connect => Cause::Connect,
+            Kind::Timeout => Cause::Timeout,
+            Kind::Protocol => Cause::Protocol,
         };
-        Failure::transient(cause, text)
+        Failure {
+            cause,
+            permanent: e.permanent,
+            message: e.message,
+        }
     }
 }
 
@@ -88,94 +79,17 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Every error in `e`'s chain, outermost first, with the errors an
-/// `io::Error` wraps (its `source` skips them: rustls' refusal sits inside
-/// two of them when it comes through reqwest).
-pub fn causes<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Vec<&'a (dyn std::error::Error + 'static)> {
-    let mut out = Vec::new();
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        out.push(c);
-        cur = match c
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => c.source(),
-        };
-    }
-    out
-}
-
-/// True if an error in `e`'s chain is rustls refusing the peer's
-/// certificate.
-pub fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
-    causes(e).iter().any(|c| {
-        matches!(
-            c.downcast_ref::<rustls::Error>(),
-            Some(rustls::Error::InvalidCertificate(_))
-        )
-    })
-}
-
-/// The message for a certificate the host does not trust: which host, and
-/// how the operator fixes it.
-pub fn untrusted(host: &str, detail: &str) -> String {
-    format!(
-        "the TLS certificate of {host} is not trusted ({detail}); if {host} uses a private CA, \
-         trust it with `crosscast ca add NAME CA.pem`"
-    )
-}
-
-/// An error with its causes: a client's own message often hides the reason.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let next = c.to_string();
-        // Some errors repeat their source's message in their own.
-        if !s.ends_with(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn errors_are_classified_by_type_not_text() {
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "nope");
-        let f = Failure::of_error("api.example", &refused);
-        assert_eq!((f.cause, f.permanent), (Cause::Connect, false));
-        let slow = std::io::Error::new(std::io::ErrorKind::TimedOut, "egress denied");
-        let f = Failure::of_error("api.example", &slow);
-        assert_eq!(f.cause, Cause::Timeout, "text says nothing");
-        // As reqwest gives it: an I/O error in an I/O error.
-        let cert = std::io::Error::other(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-        ));
-        let f = Failure::of_error("api.example:443", &cert);
+    fn network_errors_keep_their_kind_and_verdict() {
+        let f = Failure::from(NetError::permanent(Kind::Certificate, "untrusted"));
         assert_eq!((f.cause, f.permanent), (Cause::Certificate, true));
-        assert!(
-            f.message.contains("api.example:443") && f.message.contains("crosscast ca add"),
-            "{}",
-            f.message
-        );
-        let denied = super::super::egress::EgressDenied {
-            host: "localhost".into(),
-            addresses: vec!["127.0.0.1".parse().unwrap()],
-        };
-        let f = Failure::of_error("localhost", &denied);
-        assert_eq!((f.cause, f.permanent), (Cause::Policy, true));
-        let other = std::io::Error::other("the answer ended early");
-        assert_eq!(Failure::of_error("h", &other).cause, Cause::Protocol);
+        let f = Failure::from(NetError::transient(Kind::Timeout, "slow"));
+        assert_eq!((f.cause, f.permanent), (Cause::Timeout, false));
+        let f = Failure::from(NetError::permanent(Kind::Config, "bad URL"));
+        assert_eq!((f.cause, f.message.as_str()), (Cause::Account, "bad URL"));
     }
 }

@@ -4,13 +4,16 @@
 //! and an email's envelope recipient), and that its headers cannot smuggle
 //! a line onto the wire.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use lettre::message::Mailbox;
 
+use super::Needs;
+use super::failure::Failure;
 use crate::runtime::channel::wit;
 use crate::store::Store;
-use crate::store::suppression::{AddressKind, EMAIL_LIST};
+use crate::store::deliveries::Cause;
+use crate::store::suppression::{AddressKind, EMAIL_LIST, Suppression};
 
 /// The suppression list and address kind of each kind of message a channel
 /// sends.
@@ -123,7 +126,7 @@ impl Stored {
 /// break.
 pub fn headers(message: &wit::Message) -> Result<(), String> {
     match message {
-        wit::Message::Email(e) => super::smtp::message::check_headers(&e.headers),
+        wit::Message::Email(e) => super::email::check_headers(&e.headers),
         wit::Message::Http(h) => {
             for (name, value) in &h.headers {
                 http::HeaderName::from_bytes(name.as_bytes())
@@ -135,6 +138,120 @@ pub fn headers(message: &wit::Message) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The suppression lists of a channel's messages (`target`: the dimension
+/// of its ids). Its HTTP messages' list is the one the operator installed
+/// it with, else the one it declares, else its own name; that list's kind
+/// must be of the records the channel sends to.
+pub(super) fn lists(
+    needs: &Needs<'_>,
+    plugin: &str,
+    descriptor: &wit::Descriptor,
+    target: &str,
+) -> Result<Lists, String> {
+    let record = needs.store.plugin(plugin).map_err(|e| e.to_string())?;
+    let list = match (record.suppression_list, &descriptor.suppression_list) {
+        (Some(list), _) => list,
+        (None, Some(list)) => {
+            crate::store::suppression::check_list_name(list)
+                .map_err(|e| format!("plugin `{plugin}` declares a suppression list: {e}"))?;
+            list.clone()
+        }
+        (None, None) => descriptor.name.clone(),
+    };
+    let kind = needs.store.list_kind(&list).map_err(|e| e.to_string())?;
+    Ok(Lists {
+        http: (list, kind),
+        target: target.to_string(),
+    })
+}
+
+/// A built message after the host's checks.
+pub(super) enum Vetted {
+    /// The plugin excluded the target.
+    Excluded(String),
+    /// The host refuses to send it.
+    Refused(wit::Outgoing, Failure),
+    /// It may go, to this stored address (suppression lists permitting).
+    Send(wit::Outgoing, String),
+}
+
+/// Checks what the plugin built for the `i`-th target: an account granted
+/// to the plugin, headers that add no line, a recipient that is the
+/// record's stored address.
+pub(super) fn vet(
+    lists: &Lists,
+    stored: &Stored,
+    accounts: &[String],
+    plugin: &str,
+    i: usize,
+    prepared: wit::Prepared,
+) -> Vetted {
+    let out = match prepared {
+        wit::Prepared::Exclude(reason) => return Vetted::Excluded(reason),
+        wit::Prepared::Send(out) => out,
+    };
+    let account = super::account_of(&out.message);
+    if !accounts.iter().any(|a| a == account) {
+        let reason = format!("account `{account}` is not granted to plugin `{plugin}`");
+        return Vetted::Refused(out, Failure::permanent(Cause::Policy, reason));
+    }
+    let checked = headers(&out.message)
+        .and_then(|()| stored.recipient(lists, i, &out.message))
+        .map_err(|reason| {
+            Failure::permanent(Cause::Plugin, format!("plugin `{plugin}`: {reason}"))
+        });
+    match checked {
+        Ok(to) => Vetted::Send(out, to),
+        Err(failure) => Vetted::Refused(out, failure),
+    }
+}
+
+/// For each vetted message that may go, its list's entry if its stored
+/// address is quarantined or denylisted: (list, entry). One lookup per
+/// list and batch.
+pub(super) fn suppressions(
+    store: &Store,
+    lists: &Lists,
+    vetted: &[Vetted],
+) -> Result<Vec<Option<(String, Suppression)>>, String> {
+    let mut found: Vec<Option<(String, Suppression)>> = vec![None; vetted.len()];
+    let mut by_list: BTreeMap<&str, (Vec<usize>, Vec<&str>)> = BTreeMap::new();
+    for (i, v) in vetted.iter().enumerate() {
+        if let Vetted::Send(out, to) = v {
+            let (at, addresses) = by_list.entry(lists.of(&out.message).0).or_default();
+            at.push(i);
+            addresses.push(to);
+        }
+    }
+    for (list, (at, addresses)) in by_list {
+        let entries = store
+            .suppressions(list, &addresses)
+            .map_err(|e| e.to_string())?;
+        for (i, entry) in at.into_iter().zip(entries) {
+            found[i] = entry.map(|s| (list.to_string(), s));
+        }
+    }
+    Ok(found)
+}
+
+/// Adds RFC 8058 one-click unsubscribe headers, unless the plugin set its own.
+pub(super) fn add_list_unsubscribe(email: &mut wit::Email, link: &str) {
+    if email
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("list-unsubscribe"))
+    {
+        return;
+    }
+    email
+        .headers
+        .push(("List-Unsubscribe".into(), format!("<{link}>")));
+    email.headers.push((
+        "List-Unsubscribe-Post".into(),
+        "List-Unsubscribe=One-Click".into(),
+    ));
 }
 
 #[cfg(test)]

@@ -69,7 +69,15 @@ impl Account {
         std::time::Duration::from_secs(u64::from(self.timeout.unwrap_or(DEFAULT_TIMEOUT_S)))
     }
 
-    /// A parameter, or an error naming it.
+    /// True if the account may reach internal addresses (`--param
+    /// allow_private=true`), which the egress policy otherwise refuses.
+    pub fn allows_internal(&self) -> bool {
+        self.params
+            .get("allow_private")
+            .is_some_and(|v| v == "true")
+    }
+
+    /// A parameter the account must have.
     pub fn param(&self, name: &str) -> Result<&str, String> {
         self.params
             .get(name)

@@ -88,14 +88,6 @@ impl std::error::Error for Unresolved {
     }
 }
 
-/// True if the account allows internal destinations.
-pub fn allows_internal(account: &crate::store::settings::Account) -> bool {
-    account
-        .params
-        .get("allow_private")
-        .is_some_and(|v| v == "true")
-}
-
 /// Checks an IP literal against the policy (a name is checked when it
 /// resolves); `host` as a URL writes it, IPv6 in brackets.
 pub fn check_literal(host: &str, allow_internal: bool) -> Result<(), EgressDenied> {

@@ -1,17 +1,27 @@
 //! An email as it goes on the wire: MIME built with lettre from the
 //! plugin's message, the headers the host owns (Date, a Message-ID stable
 //! per run, activity and target), the plugin's own headers once checked,
-//! and the envelope: from the plugin's From, to the target record's stored
-//! address.
+//! the envelope (from the plugin's From, to the target record's stored
+//! address), and the DKIM signature (RFC 6376) when the account signs:
+//! `--param dkim_domain=... --param dkim_selector=... --param
+//! dkim_key=SECRET` (an RSA private key, PKCS#1 PEM, kept as a secret that
+//! never leaves the host).
 
 use lettre::Message;
 use lettre::address::Envelope;
-use lettre::message::dkim::DkimConfig;
+use lettre::message::dkim::{
+    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+    DkimSigningKey,
+};
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use sha2::{Digest, Sha256};
 
+use super::failure::Failure;
+use super::net::smtp::Built;
 use crate::runtime::channel::wit::Email;
+use crate::store::deliveries::Cause;
+use crate::store::settings::Account;
 
 /// Headers the host writes itself or derives from the message's fields: a
 /// plugin may not set them (an address header would reach or name someone
@@ -86,14 +96,6 @@ pub fn sender_domain(from: &str) -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// An email ready for a relay.
-pub struct Built {
-    /// MAIL FROM and RCPT TO.
-    pub envelope: Envelope,
-    /// The message, headers and body, DKIM-signed when the account signs.
-    pub raw: Vec<u8>,
-}
-
 /// Builds the message from the plugin's email, going to `to` (the stored
 /// address, which the plugin's To names) with `message_id`; headers are
 /// checked again here, so nothing unchecked reaches the wire.
@@ -146,6 +148,51 @@ pub fn build(
         envelope,
         raw: m.formatted(),
     })
+}
+
+/// The account's DKIM signing settings, its key the PEM `pem` of the
+/// secret `key`.
+pub fn dkim(account: &Account, pem: &str, key: &str) -> Result<DkimConfig, Failure> {
+    let param = |p: &str| {
+        account
+            .param(p)
+            .map(str::to_string)
+            .map_err(|e| Failure::permanent(Cause::Account, e))
+    };
+    let signing = DkimSigningKey::new(pem, DkimSigningAlgorithm::Rsa).map_err(|e| {
+        Failure::permanent(
+            Cause::Credentials,
+            format!("secret `{key}` is not an RSA private key (PKCS#1 PEM) for DKIM: {e}"),
+        )
+    })?;
+    // relaxed/relaxed survives relays that refold headers; the one-click
+    // headers are signed, as mailbox providers require. Not Content-Type:
+    // lettre writes a multipart's at formatting, after signing, so the
+    // signature would not hold.
+    let signed = [
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "Reply-To",
+        "MIME-Version",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ];
+    Ok(DkimConfig::new(
+        param("dkim_selector")?,
+        param("dkim_domain")?,
+        signing,
+        signed
+            .iter()
+            .map(|h| HeaderName::new_from_ascii_str(h))
+            .collect(),
+        DkimCanonicalization {
+            header: DkimCanonicalizationType::Relaxed,
+            body: DkimCanonicalizationType::Relaxed,
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -12,15 +12,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::failure::Failure;
-use super::http::{AnswerHeaders, Outcome};
 use super::inbox::Inbox;
-use super::{Route, Wire};
+use crate::deliver::failure::Failure;
+use crate::deliver::request::AnswerHeaders;
+use crate::deliver::routes::Outcome;
+use crate::deliver::routes::{Route, Wire};
 use crate::runtime::channel::wit;
 use crate::store::Store;
 
 /// A message cleared to leave.
-pub(super) struct Send {
+pub(crate) struct Send {
     /// Its target id.
     pub id: u64,
     /// What the plugin built.
@@ -33,18 +34,18 @@ pub(super) struct Send {
 }
 
 /// A round's messages.
-pub(super) type Sends = Vec<Send>;
+pub(crate) type Sends = Vec<Send>;
 
 /// One message to send: its round and its place in it.
-pub(super) type Job = (Arc<Sends>, usize);
+pub(crate) type Job = (Arc<Sends>, usize);
 
 /// A message's answer with its place in the wave, for the recording thread.
-pub(super) type Answered = (Arc<Sends>, usize, Outcome, OwnedSemaphorePermit);
+pub(crate) type Answered = (Arc<Sends>, usize, Outcome, OwnedSemaphorePermit);
 
 /// The sending side of one delivery execution: lanes that live as long as
 /// it does and take messages from the rounds submitted to them, so the next
 /// round is prepared while the wire still carries this one.
-pub(super) struct Session {
+pub(crate) struct Session {
     shared: Arc<Shared>,
     runtime: tokio::runtime::Handle,
     /// A queue, with its lanes, per (account, email or not).
@@ -52,7 +53,7 @@ pub(super) struct Session {
 }
 
 /// What the lanes of a session share.
-pub(super) struct Shared {
+pub(crate) struct Shared {
     /// Where answers go.
     inbox: Inbox<Answered>,
     /// Places in the wave of messages sent without a recorded outcome.
@@ -64,15 +65,15 @@ pub(super) struct Shared {
     /// Messages submitted that no lane has taken yet.
     backlog: AtomicUsize,
     /// The transports.
-    pub(super) wire: Arc<Wire>,
+    pub(crate) wire: Arc<Wire>,
     /// For credentials.
-    pub(super) store: Store,
+    pub(crate) store: Store,
     /// The response headers the channel reads: all its answers carry.
-    pub(super) answer_headers: AnswerHeaders,
+    pub(crate) answer_headers: AnswerHeaders,
 }
 
 impl Shared {
-    pub(super) fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 }
@@ -134,7 +135,7 @@ impl Session {
         let mut queues = self.queues();
         for (i, send) in sends.iter().enumerate() {
             let email = matches!(send.out.message, wit::Message::Email(_));
-            let name = super::account_of(&send.out.message);
+            let name = crate::deliver::account_of(&send.out.message);
             let queue = match queues.get(&(name.to_string(), email)) {
                 Some(q) => q.clone(),
                 None => {
@@ -201,8 +202,8 @@ impl Session {
 }
 
 /// One route's messages, taken in order by its lanes.
-pub(super) struct Queue {
-    pub(super) route: Result<Arc<Route>, Failure>,
+pub(crate) struct Queue {
+    pub(crate) route: Result<Arc<Route>, Failure>,
     pending: Mutex<Pending>,
     /// Wakes lanes waiting for messages.
     more: Notify,
@@ -274,7 +275,7 @@ impl Queue {
     }
 
     /// One more lane for this queue.
-    pub(super) fn join(&self) {
+    pub(crate) fn join(&self) {
         self.lock().lanes += 1;
     }
 
@@ -292,7 +293,7 @@ impl Queue {
 }
 
 /// Counts a lane as alive while it runs, however it ends.
-pub(super) struct Lane(pub(super) Arc<Shared>, pub(super) Arc<Queue>);
+pub(crate) struct Lane(pub(crate) Arc<Shared>, pub(crate) Arc<Queue>);
 
 impl Drop for Lane {
     fn drop(&mut self) {
@@ -302,8 +303,8 @@ impl Drop for Lane {
 
 /// A message allowed to leave: its place in the wave (held until its
 /// outcome is recorded), on the wire and in the account's concurrency.
-pub(super) struct Admission {
-    pub(super) job: Job,
+pub(crate) struct Admission {
+    pub(crate) job: Job,
     slot: Option<OwnedSemaphorePermit>,
     _wire: OwnedSemaphorePermit,
     _account: Option<OwnedSemaphorePermit>,
@@ -331,11 +332,11 @@ impl Admission {
     }
 
     /// The message to send.
-    pub(super) fn send(&self) -> &Send {
+    pub(crate) fn send(&self) -> &Send {
         &self.job.0[self.job.1]
     }
 
-    pub(super) fn answer(mut self, answer: Outcome) {
+    pub(crate) fn answer(mut self, answer: Outcome) {
         let slot = self.slot.take().expect("answered once");
         let (sends, i) = (self.job.0.clone(), self.job.1);
         self.shared.inbox.put((sends, i, answer, slot));
@@ -353,7 +354,7 @@ impl Drop for Admission {
 
 /// Takes the route's next message and waits until it may leave; `None`
 /// once there is none left or the delivery stopped.
-pub(super) async fn admit(shared: &Arc<Shared>, queue: &Queue) -> Option<Admission> {
+pub(crate) async fn admit(shared: &Arc<Shared>, queue: &Queue) -> Option<Admission> {
     let job = queue.next(shared).await?;
     // From here on the message is this lane's to answer (or abandon).
     let mut taken = Taken(Some(job), shared);
@@ -375,7 +376,7 @@ pub(super) async fn admit(shared: &Arc<Shared>, queue: &Queue) -> Option<Admissi
 /// free, with no rate to wait for. `None` when anything must be waited for
 /// ([`admit`] then waits): the common case costs no future, no waiter
 /// registered and nothing boxed per message.
-pub(super) fn try_admit(shared: &Arc<Shared>, queue: &Queue) -> Option<Admission> {
+pub(crate) fn try_admit(shared: &Arc<Shared>, queue: &Queue) -> Option<Admission> {
     let Ok(route) = &queue.route else {
         return None;
     };
@@ -476,10 +477,10 @@ mod tests {
             serde_json::json!({ "name": "acct", "url": "https://push.example" }),
         )
         .unwrap();
-        let route = super::super::Route {
-            throttle: super::super::throttle::Throttles::default().of(&account),
-            way: super::super::Way::Http(Box::new(
-                super::super::http::HttpTransport::target(&account).unwrap(),
+        let route = crate::deliver::routes::Route {
+            throttle: crate::deliver::pipeline::throttle::Throttles::default().of(&account),
+            way: crate::deliver::routes::Way::Http(Box::new(
+                crate::deliver::request::Target::new(&account).unwrap(),
             )),
             account,
         };

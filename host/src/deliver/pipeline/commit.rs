@@ -18,7 +18,7 @@ use super::session::{Sends, Session};
 use crate::store::Store;
 
 /// What waits for the writes made before it was asked to be durable.
-pub(super) enum Then {
+pub(crate) enum Then {
     /// A round's messages may leave: their intents are on disk.
     Submit(Sends),
     /// Places in the wave are free: their outcomes are on disk.
@@ -29,7 +29,7 @@ pub(super) enum Then {
 }
 
 /// The flushing thread of one delivery execution.
-pub(super) struct Committer {
+pub(crate) struct Committer {
     inner: Arc<Inner>,
     session: Arc<Session>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -247,7 +247,7 @@ mod tests {
     }
 
     fn session(store: &Store, rt: &tokio::runtime::Runtime) -> Arc<Session> {
-        let wire = Arc::new(super::super::Wire::for_tests(store));
+        let wire = Arc::new(crate::deliver::routes::Wire::for_tests(store));
         Arc::new(Session::new(
             rt.handle().clone(),
             wire,

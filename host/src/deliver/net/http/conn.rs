@@ -25,7 +25,7 @@ pub type Body = Full<Bytes>;
 
 /// TCP (names resolved under the egress policy), then TLS or plain HTTP.
 pub type Connector =
-    hyper_rustls::HttpsConnector<HttpConnector<crate::deliver::egress::PolicyResolver>>;
+    hyper_rustls::HttpsConnector<HttpConnector<crate::deliver::net::egress::PolicyResolver>>;
 
 /// Errors hyper's connector returns (the egress policy's among them).
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -4,23 +4,27 @@
 //! token endpoint holds up only its own account's messages, and a failure
 //! remembered for a moment so a burst of messages shares one attempt.
 
-use super::{HttpTransport, Target};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::failure::Failure;
+use super::net::trust::Trust;
+use super::request::Target;
 use crate::caps::signing::{Credential, credential};
-use crate::deliver::failure::Failure;
 use crate::store::Store;
 use crate::store::deliveries::Cause;
 use crate::store::settings::Account;
 
 /// A credential made recently (as its `Authorization` header) or the
 /// failure to make it, with the account settings it was made for.
-pub(super) type Remembered = (
+type Remembered = (
     Account,
     Result<Option<http::HeaderValue>, Failure>,
     std::time::Instant,
 );
 
 /// How long a credential is reused from memory before asking the store again.
-pub(super) const REMEMBER: std::time::Duration = std::time::Duration::from_secs(30);
+const REMEMBER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a failure to make a credential answers for the account.
 const REMEMBER_FAILURE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -50,9 +54,28 @@ fn authorization(c: &Credential) -> Result<Option<http::HeaderValue>, Failure> {
     Ok(Some(v))
 }
 
-impl HttpTransport {
+/// Accounts' credentials, made on demand and kept for a while.
+pub struct Credentials {
+    /// What token exchanges trust.
+    trust: Trust,
+    /// One credential acquisition at a time per account.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Credentials (or failures to make them) made recently, by account.
+    recent: Mutex<HashMap<String, Remembered>>,
+}
+
+impl Credentials {
+    /// Credentials whose token exchanges trust `trust`.
+    pub fn new(trust: Trust) -> Credentials {
+        Credentials {
+            trust,
+            flights: Mutex::default(),
+            recent: Mutex::default(),
+        }
+    }
+
     /// The account's credential for requests to `target`: the route's own
-    /// copy while it is fresh, else [`HttpTransport::remembered`].
+    /// copy while it is fresh, else [`Credentials::remembered`].
     pub async fn credential(
         &self,
         store: &Store,
@@ -78,7 +101,7 @@ impl HttpTransport {
         store: &Store,
         account: &Account,
     ) -> Result<(Option<http::HeaderValue>, std::time::Instant), Failure> {
-        let fresh = |recent: &std::collections::HashMap<String, Remembered>| {
+        let fresh = |recent: &HashMap<String, Remembered>| {
             let (a, c, at) = recent.get(&account.name)?;
             let ttl = if c.is_ok() {
                 REMEMBER
@@ -117,8 +140,6 @@ impl HttpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::trust::Trust;
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// An account signing with a Google service account whose token
@@ -187,17 +208,16 @@ mod tests {
         let store = Store::for_tests(dir.path());
         let slow = google(&store, "slow", &mute().await);
         let fast = google(&store, "fast", &quick().await);
-        let transport =
-            Arc::new(HttpTransport::new(&store, &Trust::new(Vec::new()).unwrap()).unwrap());
+        let transport = Arc::new(Credentials::new(Trust::new(Vec::new()).unwrap()));
         let stuck = {
             let (transport, store, slow) = (transport.clone(), store.clone(), slow.clone());
             tokio::spawn(async move {
-                let target = HttpTransport::target(&slow).unwrap();
+                let target = Target::new(&slow).unwrap();
                 transport.credential(&store, &slow, &target).await
             })
         };
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let target = HttpTransport::target(&fast).unwrap();
+        let target = Target::new(&fast).unwrap();
         let got = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             transport.credential(&store, &fast, &target),
@@ -222,8 +242,8 @@ mod tests {
             l.local_addr().unwrap()
         };
         let down = google(&store, "down", &format!("http://{closed}/token"));
-        let transport = HttpTransport::new(&store, &Trust::new(Vec::new()).unwrap()).unwrap();
-        let target = HttpTransport::target(&down).unwrap();
+        let transport = Credentials::new(Trust::new(Vec::new()).unwrap());
+        let target = Target::new(&down).unwrap();
         let f = transport
             .credential(&store, &down, &target)
             .await
@@ -242,7 +262,7 @@ mod tests {
         )
         .await;
         let refused = google(&store, "refused", &refusing);
-        let target = HttpTransport::target(&refused).unwrap();
+        let target = Target::new(&refused).unwrap();
         let f = transport
             .credential(&store, &refused, &target)
             .await

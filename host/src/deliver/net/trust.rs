@@ -14,13 +14,8 @@ pub struct Trust {
 }
 
 impl Trust {
-    /// The public roots and the stored CAs, each checked to be a usable
-    /// PEM certificate.
-    pub fn load(store: &crate::store::Store) -> anyhow::Result<Trust> {
-        Trust::new(store.cas()?)
-    }
-
-    /// The public roots and these CAs: (name, PEM).
+    /// The public roots and these CAs (name, PEM), each checked to be a
+    /// usable PEM certificate.
     pub fn new(cas: Vec<(String, Vec<u8>)>) -> anyhow::Result<Trust> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());

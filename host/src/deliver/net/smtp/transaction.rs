@@ -14,11 +14,10 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 
+use super::Built;
+use super::Reply as SmtpReply;
 use super::connect::{Conn, reply_text, timed};
-use super::message::Built;
-use crate::deliver::failure::{Failure, error_chain};
-use crate::runtime::channel::wit::SmtpReply;
-use crate::store::deliveries::Cause;
+use crate::deliver::net::error::{Kind, NetError, error_chain};
 
 /// How a transaction ended.
 pub(super) enum Ended {
@@ -28,9 +27,9 @@ pub(super) enum Ended {
     Answered { reply: SmtpReply, keep: bool },
     /// The connection was found closed before the relay accepted anything
     /// of the message: it may go again at once on another one.
-    Lost(Failure),
+    Lost(NetError),
     /// No word on the message; the session is given up.
-    Failed(Failure),
+    Failed(NetError),
 }
 
 /// A reply as the transaction reads it.
@@ -39,7 +38,7 @@ enum Reply {
     /// A 4xx or 5xx reply.
     Negative(SmtpReply),
     /// No reply: the connection broke or the reply was unreadable.
-    Broken(Failure),
+    Broken(NetError),
 }
 
 fn read(relay: &str, r: Result<Response, lettre::transport::smtp::Error>) -> Reply {
@@ -50,8 +49,8 @@ fn read(relay: &str, r: Result<Response, lettre::transport::smtp::Error>) -> Rep
                 code: u16::from(code),
                 message: reply_text(&e),
             }),
-            None => Reply::Broken(Failure::transient(
-                Cause::Protocol,
+            None => Reply::Broken(NetError::transient(
+                Kind::Protocol,
                 format!("SMTP {relay}: {}", error_chain(&e)),
             )),
         },
@@ -70,8 +69,8 @@ pub(super) async fn send(conn: &mut Conn, relay: &str, built: &Built, limit: Dur
         .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
     if non_ascii {
         if !info.supports_feature(Extension::SmtpUtfEight) {
-            return Ended::Failed(Failure::permanent(
-                Cause::Protocol,
+            return Ended::Failed(NetError::permanent(
+                Kind::Protocol,
                 format!(
                     "SMTP {relay}: the addresses need SMTPUTF8, which the relay does not offer"
                 ),
@@ -81,8 +80,8 @@ pub(super) async fn send(conn: &mut Conn, relay: &str, built: &Built, limit: Dur
     }
     if !built.raw.is_ascii() {
         if !info.supports_feature(Extension::EightBitMime) {
-            return Ended::Failed(Failure::permanent(
-                Cause::Protocol,
+            return Ended::Failed(NetError::permanent(
+                Kind::Protocol,
                 format!("SMTP {relay}: the message needs 8BITMIME, which the relay does not offer"),
             ));
         }

@@ -17,8 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::{Relay, Security};
-use crate::deliver::failure::{Failure, untrusted, untrusted_certificate};
-use crate::store::deliveries::Cause;
+use crate::deliver::net::error::{Kind, NetError, error_chain, untrusted, untrusted_certificate};
 
 /// Longest wait for a TCP connection (the account's timeout if shorter).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,10 +51,10 @@ pub(super) async fn timed<T>(
     relay: &str,
     what: &str,
     step: impl Future<Output = T>,
-) -> Result<T, Failure> {
+) -> Result<T, NetError> {
     tokio::time::timeout(limit, step).await.map_err(|_| {
-        Failure::transient(
-            Cause::Timeout,
+        NetError::transient(
+            Kind::Timeout,
             format!(
                 "SMTP {relay}: no answer to {what} within {} s",
                 limit.as_secs_f32()
@@ -69,19 +68,19 @@ pub(super) fn session_error(
     relay: &str,
     what: &str,
     e: &lettre::transport::smtp::Error,
-) -> Failure {
-    let detail = crate::deliver::failure::error_chain(e);
+) -> NetError {
+    let detail = error_chain(e);
     if untrusted_certificate(e) {
-        return Failure::permanent(Cause::Certificate, untrusted(relay, &detail));
+        return NetError::permanent(Kind::Certificate, untrusted(relay, &detail));
     }
     match e.status().map(u16::from) {
         // The relay's refusal of the session itself.
-        Some(code) if code >= 500 => Failure::permanent(
-            Cause::Protocol,
+        Some(code) if code >= 500 => NetError::permanent(
+            Kind::Protocol,
             format!("SMTP {relay}: {what} refused ({code}): {}", reply_text(e)),
         ),
-        Some(code) => Failure::transient(
-            Cause::Protocol,
+        Some(code) => NetError::transient(
+            Kind::Protocol,
             format!(
                 "SMTP {relay}: {what} refused for now ({code}): {}",
                 reply_text(e)
@@ -89,9 +88,9 @@ pub(super) fn session_error(
         ),
         // lettre's own refusal: a missing extension, an unusable reply.
         None if e.is_client() => {
-            Failure::permanent(Cause::Protocol, format!("SMTP {relay}: {what}: {detail}"))
+            NetError::permanent(Kind::Protocol, format!("SMTP {relay}: {what}: {detail}"))
         }
-        None => Failure::transient(Cause::Protocol, format!("SMTP {relay}: {what}: {detail}")),
+        None => NetError::transient(Kind::Protocol, format!("SMTP {relay}: {what}: {detail}")),
     }
 }
 
@@ -104,30 +103,10 @@ pub(super) fn reply_text(e: &lettre::transport::smtp::Error) -> String {
 
 impl Relay {
     /// Opens a session, ready for a transaction.
-    pub(super) async fn connect(&self) -> Result<Conn, Failure> {
+    pub(super) async fn connect(&self) -> Result<Conn, NetError> {
         let name = self.name();
         let limit = self.timeout;
-        let tcp = self.tcp().await?;
-        let stream: Box<dyn AsyncTokioStream> = if self.security == Security::Implicit {
-            let server = rustls::pki_types::ServerName::try_from(
-                self.host.trim_matches(['[', ']']).to_string(),
-            )
-            .map_err(|e| {
-                Failure::permanent(Cause::Account, format!("SMTP {name}: not a TLS name: {e}"))
-            })?;
-            let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
-            let tls = timed(
-                limit,
-                &name,
-                "the TLS handshake",
-                connector.connect(server, tcp),
-            )
-            .await?
-            .map_err(|e| Failure::of_error(&name, &e).context(format!("SMTP {name}")))?;
-            Box::new(Tls(tls))
-        } else {
-            Box::new(tcp)
-        };
+        let stream = self.stream().await?;
         let mut smtp = timed(
             limit,
             &name,
@@ -143,8 +122,8 @@ impl Relay {
                     .await?
                     .map_err(|e| session_error(&name, "STARTTLS", &e))?;
             } else if required {
-                return Err(Failure::permanent(
-                    Cause::Protocol,
+                return Err(NetError::permanent(
+                    Kind::Protocol,
                     format!(
                         "SMTP {name}: the relay does not offer STARTTLS, which the account \
                          requires (tls=required)"
@@ -178,7 +157,7 @@ impl Relay {
             if let Err(e) = auth {
                 let mut f = session_error(&name, "AUTH", &e);
                 if e.status().is_some() {
-                    f.cause = Cause::Credentials;
+                    f.kind = Kind::Credentials;
                 }
                 return Err(f);
             }
@@ -190,28 +169,49 @@ impl Relay {
         })
     }
 
+    /// The relay's socket, wrapped in TLS for an implicit-TLS relay.
+    async fn stream(&self) -> Result<Box<dyn AsyncTokioStream>, NetError> {
+        let tcp = self.tcp().await?;
+        if self.security != Security::Implicit {
+            return Ok(Box::new(tcp));
+        }
+        let name = self.name();
+        let server =
+            rustls::pki_types::ServerName::try_from(self.host.trim_matches(['[', ']']).to_string())
+                .map_err(|e| {
+                    NetError::permanent(Kind::Config, format!("SMTP {name}: not a TLS name: {e}"))
+                })?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let handshake = connector.connect(server, tcp);
+        let tls = timed(self.timeout, &name, "the TLS handshake", handshake)
+            .await?
+            .map_err(|e| NetError::of_error(&name, &e).context(format!("SMTP {name}")))?;
+        Ok(Box::new(Tls(tls)))
+    }
+
     /// A TCP connection to the relay, its name resolved under the egress
     /// policy; each address tried in turn.
-    async fn tcp(&self) -> Result<TcpStream, Failure> {
+    async fn tcp(&self) -> Result<TcpStream, NetError> {
         let name = self.name();
-        let addrs = crate::deliver::egress::resolve(&self.host, self.port, self.allow_internal)
-            .await
-            .map_err(|e| Failure::of_error(&name, &*e).context(format!("SMTP {name}")))?;
+        let addrs =
+            crate::deliver::net::egress::resolve(&self.host, self.port, self.allow_internal)
+                .await
+                .map_err(|e| NetError::of_error(&name, &*e).context(format!("SMTP {name}")))?;
         let limit = CONNECT_TIMEOUT.min(self.timeout);
         let mut last = None;
         for addr in addrs {
             match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => {
                     tcp.set_nodelay(true)
-                        .map_err(|e| Failure::of_error(&name, &e))?;
+                        .map_err(|e| NetError::of_error(&name, &e))?;
                     return Ok(tcp);
                 }
                 Ok(Err(e)) => {
-                    last = Some(Failure::of_error(&name, &e).context(connecting(&name, addr)))
+                    last = Some(NetError::of_error(&name, &e).context(connecting(&name, addr)))
                 }
                 Err(_) => {
-                    last = Some(Failure::transient(
-                        Cause::Timeout,
+                    last = Some(NetError::transient(
+                        Kind::Timeout,
                         format!(
                             "{}: no connection within {} s",
                             connecting(&name, addr),
@@ -222,8 +222,8 @@ impl Relay {
             }
         }
         Err(last.unwrap_or_else(|| {
-            Failure::transient(
-                Cause::Connect,
+            NetError::transient(
+                Kind::Connect,
                 format!("SMTP {name}: no address to connect to"),
             )
         }))

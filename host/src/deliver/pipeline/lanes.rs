@@ -10,22 +10,25 @@
 
 use std::sync::Arc;
 
-use super::failure::Failure;
-use super::http::{Outcome, Target};
 use super::session::{self, Lane, Queue, Shared, admit};
-use super::{Route, Way};
+use crate::deliver::failure::Failure;
+use crate::deliver::net::http::conn;
+use crate::deliver::net::smtp;
+use crate::deliver::routes::{Route, Way};
 use crate::runtime::channel::wit;
 use crate::store::deliveries::Cause;
 
 /// Runs a route's lanes, as many as the account allows messages in flight,
 /// until its queue is closed and empty or the delivery stops.
-pub(super) async fn carry(shared: Arc<Shared>, queue: Arc<Queue>) {
+pub(crate) async fn carry(shared: Arc<Shared>, queue: Arc<Queue>) {
     // The starting lane: counted since the queue was made.
     let first = Lane(shared.clone(), queue.clone());
     let lanes = queue
         .route
         .as_ref()
-        .map_or(super::CONCURRENCY, |route| route.throttle.concurrency());
+        .map_or(crate::deliver::CONCURRENCY, |route| {
+            route.throttle.concurrency()
+        });
     for _ in 1..lanes {
         queue.join();
         tokio::spawn(sequential(Lane(shared.clone(), queue.clone())));
@@ -36,8 +39,8 @@ pub(super) async fn carry(shared: Arc<Shared>, queue: Arc<Queue>) {
 /// A lane carrying one message at a time.
 async fn sequential(lane: Lane) {
     let Lane(shared, queue) = &lane;
-    let mut smtp: Option<super::smtp::Conn> = None;
-    let mut http: Option<super::http::conn::Conn> = None;
+    let mut smtp: Option<smtp::Conn> = None;
+    let mut http: Option<conn::Conn> = None;
     loop {
         // At once when nothing needs waiting for.
         let admission = match session::try_admit(shared, queue) {
@@ -51,12 +54,15 @@ async fn sequential(lane: Lane) {
         let answer = match &queue.route {
             Err(e) => Err(e.clone()),
             Ok(route) => match (&route.way, &send.out.message) {
-                (Way::Smtp(relay), wit::Message::Email(e)) => {
+                (Way::Smtp(mailer), wit::Message::Email(e)) => {
                     let id = send.message_id.as_deref().unwrap_or_default();
-                    relay.send(&mut smtp, e, &send.to, id).await
+                    mailer.send(&mut smtp, e, &send.to, id).await
                 }
                 (Way::Http(target), wit::Message::Http(h)) => {
-                    one_http(shared, route, target, &mut http, h).await
+                    let keep = &shared.answer_headers;
+                    let wire = &shared.wire;
+                    wire.send_http(&shared.store, route, target, &mut http, h, keep)
+                        .await
                 }
                 _ => Err(mismatch(route)),
             },
@@ -65,8 +71,8 @@ async fn sequential(lane: Lane) {
     }
     if let Ok(route) = &queue.route {
         match (&route.way, smtp, http) {
-            (Way::Smtp(relay), Some(kept), _) => relay.park(kept),
-            (Way::Http(target), _, Some(kept)) => shared.wire.http.park(target, kept),
+            (Way::Smtp(mailer), Some(kept), _) => mailer.park(kept),
+            (Way::Http(target), _, Some(kept)) => shared.wire.http.park(&target.origin, kept),
             _ => {}
         }
     }
@@ -80,30 +86,4 @@ fn mismatch(route: &Route) -> Failure {
             route.account.name
         ),
     )
-}
-
-/// Sends one HTTP message with the account's credential.
-async fn one_http(
-    shared: &Shared,
-    route: &Route,
-    target: &Target,
-    held: &mut Option<super::http::conn::Conn>,
-    h: &wit::HttpRequest,
-) -> Outcome {
-    let http = &shared.wire.http;
-    let authorization = match target.fresh_credential() {
-        Some(c) => c,
-        None => {
-            http.credential(&shared.store, &route.account, target)
-                .await?
-        }
-    };
-    http.send(
-        target,
-        held,
-        h,
-        authorization.as_ref(),
-        &shared.answer_headers,
-    )
-    .await
 }

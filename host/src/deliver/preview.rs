@@ -1,0 +1,144 @@
+//! A dry run's delivery: every message built, none sent or logged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::targets::{passes_on, task_targets};
+use super::vet::{Stored, Vetted, lists, suppressions, vet};
+use super::{Needs, ROUND};
+use crate::caps::{Context, crash_reporter};
+use crate::runtime::channel::{ChannelPre, wit};
+use crate::store::runs::{OutputRef, Task};
+use crate::store::suppression::{Suppression, SuppressionKind};
+use crate::workflow::Activity;
+
+/// Most distinct exclusion reasons a preview lists.
+const PREVIEW_REASONS: usize = 10;
+
+/// A dry run's delivery: builds every message without sending or logging
+/// anything; returns what would be sent and excluded, with the first message
+/// as it would leave, and the outputs (the population received, on `done`).
+pub(crate) fn preview(
+    needs: &Needs<'_>,
+    activity: &Activity,
+    task: &Task,
+    pre: ChannelPre,
+    ctx: Arc<Context>,
+) -> Result<(serde_json::Value, BTreeMap<String, OutputRef>), String> {
+    let limits = needs.runtime.limits();
+    let plugin = ctx.plugin.clone();
+    let accounts = ctx.accounts.clone();
+    let mut st = needs.runtime.new_store(ctx);
+    let crash = crash_reporter(plugin.clone(), limits);
+    let channel = pre.instantiate(&mut st).map_err(|e| crash(e, st.data()))?;
+    let descriptor = channel.describe(&mut st).map_err(|e| crash(e, st.data()))?;
+    let config = activity.config.to_string();
+    let (input, target_dim, targets) = task_targets(needs, task, descriptor.target)?;
+    let lists = lists(needs, &plugin, &descriptor, &target_dim)?;
+    let mut tally = Tally::default();
+    for round in targets.chunks(ROUND) {
+        needs.runtime.arm(&mut st);
+        let prepared = channel
+            .build(&mut st, &config, &target_dim, round)
+            .map_err(|e| crash(e, st.data()))?
+            .map_err(|m| format!("plugin `{plugin}` could not build messages: {m}"))?;
+        let stored = Stored::fetch(needs.store, &lists, round, &prepared)?;
+        let vetted: Vec<Vetted> = prepared
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| vet(&lists, &stored, &accounts, &plugin, i, p))
+            .collect();
+        let suppressed = suppressions(needs.store, &lists, &vetted)?;
+        for (v, suppressed) in vetted.into_iter().zip(suppressed) {
+            tally.add(v, suppressed);
+        }
+    }
+    let preview = serde_json::json!({
+        "channel": plugin,
+        "target": target_dim,
+        "targets": targets.len(),
+        "would_send": tally.would_send,
+        "parts": tally.parts,
+        "notes": tally.notes,
+        "excluded": tally.excluded,
+        "reasons": tally.reasons,
+        "sample": tally.sample,
+    });
+    Ok((preview, passes_on(input)))
+}
+
+/// What a dry run counts.
+#[derive(Default)]
+struct Tally {
+    would_send: u64,
+    excluded: u64,
+    parts: u64,
+    /// Exclusions by reason (the first [`PREVIEW_REASONS`], then others).
+    reasons: BTreeMap<String, u64>,
+    /// The plugin's notes on messages that would go, likewise.
+    notes: BTreeMap<String, u64>,
+    /// The first message that would go, as it would leave.
+    sample: Option<serde_json::Value>,
+}
+
+impl Tally {
+    /// Counts a vetted message and its suppression, if any.
+    fn add(&mut self, v: Vetted, suppressed: Option<(String, Suppression)>) {
+        let reason = match (v, suppressed) {
+            (Vetted::Excluded(reason), _) => reason,
+            (Vetted::Refused(_, failure), _) => failure.message,
+            // One line per list and kind, not per address.
+            (Vetted::Send(..), Some((list, s))) => match s.kind {
+                SuppressionKind::Quarantine => format!("quarantined on {list}"),
+                SuppressionKind::Denylist => format!("on the {list} denylist"),
+            },
+            (Vetted::Send(out, _), None) => {
+                self.would_send += 1;
+                self.parts += u64::from(out.parts);
+                if let Some(note) = &out.note {
+                    count(&mut self.notes, note.clone());
+                }
+                self.sample.get_or_insert_with(|| message_json(&out));
+                return;
+            }
+        };
+        self.excluded += 1;
+        count(&mut self.reasons, reason);
+    }
+}
+
+/// Counts `key` in `map`, or under `(others)` once it names enough.
+fn count(map: &mut BTreeMap<String, u64>, key: String) {
+    if map.len() < PREVIEW_REASONS || map.contains_key(&key) {
+        *map.entry(key).or_default() += 1;
+    } else {
+        *map.entry("(others)".into()).or_default() += 1;
+    }
+}
+
+/// A message as a dry run shows it.
+fn message_json(out: &wit::Outgoing) -> serde_json::Value {
+    let mut json = match &out.message {
+        wit::Message::Email(e) => serde_json::json!({
+            "account": e.account,
+            "from": e.from,
+            "to": e.to,
+            "reply_to": e.reply_to,
+            "subject": e.subject,
+            "text": e.text,
+            "html": e.html,
+            "headers": e.headers,
+        }),
+        wit::Message::Http(h) => serde_json::json!({
+            "account": h.account,
+            "method": h.method,
+            "path": h.path,
+            "recipient": h.recipient,
+            "headers": h.headers,
+            "body": String::from_utf8_lossy(&h.body),
+        }),
+    };
+    json["parts"] = out.parts.into();
+    json["note"] = out.note.clone().into();
+    json
+}
