@@ -1,9 +1,11 @@
 //! The Crosscast plugin SDK.
 //!
 //! A plugin is a WebAssembly component implementing one world of the WIT in
-//! `wit/`: an activity (`features = ["activity"]`) or a delivery channel
-//! (`features = ["channel"]`). Implement [`Activity`] or [`Channel`] and
-//! register the type with [`export_activity!`] or [`export_channel!`]:
+//! `wit/` (a copy of which ships inside this crate): an activity or a
+//! delivery channel. Implement [`activity::Activity`] or
+//! [`channel::Channel`] and register the type with [`export_activity!`] or
+//! [`export_channel!`]; no cargo feature is needed (the `activity` and
+//! `channel` features of earlier versions are accepted and do nothing):
 //!
 //! ```ignore
 //! use crosscast_sdk::activity::*;
@@ -15,64 +17,120 @@
 //! The [`filter`] language and [`config`] helpers work natively too, so
 //! plugin logic can be unit-tested without a wasm runtime.
 
+mod builders;
 pub mod config;
 pub mod filter;
-#[cfg(feature = "channel")]
 pub mod push;
 pub mod select;
 pub mod sms;
-#[cfg(feature = "channel")]
 pub mod template;
 
-#[cfg(all(feature = "activity", feature = "channel"))]
-compile_error!("enable one of the features `activity` or `channel`: a plugin implements one world");
-
-#[cfg(feature = "activity")]
+/// The WIT bindings: the activity world of `crosscast:plugin@0.1.0` and the
+/// channel world of 0.3.0, generated from the copy of the WIT inside this
+/// package (`sdk/wit/`, identical to the repository's `wit/`). The channel
+/// world reuses the activity world's imports, so the host helpers serve
+/// both; a component carries only the world its export macro names.
 #[doc(hidden)]
 pub mod bindings {
-    wit_bindgen::generate!({
-        world: "activity-plugin",
-        path: "../wit/0.1.0",
-        pub_export_macro: true,
-        export_macro_name: "__export_world",
-        default_bindings_module: "crosscast_sdk::bindings",
-    });
+    /// The activity world (`crosscast:plugin/activity-plugin@0.1.0`).
+    pub mod activity {
+        wit_bindgen::generate!({
+            world: "crosscast:plugin/activity-plugin@0.1.0",
+            path: "wit/0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_activity_world",
+            default_bindings_module: "crosscast_sdk::bindings::activity",
+        });
+    }
+
+    /// The channel world (`crosscast:plugin/channel-plugin@0.3.0`).
+    pub mod channel {
+        wit_bindgen::generate!({
+            world: "crosscast:plugin/channel-plugin@0.3.0",
+            path: ["wit/0.1.0", "wit/0.3.0"],
+            with: {
+                "crosscast:plugin/types@0.1.0": crate::bindings::activity::crosscast::plugin::types,
+                "crosscast:plugin/log@0.1.0": crate::bindings::activity::crosscast::plugin::log,
+                "crosscast:plugin/clock@0.1.0": crate::bindings::activity::crosscast::plugin::clock,
+                "crosscast:plugin/attributes@0.1.0": crate::bindings::activity::crosscast::plugin::attributes,
+                "crosscast:plugin/accounts@0.1.0": generate,
+            },
+            // Plugins' tests compare verdicts and messages.
+            additional_derives: [PartialEq],
+            pub_export_macro: true,
+            export_macro_name: "__export_channel_world",
+            default_bindings_module: "crosscast_sdk::bindings::channel",
+        });
+    }
+
     /// The imported interfaces (`crosscast:plugin@0.1.0`).
-    pub use self::crosscast::plugin as imported;
-    /// The exported interface.
-    pub use self::exports::crosscast::plugin as exported;
+    pub use self::activity::crosscast::plugin as imported;
+    /// The accounts interface, imported by channels only.
+    pub use self::channel::crosscast::plugin0_1_0::accounts;
 }
 
-#[cfg(feature = "channel")]
-#[doc(hidden)]
-pub mod bindings {
-    wit_bindgen::generate!({
-        world: "crosscast:plugin/channel-plugin@0.3.0",
-        path: ["../wit/0.1.0", "../wit/0.3.0"],
-        generate_all,
-        pub_export_macro: true,
-        export_macro_name: "__export_world",
-        default_bindings_module: "crosscast_sdk::bindings",
-    });
-    /// The imported interfaces (`crosscast:plugin@0.1.0`).
-    pub use self::crosscast::plugin0_1_0 as imported;
-    /// The exported interface (`crosscast:plugin/channel@0.3.0`).
-    pub use self::exports::crosscast::plugin0_3_0 as exported;
-}
-
-#[cfg(any(feature = "activity", feature = "channel"))]
 mod host;
-#[cfg(any(feature = "activity", feature = "channel"))]
 pub use host::*;
+
+/// This SDK's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The custom section in which the export macros stamp a component with the
+/// SDK version and the world it implements, so `crosscast plugin install`
+/// can say what a plugin was built with (and refuse what it cannot load).
+pub const STAMP_SECTION: &str = "crosscast-sdk";
+
+/// The stamp of an activity component: `sdk=VERSION;world=WORLD`.
+#[doc(hidden)]
+pub const ACTIVITY_STAMP: &str = concat!(
+    "sdk=",
+    env!("CARGO_PKG_VERSION"),
+    ";world=crosscast:plugin/activity-plugin@0.1.0"
+);
+
+/// The stamp of a channel component.
+#[doc(hidden)]
+pub const CHANNEL_STAMP: &str = concat!(
+    "sdk=",
+    env!("CARGO_PKG_VERSION"),
+    ";world=crosscast:plugin/channel-plugin@0.3.0"
+);
+
+/// A stamp as the byte array a `link_section` static needs.
+#[doc(hidden)]
+pub const fn stamp_bytes<const N: usize>(stamp: &str) -> [u8; N] {
+    let bytes = stamp.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
+/// Writes `stamp` into the component's [`STAMP_SECTION`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stamp {
+    ($stamp:path) => {
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(link_section = "crosscast-sdk")]
+        #[used]
+        static __CROSSCAST_SDK_STAMP: [u8; $stamp.len()] =
+            $crate::stamp_bytes::<{ $stamp.len() }>($stamp);
+    };
+}
 
 /// How many ids a plugin reads from the host per call: crossing the wasm
 /// boundary is cheap per batch and expensive per record.
 pub const BATCH: u32 = 16_384;
 
 /// Everything an activity plugin needs.
-#[cfg(feature = "activity")]
 pub mod activity {
-    pub use crate::bindings::exported::activity::{Descriptor, Input, Outcome, Task};
+    pub use crate::bindings::activity::exports::crosscast::plugin::activity::{
+        Descriptor, Input, Outcome, Task,
+    };
     pub use crate::bindings::imported::population::{Population, scan};
     pub use crate::config::ConfigError;
     pub use crate::filter::{Column, Columns, Field, Filter, merge_fields};
@@ -208,13 +266,12 @@ pub mod activity {
 }
 
 /// Everything a channel plugin needs.
-#[cfg(feature = "channel")]
 pub mod channel {
-    pub use crate::bindings::exported::channel::{
+    pub use crate::bindings::accounts::{Account, get as account};
+    pub use crate::bindings::channel::exports::crosscast::plugin0_3_0::channel::{
         Answer, Descriptor, Email, HttpRequest, HttpResponse, Message, Outgoing, Prepared,
         SmtpReply, Target, Verdict,
     };
-    pub use crate::bindings::imported::accounts::{Account, get as account};
     pub use crate::config::ConfigError;
     pub use crate::host::*;
     pub use crate::push::{devices, param};
@@ -259,12 +316,12 @@ pub mod channel {
 }
 
 /// Registers a type implementing [`activity::Activity`] as the component's export.
-#[cfg(feature = "activity")]
 #[macro_export]
 macro_rules! export_activity {
     ($t:ty) => {
         struct __CrosscastExport;
-        impl $crate::bindings::exported::activity::Guest for __CrosscastExport {
+        impl $crate::bindings::activity::exports::crosscast::plugin::activity::Guest
+            for __CrosscastExport {
             fn describe() -> $crate::activity::Descriptor {
                 <$t as $crate::activity::Activity>::describe()
             }
@@ -278,17 +335,20 @@ macro_rules! export_activity {
                 <$t as $crate::activity::Activity>::execute(task)
             }
         }
-        $crate::bindings::__export_world!(__CrosscastExport with_types_in $crate::bindings);
+        $crate::bindings::activity::__export_activity_world!(
+            __CrosscastExport with_types_in $crate::bindings::activity
+        );
+        $crate::__stamp!($crate::ACTIVITY_STAMP);
     };
 }
 
 /// Registers a type implementing [`channel::Channel`] as the component's export.
-#[cfg(feature = "channel")]
 #[macro_export]
 macro_rules! export_channel {
     ($t:ty) => {
         struct __CrosscastExport;
-        impl $crate::bindings::exported::channel::Guest for __CrosscastExport {
+        impl $crate::bindings::channel::exports::crosscast::plugin0_3_0::channel::Guest
+            for __CrosscastExport {
             fn describe() -> $crate::channel::Descriptor {
                 <$t as $crate::channel::Channel>::describe()
             }
@@ -312,6 +372,9 @@ macro_rules! export_channel {
                 <$t as $crate::channel::Channel>::classify(&config, answers)
             }
         }
-        $crate::bindings::__export_world!(__CrosscastExport with_types_in $crate::bindings);
+        $crate::bindings::channel::__export_channel_world!(
+            __CrosscastExport with_types_in $crate::bindings::channel
+        );
+        $crate::__stamp!($crate::CHANNEL_STAMP);
     };
 }

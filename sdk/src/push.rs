@@ -1,7 +1,7 @@
 //! Helpers shared by push channels: account parameters and the devices of
 //! one platform in a batch of subscriptions.
 
-use crate::bindings::imported::accounts::Account;
+use crate::bindings::accounts::Account;
 use crate::filter::Columns;
 
 /// A public parameter of an account (`topic`, `project_id`...).

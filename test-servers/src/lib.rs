@@ -12,9 +12,11 @@ pub mod sample;
 pub mod sms;
 pub mod smtp;
 pub mod tls;
+pub mod webhook;
 
 pub use push::{ApnsConfig, ApnsServer, FcmConfig, FcmServer, PushFault, PushFaults, ReceivedPush};
 pub use rig::Rig;
 pub use sms::{ReceivedSms, SmsApi, SmsFault, SmsFaults};
 pub use smtp::{Attempt, Faults, ReceivedMail, Reply, Security, SinkOptions, SmtpSink, Stall};
 pub use tls::TestTls;
+pub use webhook::{ReceivedHook, Webhook};

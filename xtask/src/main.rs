@@ -1,9 +1,8 @@
 //! Project automation (`cargo xtask ...`):
 //!
 //! - `plugins`: build every wasm plugin and test fixture for wasm32-wasip2
-//!   (installing the target if missing). Each crate is built by its own cargo
-//!   invocation because the SDK's `activity` and `channel` features are
-//!   exclusive and cargo would unify them across one build.
+//!   (installing the target if missing), in one cargo invocation: the SDK
+//!   serves both worlds without features.
 //! - `demo`: build everything and run `crosscast-demo` (the demo's own
 //!   binary: the shipped `crosscast` links no test server).
 //! - `test`: build everything and run the whole test suite.
@@ -19,7 +18,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// Wasm crates: (package, is a test fixture).
+/// Wasm crates: plugins, test fixtures and the scaffold's examples.
 const WASM_CRATES: &[&str] = &[
     "crosscast-plugin-query",
     "crosscast-plugin-split",
@@ -41,7 +40,14 @@ const WASM_CRATES: &[&str] = &[
     "crosscast-fixture-bad-list",
     "crosscast-fixture-hostile",
     "crosscast-fixture-sleepy",
+    "crosscast-fixture-future",
+    "webhook",
+    "sample",
 ];
+
+/// Wasm crates whose unit tests also run natively with the test suite: the
+/// examples `crosscast plugin new` copies, whose tests the scaffold keeps.
+const NATIVE_TESTED: &[&str] = &["webhook", "sample"];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -89,20 +95,7 @@ fn main() -> anyhow::Result<()> {
                 "CROSSCAST_DEMO_BIN",
                 target_dir(&root).join("debug/crosscast-demo"),
             );
-            run(cmd)?;
-            // The SDK's channel-only helpers (templates) build natively with
-            // their feature; the workspace run above builds it without.
-            cargo(
-                &root,
-                &[
-                    "test",
-                    "-p",
-                    "crosscast-sdk",
-                    "--features",
-                    "channel",
-                    "--lib",
-                ],
-            )
+            run(cmd)
         }
         Some(which @ ("bench" | "bench-delivery")) => {
             plugins(&root)?;
@@ -141,21 +134,13 @@ fn main() -> anyhow::Result<()> {
             cargo(&root, &["fmt", "--all", "--", "--check"])?;
             plugins(&root)?;
             cargo(&root, &["clippy", "--all-targets", "--", "-D", "warnings"])?;
+            // One call lints every wasm crate: the SDK has no world features.
+            let mut args = vec!["clippy", "--target", "wasm32-wasip2"];
             for c in WASM_CRATES {
-                cargo(
-                    &root,
-                    &[
-                        "clippy",
-                        "--target",
-                        "wasm32-wasip2",
-                        "-p",
-                        c,
-                        "--",
-                        "-D",
-                        "warnings",
-                    ],
-                )?;
+                args.extend(["-p", c]);
             }
+            args.extend(["--", "-D", "warnings"]);
+            cargo(&root, &args)?;
             let mut cmd = Command::new(env_cargo());
             cmd.current_dir(&root).args(["xtask", "test"]);
             run(cmd)
@@ -170,7 +155,8 @@ fn main() -> anyhow::Result<()> {
 /// commands: `cargo xtask bench`).
 fn native_selection() -> Vec<&'static str> {
     let mut args = vec!["--workspace"];
-    for c in WASM_CRATES.iter().copied().chain(["crosscast-bench"]) {
+    let excluded = WASM_CRATES.iter().filter(|c| !NATIVE_TESTED.contains(c));
+    for c in excluded.copied().chain(["crosscast-bench"]) {
         args.extend(["--exclude", c]);
     }
     args
@@ -208,21 +194,11 @@ fn plugins(root: &Path) -> anyhow::Result<()> {
             c
         })?;
     }
+    let mut args = vec!["build", "--target", "wasm32-wasip2", "--profile", "plugin"];
     for c in WASM_CRATES {
-        cargo(
-            root,
-            &[
-                "build",
-                "--target",
-                "wasm32-wasip2",
-                "--profile",
-                "plugin",
-                "-p",
-                c,
-            ],
-        )?;
+        args.extend(["-p", c]);
     }
-    Ok(())
+    cargo(root, &args)
 }
 
 fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {

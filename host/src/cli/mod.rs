@@ -2,6 +2,7 @@
 
 mod lists;
 mod log;
+pub mod scaffold;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -205,6 +206,22 @@ impl Command {
 /// Plugin commands.
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
+    /// Write a new plugin crate: a working example, a unit test, a README
+    /// with the build and install commands, and an example workflow.
+    New {
+        /// An activity or a channel.
+        #[arg(value_enum)]
+        kind: scaffold::Kind,
+        /// The plugin's name (and its crate's).
+        name: String,
+        /// Where to write it (default: ./NAME); must be new or empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Depend on this local copy of crosscast-sdk (its folder) instead
+        /// of the registry's.
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
     /// Verify, precompile and install a component.
     Install {
         /// The component (.wasm).
@@ -224,6 +241,10 @@ pub enum PluginCommand {
         /// for one sending per recipient.
         #[arg(long = "list-kind", value_enum, value_name = "KIND")]
         list_kind: Option<crate::store::suppression::AddressKind>,
+        /// Replace a plugin installed under the same name and version with
+        /// other bytes (refused without it: a version names one build).
+        #[arg(long)]
+        force: bool,
     },
     /// List installed plugins with their sha256.
     List {
@@ -497,8 +518,16 @@ impl App {
                 )
             })?;
             out.push(
-                rt.install(&self.store, &bytes, &[], &Default::default())
-                    .with_context(|| path.display().to_string())?,
+                // The built-ins come with this binary: a rebuild replaces them.
+                rt.install(
+                    &self.store,
+                    &bytes,
+                    &[],
+                    &Default::default(),
+                    crate::runtime::SameVersion::Replace,
+                )
+                .with_context(|| path.display().to_string())?
+                .record,
             );
         }
         Ok(out)
@@ -556,6 +585,23 @@ pub fn builtin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// Runs one parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Writing a crate needs no data directory.
+    if let Command::Plugin(PluginCommand::New {
+        kind,
+        name,
+        dir,
+        sdk,
+    }) = &cli.command
+    {
+        let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
+        scaffold::write(*kind, name, &dir, sdk.as_deref())?;
+        println!(
+            "wrote {} ({kind:?} `{name}`): see {}",
+            dir.display(),
+            dir.join("README.md").display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let clock = match &cli.now {
         Some(t) => Clock::fixed(t)?,
         None => Clock::System,
@@ -589,6 +635,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             accounts,
             suppression_list,
             list_kind,
+            force,
         }) => {
             if let Some(list) = &suppression_list {
                 crate::store::suppression::check_list_name(list).map_err(anyhow::Error::msg)?;
@@ -600,9 +647,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 list: suppression_list,
                 kind: list_kind,
             };
-            let p = rt
-                .install(&app.store, &bytes, &accounts, &choice)
+            let same = if force {
+                crate::runtime::SameVersion::Replace
+            } else {
+                crate::runtime::SameVersion::Refuse
+            };
+            let installed = rt
+                .install(&app.store, &bytes, &accounts, &choice, same)
                 .with_context(|| path.display().to_string())?;
+            let p = &installed.record;
             println!(
                 "installed {} {} ({:?}) sha256 {}{}",
                 p.name,
@@ -614,6 +667,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|l| format!(", suppression list `{l}`"))
                     .unwrap_or_default()
             );
+            println!("  built against {}", installed.contract);
+            if let Some(old) = &installed.replaced {
+                println!(
+                    "  replaced {} {}: old sha256 {old}, new sha256 {}",
+                    p.name, p.version, p.sha256
+                );
+            }
+        }
+        Command::Plugin(PluginCommand::New { .. }) => {
+            unreachable!("`plugin new` returns before the data directory opens")
         }
         Command::Plugin(PluginCommand::List { json }) => {
             let plugins = app.store.plugins()?;

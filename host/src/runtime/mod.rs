@@ -9,6 +9,7 @@
 
 pub mod bindings;
 pub mod channel;
+pub mod contract;
 pub mod limits;
 mod state;
 
@@ -51,9 +52,48 @@ pub enum PluginError {
         /// What happened.
         message: String,
     },
+    /// The component targets a newer contract than this host loads.
+    #[error("{0}")]
+    TooNew(String),
+    /// The same name and version is installed with other bytes.
+    #[error(
+        "plugin `{name}` {version} is installed with other bytes (installed sha256 {installed}, \
+         this file {new}): give the new build another version, or replace it with --force"
+    )]
+    SameVersion {
+        /// The plugin's name.
+        name: String,
+        /// The version both claim.
+        version: String,
+        /// sha256 of the installed component.
+        installed: String,
+        /// sha256 of the one refused.
+        new: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What `install` does when the same name and version is installed with
+/// other bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameVersion {
+    /// Refuse: a version names one build.
+    Refuse,
+    /// Replace it (`--force`, and `init` for the built-ins).
+    Replace,
+}
+
+/// What an install did.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    /// The stored record.
+    pub record: PluginRecord,
+    /// What the component was built against.
+    pub contract: contract::Contract,
+    /// sha256 of the component it replaced under the same name, if any.
+    pub replaced: Option<String>,
 }
 
 /// What the operator chose about a channel's suppression list at install.
@@ -63,6 +103,14 @@ pub struct ListChoice {
     pub list: Option<String>,
     /// What that list holds (`--list-kind`).
     pub kind: Option<AddressKind>,
+}
+
+/// A verified component and what it says of itself.
+struct Examined {
+    component: Component,
+    record: PluginRecord,
+    facts: Option<ChannelFacts>,
+    contract: contract::Contract,
 }
 
 /// What a channel says of itself at install, besides its name.
@@ -243,17 +291,15 @@ impl Runtime {
 
     /// Verifies a component and describes it: its world, name and version.
     pub fn inspect(&self, bytes: &[u8]) -> Result<(Component, PluginRecord), PluginError> {
-        self.examine(bytes).map(|(c, r, _)| (c, r))
+        self.examine(bytes).map(|e| (e.component, e.record))
     }
 
     /// [`Runtime::inspect`], with what a channel says of itself.
-    fn examine(
-        &self,
-        bytes: &[u8],
-    ) -> Result<(Component, PluginRecord, Option<ChannelFacts>), PluginError> {
+    fn examine(&self, bytes: &[u8]) -> Result<Examined, PluginError> {
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| PluginError::Invalid(format!("not a valid WebAssembly component: {e}")))?;
         let sha256 = hex::encode(Sha256::digest(bytes));
+        let contract = contract::Contract::read(&self.engine, &component, bytes)?;
         let loaded = self.link(&component)?;
         let ctx = Arc::new(Context::inspection());
         let mut store = self.new_store(ctx);
@@ -301,6 +347,7 @@ impl Runtime {
             sha256,
             accounts: vec![],
             suppression_list: None,
+            contract: None,
         };
         if record.name.is_empty()
             || !record
@@ -313,11 +360,18 @@ impl Runtime {
                 record.name
             )));
         }
-        Ok((component, record, facts))
+        Ok(Examined {
+            component,
+            record,
+            facts,
+            contract,
+        })
     }
 
-    /// Installs a component: verify, describe, precompile, store. Grants
-    /// and the suppression list of a plugin being replaced are kept; a
+    /// Installs a component: verify, describe, precompile, store. The same
+    /// name and version with other bytes is refused unless `same` says
+    /// replace. Grants and the suppression list of a plugin being replaced
+    /// are kept; a
     /// chosen list (channels only) replaces the list. A channel's list gets
     /// its kind: the one chosen, else the one it was declared with, else
     /// what the channel sends per (device tokens for subscriptions, phone
@@ -328,8 +382,14 @@ impl Runtime {
         bytes: &[u8],
         accounts: &[String],
         choice: &ListChoice,
-    ) -> Result<PluginRecord, PluginError> {
-        let (component, mut record, facts) = self.examine(bytes)?;
+        same: SameVersion,
+    ) -> Result<Installed, PluginError> {
+        let Examined {
+            component,
+            mut record,
+            facts,
+            contract,
+        } = self.examine(bytes)?;
         if (choice.list.is_some() || choice.kind.is_some()) && record.kind != PluginKind::Channel {
             let option = if choice.list.is_some() {
                 "--suppression-list"
@@ -342,10 +402,26 @@ impl Runtime {
             )));
         }
         // A new version keeps what the operator decided about the old one.
+        let mut replaced = None;
         if let Ok(old) = store.plugin(&record.name) {
+            if old.version == record.version
+                && old.sha256 != record.sha256
+                && same == SameVersion::Refuse
+            {
+                return Err(PluginError::SameVersion {
+                    name: record.name,
+                    version: record.version,
+                    installed: old.sha256,
+                    new: record.sha256,
+                });
+            }
+            if old.sha256 != record.sha256 {
+                replaced = Some(old.sha256);
+            }
             record.accounts = old.accounts;
             record.suppression_list = old.suppression_list;
         }
+        record.contract = Some(contract.to_string());
         if let Some(list) = &choice.list {
             record.suppression_list = Some(list.clone());
         }
@@ -366,7 +442,11 @@ impl Runtime {
             store.declare_list_kind(&list, kind)?;
         }
         store.put_plugin(&record, bytes)?;
-        Ok(record)
+        Ok(Installed {
+            record,
+            contract,
+            replaced,
+        })
     }
 
     /// Loads an installed component by sha256, from the in-process cache, the

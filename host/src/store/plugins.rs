@@ -37,6 +37,10 @@ pub struct PluginRecord {
     /// channel honour the SMS denylist); otherwise the channel's own name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppression_list: Option<String>,
+    /// What it was built against (`crosscast:plugin/channel@0.3.0,
+    /// crosscast-sdk 0.1.0`), as found at install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<String>,
 }
 
 impl Store {

@@ -94,14 +94,13 @@ struct Apns;
 
 impl Channel for Apns {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "apns".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Push to iOS devices through APNs (HTTP/2), once per device".into(),
-            target: Target::Subscription,
-            answer_headers: Some(vec!["apns-id".into(), "retry-after".into()]),
-            suppression_list: None,
-        }
+        Descriptor::new(
+            "apns",
+            env!("CARGO_PKG_VERSION"),
+            "Push to iOS devices through APNs (HTTP/2), once per device",
+            Target::Subscription,
+        )
+        .answer_headers(&["apns-id", "retry-after"])
     }
 
     fn configure(config: &str) -> Result<(), Vec<ConfigError>> {
@@ -162,24 +161,18 @@ impl Channel for Apns {
                 )));
                 continue;
             }
-            let mut headers = vec![
-                ("apns-topic".to_string(), topic.clone()),
-                ("apns-push-type".to_string(), plan.cfg.push_type.clone()),
-                ("apns-priority".to_string(), plan.cfg.priority.to_string()),
-                ("apns-expiration".to_string(), expiration.clone()),
-                ("content-type".to_string(), "application/json".to_string()),
-            ];
+            let path = format!("/3/device/{device}");
+            let mut request = HttpRequest::new(&plan.cfg.account, "POST", &path, &device)
+                .header("apns-topic", &topic)
+                .header("apns-push-type", &plan.cfg.push_type)
+                .header("apns-priority", &plan.cfg.priority.to_string())
+                .header("apns-expiration", &expiration)
+                .header("content-type", "application/json")
+                .body(payload);
             if let Some(c) = &plan.cfg.collapse_id {
-                headers.push(("apns-collapse-id".to_string(), c.clone()));
+                request = request.header("apns-collapse-id", c);
             }
-            out.push(send(Message::Http(HttpRequest {
-                account: plan.cfg.account.clone(),
-                method: "POST".into(),
-                recipient: device.clone(),
-                path: format!("/3/device/{device}"),
-                headers,
-                body: payload.into_bytes(),
-            })));
+            out.push(send(request.into()));
         }
         Ok(out)
     }

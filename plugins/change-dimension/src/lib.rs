@@ -22,14 +22,11 @@ struct ChangeDimension;
 
 impl Activity for ChangeDimension {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "change-dimension".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Moves a population to a linked dimension (subscriptions <-> recipients)"
-                .into(),
-            min_inputs: 1,
-            max_inputs: 1,
-        }
+        Descriptor::new(
+            "change-dimension",
+            env!("CARGO_PKG_VERSION"),
+            "Moves a population to a linked dimension (subscriptions <-> recipients)",
+        )
     }
 
     fn configure(config: &str) -> Result<Vec<String>, Vec<ConfigError>> {

@@ -56,13 +56,11 @@ struct Dedup;
 
 impl Activity for Dedup {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "dedup".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Keeps one record per distinct value of an attribute".into(),
-            min_inputs: 1,
-            max_inputs: 1,
-        }
+        Descriptor::new(
+            "dedup",
+            env!("CARGO_PKG_VERSION"),
+            "Keeps one record per distinct value of an attribute",
+        )
     }
 
     fn configure(config: &str) -> Result<Vec<String>, Vec<ConfigError>> {

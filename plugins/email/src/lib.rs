@@ -49,15 +49,14 @@ struct EmailChannel;
 
 impl Channel for EmailChannel {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "email".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Email over the operator's SMTP relay, once per recipient".into(),
-            target: Target::Recipient,
-            // SMTP replies only: no HTTP header to read.
-            answer_headers: Some(Vec::new()),
-            suppression_list: None,
-        }
+        // SMTP replies only: no HTTP header to read.
+        Descriptor::new(
+            "email",
+            env!("CARGO_PKG_VERSION"),
+            "Email over the operator's SMTP relay, once per recipient",
+            Target::Recipient,
+        )
+        .answer_headers(&[])
     }
 
     fn configure(config: &str) -> Result<(), Vec<ConfigError>> {
@@ -84,16 +83,16 @@ impl Channel for EmailChannel {
                 Some(_) => Some(templates.render_row("html", &rows, i)?),
                 None => None,
             };
-            out.push(send(Message::Email(Email {
-                account: cfg.account.clone(),
-                from: cfg.from.clone(),
-                to,
-                reply_to: cfg.reply_to.clone(),
-                subject: templates.render_row("subject", &rows, i)?,
-                text: templates.render_row("text", &rows, i)?,
-                html,
-                headers: Vec::new(),
-            })));
+            let subject = templates.render_row("subject", &rows, i)?;
+            let text = templates.render_row("text", &rows, i)?;
+            let mut email = Email::new(&cfg.account, &cfg.from, &to, &subject, &text);
+            if let Some(html) = html {
+                email = email.html(html);
+            }
+            if let Some(r) = &cfg.reply_to {
+                email = email.reply_to(r);
+            }
+            out.push(send(email.into()));
         }
         Ok(out)
     }

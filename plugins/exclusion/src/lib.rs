@@ -34,13 +34,12 @@ struct Exclusion;
 
 impl Activity for Exclusion {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "exclusion".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Joins populations: the kept input minus every other input".into(),
-            min_inputs: 2,
-            max_inputs: 16,
-        }
+        Descriptor::new(
+            "exclusion",
+            env!("CARGO_PKG_VERSION"),
+            "Joins populations: the kept input minus every other input",
+        )
+        .inputs(2, 16)
     }
 
     fn configure(config: &str) -> Result<Vec<String>, Vec<ConfigError>> {

@@ -61,14 +61,13 @@ struct Fcm;
 
 impl Channel for Fcm {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "fcm".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Push to Android devices through FCM HTTP v1, once per device".into(),
-            target: Target::Subscription,
-            answer_headers: Some(vec!["retry-after".into()]),
-            suppression_list: None,
-        }
+        Descriptor::new(
+            "fcm",
+            env!("CARGO_PKG_VERSION"),
+            "Push to Android devices through FCM HTTP v1, once per device",
+            Target::Subscription,
+        )
+        .answer_headers(&["retry-after"])
     }
 
     fn configure(config: &str) -> Result<(), Vec<ConfigError>> {
@@ -118,14 +117,12 @@ impl Channel for Fcm {
                     }),
                 },
             };
-            out.push(send(Message::Http(HttpRequest {
-                account: cfg.account.clone(),
-                method: "POST".into(),
-                recipient: device.clone(),
-                path: format!("/v1/projects/{project}/messages:send"),
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: serde_json::to_vec(&request).map_err(|e| e.to_string())?,
-            })));
+            let path = format!("/v1/projects/{project}/messages:send");
+            let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+            let request = HttpRequest::new(&cfg.account, "POST", &path, &device)
+                .header("content-type", "application/json")
+                .body(body);
+            out.push(send(request.into()));
         }
         Ok(out)
     }

@@ -17,13 +17,12 @@ struct Intersection;
 
 impl Activity for Intersection {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "intersection".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Joins populations: the records present in every input".into(),
-            min_inputs: 2,
-            max_inputs: 16,
-        }
+        Descriptor::new(
+            "intersection",
+            env!("CARGO_PKG_VERSION"),
+            "Joins populations: the records present in every input",
+        )
+        .inputs(2, 16)
     }
 
     fn configure(config: &str) -> Result<Vec<String>, Vec<ConfigError>> {

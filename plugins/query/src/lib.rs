@@ -62,13 +62,12 @@ struct Query;
 
 impl Activity for Query {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "query".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Selects the records of a dimension that match a filter".into(),
-            min_inputs: 0,
-            max_inputs: 0,
-        }
+        Descriptor::new(
+            "query",
+            env!("CARGO_PKG_VERSION"),
+            "Selects the records of a dimension that match a filter",
+        )
+        .inputs(0, 0)
     }
 
     fn configure(config: &str) -> Result<Vec<String>, Vec<ConfigError>> {

@@ -32,14 +32,13 @@ struct SmsChannel;
 
 impl Channel for SmsChannel {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "sms".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "SMS through a Twilio-compatible Messages API, once per recipient".into(),
-            target: Target::Recipient,
-            answer_headers: Some(vec!["retry-after".into()]),
-            suppression_list: None,
-        }
+        Descriptor::new(
+            "sms",
+            env!("CARGO_PKG_VERSION"),
+            "SMS through a Twilio-compatible Messages API, once per recipient",
+            Target::Recipient,
+        )
+        .answer_headers(&["retry-after"])
     }
 
     fn configure(config: &str) -> Result<(), Vec<ConfigError>> {
@@ -74,21 +73,13 @@ impl Channel for SmsChannel {
                 .append_pair("Body", &body)
                 .finish();
             let segments = Segments::of(&body);
-            out.push(Prepared::Send(Outgoing {
-                parts: segments.count,
-                note: Some(segments.describe()),
-                message: Message::Http(HttpRequest {
-                    account: cfg.account.clone(),
-                    method: "POST".into(),
-                    recipient: to.clone(),
-                    path: path.clone(),
-                    headers: vec![(
-                        "content-type".into(),
-                        "application/x-www-form-urlencoded".into(),
-                    )],
-                    body: form.into_bytes(),
-                }),
-            }));
+            let request = HttpRequest::new(&cfg.account, "POST", &path, &to)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form);
+            let outgoing = Outgoing::new(request.into())
+                .parts(segments.count)
+                .note(segments.describe());
+            out.push(outgoing.send());
         }
         Ok(out)
     }

@@ -162,13 +162,11 @@ struct Split;
 
 impl Activity for Split {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "split".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Splits a population into ordered subsets (first match wins)".into(),
-            min_inputs: 1,
-            max_inputs: 1,
-        }
+        Descriptor::new(
+            "split",
+            env!("CARGO_PKG_VERSION"),
+            "Splits a population into ordered subsets (first match wins)",
+        )
     }
 
     fn configure(config: &str) -> Result<Vec<String>, Vec<ConfigError>> {

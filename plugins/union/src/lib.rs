@@ -15,13 +15,12 @@ struct Union;
 
 impl Activity for Union {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "union".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Joins populations: every record of any input, once".into(),
-            min_inputs: 1,
-            max_inputs: 16,
-        }
+        Descriptor::new(
+            "union",
+            env!("CARGO_PKG_VERSION"),
+            "Joins populations: every record of any input, once",
+        )
+        .inputs(1, 16)
     }
 
     fn configure(config: &str) -> Result<Vec<String>, Vec<ConfigError>> {

@@ -32,13 +32,11 @@ struct Wait;
 
 impl Activity for Wait {
     fn describe() -> Descriptor {
-        Descriptor {
-            name: "wait".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Holds a population for a duration, durably".into(),
-            min_inputs: 1,
-            max_inputs: 1,
-        }
+        Descriptor::new(
+            "wait",
+            env!("CARGO_PKG_VERSION"),
+            "Holds a population for a duration, durably",
+        )
     }
 
     fn configure(config: &str) -> Result<Vec<String>, Vec<ConfigError>> {
