@@ -179,3 +179,257 @@ fn install_reports_what_a_plugin_was_built_against_and_refuses_a_newer_contract(
         "no linker error: {err}"
     );
 }
+
+/// `cargo package -p crosscast-sdk`, unpacked: the SDK as a registry would
+/// hand it to a third party, outside this workspace.
+fn packaged_sdk(into: &Path) -> std::path::PathBuf {
+    let target = into.join("package-target");
+    let out = std::process::Command::new(cargo())
+        .current_dir(root())
+        .args([
+            "package",
+            "-p",
+            "crosscast-sdk",
+            "--no-verify",
+            "--allow-dirty",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo package -p crosscast-sdk failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let file = target.join(format!("package/crosscast-sdk-{version}.crate"));
+    let status = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(&file)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .expect("tar runs");
+    assert!(status.success(), "cannot unpack {}", file.display());
+    let sdk = into.join(format!("crosscast-sdk-{version}"));
+    // Nothing in the package may point back into the checkout.
+    let manifest = std::fs::read_to_string(sdk.join("Cargo.toml")).unwrap();
+    assert!(
+        !manifest.contains("path = \"..") && !manifest.contains("path = \"/"),
+        "{manifest}"
+    );
+    assert!(
+        sdk.join("wit/0.3.0/channel.wit").exists(),
+        "the WIT ships inside"
+    );
+    sdk
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// The commands of the README's "Writing a plugin" section, comments cut.
+fn readme_plugin_path() -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("### Writing a plugin")
+        .expect("README has a plugin section")..];
+    let block = &section[section.find("```sh\n").expect("a shell block") + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    block
+        .lines()
+        .map(|l| l.split("   #").next().unwrap().trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Runs one README line the way a shell would, in `cwd`, with these
+/// substitutions only: the SDK is the packaged one, the webhook is the
+/// loopback receiver (an internal address, which an account must allow).
+struct Shell<'a> {
+    env: &'a Env,
+    cwd: std::path::PathBuf,
+    sdk: std::path::PathBuf,
+    hook_url: String,
+}
+
+impl Shell<'_> {
+    fn run(&mut self, line: &str) -> String {
+        let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        let mut cmd = match words[0].as_str() {
+            "cd" => {
+                self.cwd = self.cwd.join(&words[1]);
+                return String::new();
+            }
+            "crosscast" => {
+                let mut args = words[1..].to_vec();
+                for (i, w) in words[1..].iter().enumerate() {
+                    if w == "--sdk" {
+                        args[i + 1] = self.sdk.display().to_string();
+                    }
+                    if w == "https://hooks.example.com" {
+                        args[i] = self.hook_url.clone();
+                        args.extend(["--param".into(), "allow_private=true".into()]);
+                    }
+                }
+                let mut c = std::process::Command::new(common::bin());
+                c.arg("--data").arg(self.env.data()).args(args);
+                c.env("CROSSCAST_PLUGIN_DIR", plugin_dir());
+                for (k, v) in self.env.envs() {
+                    c.env(k, v);
+                }
+                c
+            }
+            "cargo" => {
+                let mut c = std::process::Command::new(cargo());
+                c.args(&words[1..]);
+                // The crate's own target/, as the README says; CI's shared
+                // target directory would hold the workspace's lock.
+                c.env_remove("CARGO_TARGET_DIR");
+                c
+            }
+            other => {
+                panic!("the README's plugin path runs `{other}`, which this test does not know")
+            }
+        };
+        let out = cmd.current_dir(&self.cwd).output().expect("command starts");
+        assert!(
+            out.status.success(),
+            "`{line}` failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn the_readme_plugin_path_scaffolds_builds_installs_and_delivers() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let recipients = root().join("tests/data/recipients.csv");
+    env.ok(&["import", "recipients", recipients.to_str().unwrap()]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hook = rt
+        .block_on(crosscast_test_servers::Webhook::start())
+        .unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let sdk = packaged_sdk(work.path());
+    let mut shell = Shell {
+        env: &env,
+        cwd: work.path().to_path_buf(),
+        sdk: sdk.clone(),
+        hook_url: format!("{}/hooks", hook.url()),
+    };
+    let mut outputs = Vec::new();
+    for line in readme_plugin_path() {
+        if line.starts_with("cargo build") {
+            // The workspace's versions, so the test does not depend on
+            // what crates.io published since (cargo keeps what it needs).
+            std::fs::copy(root().join("Cargo.lock"), shell.cwd.join("Cargo.lock")).unwrap();
+        }
+        if line.contains("--from-file token.txt") {
+            std::fs::write(shell.cwd.join("token.txt"), "hook-secret-token").unwrap();
+        }
+        if line.ends_with("example.toml") {
+            assert!(hook.received().is_empty(), "nothing is sent before the run");
+        }
+        outputs.push((line.clone(), shell.run(&line)));
+    }
+    let said = |prefix: &str| {
+        outputs
+            .iter()
+            .find(|(l, _)| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("the README runs no `{prefix}`"))
+            .1
+            .clone()
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let component = work
+        .path()
+        .join("my-hook/target/wasm32-wasip2/plugin/my_hook.wasm");
+    let size = std::fs::metadata(&component).unwrap().len();
+    assert!(size < 1_600_000, "the size profile is used: {size} bytes");
+    assert!(said("cargo test").contains("test result: ok. 2 passed"));
+    assert!(
+        said("crosscast plugin install").contains(&format!(
+            "built against crosscast:plugin/channel@0.3.0, crosscast-sdk {version}"
+        )),
+        "{}",
+        said("crosscast plugin install")
+    );
+    let dry = said("crosscast run example.toml --dry-run");
+    assert!(dry.contains("sample request to"), "{dry}");
+    assert!(dry.contains("POST /messages"), "{dry}");
+
+    // What the receiver got: one request per recipient with a mobile.
+    let expected: std::collections::BTreeMap<String, String> = common::read_recipients(&recipients)
+        .into_values()
+        .filter_map(|r| {
+            let text = format!("Hi {}, new arrivals are in.", r.first_name);
+            r.mobile.map(|m| (m, text))
+        })
+        .collect();
+    let received = hook.received();
+    let got: std::collections::BTreeMap<String, String> = received
+        .iter()
+        .map(|h| {
+            let json = h.json();
+            (
+                json["to"].as_str().unwrap().to_string(),
+                json["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(received.len(), expected.len(), "once per recipient");
+    assert_eq!(got, expected);
+    for h in &received {
+        assert_eq!(h.path, "/hooks/messages");
+        assert_eq!(h.authorization.as_deref(), Some("Bearer hook-secret-token"));
+        assert_eq!(h.content_type.as_deref(), Some("application/json"));
+    }
+
+    // An activity, scaffolded from the same packaged SDK, runs too.
+    let sample = work.path().join("my-sample");
+    env.ok(&[
+        "plugin",
+        "new",
+        "activity",
+        "my-sample",
+        "--sdk",
+        sdk.to_str().unwrap(),
+        "--dir",
+        sample.to_str().unwrap(),
+    ]);
+    std::fs::copy(root().join("Cargo.lock"), sample.join("Cargo.lock")).unwrap();
+    let built = std::process::Command::new(cargo())
+        .current_dir(&sample)
+        .args(["build", "--target", "wasm32-wasip2", "--profile", "plugin"])
+        // Shares the channel's compiled dependencies.
+        .env("CARGO_TARGET_DIR", work.path().join("my-hook/target"))
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let wasm = work
+        .path()
+        .join("my-hook/target/wasm32-wasip2/plugin/my_sample.wasm");
+    env.ok(&["plugin", "install", wasm.to_str().unwrap()]);
+    let wf = sample.join("example.toml");
+    let run = common::rig::start_workflow(&env, "2026-03-02T09:00:00Z", &wf);
+    let status = env.status(run);
+    let with_email = common::read_recipients(&recipients)
+        .values()
+        .filter(|r| r.email.is_some())
+        .count() as u64;
+    let kept = common::count(&status, "control", "sample");
+    let rest = common::count(&status, "control", "rest");
+    assert_eq!(kept + rest, with_email, "{status:#}");
+    assert!(
+        kept > 0 && kept < with_email / 4,
+        "about a tenth: {kept} of {with_email}"
+    );
+}
