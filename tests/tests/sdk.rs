@@ -433,3 +433,31 @@ fn the_readme_plugin_path_scaffolds_builds_installs_and_delivers() {
         "about a tenth: {kept} of {with_email}"
     );
 }
+
+#[test]
+fn the_docs_show_the_webhook_channel_the_suite_builds() {
+    let docs = std::fs::read_to_string(root().join("docs/plugins.md")).unwrap();
+    let code = std::fs::read_to_string(root().join("examples/plugins/webhook/src/lib.rs")).unwrap();
+    assert!(
+        docs.contains(&format!("```rust\n{code}```")),
+        "docs/plugins.md must show examples/plugins/webhook/src/lib.rs verbatim"
+    );
+    // Every verdict is shown, and the request rules are written down.
+    for needle in [
+        "Verdict::Sent",
+        "Verdict::Retry",
+        "Verdict::Failed",
+        "Verdict::Quarantine",
+        "Verdict::OptedOut",
+    ] {
+        assert!(code.contains(needle), "the webhook shows {needle}");
+    }
+    for rule in [
+        "must start with `/`",
+        "trailing `/` trimmed",
+        "64 KiB",
+        "`answer_headers`",
+    ] {
+        assert!(docs.contains(rule), "docs/plugins.md says {rule}");
+    }
+}
