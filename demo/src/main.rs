@@ -152,7 +152,11 @@ fn run(
     println!("\n== {T0}: run the workflow");
     let run = app
         .executor()?
-        .start(&wf, "examples/cross-channel.toml", false)
+        .start(
+            &wf,
+            "examples/cross-channel.toml",
+            crosscast::executor::RunKind::Real,
+        )
         .context("starting the run")?;
     show(&app, run)?;
 

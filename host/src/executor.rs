@@ -21,6 +21,18 @@ use crate::store::Store;
 use crate::store::runs::{InputRef, JoinState, OutputRef, Run, Task, TaskState};
 use crate::workflow::{Activity, Workflow};
 
+/// What a run does with its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// Sends.
+    Real,
+    /// Builds and previews without sending, listing `messages` per delivery.
+    Dry {
+        /// How many targets' messages each delivery lists (at least 1).
+        messages: u32,
+    },
+}
+
 /// Executes runs on one store.
 pub struct Executor {
     store: Store,
@@ -63,16 +75,20 @@ impl Executor {
 
     /// Starts a run of a validated workflow and drives it until it ends or
     /// waits. A dry run crosses its waits at once and sends nothing.
-    pub fn start(&self, workflow: &Workflow, file: &str, dry_run: bool) -> anyhow::Result<u64> {
-        let id = self.create(workflow, file, dry_run)?;
+    pub fn start(&self, workflow: &Workflow, file: &str, kind: RunKind) -> anyhow::Result<u64> {
+        let id = self.create(workflow, file, kind)?;
         self.drive(id)?;
         Ok(id)
     }
 
     /// Creates a run of a validated workflow, its start tasks pending
     /// ([`Executor::drive`] runs them).
-    pub fn create(&self, workflow: &Workflow, file: &str, dry_run: bool) -> anyhow::Result<u64> {
+    pub fn create(&self, workflow: &Workflow, file: &str, kind: RunKind) -> anyhow::Result<u64> {
         let id = self.store.next_run_id()?;
+        let (dry_run, preview_messages) = match kind {
+            RunKind::Real => (false, 1),
+            RunKind::Dry { messages } => (true, messages.max(1)),
+        };
         let run = Run {
             id,
             workflow_name: workflow.name.clone(),
@@ -80,6 +96,7 @@ impl Executor {
             workflow: serde_json::to_value(workflow)?,
             created_at: self.clock.now_ms(),
             dry_run,
+            preview_messages,
         };
         let mut tasks = Vec::new();
         for a in workflow.starts() {
@@ -191,7 +208,9 @@ impl Executor {
                     })
             }
             Loaded::Channel(pre) if run.dry_run => {
-                let r = crate::deliver::preview(&self.delivery_needs(), activity, &task, pre, ctx);
+                let needs = self.delivery_needs();
+                let limit = run.preview_messages;
+                let r = crate::deliver::preview(&needs, activity, &task, pre, ctx, limit);
                 r.map(|(preview, outputs)| {
                     task.preview = Some(preview);
                     Step::Done(outputs)

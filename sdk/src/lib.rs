@@ -24,6 +24,8 @@ pub mod push;
 pub mod select;
 pub mod sms;
 pub mod template;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 /// The WIT bindings: the activity world of `crosscast:plugin@0.1.0` and the
 /// channel world of 0.3.0, generated from the copy of the WIT inside this

@@ -354,7 +354,7 @@ fn the_readme_plugin_path_scaffolds_builds_installs_and_delivers() {
         .join("my-hook/target/wasm32-wasip2/plugin/my_hook.wasm");
     let size = std::fs::metadata(&component).unwrap().len();
     assert!(size < 1_600_000, "the size profile is used: {size} bytes");
-    assert!(said("cargo test").contains("test result: ok. 2 passed"));
+    assert!(said("cargo test").contains("test result: ok. 3 passed"));
     assert!(
         said("crosscast plugin install").contains(&format!(
             "built against crosscast:plugin/channel@0.3.0, crosscast-sdk {version}"
@@ -459,5 +459,178 @@ fn the_docs_show_the_webhook_channel_the_suite_builds() {
         "`answer_headers`",
     ] {
         assert!(docs.contains(rule), "docs/plugins.md says {rule}");
+    }
+}
+
+#[test]
+fn a_dry_run_lists_what_becomes_of_the_first_targets_and_what_the_host_refuses() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let recipients = root().join("tests/data/recipients.csv");
+    env.ok(&["import", "recipients", recipients.to_str().unwrap()]);
+    let webhook = plugin_dir().join("webhook.wasm");
+    env.ok(&["plugin", "install", webhook.to_str().unwrap()]);
+    env.ok(&[
+        "account",
+        "set",
+        "hook",
+        "--url",
+        "https://hooks.example.com",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join("wf.toml");
+    std::fs::write(
+        &wf,
+        r#"name = "hook"
+[activity.all]
+type = "query"
+next = { done = "notify" }
+config = { dimension = "recipient" }
+[activity.notify]
+type = "webhook"
+config = { account = "hook", path = "/messages", text = "Hi {{ first_name }}" }
+"#,
+    )
+    .unwrap();
+    let listed = |out: &str| -> Vec<serde_json::Value> {
+        let status: serde_json::Value = serde_json::from_str(out).unwrap();
+        status["activities"]["notify"]["previews"][0]["messages"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let wf = wf.to_str().unwrap();
+    let args = ["run", wf, "--dry-run", "--messages", "3", "--json"];
+    // Not granted: the host would refuse every message, and says why.
+    let refused = listed(&env.ok(&args));
+    assert_eq!(refused.len(), 3);
+    let all = common::read_recipients(&recipients);
+    let mut refusals = 0;
+    for m in &refused {
+        let r = &all[m["target"].as_str().unwrap()];
+        if r.mobile.is_some() {
+            refusals += 1;
+            let reason = "account `hook` is not granted to plugin `webhook`";
+            assert_eq!(m["refused"], reason, "{m}");
+        } else {
+            assert_eq!(m["excluded"], "no mobile number", "{m}");
+        }
+    }
+    assert!(refusals > 0, "{refused:?}");
+    env.ok(&["plugin", "grant", "webhook", "--account", "hook"]);
+    for m in listed(&env.ok(&args)) {
+        let r = &all[m["target"].as_str().unwrap()];
+        match &r.mobile {
+            Some(mobile) => {
+                assert_eq!(m["send"]["recipient"], mobile.as_str(), "{m}");
+                assert_eq!(m["send"]["path"], "/messages", "{m}");
+            }
+            None => assert_eq!(m["excluded"], "no mobile number", "{m}"),
+        }
+    }
+    // For people: the first targets, one line each.
+    let text = env.ok(&["run", wf, "--dry-run", "--messages", "3"]);
+    assert!(text.contains("first 3 targets:"), "{text}");
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn an_account_url_may_hold_a_secret_that_only_the_wire_sees() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let recipients = root().join("tests/data/recipients.csv");
+    env.ok(&["import", "recipients", recipients.to_str().unwrap()]);
+    let webhook = plugin_dir().join("webhook.wasm");
+    env.ok(&["plugin", "install", webhook.to_str().unwrap()]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hook = rt
+        .block_on(crosscast_test_servers::Webhook::start())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "T0001/B0002/sEcReTpAtH";
+    let file = dir.path().join("hook-path");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    env.ok(&[
+        "secret",
+        "set",
+        "hook-path",
+        "--from-file",
+        file.to_str().unwrap(),
+    ]);
+    let url = format!("{}/services/{{secret}}", hook.url());
+    let set = |extra: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> = ["account", "set", "hook", "--url", &url]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    // Refused at once: no secret named, a credential header as well, the
+    // placeholder in the host.
+    let err = env.fails(&strs(&set(&["--param", "allow_private=true"])));
+    assert!(err.contains("needs --secret"), "{err}");
+    let err = env.fails(&strs(&set(&["--secret", "hook-path", "--auth", "bearer"])));
+    assert!(err.contains("drop --auth"), "{err}");
+    let in_host = "https://{secret}.hooks.example/x";
+    let err = env.fails(&[
+        "account",
+        "set",
+        "h2",
+        "--url",
+        in_host,
+        "--secret",
+        "hook-path",
+    ]);
+    assert!(err.contains("only in the URL's path"), "{err}");
+    let good = set(&["--secret", "hook-path", "--param", "allow_private=true"]);
+    env.ok(&strs(&good));
+    env.ok(&["plugin", "grant", "webhook", "--account", "hook"]);
+
+    let wf = dir.path().join("wf.toml");
+    std::fs::write(
+        &wf,
+        r#"name = "hook"
+[activity.all]
+type = "query"
+next = { done = "notify" }
+config = { dimension = "recipient", filter = "mobile is not empty" }
+[activity.notify]
+type = "webhook"
+config = { account = "hook", path = "/messages", text = "Hi {{ first_name }}" }
+"#,
+    )
+    .unwrap();
+    let run = common::rig::start_workflow(&env, "2026-03-02T09:00:00Z", &wf);
+    let with_mobile = common::read_recipients(&recipients)
+        .values()
+        .filter(|r| r.mobile.is_some())
+        .count();
+    let received = hook.received();
+    assert_eq!(received.len(), with_mobile);
+    for h in &received {
+        assert_eq!(h.path, format!("/services/{secret}/messages"));
+        assert_eq!(h.authorization, None, "the URL is the credential");
+    }
+    // Nothing an operator or a plugin reads holds it.
+    let listing = [
+        env.ok(&["account", "list"]),
+        env.ok(&["status", &run.to_string(), "--json"]),
+        env.ok(&["deliveries", &run.to_string(), "--json"]),
+        env.ok(&[
+            "run",
+            wf.to_str().unwrap(),
+            "--dry-run",
+            "--messages",
+            "5",
+            "--json",
+        ]),
+    ];
+    assert!(listing[0].contains("/services/{secret}"), "{}", listing[0]);
+    for out in &listing {
+        assert!(!out.contains("sEcReTpAtH"), "{out}");
     }
 }

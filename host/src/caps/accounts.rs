@@ -17,6 +17,8 @@ impl Host for HostState {
             Err(e) => return Ok(Err(e)),
         };
         match store.account(&name) {
+            // The URL as the operator wrote it: a `{secret}` in it stays a
+            // placeholder, filled in by the host only when it sends.
             Ok(a) => Ok(Ok(Account {
                 name: a.name,
                 url: a.url,

@@ -116,6 +116,10 @@ pub enum Command {
         /// message per delivery.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: list the first N targets of each delivery, each
+        /// with its message, or why it would be excluded or refused.
+        #[arg(long, value_name = "N", requires = "dry_run", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        messages: Option<u32>,
     },
     /// Show a run: each activity, its state, counts and component.
     Status {
@@ -721,7 +725,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             concurrency,
             timeout,
         }) => {
-            url::Url::parse(&url).with_context(|| format!("`{url}` is not a URL"))?;
             let account = Account {
                 name: name.clone(),
                 url,
@@ -733,11 +736,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 concurrency,
                 timeout,
             };
-            if account.auth == AuthScheme::Apns {
-                for p in ["team_id", "key_id"] {
-                    account.param(p).map_err(anyhow::Error::msg)?;
-                }
-            }
+            account.check().map_err(anyhow::Error::msg)?;
             app.store.put_account(&account)?;
             println!("account {name} saved");
             // Said now rather than found in the delivery log later.
@@ -889,6 +888,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             json,
             dry_run,
+            messages,
         } => {
             let wf = match app.validate(&file)? {
                 Ok(wf) => wf,
@@ -901,7 +901,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let exec = app.executor()?;
             crate::interrupt::doing(crate::interrupt::Doing::Run(None));
-            let run = exec.create(&wf, &file.display().to_string(), dry_run)?;
+            let kind = match dry_run {
+                true => crate::executor::RunKind::Dry {
+                    messages: messages.unwrap_or(1),
+                },
+                false => crate::executor::RunKind::Real,
+            };
+            let run = exec.create(&wf, &file.display().to_string(), kind)?;
             crate::interrupt::doing(crate::interrupt::Doing::Run(Some(run)));
             exec.drive(run)?;
             crate::interrupt::doing(crate::interrupt::Doing::Other);
@@ -1252,9 +1258,45 @@ fn print_preview(p: &serde_json::Value) {
         }
     }
     let m = &p["sample"];
-    if m.is_null() {
-        return;
+    if !m.is_null() {
+        print_sample(m);
     }
+    // `--messages N`: what becomes of each of the first targets.
+    let listed = p["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if listed.len() > 1 {
+        println!("  first {} targets:", listed.len());
+        for l in listed {
+            let target = l["target"].as_str().unwrap_or("?");
+            let m = &l["send"];
+            if m.is_null() {
+                for verdict in ["excluded", "refused", "suppressed"] {
+                    if let Some(reason) = l[verdict].as_str() {
+                        println!("    {target}: {verdict}: {reason}");
+                    }
+                }
+            } else if let Some(subject) = m["subject"].as_str() {
+                println!(
+                    "    {target}: email to {}: {subject}",
+                    m["to"].as_str().unwrap_or("?")
+                );
+            } else {
+                println!(
+                    "    {target}: {} {} for {}: {}",
+                    m["method"].as_str().unwrap_or(""),
+                    m["path"].as_str().unwrap_or(""),
+                    m["recipient"].as_str().unwrap_or("?"),
+                    m["body"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+}
+
+/// The first message a dry run's delivery would send, for people.
+fn print_sample(m: &serde_json::Value) {
     if let Some(subject) = m["subject"].as_str() {
         println!("  sample email to {}", m["to"].as_str().unwrap_or("?"));
         println!("    From: {}", m["from"].as_str().unwrap_or(""));

@@ -154,7 +154,9 @@ fn readme(kind: Kind, name: &str) -> String {
 
 A Crosscast {what}. `src/lib.rs` is the whole plugin.
 
-Build it (once: `rustup target add wasm32-wasip2`) and run its tests:
+Build it (once: `rustup target add wasm32-wasip2`) and run its tests (some
+run the plugin in crosscast itself, with `crosscast_sdk::testing`: they
+need `crosscast` on `PATH`, or its path in `CROSSCAST_BIN`):
 
 ```sh
 cargo build --target wasm32-wasip2 --profile plugin

@@ -17,13 +17,15 @@ const PREVIEW_REASONS: usize = 10;
 
 /// A dry run's delivery: builds every message without sending or logging
 /// anything; returns what would be sent and excluded, with the first message
-/// as it would leave, and the outputs (the population received, on `done`).
+/// as it would leave, what became of the first `listed` targets, and the
+/// outputs (the population received, on `done`).
 pub(crate) fn preview(
     needs: &Needs<'_>,
     activity: &Activity,
     task: &Task,
     pre: ChannelPre,
     ctx: Arc<Context>,
+    listed: u32,
 ) -> Result<(serde_json::Value, BTreeMap<String, OutputRef>), String> {
     let limits = needs.runtime.limits();
     let plugin = ctx.plugin.clone();
@@ -35,7 +37,10 @@ pub(crate) fn preview(
     let config = activity.config.to_string();
     let (input, target_dim, targets) = task_targets(needs, task, descriptor.target)?;
     let lists = lists(needs, &plugin, &descriptor, &target_dim)?;
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        listed: listed as usize,
+        ..Tally::default()
+    };
     for round in targets.chunks(ROUND) {
         needs.runtime.arm(&mut st);
         let prepared = channel
@@ -49,8 +54,9 @@ pub(crate) fn preview(
             .map(|(i, p)| vet(&lists, &stored, &accounts, &plugin, i, p))
             .collect();
         let suppressed = suppressions(needs.store, &lists, &vetted)?;
-        for (v, suppressed) in vetted.into_iter().zip(suppressed) {
-            tally.add(v, suppressed);
+        let keys = tally.keys_wanted(needs, &target_dim, round)?;
+        for (i, (v, suppressed)) in vetted.into_iter().zip(suppressed).enumerate() {
+            tally.add(v, suppressed, keys.get(i).cloned().flatten());
         }
     }
     let preview = serde_json::json!({
@@ -63,6 +69,7 @@ pub(crate) fn preview(
         "excluded": tally.excluded,
         "reasons": tally.reasons,
         "sample": tally.sample,
+        "messages": tally.messages,
     });
     Ok((preview, passes_on(input)))
 }
@@ -79,18 +86,46 @@ struct Tally {
     notes: BTreeMap<String, u64>,
     /// The first message that would go, as it would leave.
     sample: Option<serde_json::Value>,
+    /// How many targets [`Tally::messages`] lists.
+    listed: usize,
+    /// The first targets, by external id: the message each would get, or
+    /// why it would be excluded, refused or suppressed.
+    messages: Vec<serde_json::Value>,
 }
 
 impl Tally {
-    /// Counts a vetted message and its suppression, if any.
-    fn add(&mut self, v: Vetted, suppressed: Option<(String, Suppression)>) {
-        let reason = match (v, suppressed) {
-            (Vetted::Excluded(reason), _) => reason,
-            (Vetted::Refused(_, failure), _) => failure.message,
+    /// The external ids of a round's targets while more are to be listed.
+    fn keys_wanted(
+        &self,
+        needs: &Needs<'_>,
+        dimension: &str,
+        round: &[u64],
+    ) -> Result<Vec<Option<String>>, String> {
+        let wanted = self
+            .listed
+            .saturating_sub(self.messages.len())
+            .min(round.len());
+        if wanted == 0 {
+            return Ok(Vec::new());
+        }
+        let columns = needs
+            .store
+            .audience()
+            .fetch(dimension, &round[..wanted], &["id".to_string()])
+            .map_err(|e| e.to_string())?;
+        Ok(columns.into_iter().next().unwrap_or_default())
+    }
+
+    /// Counts a vetted message and its suppression, if any; lists it under
+    /// `key` when it is one of the first targets.
+    fn add(&mut self, v: Vetted, suppressed: Option<(String, Suppression)>, key: Option<String>) {
+        let (verdict, reason) = match (v, suppressed) {
+            (Vetted::Excluded(reason), _) => ("excluded", reason),
+            (Vetted::Refused(_, failure), _) => ("refused", failure.message),
             // One line per list and kind, not per address.
             (Vetted::Send(..), Some((list, s))) => match s.kind {
-                SuppressionKind::Quarantine => format!("quarantined on {list}"),
-                SuppressionKind::Denylist => format!("on the {list} denylist"),
+                SuppressionKind::Quarantine => ("suppressed", format!("quarantined on {list}")),
+                SuppressionKind::Denylist => ("suppressed", format!("on the {list} denylist")),
             },
             (Vetted::Send(out, _), None) => {
                 self.would_send += 1;
@@ -98,10 +133,24 @@ impl Tally {
                 if let Some(note) = &out.note {
                     count(&mut self.notes, note.clone());
                 }
-                self.sample.get_or_insert_with(|| message_json(&out));
+                // Made only for what is shown: a dry run of a million
+                // messages renders two.
+                if key.is_none() && self.sample.is_some() {
+                    return;
+                }
+                let message = message_json(&out);
+                if let Some(key) = key {
+                    self.messages
+                        .push(serde_json::json!({ "target": key, "send": message.clone() }));
+                }
+                self.sample.get_or_insert(message);
                 return;
             }
         };
+        if let Some(key) = key {
+            self.messages
+                .push(serde_json::json!({ "target": key, verdict: reason }));
+        }
         self.excluded += 1;
         count(&mut self.reasons, reason);
     }

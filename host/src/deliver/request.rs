@@ -73,7 +73,9 @@ pub fn request(
 ) -> Result<http::Request<Full<Bytes>>, Failure> {
     let refuse = |what: String| Failure::permanent(Cause::Plugin, what);
     let path = request_path(target, &req.path).map_err(refuse)?;
-    let url = format!("{}{path}", target.origin.name);
+    // For messages: the plugin's path, never the joined one, which may
+    // hold an account's secret (`{secret}` in its URL).
+    let url = format!("{}{}", target.origin.name, req.path);
     let method = http::Method::from_bytes(req.method.as_bytes())
         .map_err(|_| refuse(format!("bad HTTP method `{}`", req.method)))?;
     let mut parts = target.origin.uri().clone().into_parts();

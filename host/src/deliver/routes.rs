@@ -109,6 +109,8 @@ impl Wire {
             .map_err(|e| Failure::permanent(Cause::Account, e.to_string()))?;
         let way = if email {
             Way::Smtp(self.mailers.of(store, &account)?)
+        } else if account.secret_in_url() {
+            Way::Http(Box::new(Target::new(&with_url_secret(store, &account)?)?))
         } else {
             Way::Http(Box::new(Target::new(&account)?))
         };
@@ -256,4 +258,32 @@ impl Mailers {
             dkim,
         })
     }
+}
+
+/// The account with its secret in its URL, for the route's target only: the
+/// account a route keeps (and what plugins and logs see) has the
+/// placeholder.
+fn with_url_secret(store: &Store, account: &Account) -> Result<Account, Failure> {
+    let name = account.secret.as_deref().unwrap_or_default();
+    let secret = store
+        .secret(name)
+        .map_err(|e| Failure::permanent(Cause::Account, e.to_string()))?;
+    let secret = String::from_utf8_lossy(&secret).trim().to_string();
+    let url = account
+        .url_with_secret(&secret)
+        .map_err(|e| Failure::permanent(Cause::Account, e))?;
+    // Checked here so that no message quotes the URL with its secret.
+    url::Url::parse(&url).map_err(|e| {
+        Failure::permanent(
+            Cause::Account,
+            format!(
+                "account `{}`: its URL with its secret is not a URL: {e}",
+                account.name
+            ),
+        )
+    })?;
+    Ok(Account {
+        url,
+        ..account.clone()
+    })
 }

@@ -128,6 +128,16 @@ pub fn headers(message: &wit::Message) -> Result<(), String> {
     match message {
         wit::Message::Email(e) => super::email::check_headers(&e.headers),
         wit::Message::Http(h) => {
+            // Checked here, before the intent, so a dry run reports it and
+            // a run never records a message it could not send.
+            if !h.path.starts_with('/') {
+                return Err(format!(
+                    "request path `{}` must start with `/` (it is appended to the account's URL)",
+                    h.path
+                ));
+            }
+            http::Method::from_bytes(h.method.as_bytes())
+                .map_err(|_| format!("`{}` is not an HTTP method", h.method))?;
             for (name, value) in &h.headers {
                 http::HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| format!("header name {name:?} is not an HTTP field name"))?;
@@ -337,6 +347,12 @@ mod tests {
     #[test]
     fn headers_that_would_inject_lines_are_refused() {
         assert!(headers(&sms("+1", &[("content-type", "application/json")])).is_ok());
+        let mut relative = sms("+1", &[]);
+        if let wit::Message::Http(h) = &mut relative {
+            h.path = "send".into();
+        }
+        let refused = headers(&relative).unwrap_err();
+        assert!(refused.contains("must start with `/`"), "{refused}");
         assert!(headers(&sms("+1", &[("X-A\r\nBcc", "v")])).is_err());
         assert!(headers(&sms("+1", &[("x-a", "v\r\nX-B: w")])).is_err());
     }

@@ -31,6 +31,14 @@ pub struct Run {
     /// deliveries build and preview their messages without sending.
     #[serde(default)]
     pub dry_run: bool,
+    /// A dry run's deliveries list this many messages each (the first
+    /// targets: what would be sent, excluded or refused, and why).
+    #[serde(default = "one")]
+    pub preview_messages: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A population arriving at a task.
@@ -395,6 +403,7 @@ mod tests {
             workflow: serde_json::json!({}),
             created_at: 0,
             dry_run: false,
+            preview_messages: 1,
         };
         store
             .create_run(

@@ -63,7 +63,71 @@ pub struct Account {
 /// an SMTP greeting, command or message to its reply, a token exchange.
 pub const DEFAULT_TIMEOUT_S: u32 = 30;
 
+/// Where an account's URL takes its secret (`https://hooks.example/{secret}`):
+/// a webhook whose URL is its credential. The host puts the secret there
+/// when it sends; plugins and listings see the placeholder.
+pub const URL_SECRET: &str = "{secret}";
+
 impl Account {
+    /// True if the secret goes in the URL's path rather than a header.
+    pub fn secret_in_url(&self) -> bool {
+        self.url.contains(URL_SECRET)
+    }
+
+    /// Checks an account's settings that `account set` can refuse at once.
+    pub fn check(&self) -> Result<(), String> {
+        if self.secret_in_url() {
+            self.check_url_secret()?;
+        }
+        url::Url::parse(&self.url).map_err(|e| format!("`{}` is not a URL: {e}", self.url))?;
+        if self.auth == AuthScheme::Apns {
+            for p in ["team_id", "key_id"] {
+                self.param(p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules of a `{secret}` in the URL.
+    fn check_url_secret(&self) -> Result<(), String> {
+        let after_authority = self
+            .url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map(|(_, path)| path);
+        if !after_authority.is_some_and(|p| p.contains(URL_SECRET)) {
+            return Err(format!(
+                "`{URL_SECRET}` may stand only in the URL's path, never its host: `{}`",
+                self.url
+            ));
+        }
+        if self.secret.is_none() {
+            return Err(format!("`{URL_SECRET}` in the URL needs --secret NAME"));
+        }
+        if self.auth != AuthScheme::Auto || self.user.is_some() {
+            return Err(format!(
+                "an account whose URL holds its secret (`{URL_SECRET}`) authenticates by it \
+                 alone: drop --auth and --user"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The URL with `secret` in its place, for the host's own requests.
+    pub fn url_with_secret(&self, secret: &str) -> Result<String, String> {
+        // A path's characters only: a `?`, `#` or space would move the
+        // secret out of the path (into a query or fragment a log may show).
+        let fits = |c: char| c.is_ascii_alphanumeric() || "-._~/!$&'()*+,;=:@%".contains(c);
+        if secret.is_empty() || !secret.chars().all(fits) {
+            return Err(format!(
+                "the secret of account `{}` cannot stand in a URL's path (letters, digits, \
+                 `/` and `-._~!$&'()*+,;=:@%` only)",
+                self.name
+            ));
+        }
+        Ok(self.url.replace(URL_SECRET, secret))
+    }
+
     /// How long each network step may take ([`Account::timeout`]).
     pub fn step_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::from(self.timeout.unwrap_or(DEFAULT_TIMEOUT_S)))

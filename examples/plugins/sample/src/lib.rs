@@ -96,6 +96,41 @@ mod tests {
         assert!(ids.clone().all(|id| kept(id, 5, 100) && !kept(id, 5, 0)));
     }
 
+    /// `execute` runs in crosscast's sandbox on these records: the real
+    /// code, the host's populations (it needs `crosscast` on PATH or in
+    /// CROSSCAST_BIN).
+    #[test]
+    fn the_host_runs_it_on_records() {
+        use crosscast_sdk::testing::{Plugin, Record};
+        let plugin = Plugin::build(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let world = plugin.world().unwrap();
+        let records: Vec<Record> = (1..=200)
+            .map(|i| Record::new(&format!("R{i:03}")))
+            .collect();
+        world.recipients(&records).unwrap();
+        let all = world.execute("recipient", "{ percent = 100 }").unwrap();
+        assert_eq!(all.state, "done", "{:?}", all.errors);
+        assert_eq!(all.transitions["sample"].len(), 200);
+        assert!(all.transitions["rest"].is_empty());
+        let tenth = world
+            .execute("recipient", "{ percent = 10, seed = 3 }")
+            .unwrap();
+        let (sample, rest) = (&tenth.transitions["sample"], &tenth.transitions["rest"]);
+        assert_eq!(sample.len() + rest.len(), 200);
+        assert!(
+            (5..=40).contains(&sample.len()),
+            "about a tenth: {}",
+            sample.len()
+        );
+        let again = world
+            .execute("recipient", "{ percent = 10, seed = 3 }")
+            .unwrap();
+        assert_eq!(
+            again.transitions["sample"], *sample,
+            "the same seed, the same sample"
+        );
+    }
+
     #[test]
     fn a_config_is_checked() {
         assert_eq!(

@@ -155,6 +155,44 @@ mod tests {
         );
     }
 
+    /// `build` runs in crosscast's sandbox on these records: the real code,
+    /// the host's checks (it needs `crosscast` on PATH or in CROSSCAST_BIN).
+    #[test]
+    fn the_host_builds_one_request_per_recipient_with_a_mobile() {
+        use crosscast_sdk::testing::{Built, Plugin, Record};
+        let plugin = Plugin::build(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let world = plugin.world().unwrap();
+        world
+            .recipients(&[
+                Record::new("R1")
+                    .with("mobile", "+15550000001")
+                    .with("first_name", "Ada"),
+                Record::new("R2").with("first_name", "Bob"),
+            ])
+            .unwrap();
+        world.account("hook", "https://hooks.example.com").unwrap();
+        let config = r#"{ account = "hook", path = "/messages", text = "Hi {{ first_name }}" }"#;
+        let built = world.build("recipient", config).unwrap();
+        let expected = HttpRequest::new("hook", "POST", "/messages", "+15550000001")
+            .header("content-type", "application/json")
+            .body(r#"{"text":"Hi Ada","to":"+15550000001"}"#);
+        assert_eq!(
+            built,
+            vec![
+                Built::Send {
+                    target: "R1".into(),
+                    message: expected.into(),
+                    parts: 1,
+                    note: None
+                },
+                Built::Excluded {
+                    target: "R2".into(),
+                    reason: "no mobile number".into()
+                },
+            ]
+        );
+    }
+
     #[test]
     fn a_config_is_checked_before_any_message() {
         let bad = r#"{"account": "hook", "path": "messages", "text": "Hi"}"#;
