@@ -330,6 +330,29 @@ fn read_csv(
             });
         }
     };
+    // A header that means a documented column imports nothing into it:
+    // all or nothing, said before anything else.
+    let misnamed: Vec<Problem> = headers
+        .iter()
+        .filter_map(|h| {
+            dim.meant(h).map(|c| Problem {
+                line: 1,
+                message: format!(
+                    "header `{h}` is not a {} column: did you mean `{c}`? (a {} file has id,{})",
+                    dim.name,
+                    dim.name,
+                    dim.columns.join(",")
+                ),
+            })
+        })
+        .collect();
+    if !misnamed.is_empty() {
+        return Err(ImportError::Invalid {
+            file: file.to_string(),
+            problems: misnamed,
+            more: 0,
+        });
+    }
     let missing: Vec<&str> = std::iter::once("id")
         .chain(dim.required())
         .filter(|c| !headers.iter().any(|h| h == *c))

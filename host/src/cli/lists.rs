@@ -78,6 +78,16 @@ pub enum UnsubscribeCommand {
 
 /// Runs a denylist command.
 pub fn denylist(store: &Store, now_ms: i64, cmd: DenylistCommand) -> anyhow::Result<()> {
+    // A list no channel reads would take the addresses and protect no one.
+    let named = match &cmd {
+        DenylistCommand::Import { list, .. }
+        | DenylistCommand::Add { list, .. }
+        | DenylistCommand::Remove { list, .. } => Some(list),
+        DenylistCommand::List { list, .. } => list.as_ref(),
+    };
+    if let Some(list) = named {
+        store.check_known_list(list).map_err(anyhow::Error::msg)?;
+    }
     match cmd {
         DenylistCommand::Import { list, file, reason } => {
             let text = std::fs::read_to_string(&file)

@@ -285,7 +285,12 @@ pub enum AccountCommand {
         /// How requests are authenticated.
         #[arg(long, value_enum, default_value = "auto")]
         auth: AuthScheme,
-        /// A public parameter, KEY=VALUE (repeatable): team_id, key_id, project_id, topic...
+        /// A public parameter, KEY=VALUE (repeatable). Crosscast reads
+        /// `allow_private=true|false` (may reach internal addresses such as
+        /// 127.0.0.1 or 10.x; default false), `team_id` and `key_id` (needed
+        /// by --auth apns) and `project_id` (needed by --auth google); a
+        /// plugin may read others (APNs' `topic`). A name one or two letters
+        /// from one of crosscast's is refused as a typo.
         #[arg(long = "param", value_parser = parse_param)]
         params: Vec<(String, String)>,
         /// Most messages per second through this account.
@@ -643,6 +648,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             if let Some(list) = &suppression_list {
                 crate::store::suppression::check_list_name(list).map_err(anyhow::Error::msg)?;
+                // A new list is allowed (two channels of one provider may
+                // share it); a near miss of an existing one is a typo.
+                let known = app.store.known_lists()?;
+                let names: Vec<&str> = known.iter().map(String::as_str).collect();
+                if !known.contains(list)
+                    && let Some(meant) = crate::store::suppression::near(list, &names)
+                {
+                    bail!("no suppression list `{list}`: did you mean `{meant}`?");
+                }
             }
             let bytes =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -739,6 +753,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             account.check().map_err(anyhow::Error::msg)?;
             app.store.put_account(&account)?;
             println!("account {name} saved");
+            if let Some(secret) = &account.secret
+                && !app.store.secret_names()?.contains(secret)
+            {
+                eprintln!(
+                    "note: there is no secret `{secret}` yet: messages through account {name} \
+                     fail until `crosscast secret set {secret} --from-file FILE`"
+                );
+            }
             // Said now rather than found in the delivery log later.
             let host = url::Url::parse(&account.url)
                 .ok()

@@ -119,6 +119,57 @@ impl Dimension {
     }
 }
 
+/// Headers people give documented columns, by column: a file that says
+/// `phone` most likely means `mobile`, and would otherwise import it as an
+/// unchecked attribute of its own.
+const ALIASES: &[(&str, &[&str])] = &[
+    (
+        "email",
+        &["e_mail", "mail", "email_address", "emailaddress"],
+    ),
+    (
+        "mobile",
+        &[
+            "phone",
+            "phone_number",
+            "phonenumber",
+            "mobile_phone",
+            "cell",
+            "cellphone",
+            "msisdn",
+        ],
+    ),
+    ("first_name", &["firstname", "given_name", "givenname"]),
+    ("last_name", &["lastname", "family_name", "surname"]),
+    ("recipient_id", &["recipient", "recipientid"]),
+];
+
+impl Dimension {
+    /// The documented column a header most likely means when it is not one
+    /// itself: the same but for case, `-` or spaces (`Email`, `First Name`),
+    /// or a usual alias (`phone`).
+    pub fn meant(&self, header: &str) -> Option<&'static str> {
+        let all = || {
+            let links = self.links.iter().map(|l| l.column);
+            std::iter::once("id")
+                .chain(self.columns.iter().copied())
+                .chain(links)
+        };
+        let known = |c: &str| all().any(|k| k == c);
+        if known(header) {
+            return None;
+        }
+        let normal = header.trim().to_lowercase().replace(['-', ' '], "_");
+        if let Some(c) = all().find(|c| *c == normal) {
+            return Some(c);
+        }
+        ALIASES
+            .iter()
+            .find(|(c, aliases)| known(c) && aliases.contains(&normal.as_str()))
+            .map(|(c, _)| *c)
+    }
+}
+
 /// The dimensions Crosscast knows. A further dimension is one more entry.
 pub const SCHEMA: &[Dimension] = &[
     Dimension {

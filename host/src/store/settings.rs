@@ -68,6 +68,21 @@ pub const DEFAULT_TIMEOUT_S: u32 = 30;
 /// when it sends; plugins and listings see the placeholder.
 pub const URL_SECRET: &str = "{secret}";
 
+/// The account parameters crosscast itself reads (plugins may read others,
+/// such as APNs' `topic`).
+pub const HOST_PARAMS: &[&str] = &["allow_private", "team_id", "key_id", "project_id"];
+
+/// The host parameter `name` is most likely a misspelling of, if any.
+fn near_host_param(name: &str) -> Option<&'static str> {
+    if HOST_PARAMS.contains(&name) {
+        return None;
+    }
+    HOST_PARAMS
+        .iter()
+        .copied()
+        .find(|p| strsim::levenshtein(name, p) <= 2 || p.eq_ignore_ascii_case(name))
+}
+
 impl Account {
     /// True if the secret goes in the URL's path rather than a header.
     pub fn secret_in_url(&self) -> bool {
@@ -80,10 +95,26 @@ impl Account {
             self.check_url_secret()?;
         }
         url::Url::parse(&self.url).map_err(|e| format!("`{}` is not a URL: {e}", self.url))?;
-        if self.auth == AuthScheme::Apns {
-            for p in ["team_id", "key_id"] {
-                self.param(p)?;
+        for name in self.params.keys() {
+            if let Some(meant) = near_host_param(name) {
+                return Err(format!(
+                    "`{name}` is not a parameter crosscast reads: did you mean `{meant}`?"
+                ));
             }
+        }
+        if let Some(v) = self.params.get("allow_private")
+            && v != "true"
+            && v != "false"
+        {
+            return Err(format!("allow_private is `true` or `false`, not `{v}`"));
+        }
+        let needed: &[&str] = match self.auth {
+            AuthScheme::Apns => &["team_id", "key_id"],
+            AuthScheme::Google => &["project_id"],
+            _ => &[],
+        };
+        for p in needed {
+            self.param(p)?;
         }
         Ok(())
     }

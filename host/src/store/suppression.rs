@@ -176,6 +176,56 @@ fn key(list: &str, kind: AddressKind, address: &str) -> Vec<u8> {
     k
 }
 
+impl Store {
+    /// The suppression lists a channel reads: `email`, each installed
+    /// channel's (the one it was installed with, else its name) and every
+    /// list declared with a kind.
+    pub fn known_lists(&self) -> Result<std::collections::BTreeSet<String>> {
+        let mut lists = std::collections::BTreeSet::from([EMAIL_LIST.to_string()]);
+        for p in self.plugins()? {
+            if p.kind == crate::store::plugins::PluginKind::Channel {
+                lists.insert(p.suppression_list.unwrap_or(p.name));
+            }
+        }
+        for key in self.tree("settings")?.scan_prefix("list-kind/").keys() {
+            let key = key?;
+            let key = String::from_utf8_lossy(&key);
+            if let Some(list) = key.strip_prefix("list-kind/") {
+                lists.insert(list.to_string());
+            }
+        }
+        Ok(lists)
+    }
+
+    /// Refuses a list no channel reads, naming the one meant if it is close.
+    pub fn check_known_list(&self, list: &str) -> std::result::Result<(), String> {
+        let known = self.known_lists().map_err(|e| e.to_string())?;
+        if known.contains(list) {
+            return Ok(());
+        }
+        let names: Vec<&str> = known.iter().map(String::as_str).collect();
+        Err(match near(list, &names) {
+            Some(meant) => format!("no suppression list `{list}`: did you mean `{meant}`?"),
+            None => format!(
+                "no suppression list `{list}` (no channel reads it): the lists are {}",
+                names.join(", ")
+            ),
+        })
+    }
+}
+
+/// The name in `names` that `name` is most likely a misspelling of.
+pub fn near<'a>(name: &str, names: &[&'a str]) -> Option<&'a str> {
+    names
+        .iter()
+        .copied()
+        .filter(|n| *n != name)
+        .map(|n| (strsim::levenshtein(name, n), n))
+        .filter(|(d, n)| *d <= 2 && *d < n.len())
+        .min()
+        .map(|(_, n)| n)
+}
+
 /// Where a list's declared kind is kept, in the settings tree.
 fn kind_key(list: &str) -> String {
     format!("list-kind/{list}")
@@ -289,6 +339,17 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_near_miss_names_the_list_meant() {
+        let lists = ["email", "sms", "apns", "fcm"];
+        assert_eq!(near("smss", &lists), Some("sms"));
+        assert_eq!(near("emial", &lists), Some("email"));
+        assert_eq!(near("sms", &lists), None, "itself is no near miss");
+        assert_eq!(near("chat-optouts", &lists), None);
+        assert_eq!(near("x", &lists), None, "one letter is not a near miss of `sms`");
+    }
+
     use super::*;
 
     fn entry(kind: SuppressionKind) -> Suppression {
