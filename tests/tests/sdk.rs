@@ -463,7 +463,7 @@ fn the_docs_show_the_webhook_channel_the_suite_builds() {
 }
 
 #[test]
-fn a_dry_run_lists_what_becomes_of_the_first_targets_and_what_the_host_refuses() {
+fn validate_builds_a_sample_message_and_a_dry_run_lists_the_first_targets() {
     let env = Env::new();
     env.ok(&["init"]);
     let recipients = root().join("tests/data/recipients.csv");
@@ -500,27 +500,33 @@ config = { account = "hook", path = "/messages", text = "Hi {{ first_name }}" }
             .clone()
     };
     let wf = wf.to_str().unwrap();
-    let args = ["run", wf, "--dry-run", "--messages", "3", "--json"];
-    // Not granted: the host would refuse every message, and says why.
-    let refused = listed(&env.ok(&args));
-    assert_eq!(refused.len(), 3);
-    let all = common::read_recipients(&recipients);
-    let mut refusals = 0;
-    for m in &refused {
-        let r = &all[m["target"].as_str().unwrap()];
-        if r.mobile.is_some() {
-            refusals += 1;
-            let reason = "account `hook` is not granted to plugin `webhook`";
-            assert_eq!(m["refused"], reason, "{m}");
-        } else {
-            assert_eq!(m["excluded"], "no mobile number", "{m}");
-        }
-    }
-    assert!(refusals > 0, "{refused:?}");
+    // Not granted: validate has the channel build a message for a sample
+    // record, and the host would refuse it; the run does not start.
+    let refused = "notify.type: a message built for a sample record would be refused: \
+                   account `hook` is not granted to plugin `webhook`";
+    let err = env.fails(&["validate", wf]);
+    assert!(err.contains(refused), "{err}");
+    assert!(
+        err.contains("wf.toml:7:"),
+        "the line of the activity's type: {err}"
+    );
+    let err = env.fails(&["run", wf, "--dry-run"]);
+    assert!(err.contains(refused), "{err}");
+
     env.ok(&["plugin", "grant", "webhook", "--account", "hook"]);
-    for m in listed(&env.ok(&args)) {
+    env.ok(&["validate", wf]);
+    let all = common::read_recipients(&recipients);
+    let first_mobile = all["R1"].mobile.clone().unwrap();
+    env.ok(&["denylist", "add", "webhook", &first_mobile]);
+    let args = ["run", wf, "--dry-run", "--messages", "3", "--json"];
+    let listed = listed(&env.ok(&args));
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for m in listed {
         let r = &all[m["target"].as_str().unwrap()];
         match &r.mobile {
+            Some(mobile) if *mobile == first_mobile => {
+                assert_eq!(m["suppressed"], "on the webhook denylist", "{m}")
+            }
             Some(mobile) => {
                 assert_eq!(m["send"]["recipient"], mobile.as_str(), "{m}");
                 assert_eq!(m["send"]["path"], "/messages", "{m}");

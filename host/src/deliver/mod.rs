@@ -22,6 +22,7 @@ pub mod pipeline;
 mod preview;
 mod request;
 mod routes;
+pub mod sample;
 mod targets;
 mod vet;
 

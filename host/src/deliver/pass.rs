@@ -88,7 +88,7 @@ impl<'a> Pass<'a> {
         let progress = store
             .delivery_progress(run, &activity.id)
             .map_err(|e| e.to_string())?;
-        let lists = super::vet::lists(needs, &plugin, &descriptor, &target_dim)?;
+        let lists = super::vet::lists(needs.store, &plugin, &descriptor, &target_dim)?;
         let key = store.instance_key().map_err(|e| e.to_string())?;
         let pass = Pass {
             needs,

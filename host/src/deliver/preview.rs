@@ -36,7 +36,7 @@ pub(crate) fn preview(
     let descriptor = channel.describe(&mut st).map_err(|e| crash(e, st.data()))?;
     let config = activity.config.to_string();
     let (input, target_dim, targets) = task_targets(needs, task, descriptor.target)?;
-    let lists = lists(needs, &plugin, &descriptor, &target_dim)?;
+    let lists = lists(needs.store, &plugin, &descriptor, &target_dim)?;
     let mut tally = Tally {
         listed: listed as usize,
         ..Tally::default()

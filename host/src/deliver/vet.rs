@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use lettre::message::Mailbox;
 
-use super::Needs;
 use super::failure::Failure;
 use crate::runtime::channel::wit;
 use crate::store::Store;
@@ -155,12 +154,12 @@ pub fn headers(message: &wit::Message) -> Result<(), String> {
 /// it with, else the one it declares, else its own name; that list's kind
 /// must be of the records the channel sends to.
 pub(super) fn lists(
-    needs: &Needs<'_>,
+    store: &Store,
     plugin: &str,
     descriptor: &wit::Descriptor,
     target: &str,
 ) -> Result<Lists, String> {
-    let record = needs.store.plugin(plugin).map_err(|e| e.to_string())?;
+    let record = store.plugin(plugin).map_err(|e| e.to_string())?;
     let list = match (record.suppression_list, &descriptor.suppression_list) {
         (Some(list), _) => list,
         (None, Some(list)) => {
@@ -170,7 +169,7 @@ pub(super) fn lists(
         }
         (None, None) => descriptor.name.clone(),
     };
-    let kind = needs.store.list_kind(&list).map_err(|e| e.to_string())?;
+    let kind = store.list_kind(&list).map_err(|e| e.to_string())?;
     Ok(Lists {
         http: (list, kind),
         target: target.to_string(),

@@ -347,7 +347,11 @@ mod tests {
         assert_eq!(near("emial", &lists), Some("email"));
         assert_eq!(near("sms", &lists), None, "itself is no near miss");
         assert_eq!(near("chat-optouts", &lists), None);
-        assert_eq!(near("x", &lists), None, "one letter is not a near miss of `sms`");
+        assert_eq!(
+            near("x", &lists),
+            None,
+            "one letter is not a near miss of `sms`"
+        );
     }
 
     use super::*;

@@ -67,6 +67,23 @@ pub fn validate(
                 continue;
             }
         };
+        // A delivery builds one message for a sample record, which the
+        // host vets as it would at send time.
+        if configured.delivery {
+            use crate::deliver::sample::{Sampled, sample};
+            let problem = match sample(store, runtime, &plugin, &config) {
+                Ok(Sampled::Refused(reason)) => Some(format!(
+                    "a message built for a sample record would be refused: {reason}"
+                )),
+                Err(e) => Some(format!(
+                    "building a message for a sample record failed: {e}"
+                )),
+                Ok(Sampled::Send | Sampled::Excluded(_)) => None,
+            };
+            if let Some(message) = problem {
+                diags.push(parsed.at(kind_span, format!("{prefix}.type"), message));
+            }
+        }
         inputs_range.insert(
             raw.id.clone(),
             (configured.min_inputs, configured.max_inputs),
