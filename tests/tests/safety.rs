@@ -166,7 +166,17 @@ fn a_channel_cannot_reach_past_the_stored_address_or_inject_headers() {
         ("header-value", "", "line break"),
         ("bcc", "", "the host's to write"),
     ] {
+        // validate's sample record shows it: the run does not start.
         let config = format!(r#"{{ mode = "{mode}"{extra} }}"#);
+        let wf = one_delivery(&env, mode, &filter, "hostile", &config);
+        let err = env.fails(&["validate", wf.to_str().unwrap()]);
+        assert!(
+            err.contains("a message built for a sample record would be refused"),
+            "{err}"
+        );
+        assert!(err.contains(says), "{mode}: {err}");
+        // A plugin that behaves for the sample is refused message by message.
+        let config = format!(r#"{{ mode = "{mode}"{extra}, spare_samples = true }}"#);
         let wf = one_delivery(&env, mode, &filter, "hostile", &config);
         let run = start_workflow(&env, T0, &wf);
         let entries = log_entries(&env, run, "send");
@@ -196,7 +206,7 @@ fn a_channel_cannot_reach_past_the_stored_address_or_inject_headers() {
         "texts",
         "mobile is not empty",
         "hostile",
-        r#"{ mode = "text-redirect", to = "+15550009999" }"#,
+        r#"{ mode = "text-redirect", to = "+15550009999", spare_samples = true }"#,
     );
     let run = start_workflow(&env, T0, &texts);
     assert_refused(

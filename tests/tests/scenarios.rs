@@ -35,6 +35,36 @@ fn invalid_workflows_point_at_line_column_and_field() {
         assert_eq!(out.status.code(), Some(2));
     }
     assert!(seen >= 8, "scenario files are missing");
+    // The reference workflow's accounts, granted: each delivery builds a
+    // message for a sample record, which the host would otherwise refuse.
+    let accounts: [&[&str]; 4] = [
+        &["smtp", "--url", "smtp://relay.example:587"],
+        &["twilio", "--url", "https://api.twilio.com", "--user", "AC1"],
+        &[
+            "apns",
+            "--url",
+            "https://api.push.apple.com",
+            "--auth",
+            "apns",
+            "--param",
+            "team_id=T",
+            "--param",
+            "key_id=K",
+        ],
+        &[
+            "fcm",
+            "--url",
+            "https://fcm.googleapis.com",
+            "--auth",
+            "google",
+            "--param",
+            "project_id=p",
+        ],
+    ];
+    for (account, plugin) in accounts.iter().zip(["email", "sms", "apns", "fcm"]) {
+        env.ok(&[&["account", "set"][..], account].concat());
+        env.ok(&["plugin", "grant", plugin, "--account", account[0]]);
+    }
     let ok = env.ok(&[
         "validate",
         root().join("examples/cross-channel.toml").to_str().unwrap(),
