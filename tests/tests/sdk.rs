@@ -462,14 +462,40 @@ fn the_docs_show_the_webhook_channel_the_suite_builds() {
     }
 }
 
-#[test]
-fn validate_builds_a_sample_message_and_a_dry_run_lists_the_first_targets() {
+/// A data directory with the sample audience's recipients and the
+/// example webhook channel installed; with the recipients file.
+fn with_webhook() -> (Env, std::path::PathBuf) {
     let env = Env::new();
     env.ok(&["init"]);
     let recipients = root().join("tests/data/recipients.csv");
     env.ok(&["import", "recipients", recipients.to_str().unwrap()]);
     let webhook = plugin_dir().join("webhook.wasm");
     env.ok(&["plugin", "install", webhook.to_str().unwrap()]);
+    (env, recipients)
+}
+
+/// `dir/wf.toml`: a query (`query`, its config) into the webhook channel
+/// through account `hook`; the channel's `type` is on line 7.
+fn hook_workflow(dir: &Path, query: &str) -> std::path::PathBuf {
+    let wf = dir.join("wf.toml");
+    let text = format!(
+        r#"name = "hook"
+[activity.all]
+type = "query"
+next = {{ done = "notify" }}
+config = {query}
+[activity.notify]
+type = "webhook"
+config = {{ account = "hook", path = "/messages", text = "Hi {{{{ first_name }}}}" }}
+"#
+    );
+    std::fs::write(&wf, text).unwrap();
+    wf
+}
+
+#[test]
+fn validate_builds_a_sample_message_and_a_dry_run_lists_the_first_targets() {
+    let (env, recipients) = with_webhook();
     env.ok(&[
         "account",
         "set",
@@ -478,20 +504,7 @@ fn validate_builds_a_sample_message_and_a_dry_run_lists_the_first_targets() {
         "https://hooks.example.com",
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let wf = dir.path().join("wf.toml");
-    std::fs::write(
-        &wf,
-        r#"name = "hook"
-[activity.all]
-type = "query"
-next = { done = "notify" }
-config = { dimension = "recipient" }
-[activity.notify]
-type = "webhook"
-config = { account = "hook", path = "/messages", text = "Hi {{ first_name }}" }
-"#,
-    )
-    .unwrap();
+    let wf = hook_workflow(dir.path(), r#"{ dimension = "recipient" }"#);
     let listed = |out: &str| -> Vec<serde_json::Value> {
         let status: serde_json::Value = serde_json::from_str(out).unwrap();
         status["activities"]["notify"]["previews"][0]["messages"]
@@ -545,12 +558,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 #[test]
 fn an_account_url_may_hold_a_secret_that_only_the_wire_sees() {
-    let env = Env::new();
-    env.ok(&["init"]);
-    let recipients = root().join("tests/data/recipients.csv");
-    env.ok(&["import", "recipients", recipients.to_str().unwrap()]);
-    let webhook = plugin_dir().join("webhook.wasm");
-    env.ok(&["plugin", "install", webhook.to_str().unwrap()]);
+    let (env, recipients) = with_webhook();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let hook = rt
         .block_on(crosscast_test_servers::Webhook::start())
@@ -596,20 +604,8 @@ fn an_account_url_may_hold_a_secret_that_only_the_wire_sees() {
     env.ok(&strs(&good));
     env.ok(&["plugin", "grant", "webhook", "--account", "hook"]);
 
-    let wf = dir.path().join("wf.toml");
-    std::fs::write(
-        &wf,
-        r#"name = "hook"
-[activity.all]
-type = "query"
-next = { done = "notify" }
-config = { dimension = "recipient", filter = "mobile is not empty" }
-[activity.notify]
-type = "webhook"
-config = { account = "hook", path = "/messages", text = "Hi {{ first_name }}" }
-"#,
-    )
-    .unwrap();
+    let query = r#"{ dimension = "recipient", filter = "mobile is not empty" }"#;
+    let wf = hook_workflow(dir.path(), query);
     let run = common::rig::start_workflow(&env, "2026-03-02T09:00:00Z", &wf);
     let with_mobile = common::read_recipients(&recipients)
         .values()
