@@ -1,5 +1,6 @@
-//! `crosscast-bench targeting` and `crosscast-bench delivery` (`delivery.rs`):
-//! the benchmarks of `BENCHMARKS.md`.
+//! `crosscast-bench targeting`, `crosscast-bench delivery` (`delivery.rs`)
+//! and `crosscast-bench validate` (`validate.rs`): the benchmarks of
+//! `BENCHMARKS.md`.
 //!
 //! Targeting:
 //!
@@ -44,6 +45,15 @@ enum Bench {
         #[arg(long, default_value = "target/bench")]
         dir: PathBuf,
     },
+    /// `crosscast validate` on files of N activities, one problem each.
+    Validate {
+        /// Sizes of the files, in activities (multiples of 4).
+        #[arg(long, value_delimiter = ',', default_value = "15000,30000,60000")]
+        activities: Vec<usize>,
+        /// Working directory (its contents are replaced).
+        #[arg(long, default_value = "target/bench-validate")]
+        dir: PathBuf,
+    },
     /// N messages per channel to the loopback servers vs each server's ceiling.
     Delivery {
         /// Messages per channel.
@@ -74,6 +84,7 @@ enum Bench {
 }
 
 mod delivery;
+mod validate;
 
 /// Wall time and peak resident memory of a child process.
 pub(crate) struct Measured {
@@ -106,10 +117,14 @@ pub(crate) fn crosscast_at(bin: &Path, data: &Path, args: &[&str]) -> anyhow::Re
 /// Runs a command to its end, measuring it alone (CPU from wait4's rusage,
 /// peak memory from its VmHWM); fails unless it exits with 0.
 pub(crate) fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
+    measure_expecting(cmd, 0)
+}
+
+/// [`measure`], for a command that must exit with `code`.
+pub(crate) fn measure_expecting(cmd: &mut Command, code: i32) -> anyhow::Result<Measured> {
     let started = Instant::now();
     let child = cmd
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
         .spawn()
         .with_context(|| format!("cannot start {cmd:?}"))?;
     let pid = child.id() as libc::pid_t;
@@ -153,7 +168,7 @@ pub(crate) fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
     ensure!(r == pid, "wait4 failed");
     let secs = started.elapsed().as_secs_f64();
     ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == code,
         "failed:\n{stdout}"
     );
     done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -178,6 +193,7 @@ struct Counts {
 fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Targeting { recipients, dir } => targeting(recipients, &dir),
+        Bench::Validate { activities, dir } => validate::run(&activities, &dir),
         Bench::Delivery {
             messages,
             dir,

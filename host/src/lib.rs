@@ -14,6 +14,7 @@ pub mod executor;
 pub mod import;
 pub mod interrupt;
 pub mod runtime;
+pub mod spelling;
 pub mod store;
 pub mod unsubscribe;
 pub mod workflow;

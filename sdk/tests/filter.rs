@@ -223,6 +223,46 @@ fn errors_point_at_the_column() {
 }
 
 #[test]
+fn nesting_is_limited_at_the_filter_position() {
+    use crosscast_sdk::filter::MAX_NESTING;
+    let ok = format!(
+        "{}a is empty{}",
+        "(".repeat(MAX_NESTING),
+        ")".repeat(MAX_NESTING)
+    );
+    assert!(Filter::parse(&ok).is_ok());
+    let nots = format!("{}a is empty", "not ".repeat(MAX_NESTING));
+    assert!(Filter::parse(&nots).is_ok());
+    // 100k deep: refused where the 65th level opens, not a stack overflow.
+    for (src, column) in [
+        (
+            format!("{}a is empty{}", "(".repeat(100_000), ")".repeat(100_000)),
+            MAX_NESTING + 1,
+        ),
+        (
+            format!("{}a is empty", "not ".repeat(100_000)),
+            4 * MAX_NESTING + 1,
+        ),
+        (
+            format!("b = 1 or {}a is empty", "not (".repeat(100_000)),
+            10 + 5 * (MAX_NESTING / 2),
+        ),
+    ] {
+        let err = Filter::parse(&src).expect_err("too deep");
+        assert_eq!(err.column, column, "{err}");
+        assert!(err.message.contains("more than 64 deep"), "{err}");
+        // The error shows the filter around the column, with the caret on it.
+        let rendered = err.to_string();
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert!(lines[1].chars().count() < 130, "{rendered}");
+        let caret = lines[2].chars().position(|c| c == '^').unwrap();
+        let shown: Vec<char> = lines[1].chars().collect();
+        let at = src.chars().nth(column - 1).unwrap();
+        assert_eq!(shown[caret], at, "{rendered}");
+    }
+}
+
+#[test]
 fn evaluation_names_a_missing_column() {
     let f = Filter::parse("nope is empty").unwrap();
     assert!(

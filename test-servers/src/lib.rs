@@ -13,6 +13,7 @@ pub mod sms;
 pub mod smtp;
 pub mod tls;
 pub mod webhook;
+pub mod workflows;
 
 pub use push::{ApnsConfig, ApnsServer, FcmConfig, FcmServer, PushFault, PushFaults, ReceivedPush};
 pub use rig::Rig;

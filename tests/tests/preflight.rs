@@ -1,10 +1,149 @@
-//! Names checked where they are typed (issue 30, point 3): account
+//! Preflight (issue 30): names checked where they are typed (account
 //! parameters, suppression lists and audience headers, each refused with
-//! the name that was meant.
+//! the name that was meant), and workflow files read robustly (invalid
+//! UTF-8, filters nested too deep, thousands of problems in one file).
 
 mod common;
 
 use common::{Env, plugin_dir};
+use crosscast_test_servers::workflows;
+
+/// The 1-based line of the first line of `text` that equals `line` after
+/// the line `after`.
+fn line_of(text: &str, after: &str, line: &str) -> usize {
+    let start = text
+        .lines()
+        .position(|l| l == after)
+        .unwrap_or_else(|| panic!("no line `{after}`"));
+    start
+        + 1
+        + text
+            .lines()
+            .skip(start)
+            .position(|l| l.starts_with(line))
+            .unwrap_or_else(|| panic!("no line `{line}` after `{after}`"))
+}
+
+#[test]
+fn validate_reports_every_problem_of_a_large_file_at_its_place() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    // 60k activities, each with one problem: validate used to take time in
+    // the square of the number of problems (60k: 77 s); now each costs the
+    // same. BENCHMARKS.md has the times (`cargo xtask bench-validate`).
+    let n = 60_000;
+    let text = workflows::with_one_problem_per_activity(n);
+    let wf = env.data().join("many.toml");
+    std::fs::write(&wf, &text).unwrap();
+    let out = env.run(&["validate", wf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = wf.display().to_string();
+    // A filter's error shows the filter and a caret on lines of their own.
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with(&f)).collect();
+    assert_eq!(lines.len(), n, "one problem per activity");
+    // The last group's four problems, each at its line and field.
+    let (a, b, c, d) = (n - 4, n - 3, n - 2, n - 1);
+    let expect = [
+        format!(
+            "{f}:{}:8: activity.a{a}.type: unknown plugin `qeury`: did you mean `query`?",
+            line_of(&text, &format!("[activity.a{a}]"), "type")
+        ),
+        format!(
+            "{f}:{}:",
+            line_of(&text, &format!("[activity.a{b}]"), "config")
+        ),
+        format!(
+            "{f}:{}:",
+            line_of(&text, &format!("[activity.a{c}]"), "config")
+        ),
+        format!(
+            "{f}:{}:17: activity.a{d}.next.done: dangling transition: no activity `nowhere{d}`",
+            line_of(&text, &format!("[activity.a{d}]"), "next")
+        ),
+    ];
+    for (want, field, says) in [
+        (&expect[0], "", ""),
+        (
+            &expect[1],
+            "activity.a{b}.config.duration",
+            "is not a duration",
+        ),
+        (
+            &expect[2],
+            "activity.a{c}.config.filter",
+            "more than 64 deep",
+        ),
+        (&expect[3], "", ""),
+    ] {
+        let field = field
+            .replace("{b}", &b.to_string())
+            .replace("{c}", &c.to_string());
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(want.as_str()) && l.contains(&field) && l.contains(says)),
+            "no line starting `{want}` with `{field}` and `{says}` in the last lines:\n{}",
+            lines[lines.len() - 8..].join("\n")
+        );
+    }
+}
+
+#[test]
+fn invalid_utf8_in_a_workflow_is_reported_at_its_line_and_column() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let wf = env.data().join("latin1.toml");
+    std::fs::write(&wf, b"name = \"x\"\n# caf\xe9 cr\xe8me\n[activity.q]\n").unwrap();
+    for cmd in ["validate", "run"] {
+        let out = env.run(&[cmd, wf.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.trim(),
+            format!(
+                "{}:2:6: (encoding): invalid UTF-8 (byte 0xE9): a workflow file must be UTF-8 text",
+                wf.display()
+            ),
+            "{cmd}"
+        );
+    }
+}
+
+#[test]
+fn a_filter_nested_too_deep_is_refused_at_the_filter() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let deep = format!(
+        "{}email is empty{}",
+        "(".repeat(100_000),
+        ")".repeat(100_000)
+    );
+    let wf = env.data().join("deep.toml");
+    std::fs::write(
+        &wf,
+        format!(
+            "name = \"deep\"\n[activity.q]\ntype = \"query\"\n\
+             config = {{ dimension = \"recipient\", filter = \"{deep}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let err = env.fails(&["validate", wf.to_str().unwrap()]);
+    // At the filter's line and column, not the `type` line, and not a trap.
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("{}:4:", wf.display()))
+            && first.contains("activity.q.config.filter")
+            && err.contains("more than 64 deep")
+            && !err.contains("stack"),
+        "{err}"
+    );
+    assert!(
+        err.len() < 2_000,
+        "the filter is not printed whole: {} bytes",
+        err.len()
+    );
+}
 
 #[test]
 fn account_parameters_are_checked_when_they_are_typed() {

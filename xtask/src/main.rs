@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
             );
             run(cmd)
         }
-        Some(which @ ("bench" | "bench-delivery")) => {
+        Some(which @ ("bench" | "bench-delivery" | "bench-validate")) => {
             plugins(&root)?;
             cargo(
                 &root,
@@ -110,10 +110,10 @@ fn main() -> anyhow::Result<()> {
                     "crosscast-bench",
                 ],
             )?;
-            let (sub, flag, default, dir) = if which == "bench" {
-                ("targeting", "--recipients", "1000000", "bench")
-            } else {
-                ("delivery", "--messages", "100000", "bench-delivery")
+            let (sub, flag, default, dir) = match which {
+                "bench" => ("targeting", "--recipients", "1000000", "bench"),
+                "bench-validate" => ("validate", "--activities", "15000,30000,60000", which),
+                _ => ("delivery", "--messages", "100000", "bench-delivery"),
             };
             let n = args.get(1).map(String::as_str).unwrap_or(default);
             let mut cmd = Command::new(target_dir(&root).join("release/crosscast-bench"));
@@ -146,7 +146,7 @@ fn main() -> anyhow::Result<()> {
             run(cmd)
         }
         _ => bail!(
-            "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS] | bench-delivery [MESSAGES [--channels LIST] [--trials N]] | ci"
+            "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS] | bench-delivery [MESSAGES [--channels LIST] [--trials N]] | bench-validate [N,N,...] | ci"
         ),
     }
 }

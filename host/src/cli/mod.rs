@@ -545,7 +545,11 @@ impl App {
     /// Parses and validates a workflow file; diagnostics are rendered lines.
     pub fn validate(&mut self, file: &Path) -> anyhow::Result<Result<Workflow, Vec<String>>> {
         let name = file.display().to_string();
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read {name}"))?;
+        let text = match workflow::decode(bytes) {
+            Ok(text) => text,
+            Err(d) => return Ok(Err(vec![d.render(&name)])),
+        };
         let parsed = match workflow::parse(&text) {
             Ok(p) => p,
             Err(ds) => return Ok(Err(ds.iter().map(|d| d.render(&name)).collect())),
@@ -653,7 +657,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let known = app.store.known_lists()?;
                 let names: Vec<&str> = known.iter().map(String::as_str).collect();
                 if !known.contains(list)
-                    && let Some(meant) = crate::store::suppression::near(list, &names)
+                    && let Some(meant) = crate::spelling::near(list, &names)
                 {
                     bail!("no suppression list `{list}`: did you mean `{meant}`?");
                 }

@@ -204,7 +204,7 @@ impl Store {
             return Ok(());
         }
         let names: Vec<&str> = known.iter().map(String::as_str).collect();
-        Err(match near(list, &names) {
+        Err(match crate::spelling::near(list, &names) {
             Some(meant) => format!("no suppression list `{list}`: did you mean `{meant}`?"),
             None => format!(
                 "no suppression list `{list}` (no channel reads it): the lists are {}",
@@ -212,18 +212,6 @@ impl Store {
             ),
         })
     }
-}
-
-/// The name in `names` that `name` is most likely a misspelling of.
-pub fn near<'a>(name: &str, names: &[&'a str]) -> Option<&'a str> {
-    names
-        .iter()
-        .copied()
-        .filter(|n| *n != name)
-        .map(|n| (strsim::levenshtein(name, n), n))
-        .filter(|(d, n)| *d <= 2 && *d < n.len())
-        .min()
-        .map(|(_, n)| n)
 }
 
 /// Where a list's declared kind is kept, in the settings tree.
@@ -339,20 +327,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn a_near_miss_names_the_list_meant() {
-        let lists = ["email", "sms", "apns", "fcm"];
-        assert_eq!(near("smss", &lists), Some("sms"));
-        assert_eq!(near("emial", &lists), Some("email"));
-        assert_eq!(near("sms", &lists), None, "itself is no near miss");
-        assert_eq!(near("chat-optouts", &lists), None);
-        assert_eq!(
-            near("x", &lists),
-            None,
-            "one letter is not a near miss of `sms`"
-        );
-    }
 
     use super::*;
 

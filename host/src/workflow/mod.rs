@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use parse::{Diagnostic, Parsed, parse};
+pub use parse::{Diagnostic, Parsed, decode, parse};
 pub use validate::validate;
 
 /// A validated workflow, as stored with each run.
@@ -83,14 +83,14 @@ impl Workflow {
 
     /// Activities nothing leads to: where a run starts.
     pub fn starts(&self) -> Vec<&Activity> {
+        let targets: std::collections::HashSet<&str> = self
+            .activities
+            .iter()
+            .flat_map(|b| b.next.values().flatten().map(String::as_str))
+            .collect();
         self.activities
             .iter()
-            .filter(|a| {
-                !self
-                    .activities
-                    .iter()
-                    .any(|b| b.next.values().flatten().any(|t| t == &a.id))
-            })
+            .filter(|a| !targets.contains(a.id.as_str()))
             .collect()
     }
 }

@@ -49,10 +49,37 @@ pub struct RawActivity {
     pub validity: Option<(i64, Range<usize>)>,
 }
 
+/// Where each line of a text starts, so that a byte offset becomes a line
+/// and column by binary search: positions stay cheap when a file has
+/// thousands of problems.
+struct Lines {
+    starts: Vec<usize>,
+}
+
+impl Lines {
+    fn new(source: &str) -> Lines {
+        let mut starts = vec![0];
+        starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
+        Lines { starts }
+    }
+
+    /// Line and column (1-based, in characters) of a byte offset.
+    fn position(&self, source: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(source.len());
+        while !source.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        (line, source[start..offset].chars().count() + 1)
+    }
+}
+
 /// A parsed workflow file.
 pub struct Parsed {
     /// The text.
     pub source: String,
+    lines: Lines,
     doc: ImDocument<String>,
     /// `name`.
     pub name: String,
@@ -63,7 +90,7 @@ pub struct Parsed {
 impl Parsed {
     /// Line and column of a byte offset.
     pub fn position(&self, offset: usize) -> (usize, usize) {
-        position(&self.source, offset)
+        self.lines.position(&self.source, offset)
     }
 
     /// A diagnostic at a span.
@@ -155,22 +182,33 @@ impl Cursor<'_> {
 
 /// Line and column (1-based, in characters) of a byte offset.
 pub fn position(source: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(source.len());
-    let before = &source[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
+    Lines::new(source).position(source, offset)
+}
+
+/// Reads a workflow file's bytes as text; invalid UTF-8 is reported at its
+/// line and column.
+pub fn decode(bytes: Vec<u8>) -> Result<String, Diagnostic> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bad = e.as_bytes()[valid];
+        let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
+        let (line, column) = position(prefix, valid);
+        Diagnostic {
+            line,
+            column,
+            field: "(encoding)".into(),
+            message: format!(
+                "invalid UTF-8 (byte 0x{bad:02X}): a workflow file must be UTF-8 text"
+            ),
+        }
+    })
 }
 
 /// Parses a workflow file; every problem found is reported, not only the first.
 pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
+    let lines = Lines::new(source);
     let doc = ImDocument::parse(source.to_string()).map_err(|e| {
-        let (line, column) = position(source, e.span().map(|s| s.start).unwrap_or(0));
+        let (line, column) = lines.position(source, e.span().map(|s| s.start).unwrap_or(0));
         vec![Diagnostic {
             line,
             column,
@@ -180,7 +218,7 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
     })?;
     let mut diags = Vec::new();
     let at = |span: Option<Range<usize>>, field: &str, message: String| {
-        let (line, column) = position(source, span.map(|s| s.start).unwrap_or(0));
+        let (line, column) = lines.position(source, span.map(|s| s.start).unwrap_or(0));
         Diagnostic {
             line,
             column,
@@ -234,6 +272,7 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
                         diags.push(at(Some(id_span), &prefix, "expected a table".into()));
                         continue;
                     };
+                    let mut kind_reported = false;
                     let mut raw = RawActivity {
                         id: id.to_string(),
                         id_span: id_span.clone(),
@@ -250,11 +289,14 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
                                     raw.kind =
                                         Some((s.to_string(), v.span().unwrap_or(id_span.clone())))
                                 }
-                                None => diags.push(at(
-                                    v.span(),
-                                    &field,
-                                    "expected the plugin name as a string".into(),
-                                )),
+                                None => {
+                                    kind_reported = true;
+                                    diags.push(at(
+                                        v.span(),
+                                        &field,
+                                        "expected the plugin name as a string".into(),
+                                    ))
+                                }
                             },
                             "config" => match to_json(v) {
                                 Some(j @ serde_json::Value::Object(_)) => raw.config = j,
@@ -324,9 +366,7 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
                             )),
                         }
                     }
-                    if raw.kind.is_none()
-                        && !diags.iter().any(|d| d.field == format!("{prefix}.type"))
-                    {
+                    if raw.kind.is_none() && !kind_reported {
                         diags.push(at(
                             Some(id_span),
                             &format!("{prefix}.type"),
@@ -343,6 +383,7 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
     }
     Ok(Parsed {
         source: source.to_string(),
+        lines,
         doc,
         name,
         activities,

@@ -2,7 +2,7 @@
 //! bad config (the plugin's own checks, templates included), unknown and
 //! dangling transitions, inputs, cycles.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::parse::{Diagnostic, Parsed};
 use super::{Activity, Workflow};
@@ -18,6 +18,13 @@ pub fn validate(
     let mut diags = Vec::new();
     let mut activities = Vec::new();
     let mut inputs_range: HashMap<String, (u32, u32)> = HashMap::new();
+    // Read once: a file may name an unknown plugin thousands of times.
+    let installed: Vec<String> = store
+        .plugins()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     for raw in &parsed.activities {
         let prefix = format!("activity.{}", raw.id);
         let Some((kind, kind_span)) = &raw.kind else {
@@ -26,23 +33,10 @@ pub fn validate(
         let plugin = match store.plugin(kind) {
             Ok(p) => p,
             Err(_) => {
-                let known: Vec<String> = store
-                    .plugins()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|p| p.name)
-                    .collect();
                 diags.push(parsed.at(
                     kind_span,
                     format!("{prefix}.type"),
-                    format!(
-                        "unknown plugin `{kind}` (installed: {})",
-                        if known.is_empty() {
-                            "none; run `crosscast init`".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
+                    unknown_plugin(kind, &installed),
                 ));
                 continue;
             }
@@ -126,18 +120,16 @@ pub fn validate(
     }
     // Transitions must lead somewhere that exists.
     let ids: Vec<&str> = parsed.activities.iter().map(|a| a.id.as_str()).collect();
+    let known: HashSet<&str> = ids.iter().copied().collect();
     let mut incoming: BTreeMap<&str, usize> = BTreeMap::new();
     for raw in &parsed.activities {
         for (transition, (_, targets)) in &raw.next {
             for (target, span) in targets {
-                if !ids.contains(&target.as_str()) {
+                if !known.contains(target.as_str()) {
                     diags.push(parsed.at(
                         span,
                         format!("activity.{}.next.{transition}", raw.id),
-                        format!(
-                            "dangling transition: no activity `{target}` (activities: {})",
-                            ids.join(", ")
-                        ),
+                        dangling(target, &ids),
                     ));
                 } else if target == &raw.id {
                     diags.push(parsed.at(
@@ -205,7 +197,9 @@ pub fn validate(
     }
 }
 
-/// Reports the transition that closes a cycle, if the graph has one.
+/// Reports the transition that closes a cycle, if the graph has one. The
+/// walk keeps its own stack: a chain of many thousand activities must not
+/// overflow the thread's.
 fn find_cycle(parsed: &Parsed) -> Option<Diagnostic> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -219,48 +213,103 @@ fn find_cycle(parsed: &Parsed) -> Option<Diagnostic> {
         .enumerate()
         .map(|(i, a)| (a.id.as_str(), i))
         .collect();
+    // Each activity's edges: (transition, target index, span of the target).
+    let edges: Vec<Vec<(&str, usize, &std::ops::Range<usize>)>> = parsed
+        .activities
+        .iter()
+        .map(|raw| {
+            raw.next
+                .iter()
+                .flat_map(|(transition, (_, targets))| {
+                    targets.iter().filter_map(|(target, span)| {
+                        index
+                            .get(target.as_str())
+                            .map(|&j| (transition.as_str(), j, span))
+                    })
+                })
+                .collect()
+        })
+        .collect();
     let mut marks = vec![Mark::New; parsed.activities.len()];
-    fn visit(
-        parsed: &Parsed,
-        index: &HashMap<&str, usize>,
-        marks: &mut [Mark],
-        i: usize,
-    ) -> Option<Diagnostic> {
-        marks[i] = Mark::Active;
-        let raw = &parsed.activities[i];
-        for (transition, (_, targets)) in &raw.next {
-            for (target, span) in targets {
-                let Some(&j) = index.get(target.as_str()) else {
-                    continue;
-                };
-                match marks[j] {
-                    Mark::Active => {
-                        return Some(parsed.at(
-                            span,
-                            format!("activity.{}.next.{transition}", raw.id),
-                            format!("this transition closes a cycle through `{target}`: workflows must be acyclic"),
-                        ));
-                    }
-                    Mark::New => {
-                        if let Some(d) = visit(parsed, index, marks, j) {
-                            return Some(d);
-                        }
-                    }
-                    Mark::Done => {}
-                }
-            }
+    for root in 0..parsed.activities.len() {
+        if marks[root] != Mark::New {
+            continue;
         }
-        marks[i] = Mark::Done;
-        None
-    }
-    for i in 0..parsed.activities.len() {
-        if marks[i] == Mark::New
-            && let Some(d) = visit(parsed, &index, &mut marks, i)
-        {
-            return Some(d);
+        // (activity, next edge to follow)
+        let mut stack = vec![(root, 0usize)];
+        marks[root] = Mark::Active;
+        while let Some((i, e)) = stack.last_mut() {
+            let i = *i;
+            let Some(&(transition, j, span)) = edges[i].get(*e) else {
+                marks[i] = Mark::Done;
+                stack.pop();
+                continue;
+            };
+            *e += 1;
+            match marks[j] {
+                Mark::Active => {
+                    let raw = &parsed.activities[i];
+                    let target = &parsed.activities[j].id;
+                    return Some(parsed.at(
+                        span,
+                        format!("activity.{}.next.{transition}", raw.id),
+                        format!(
+                            "this transition closes a cycle through `{target}`: workflows must be acyclic"
+                        ),
+                    ));
+                }
+                Mark::New => {
+                    marks[j] = Mark::Active;
+                    stack.push((j, 0));
+                }
+                Mark::Done => {}
+            }
         }
     }
     None
+}
+
+/// How many names a message lists, or compares a mistyped one with: each
+/// problem costs the same however large the file, so that checking stays
+/// linear in its size.
+const NAMES_SHOWN: usize = 20;
+const NAMES_COMPARED: usize = 500;
+
+/// An unknown plugin: the one meant, or what is installed.
+fn unknown_plugin(kind: &str, installed: &[String]) -> String {
+    let names: Vec<&str> = installed.iter().map(String::as_str).collect();
+    if let Some(meant) = crate::spelling::near(kind, &names) {
+        return format!("unknown plugin `{kind}`: did you mean `{meant}`?");
+    }
+    if names.is_empty() {
+        return format!("unknown plugin `{kind}` (none installed; run `crosscast init`)");
+    }
+    format!("unknown plugin `{kind}` (installed: {})", shown(&names))
+}
+
+/// A transition to an activity that does not exist.
+fn dangling(target: &str, ids: &[&str]) -> String {
+    let meant = (ids.len() <= NAMES_COMPARED)
+        .then(|| crate::spelling::near(target, ids))
+        .flatten();
+    match meant {
+        Some(meant) => {
+            format!("dangling transition: no activity `{target}`: did you mean `{meant}`?")
+        }
+        None => format!(
+            "dangling transition: no activity `{target}` (activities: {})",
+            shown(ids)
+        ),
+    }
+}
+
+/// The first [`NAMES_SHOWN`] names, and how many more there are.
+fn shown(names: &[&str]) -> String {
+    let mut out = names[..names.len().min(NAMES_SHOWN)].join(", ");
+    if names.len() > NAMES_SHOWN {
+        out.push_str(&format!(" and {} more", names.len() - NAMES_SHOWN));
+    }
+    out
 }
 
 /// `subsets.1.filter` → `subsets[1].filter`, as a TOML reader writes it.

@@ -36,7 +36,7 @@ pub mod time;
 pub use ast::{CmpOp, Expr, Literal, TextOp, TimeBase, TimeExpr};
 pub use eval::{Column, Columns, EvalError, Scalar};
 pub use like::Pattern;
-pub use parser::ParseError;
+pub use parser::{MAX_NESTING, ParseError};
 
 /// An attribute a filter reads, and whether it needs the values or only
 /// whether each record has one (`is empty`), which is cheaper to serve.

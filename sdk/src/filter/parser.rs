@@ -18,14 +18,31 @@ pub struct ParseError {
 impl ParseError {
     pub(crate) fn new(src: &str, byte_pos: usize, message: &str) -> ParseError {
         let column = src[..byte_pos.min(src.len())].chars().count() + 1;
+        // A long filter is shown around the column, not whole.
+        let chars: Vec<char> = src.chars().collect();
+        let from = (column - 1).saturating_sub(SHOWN_AROUND);
+        let to = (column - 1 + SHOWN_AROUND).min(chars.len());
+        let mut source_line: String = chars[from..to].iter().collect();
+        let mut offset = column - 1 - from;
+        if from > 0 {
+            source_line.insert(0, '…');
+            offset += 1;
+        }
+        if to < chars.len() {
+            source_line.push('…');
+        }
         ParseError {
             column,
             message: message.to_string(),
-            source_line: src.to_string(),
-            caret: format!("{}^", " ".repeat(column - 1)),
+            source_line,
+            caret: format!("{}^", " ".repeat(offset)),
         }
     }
 }
+
+/// How many characters of a long filter an error shows on each side of the
+/// column.
+const SHOWN_AROUND: usize = 60;
 
 /// Words that cannot start an attribute path.
 const RESERVED: &[&str] = &["and", "or", "not", "true", "false"];
@@ -38,15 +55,26 @@ fn is_kw(tok: &Tok, kw: &str) -> bool {
     matches!(tok, Tok::Ident(s) if s.eq_ignore_ascii_case(kw))
 }
 
+/// How deep parentheses and `not` may nest. The parser and the evaluator
+/// recurse once per level, and a plugin's stack is small: a deeper filter is
+/// refused here, at its position, instead of trapping the plugin.
+pub const MAX_NESTING: usize = 64;
+
 struct Parser<'a> {
     src: &'a str,
     toks: Vec<(usize, Tok)>,
     pos: usize,
+    depth: usize,
 }
 
 pub(crate) fn parse(src: &str) -> Result<Expr, ParseError> {
     let toks = tokenize(src)?;
-    let mut p = Parser { src, toks, pos: 0 };
+    let mut p = Parser {
+        src,
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     if p.peek() == &Tok::End {
         return Err(p.error("expected a condition, found an empty filter"));
     }
@@ -124,18 +152,34 @@ impl Parser<'_> {
 
     fn unary(&mut self) -> Result<Expr, ParseError> {
         if is_kw(self.peek(), "not") {
+            self.enter()?;
             self.next();
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.primary()
+    }
+
+    /// One level deeper, refused past [`MAX_NESTING`].
+    fn enter(&mut self) -> Result<(), ParseError> {
+        if self.depth == MAX_NESTING {
+            return Err(self.error(&format!(
+                "the filter nests `(` and `not` more than {MAX_NESTING} deep"
+            )));
+        }
+        self.depth += 1;
+        Ok(())
     }
 
     fn primary(&mut self) -> Result<Expr, ParseError> {
         match self.peek().clone() {
             Tok::LParen => {
+                self.enter()?;
                 self.next();
                 let e = self.or()?;
                 self.expect(Tok::RParen, "`)`")?;
+                self.depth -= 1;
                 Ok(e)
             }
             Tok::Ident(name) if !RESERVED.iter().any(|k| name.eq_ignore_ascii_case(k)) => {
