@@ -10,6 +10,7 @@ pub mod caps;
 pub mod cli;
 pub mod clock;
 pub mod deliver;
+pub mod doctor;
 pub mod executor;
 pub mod import;
 pub mod interrupt;

@@ -103,10 +103,87 @@ pub async fn credential(
         AuthScheme::Bearer => Ok(Credential::Bearer(
             text(&Some(need(secret)?)).unwrap_or_default(),
         )),
-        AuthScheme::Apns => apns_token(store, account, &need(secret)?).map(Credential::Bearer),
-        AuthScheme::Google => google_token(store, trust, account, &need(secret)?)
+        AuthScheme::Apns => {
+            apns_token(store, account, &need(secret)?, Reuse::Cached).map(Credential::Bearer)
+        }
+        AuthScheme::Google => google_token(store, trust, account, &need(secret)?, Reuse::Cached)
             .await
             .map(Credential::Bearer),
+    }
+}
+
+/// Whether a token may come from the store's cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// A cached token is good enough (sending).
+    Cached,
+    /// Make a new one (checking the secret itself).
+    Fresh,
+}
+
+/// What checking an account's credential without sending can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// Requests go without a credential.
+    Nothing,
+    /// The token endpoint exchanged the credential for a token.
+    Exchanged {
+        /// Where.
+        endpoint: String,
+    },
+    /// Made here (a signed token, a password, a secret in the URL): only
+    /// the provider, reading a request, can say whether it is right.
+    Unverifiable(String),
+}
+
+/// Checks an account's credential without sending a message: a token
+/// exchange where there is one (never from the cache), a local signature
+/// where the scheme signs, the secret's presence otherwise.
+pub async fn check(store: &Store, trust: &Trust, account: &Account) -> Result<Checked, Failure> {
+    let unverifiable = |what: String| {
+        Ok(Checked::Unverifiable(format!(
+            "{what}; not verifiable without sending"
+        )))
+    };
+    if account.secret_in_url() {
+        store
+            .secret(account.secret.as_deref().unwrap_or_default())
+            .map_err(|e| Failure::permanent(Cause::Account, e.to_string()))?;
+        return unverifiable("the secret goes in the URL".into());
+    }
+    match account.auth {
+        AuthScheme::Google | AuthScheme::Apns => {
+            let name = account.secret.as_deref().ok_or_else(|| {
+                Failure::permanent(
+                    Cause::Account,
+                    format!(
+                        "account `{}` has no secret (set one with --secret)",
+                        account.name
+                    ),
+                )
+            })?;
+            let secret = store
+                .secret(name)
+                .map_err(|e| Failure::permanent(Cause::Account, e.to_string()))?;
+            if account.auth == AuthScheme::Apns {
+                apns_token(store, account, &secret, Reuse::Fresh)?;
+                return unverifiable(format!(
+                    "signed an ES256 provider token (team {}, key {})",
+                    param(account, "team_id")?,
+                    param(account, "key_id")?
+                ));
+            }
+            google_token(store, trust, account, &secret, Reuse::Fresh).await?;
+            let endpoint = serde_json::from_slice::<ServiceAccountKey>(&secret)
+                .map(|sa| sa.token_uri)
+                .unwrap_or_default();
+            Ok(Checked::Exchanged { endpoint })
+        }
+        _ => match credential(store, trust, account).await? {
+            Credential::None => Ok(Checked::Nothing),
+            Credential::Basic { user, .. } => unverifiable(format!("Basic auth as `{user}`")),
+            Credential::Bearer(_) => unverifiable("a bearer token".into()),
+        },
     }
 }
 
@@ -137,10 +214,17 @@ fn param<'a>(account: &'a Account, name: &str) -> Result<&'a str, Failure> {
         .map_err(|e| Failure::permanent(Cause::Account, e))
 }
 
-fn apns_token(store: &Store, account: &Account, p8: &[u8]) -> Result<String, Failure> {
+fn apns_token(
+    store: &Store,
+    account: &Account,
+    p8: &[u8],
+    reuse: Reuse,
+) -> Result<String, Failure> {
     let key = cache_key(account, p8);
     let now = now_ms();
-    if let Some(t) = store.cached_token(&key, now).map_err(store_failure)? {
+    if reuse == Reuse::Cached
+        && let Some(t) = store.cached_token(&key, now).map_err(store_failure)?
+    {
         return Ok(t);
     }
     let team = param(account, "team_id")?;
@@ -207,10 +291,13 @@ async fn google_token(
     trust: &Trust,
     account: &Account,
     json: &[u8],
+    reuse: Reuse,
 ) -> Result<String, Failure> {
     let key = cache_key(account, json);
     let now = now_ms();
-    if let Some(t) = store.cached_token(&key, now).map_err(store_failure)? {
+    if reuse == Reuse::Cached
+        && let Some(t) = store.cached_token(&key, now).map_err(store_failure)?
+    {
         return Ok(t);
     }
     let sa: ServiceAccountKey = serde_json::from_slice(json).map_err(|e| {

@@ -163,6 +163,15 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
     },
+    /// Check the installation without sending a message: the data
+    /// directory and key file, trusted CAs, each plugin's stored component,
+    /// and each account step by step (name, egress policy, TCP, TLS, the
+    /// protocol's greeting, credentials). Exits 1 if any check fails.
+    Doctor {
+        /// One JSON object: {"ok": bool, "checks": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Audience files.
@@ -203,6 +212,7 @@ impl Command {
             Command::Denylist(_) => "denylist",
             Command::Unsubscribe(_) => "unsubscribe",
             Command::Worker { .. } => "worker",
+            Command::Doctor { .. } => "doctor",
         }
     }
 }
@@ -958,6 +968,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deliveries { run, json, filter } => log::print(&app.store, run, &filter, json)?,
         Command::Denylist(cmd) => lists::denylist(&app.store, app.clock.now_ms(), cmd)?,
         Command::Unsubscribe(cmd) => lists::unsubscribe(&app.store, cmd)?,
+        Command::Doctor { json } => {
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let checks = crate::doctor::run(&app.store, &tokio);
+            let ok = checks.iter().all(|c| c.ok);
+            if json {
+                println!("{}", serde_json::json!({ "ok": ok, "checks": checks }));
+            } else {
+                print!("{}", crate::doctor::render(&checks));
+            }
+            if !ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Worker { once, poll_ms } => {
             if !once && let Some(endpoint) = app.store.unsubscribe_endpoint()? {
                 let store = app.store.clone();

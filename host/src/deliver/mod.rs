@@ -20,6 +20,7 @@ pub mod net;
 mod pass;
 pub mod pipeline;
 mod preview;
+pub mod reach;
 mod request;
 mod routes;
 pub mod sample;

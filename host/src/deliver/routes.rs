@@ -222,35 +222,10 @@ impl Mailers {
 
     /// The account's relay (its secret read from the store) and DKIM key.
     fn make(&self, store: &Store, account: &Account) -> Result<Mailer, Failure> {
-        let secret = |name: &str| -> Result<String, Failure> {
-            store
-                .secret(name)
-                .map(|s| String::from_utf8_lossy(&s).trim().to_string())
-                .map_err(|e| Failure::permanent(Cause::Account, e.to_string()))
-        };
-        let credentials = match (&account.user, &account.secret) {
-            (Some(user), Some(name)) => Some((user.clone(), secret(name)?)),
-            _ => None,
-        };
-        let access = smtp::Access {
-            trust: &self.trust,
-            tls: self.tls.clone(),
-            credentials,
-            timeout: account.step_timeout(),
-            allow_internal: account.allows_internal(),
-        };
-        let relay = Relay::new(&account.url, access).map_err(|e| {
-            Failure::permanent(
-                Cause::Account,
-                format!(
-                    "account `{}` has an unusable SMTP URL `{}`: {e}",
-                    account.name, account.url
-                ),
-            )
-        })?;
+        let relay = relay(store, &self.trust, self.tls.clone(), account)?;
         let dkim = match account.params.get("dkim_key") {
             None => None,
-            Some(key) => Some(super::email::dkim(account, &secret(key)?, key)?),
+            Some(key) => Some(super::email::dkim(account, &secret_text(store, key)?, key)?),
         };
         Ok(Mailer {
             account: account.clone(),
@@ -258,6 +233,43 @@ impl Mailers {
             dkim,
         })
     }
+}
+
+/// A secret as text, trimmed.
+fn secret_text(store: &Store, name: &str) -> Result<String, Failure> {
+    store
+        .secret(name)
+        .map(|s| String::from_utf8_lossy(&s).trim().to_string())
+        .map_err(|e| Failure::permanent(Cause::Account, e.to_string()))
+}
+
+/// The relay of an SMTP account, with its credentials read from the store.
+pub(super) fn relay(
+    store: &Store,
+    trust: &Trust,
+    tls: Arc<rustls::ClientConfig>,
+    account: &Account,
+) -> Result<Relay, Failure> {
+    let credentials = match (&account.user, &account.secret) {
+        (Some(user), Some(name)) => Some((user.clone(), secret_text(store, name)?)),
+        _ => None,
+    };
+    let access = smtp::Access {
+        trust,
+        tls,
+        credentials,
+        timeout: account.step_timeout(),
+        allow_internal: account.allows_internal(),
+    };
+    Relay::new(&account.url, access).map_err(|e| {
+        Failure::permanent(
+            Cause::Account,
+            format!(
+                "account `{}` has an unusable SMTP URL `{}`: {e}",
+                account.name, account.url
+            ),
+        )
+    })
 }
 
 /// The account with its secret in its URL, for the route's target only: the

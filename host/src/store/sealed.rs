@@ -112,6 +112,11 @@ impl KeyFile {
 }
 
 impl Store {
+    /// Where the key sealing this data directory's secrets is.
+    pub fn key_file(&self) -> &Path {
+        self.keys.path()
+    }
+
     /// Seals `value` under `name` and stores it (flushed).
     pub(crate) fn put_sealed(&self, name: &str, value: &[u8]) -> Result<()> {
         let tree = self.tree("settings")?;

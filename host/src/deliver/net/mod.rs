@@ -7,5 +7,6 @@
 pub mod egress;
 pub mod error;
 pub mod http;
+pub mod probe;
 pub mod smtp;
 pub mod trust;

@@ -27,6 +27,8 @@ pub struct Conn {
     pub(super) smtp: AsyncSmtpConnection,
     /// The relay offered PIPELINING (RFC 2920).
     pub(super) pipelining: bool,
+    /// The extensions its EHLO reply named (`PIPELINING`, `SIZE`...).
+    pub(super) extensions: Vec<String>,
     /// It carried a message before (or was parked): the relay may have
     /// closed it since.
     used: bool,
@@ -141,11 +143,13 @@ impl Relay {
         )
         .await?
         .map_err(|e| session_error(&name, "EHLO", &e))?;
-        let pipelining = features.message().skip(1).any(|line| {
-            line.split_whitespace()
-                .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"))
-        });
+        let extensions: Vec<String> = features
+            .message()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next())
+            .map(str::to_ascii_uppercase)
+            .collect();
+        let pipelining = extensions.iter().any(|k| k == "PIPELINING");
         if let Some(credentials) = &self.credentials {
             let auth = timed(
                 limit,
@@ -165,6 +169,7 @@ impl Relay {
         Ok(Conn {
             smtp,
             pipelining,
+            extensions,
             used: false,
         })
     }

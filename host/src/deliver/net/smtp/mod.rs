@@ -95,7 +95,30 @@ pub struct Access<'a> {
     pub allow_internal: bool,
 }
 
+/// What a relay offered a session, for `crosscast doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The extensions its EHLO reply named (after STARTTLS, if any).
+    pub extensions: Vec<String>,
+    /// The session is protected by TLS (implicit, or STARTTLS).
+    pub tls: bool,
+    /// AUTH was given the account's credentials and accepted them.
+    pub authenticated: bool,
+}
+
 impl Relay {
+    /// Opens a session as a delivery would (greeting, STARTTLS, EHLO,
+    /// AUTH), says what the relay offered, and quits without a message.
+    pub async fn probe(&self) -> Result<Session, NetError> {
+        let mut conn = self.connect().await?;
+        let _ = connect::timed(self.timeout, &self.name(), "QUIT", conn.smtp.quit()).await;
+        Ok(Session {
+            tls: self.security == Security::Implicit || conn.smtp.is_encrypted(),
+            extensions: std::mem::take(&mut conn.extensions),
+            authenticated: self.credentials.is_some(),
+        })
+    }
+
     /// The relay a URL names: `smtp://host:port` (plain),
     /// `smtp://host:587?tls=required` or `?tls=opportunistic` (STARTTLS),
     /// `smtps://host:465` (implicit TLS). The error says what is wrong
