@@ -27,35 +27,39 @@ pub mod template;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
-/// The WIT bindings: the activity world of `crosscast:plugin@0.1.0` and the
-/// channel world of 0.3.0, generated from the copy of the WIT inside this
-/// package (`sdk/wit/`, identical to the repository's `wit/`). The channel
-/// world reuses the activity world's imports, so the host helpers serve
-/// both; a component carries only the world its export macro names.
+/// The WIT bindings: the activity and channel worlds of
+/// `crosscast:plugin@0.4.0`, generated from the copy of the WIT inside this
+/// package (`sdk/wit/`, identical to the repository's `wit/`). Both export
+/// their 0.1.0 (activity) or 0.3.0 (channel) interface and 0.4.0's
+/// `preflight`; the channel world reuses the activity world's imports, so
+/// the host helpers serve both; a component carries only the world its
+/// export macro names.
 #[doc(hidden)]
 pub mod bindings {
-    /// The activity world (`crosscast:plugin/activity-plugin@0.1.0`).
+    /// The activity world (`crosscast:plugin/activity-plugin@0.4.0`).
     pub mod activity {
         wit_bindgen::generate!({
-            world: "crosscast:plugin/activity-plugin@0.1.0",
-            path: "wit/0.1.0",
+            world: "crosscast:plugin/activity-plugin@0.4.0",
+            path: ["wit/0.1.0", "wit/0.3.0", "wit/0.4.0"],
+            generate_all,
             pub_export_macro: true,
             export_macro_name: "__export_activity_world",
             default_bindings_module: "crosscast_sdk::bindings::activity",
         });
     }
 
-    /// The channel world (`crosscast:plugin/channel-plugin@0.3.0`).
+    /// The channel world (`crosscast:plugin/channel-plugin@0.4.0`).
     pub mod channel {
         wit_bindgen::generate!({
-            world: "crosscast:plugin/channel-plugin@0.3.0",
-            path: ["wit/0.1.0", "wit/0.3.0"],
+            world: "crosscast:plugin/channel-plugin@0.4.0",
+            path: ["wit/0.1.0", "wit/0.3.0", "wit/0.4.0"],
             with: {
-                "crosscast:plugin/types@0.1.0": crate::bindings::activity::crosscast::plugin::types,
-                "crosscast:plugin/log@0.1.0": crate::bindings::activity::crosscast::plugin::log,
-                "crosscast:plugin/clock@0.1.0": crate::bindings::activity::crosscast::plugin::clock,
-                "crosscast:plugin/attributes@0.1.0": crate::bindings::activity::crosscast::plugin::attributes,
+                "crosscast:plugin/types@0.1.0": crate::bindings::activity::crosscast::plugin0_1_0::types,
+                "crosscast:plugin/log@0.1.0": crate::bindings::activity::crosscast::plugin0_1_0::log,
+                "crosscast:plugin/clock@0.1.0": crate::bindings::activity::crosscast::plugin0_1_0::clock,
+                "crosscast:plugin/attributes@0.1.0": crate::bindings::activity::crosscast::plugin0_1_0::attributes,
                 "crosscast:plugin/accounts@0.1.0": generate,
+                "crosscast:plugin/references@0.4.0": crate::bindings::activity::crosscast::plugin0_4_0::references,
             },
             // Plugins' tests compare verdicts and messages.
             additional_derives: [PartialEq],
@@ -66,7 +70,7 @@ pub mod bindings {
     }
 
     /// The imported interfaces (`crosscast:plugin@0.1.0`).
-    pub use self::activity::crosscast::plugin as imported;
+    pub use self::activity::crosscast::plugin0_1_0 as imported;
     /// The accounts interface, imported by channels only.
     pub use self::channel::crosscast::plugin0_1_0::accounts;
 }
@@ -87,7 +91,7 @@ pub const STAMP_SECTION: &str = "crosscast-sdk";
 pub const ACTIVITY_STAMP: &str = concat!(
     "sdk=",
     env!("CARGO_PKG_VERSION"),
-    ";world=crosscast:plugin/activity-plugin@0.1.0"
+    ";world=crosscast:plugin/activity-plugin@0.4.0"
 );
 
 /// The stamp of a channel component.
@@ -95,7 +99,7 @@ pub const ACTIVITY_STAMP: &str = concat!(
 pub const CHANNEL_STAMP: &str = concat!(
     "sdk=",
     env!("CARGO_PKG_VERSION"),
-    ";world=crosscast:plugin/channel-plugin@0.3.0"
+    ";world=crosscast:plugin/channel-plugin@0.4.0"
 );
 
 /// A stamp as the byte array a `link_section` static needs.
@@ -130,7 +134,7 @@ pub const BATCH: u32 = 16_384;
 
 /// Everything an activity plugin needs.
 pub mod activity {
-    pub use crate::bindings::activity::exports::crosscast::plugin::activity::{
+    pub use crate::bindings::activity::exports::crosscast::plugin0_1_0::activity::{
         Descriptor, Input, Outcome, Task,
     };
     pub use crate::bindings::imported::population::{Population, scan};
@@ -314,7 +318,34 @@ pub mod channel {
         fn build(config: &str, dimension: &str, ids: &[u64]) -> Result<Vec<Prepared>, String>;
         /// One verdict per answer, in order.
         fn classify(config: &str, answers: Vec<Answer>) -> Vec<Verdict>;
+        /// The public parameters the channel may read from any account
+        /// granted to it (APNs' `topic`): `plugin grant` checks the
+        /// account's parameter names against them.
+        fn account_params() -> Vec<String> {
+            Vec::new()
+        }
     }
+}
+
+/// Noted references in the WIT's types.
+#[doc(hidden)]
+pub fn __references(
+    noted: Vec<config::Reference>,
+) -> Vec<bindings::activity::crosscast::plugin0_4_0::references::Reference> {
+    use bindings::activity::crosscast::plugin0_4_0::references::{Reference, Referent};
+    noted
+        .into_iter()
+        .map(|r| Reference {
+            field: r.field,
+            offset: r.offset,
+            referent: match r.referent {
+                config::Referent::Attribute(a) => Referent::Attribute(a),
+                config::Referent::Dimension(d) => Referent::Dimension(d),
+                config::Referent::Account(a) => Referent::Account(a),
+                config::Referent::AccountParam(a, p) => Referent::AccountParam((a, p)),
+            },
+        })
+        .collect()
 }
 
 /// Registers a type implementing [`activity::Activity`] as the component's export.
@@ -322,7 +353,7 @@ pub mod channel {
 macro_rules! export_activity {
     ($t:ty) => {
         struct __CrosscastExport;
-        impl $crate::bindings::activity::exports::crosscast::plugin::activity::Guest
+        impl $crate::bindings::activity::exports::crosscast::plugin0_1_0::activity::Guest
             for __CrosscastExport {
             fn describe() -> $crate::activity::Descriptor {
                 <$t as $crate::activity::Activity>::describe()
@@ -335,6 +366,21 @@ macro_rules! export_activity {
             }
             fn execute(task: $crate::activity::Task) -> Result<$crate::activity::Outcome, String> {
                 <$t as $crate::activity::Activity>::execute(task)
+            }
+        }
+        impl $crate::bindings::activity::exports::crosscast::plugin0_4_0::activity_preflight::Guest
+            for __CrosscastExport {
+            fn config_needs(
+                config: String,
+            ) -> $crate::bindings::activity::exports::crosscast::plugin0_4_0::activity_preflight::Needs {
+                let (_, noted) = $crate::config::noting(|| {
+                    <$t as $crate::activity::Activity>::configure(&config)
+                });
+                $crate::bindings::activity::exports::crosscast::plugin0_4_0::activity_preflight::Needs {
+                    reads: noted.reads,
+                    emits: noted.emits,
+                    references: $crate::__references(noted.references),
+                }
             }
         }
         $crate::bindings::activity::__export_activity_world!(
@@ -372,6 +418,20 @@ macro_rules! export_channel {
                 answers: Vec<$crate::channel::Answer>,
             ) -> Vec<$crate::channel::Verdict> {
                 <$t as $crate::channel::Channel>::classify(&config, answers)
+            }
+        }
+        impl $crate::bindings::channel::exports::crosscast::plugin0_4_0::channel_preflight::Guest
+            for __CrosscastExport {
+            fn config_needs(
+                config: String,
+            ) -> Vec<$crate::bindings::activity::crosscast::plugin0_4_0::references::Reference> {
+                let (_, noted) = $crate::config::noting(|| {
+                    <$t as $crate::channel::Channel>::configure(&config)
+                });
+                $crate::__references(noted.references)
+            }
+            fn account_params() -> Vec<String> {
+                <$t as $crate::channel::Channel>::account_params()
             }
         }
         $crate::bindings::channel::__export_channel_world!(

@@ -103,10 +103,13 @@ impl LimitConfig {
             "first" => Pick::First,
             "random" => Pick::Random(self.seed.unwrap_or(0)),
             "rank" => match &self.by {
-                Some(by) => Pick::Rank {
-                    by: by.clone(),
-                    descending: self.descending,
-                },
+                Some(by) => {
+                    crate::config::attribute(&format!("{at}.by"), by);
+                    Pick::Rank {
+                        by: by.clone(),
+                        descending: self.descending,
+                    }
+                }
                 None => {
                     errors.push(ConfigError::new(
                         format!("{at}.by"),

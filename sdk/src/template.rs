@@ -132,11 +132,19 @@ impl Templates {
                 plain.insert(field.to_string(), p);
             }
         }
-        if errors.is_empty() {
-            Ok(Templates { env, plain })
-        } else {
-            Err(errors)
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        // Each variable is an attribute the host checks before a run.
+        for (field, source) in fields {
+            if let Ok(t) = env.get_template(field) {
+                for v in t.undeclared_variables(true) {
+                    let at = offset_of(source, &v);
+                    crate::config::note(field, at, crate::config::Referent::Attribute(v));
+                }
+            }
+        }
+        Ok(Templates { env, plain })
     }
 
     /// The variables the templates read, as paths (`first_name`,
@@ -176,6 +184,25 @@ impl Templates {
         t.render(ctx)
             .map_err(|e| format!("{field}: {}", describe(&e)))
     }
+}
+
+/// Where the variable `path` is first read in `source` inside `{{ }}` or
+/// `{% %}`, in characters: the name itself, not a longer one holding it.
+fn offset_of(source: &str, path: &str) -> Option<usize> {
+    let is_name = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    let mut from = 0;
+    while let Some(i) = source[from..].find(path).map(|i| i + from) {
+        let before = source[..i].chars().next_back();
+        let after = source[i + path.len()..].chars().next();
+        let in_tag = source[..i]
+            .rfind(['{'])
+            .is_some_and(|open| source[..i].rfind('}').is_none_or(|close| close < open));
+        if in_tag && !before.is_some_and(is_name) && !after.is_some_and(is_name) {
+            return Some(source[..i].chars().count());
+        }
+        from = i + path.len();
+    }
+    None
 }
 
 fn describe(e: &minijinja::Error) -> String {

@@ -285,3 +285,285 @@ fn audience_headers_that_mean_a_documented_column_are_refused() {
         "nothing imported"
     );
 }
+
+/// Imports the sample recipients and subscriptions.
+fn import_sample(env: &Env) {
+    let data = common::root().join("tests/data");
+    for dim in ["recipients", "subscriptions"] {
+        let f = data.join(format!("{dim}.csv"));
+        env.ok(&["import", dim, f.to_str().unwrap()]);
+    }
+}
+
+/// A query and a split on subscriptions, the split's filter `filter`.
+fn targeting(dir: &std::path::Path, dimension: &str, filter: &str) -> std::path::PathBuf {
+    let wf = dir.join("targeting.toml");
+    let text = format!(
+        r#"name = "targeting"
+
+[activity.query]
+type = "query"
+next = {{ done = "split" }}
+config = {{ dimension = "{dimension}" }}
+
+[activity.split]
+type = "split"
+config = {{ subsets = [{{ name = "email", filter = "{filter}" }}] }}
+"#
+    );
+    std::fs::write(&wf, text).unwrap();
+    wf
+}
+
+#[test]
+fn attribute_names_are_checked_against_the_schema_with_the_name_meant() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let wf = targeting(env.data(), "subscription", "recipient.emial is not empty");
+    let file = wf.to_str().unwrap();
+    // No subscription yet: a warning (an import may still add the column),
+    // at the name inside the filter (line 10, column 51), and validate
+    // says ok.
+    let out = env.run(&["validate", file]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{file}:10:51: activity.split.config.subsets[0].filter: warning: \
+             `recipient.emial` is not an attribute of subscription: did you mean \
+             `recipient.email`? (no subscription imported yet"
+        )),
+        "{err}"
+    );
+    // With the audience imported, the same name is an error, for validate,
+    // a dry run and a run alike.
+    import_sample(&env);
+    let said = format!(
+        "{file}:10:51: activity.split.config.subsets[0].filter: `recipient.emial` is not an \
+         attribute of subscription: did you mean `recipient.email`?"
+    );
+    for args in [
+        vec!["validate", file],
+        vec!["run", file, "--dry-run"],
+        vec!["run", file],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim(), said, "{args:?}");
+    }
+    let runs = env.run(&["status", "1", "--json"]);
+    assert!(!runs.status.success(), "no run started");
+
+    // The dimension the split reads comes from the query: on recipients,
+    // `email` is right and `recipient.email` is not a path.
+    let wf = targeting(env.data(), "recipient", "email is not empty");
+    env.ok(&["validate", wf.to_str().unwrap()]);
+    // An unknown dimension, with the one meant.
+    let wf = targeting(env.data(), "subscriptions", "platform = 'ios'");
+    let err = env.fails(&["validate", wf.to_str().unwrap()]);
+    assert!(
+        err.contains(":6:24: activity.query.config.dimension: unknown dimension `subscriptions`: did you mean `subscription`?"),
+        "{err}"
+    );
+    // A column only an import brings is known once imported.
+    let wf = targeting(env.data(), "recipient", "tier = 'gold'");
+    let err = env.fails(&["validate", wf.to_str().unwrap()]);
+    assert!(
+        err.contains("`tier` is not an attribute of recipient"),
+        "{err}"
+    );
+    let extra = env.data().join("tier.csv");
+    std::fs::write(&extra, "id,tier\nR1,gold\n").unwrap();
+    env.ok(&["import", "recipients", extra.to_str().unwrap()]);
+    env.ok(&["validate", wf.to_str().unwrap()]);
+}
+
+/// The reference workflow with `from` replaced by `to`, written into the
+/// data directory.
+fn reference_with(env: &Env, from: &str, to: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(common::root().join("examples/cross-channel.toml")).unwrap();
+    assert!(text.contains(from), "{from}");
+    let wf = env.data().join("reference.toml");
+    std::fs::write(&wf, text.replacen(from, to, 1)).unwrap();
+    wf
+}
+
+#[test]
+fn accounts_are_checked_before_a_run_the_same_way_on_every_channel() {
+    use common::rig::servers;
+    let s = servers();
+    let env = Env::new();
+    env.ok(&["init"]);
+    // Everything but the grants.
+    for args in s.rig.setup_commands(env.data()).unwrap() {
+        if args[..2] != ["plugin", "grant"] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            env.ok(&args);
+        }
+    }
+    import_sample(&env);
+    let reference = common::root().join("examples/cross-channel.toml");
+    let file = reference.to_str().unwrap();
+    // A missing grant: every channel alike, before anything starts, at the
+    // account's line in the config; validate, a dry run and a run agree.
+    let lines = |err: &str| -> Vec<String> { err.lines().map(str::to_string).collect() };
+    let expected: Vec<String> = [
+        (34, "deliver_email", "smtp", "email"),
+        (51, "deliver_sms", "twilio", "sms"),
+        (74, "push_ios", "apns", "apns"),
+        (84, "push_android", "fcm", "fcm"),
+    ]
+    .iter()
+    .map(|(line, activity, account, plugin)| {
+        format!(
+            "{file}:{line}:11: activity.{activity}.config.account: account `{account}` is not \
+             granted to plugin `{plugin}`: `crosscast plugin grant {plugin} --account {account}`"
+        )
+    })
+    .collect();
+    for args in [
+        vec!["validate", file],
+        vec!["run", file, "--dry-run"],
+        vec!["run", file],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            lines(&String::from_utf8_lossy(&out.stderr)),
+            expected,
+            "{args:?}"
+        );
+    }
+    assert!(s.rig.smtp.received().is_empty() && s.rig.sms.received().is_empty());
+    for (plugin, account) in [
+        ("email", "smtp"),
+        ("sms", "twilio"),
+        ("apns", "apns"),
+        ("fcm", "fcm"),
+    ] {
+        env.ok(&["plugin", "grant", plugin, "--account", account]);
+    }
+    env.ok(&["validate", file]);
+
+    // A misspelt account, with the one meant.
+    let wf = reference_with(&env, "account = \"twilio\"", "account = \"twillio\"");
+    let err = env.fails(&["validate", wf.to_str().unwrap()]);
+    assert!(
+        err.contains(":51:11: activity.deliver_sms.config.account: no account `twillio`: did you mean `twilio`?"),
+        "{err}"
+    );
+    // A secret that was never set (the issue's `--secret tw-typo`).
+    env.ok(&[
+        "account",
+        "set",
+        "twilio",
+        "--url",
+        &s.rig.sms.url(),
+        "--user",
+        "AC1",
+        "--secret",
+        "tw-typo",
+        "--param",
+        "allow_private=true",
+    ]);
+    let err = env.fails(&["validate", file]);
+    assert!(
+        err.contains("account `twilio` uses secret `tw-typo`, which is not set"),
+        "{err}"
+    );
+    let token = env.data().join("token.txt");
+    std::fs::write(&token, crosscast_test_servers::rig::AUTH_TOKEN).unwrap();
+    env.ok(&[
+        "secret",
+        "set",
+        "tw-typo",
+        "--from-file",
+        token.to_str().unwrap(),
+    ]);
+    env.ok(&["validate", file]);
+    // A parameter the plugin reads: APNs' topic, from the account when the
+    // config has none. A near miss on the account is refused at grant.
+    let wf = reference_with(&env, "topic = \"com.acme.shop\"\n", "");
+    let err = env.fails(&["validate", wf.to_str().unwrap()]);
+    assert!(
+        err.contains("plugin `apns` reads parameter `topic` of account `apns`, which has none"),
+        "{err}"
+    );
+    let apns_url = s.rig.apns.url();
+    let mut apns = vec![
+        "account",
+        "set",
+        "apns",
+        "--url",
+        &apns_url,
+        "--secret",
+        "apns-key",
+        "--auth",
+        "apns",
+        "--param",
+        "team_id=TEAM123456",
+        "--param",
+        "key_id=KEY1234567",
+        "--param",
+        "allow_private=true",
+    ];
+    apns.extend(["--param", "topik=com.acme.shop"]);
+    env.ok(&apns);
+    let err = env.fails(&["plugin", "grant", "apns", "--account", "apns"]);
+    assert!(err.contains("did you mean `topic`?"), "{err}");
+    apns.pop();
+    apns.push("topic=com.acme.shop");
+    env.ok(&apns);
+    env.ok(&["plugin", "grant", "apns", "--account", "apns"]);
+    env.ok(&["validate", wf.to_str().unwrap()]);
+}
+
+#[test]
+fn a_third_party_channel_gets_the_same_checks() {
+    // The webhook example declares its account and compiles its template
+    // with the SDK: the host checks both without knowing its config.
+    let env = Env::new();
+    env.ok(&["init"]);
+    let recipients = common::root().join("tests/data/recipients.csv");
+    env.ok(&["import", "recipients", recipients.to_str().unwrap()]);
+    let webhook = plugin_dir().join("webhook.wasm");
+    env.ok(&["plugin", "install", webhook.to_str().unwrap()]);
+    env.ok(&[
+        "account",
+        "set",
+        "hook",
+        "--url",
+        "https://hooks.example.com",
+    ]);
+    env.ok(&["plugin", "grant", "webhook", "--account", "hook"]);
+    let wf = env.data().join("hook.toml");
+    std::fs::write(
+        &wf,
+        r#"name = "hook"
+[activity.all]
+type = "query"
+next = { done = "notify" }
+config = { dimension = "recipient" }
+[activity.notify]
+type = "webhook"
+config = { account = "hoook", path = "/m", text = "Hi {{ frist_name }}" }
+"#,
+    )
+    .unwrap();
+    let err = env.fails(&["validate", wf.to_str().unwrap()]);
+    let f = wf.display();
+    assert!(
+        err.contains(&format!(
+            "{f}:8:22: activity.notify.config.account: no account `hoook`: did you mean `hook`?"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{f}:8:58: activity.notify.config.text: `frist_name` is not an attribute of \
+             recipient: did you mean `first_name`?"
+        )),
+        "{err}"
+    );
+}

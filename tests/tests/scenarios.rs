@@ -35,7 +35,8 @@ fn invalid_workflows_point_at_line_column_and_field() {
         assert_eq!(out.status.code(), Some(2));
     }
     assert!(seen >= 8, "scenario files are missing");
-    // The reference workflow's accounts, granted: each delivery builds a
+    // The reference workflow's accounts, granted, with their secrets: the
+    // names its configs declare are checked, and each delivery builds a
     // message for a sample record, which the host would otherwise refuse.
     let accounts: [&[&str]; 4] = [
         &["smtp", "--url", "smtp://relay.example:587"],
@@ -50,6 +51,8 @@ fn invalid_workflows_point_at_line_column_and_field() {
             "team_id=T",
             "--param",
             "key_id=K",
+            "--secret",
+            "apns-key",
         ],
         &[
             "fcm",
@@ -59,8 +62,23 @@ fn invalid_workflows_point_at_line_column_and_field() {
             "google",
             "--param",
             "project_id=p",
+            "--secret",
+            "fcm-sa",
         ],
     ];
+    // Signing schemes need their secret set (validate checks it is there;
+    // only a send or `doctor` can tell whether it is right).
+    let key = env.data().join("key.txt");
+    std::fs::write(&key, "a key").unwrap();
+    for secret in ["apns-key", "fcm-sa"] {
+        env.ok(&[
+            "secret",
+            "set",
+            secret,
+            "--from-file",
+            key.to_str().unwrap(),
+        ]);
+    }
     for (account, plugin) in accounts.iter().zip(["email", "sms", "apns", "fcm"]) {
         env.ok(&[&["account", "set"][..], account].concat());
         env.ok(&["plugin", "grant", plugin, "--account", account[0]]);

@@ -97,7 +97,10 @@ fn install_refuses_the_same_version_with_other_bytes_unless_forced() {
     std::fs::write(&other, rebuilt(&std::fs::read(&original).unwrap())).unwrap();
     let err = env.fails(&["plugin", "install", other.to_str().unwrap()]);
     assert!(
-        err.contains("plugin `wait` 0.1.0 is installed with other bytes"),
+        err.contains(&format!(
+            "plugin `wait` {} is installed with other bytes",
+            env!("CARGO_PKG_VERSION")
+        )),
         "{err}"
     );
     assert!(
@@ -112,7 +115,8 @@ fn install_refuses_the_same_version_with_other_bytes_unless_forced() {
     assert_ne!(new, installed);
     assert!(
         forced.contains(&format!(
-            "replaced wait 0.1.0: old sha256 {installed}, new sha256 {new}"
+            "replaced wait {}: old sha256 {installed}, new sha256 {new}",
+            env!("CARGO_PKG_VERSION")
         )),
         "{forced}"
     );
@@ -135,21 +139,21 @@ fn install_reports_what_a_plugin_was_built_against_and_refuses_a_newer_contract(
     let out = install("crosscast_plugin_split.wasm");
     assert!(
         out.contains(&format!(
-            "built against crosscast:plugin/activity@0.1.0, crosscast-sdk {sdk}"
+            "built against crosscast:plugin/activity-plugin@0.4.0, crosscast-sdk {sdk}"
         )),
         "{out}"
     );
     let out = install("crosscast_plugin_sms.wasm");
     assert!(
         out.contains(&format!(
-            "built against crosscast:plugin/channel@0.3.0, crosscast-sdk {sdk}"
+            "built against crosscast:plugin/channel-plugin@0.4.0, crosscast-sdk {sdk}"
         )),
         "{out}"
     );
     // Built with wit-bindgen alone: the version comes from the export.
     let out = install("crosscast_fixture_email_v1.wasm");
     assert!(
-        out.contains("built against crosscast:plugin/channel@0.1.0, no SDK stamp"),
+        out.contains("built against crosscast:plugin/channel-plugin@0.1.0, no SDK stamp"),
         "{out}"
     );
     let list: serde_json::Value =
@@ -161,7 +165,7 @@ fn install_reports_what_a_plugin_was_built_against_and_refuses_a_newer_contract(
         .find(|p| p["name"] == "legacy-mail")
         .unwrap();
     assert_eq!(
-        legacy["contract"], "crosscast:plugin/channel@0.1.0, no SDK stamp",
+        legacy["contract"], "crosscast:plugin/channel-plugin@0.1.0, no SDK stamp",
         "{legacy}"
     );
 
@@ -169,10 +173,10 @@ fn install_reports_what_a_plugin_was_built_against_and_refuses_a_newer_contract(
     let future = plugin_dir().join("crosscast_fixture_future.wasm");
     let err = env.fails(&["plugin", "install", future.to_str().unwrap()]);
     assert!(
-        err.contains("implements crosscast:plugin/channel@0.9.0, newer than this crosscast"),
+        err.contains("implements crosscast:plugin/channel-plugin@0.9.0, newer than this crosscast"),
         "{err}"
     );
-    assert!(err.contains("channel up to 0.3.0"), "{err}");
+    assert!(err.contains("channel up to 0.4.0"), "{err}");
     assert!(err.contains("upgrade crosscast"), "{err}");
     assert!(
         !err.contains("matching implementation"),
@@ -357,7 +361,7 @@ fn the_readme_plugin_path_scaffolds_builds_installs_and_delivers() {
     assert!(said("cargo test").contains("test result: ok. 3 passed"));
     assert!(
         said("crosscast plugin install").contains(&format!(
-            "built against crosscast:plugin/channel@0.3.0, crosscast-sdk {version}"
+            "built against crosscast:plugin/channel-plugin@0.4.0, crosscast-sdk {version}"
         )),
         "{}",
         said("crosscast plugin install")
@@ -515,13 +519,12 @@ fn validate_builds_a_sample_message_and_a_dry_run_lists_the_first_targets() {
     let wf = wf.to_str().unwrap();
     // Not granted: validate has the channel build a message for a sample
     // record, and the host would refuse it; the run does not start.
-    let refused = "notify.type: a message built for a sample record would be refused: \
-                   account `hook` is not granted to plugin `webhook`";
+    let refused = "notify.config.account: account `hook` is not granted to plugin `webhook`";
     let err = env.fails(&["validate", wf]);
     assert!(err.contains(refused), "{err}");
     assert!(
-        err.contains("wf.toml:7:"),
-        "the line of the activity's type: {err}"
+        err.contains("wf.toml:8:"),
+        "the line of the account the plugin declared: {err}"
     );
     let err = env.fails(&["run", wf, "--dry-run"]);
     assert!(err.contains(refused), "{err}");

@@ -39,7 +39,7 @@ impl Host for HostState {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
-        guest_error(paths(store, &dimension))
+        guest_error(store.audience().paths(&dimension))
     }
 
     fn links(
@@ -125,17 +125,6 @@ pub(crate) fn columns_for(
         .collect())
 }
 
-/// Every attribute path of a dimension: its columns, then each linked
-/// dimension's columns behind the link (`recipient.email`).
-fn paths(store: &Store, dimension: &str) -> Result<Vec<String>, StoreError> {
-    let audience = store.audience();
-    let mut out = audience.columns(dimension)?;
-    for link in crate::store::audience::dimension(dimension)?.links {
-        for c in audience.columns(link.target)? {
-            out.push(format!("{}.{c}", link.name));
-        }
-    }
-    Ok(out)
-}
-
 impl crate::runtime::bindings::activity::crosscast::plugin::types::Host for HostState {}
+
+impl crate::runtime::bindings::activity_v4::crosscast::plugin0_4_0::references::Host for HostState {}

@@ -565,8 +565,16 @@ impl App {
             Err(ds) => return Ok(Err(ds.iter().map(|d| d.render(&name)).collect())),
         };
         let rt = self.runtime()?;
-        Ok(workflow::validate(&parsed, &self.store, &rt)
-            .map_err(|ds| ds.iter().map(|d| d.render(&name)).collect()))
+        Ok(match workflow::validate(&parsed, &self.store, &rt) {
+            Ok((wf, warnings)) => {
+                // Worth saying, not a reason to refuse: on stderr.
+                for w in warnings {
+                    eprintln!("{}", w.render(&name));
+                }
+                Ok(wf)
+            }
+            Err(ds) => Err(ds.iter().map(|d| d.render(&name)).collect()),
+        })
     }
 }
 
@@ -733,8 +741,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugin(PluginCommand::Grant { name, accounts }) => {
             let mut p = app.store.plugin(&name)?;
+            // The parameters the plugin reads: an account's name one or two
+            // letters from one of them is a typo, refused here.
+            let reads = app.runtime()?.account_params(&app.store, &p)?;
+            let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
             for a in accounts {
-                app.store.account(&a)?;
+                let account = app.store.account(&a)?;
+                for have in account.params.keys() {
+                    if let Some(meant) = crate::spelling::near(have, &reads)
+                        && !account.params.contains_key(meant)
+                    {
+                        bail!(
+                            "account `{a}` has parameter `{have}`, and `{}` reads `{meant}`:                              did you mean `{meant}`? (`crosscast account set {a} ... --param {meant}=VALUE`)",
+                            p.name
+                        );
+                    }
+                }
                 if !p.accounts.contains(&a) {
                     p.accounts.push(a);
                 }

@@ -64,3 +64,40 @@ pub mod channel_v3 {
         },
     });
 }
+
+/// Bindings of the `activity-plugin@0.4.0` world: its `activity-preflight`
+/// export (its `activity@0.1.0` export is called through [`activity`],
+/// on the same instance) and the `references` types it imports.
+pub mod activity_v4 {
+    wasmtime::component::bindgen!({
+        world: "crosscast:plugin/activity-plugin@0.4.0",
+        path: ["../wit/0.1.0", "../wit/0.3.0", "../wit/0.4.0"],
+        imports: { default: trappable },
+        with: {
+            "crosscast:plugin/types@0.1.0": super::activity::crosscast::plugin::types,
+            "crosscast:plugin/log@0.1.0": super::activity::crosscast::plugin::log,
+            "crosscast:plugin/clock@0.1.0": super::activity::crosscast::plugin::clock,
+            "crosscast:plugin/attributes@0.1.0": super::activity::crosscast::plugin::attributes,
+            "crosscast:plugin/population@0.1.0": super::activity::crosscast::plugin::population,
+            "crosscast:plugin/output@0.1.0": super::activity::crosscast::plugin::output,
+        },
+    });
+}
+
+/// Bindings of the `channel-plugin@0.4.0` world: its `channel-preflight`
+/// export (its `channel@0.3.0` export is called through [`channel_v3`]).
+pub mod channel_v4 {
+    wasmtime::component::bindgen!({
+        world: "crosscast:plugin/channel-plugin@0.4.0",
+        path: ["../wit/0.1.0", "../wit/0.3.0", "../wit/0.4.0"],
+        imports: { default: trappable },
+        with: {
+            "crosscast:plugin/types@0.1.0": super::activity::crosscast::plugin::types,
+            "crosscast:plugin/log@0.1.0": super::activity::crosscast::plugin::log,
+            "crosscast:plugin/clock@0.1.0": super::activity::crosscast::plugin::clock,
+            "crosscast:plugin/attributes@0.1.0": super::activity::crosscast::plugin::attributes,
+            "crosscast:plugin/accounts@0.1.0": super::channel::crosscast::plugin::accounts,
+            "crosscast:plugin/references@0.4.0": super::activity_v4::crosscast::plugin0_4_0::references,
+        },
+    });
+}

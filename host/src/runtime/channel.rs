@@ -48,6 +48,29 @@ impl ChannelPre {
         }
     }
 
+    /// The linked component, to instantiate and to look up other exports
+    /// (0.4.0's `channel-preflight`) on the same instance.
+    pub fn instance_pre(&self) -> &wasmtime::component::InstancePre<HostState> {
+        match self {
+            ChannelPre::V1(p) => p.instance_pre(),
+            ChannelPre::V2(p) => p.instance_pre(),
+            ChannelPre::V3(p) => p.instance_pre(),
+        }
+    }
+
+    /// The channel of an instance made from [`ChannelPre::instance_pre`].
+    pub fn load(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &wasmtime::component::Instance,
+    ) -> wasmtime::Result<Channel> {
+        Ok(match self {
+            ChannelPre::V1(_) => Channel::V1(v1b::ChannelPlugin::new(store, instance)?),
+            ChannelPre::V2(_) => Channel::V2(v2b::ChannelPlugin::new(store, instance)?),
+            ChannelPre::V3(_) => Channel::V3(v3b::ChannelPlugin::new(store, instance)?),
+        })
+    }
+
     /// A fresh instance in `store`.
     pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Channel> {
         Ok(match self {

@@ -1,6 +1,7 @@
 //! Which contract a component was built against: the world version the SDK
 //! stamped in its `crosscast-sdk` custom section, else the version of the
-//! `crosscast:plugin` interface it exports. Read before linking, so a plugin
+//! `crosscast:plugin` interfaces it exports (a 0.4.0 world exports its
+//! 0.1.0 or 0.3.0 interface and a 0.4.0 preflight). Read before linking, so a plugin
 //! built for a newer contract is refused by name rather than by a linker
 //! error about a missing import.
 
@@ -12,10 +13,10 @@ use super::PluginError;
 /// The custom section the SDK's export macros write (`sdk=V;world=W`).
 pub const STAMP_SECTION: &str = "crosscast-sdk";
 
-/// The newest version of each exported interface this host loads.
+/// The newest version of each world this host loads.
 pub const SUPPORTED: &[(&str, Version)] = &[
-    ("activity", Version(0, 1, 0)),
-    ("channel", Version(0, 3, 0)),
+    ("activity", Version(0, 4, 0)),
+    ("channel", Version(0, 4, 0)),
 ];
 
 /// A `major.minor.patch` version.
@@ -42,7 +43,7 @@ impl std::fmt::Display for Version {
 pub struct Contract {
     /// `activity` or `channel`.
     pub interface: String,
-    /// The interface's version.
+    /// The world's version.
     pub version: Version,
     /// The SDK version, when the SDK stamped the component.
     pub sdk: Option<String>,
@@ -68,9 +69,12 @@ impl Contract {
         Ok(contract)
     }
 
-    /// The exported interface's full name, `crosscast:plugin/channel@0.3.0`.
+    /// The world's full name, `crosscast:plugin/channel-plugin@0.4.0`.
     pub fn interface_name(&self) -> String {
-        format!("crosscast:plugin/{}@{}", self.interface, self.version)
+        format!(
+            "crosscast:plugin/{}-plugin@{}",
+            self.interface, self.version
+        )
     }
 
     /// Refuses an interface this host does not know or a newer version.
@@ -145,15 +149,28 @@ fn parse_stamp(stamp: &str) -> Option<Contract> {
 /// SDK did not stamp (built with wit-bindgen alone, or an older SDK).
 fn exported(engine: &Engine, component: &Component) -> Result<Contract, PluginError> {
     let ty = component.component_type();
-    let found: Vec<Contract> = ty
+    let exports: Vec<(String, Version)> = ty
         .exports(engine)
         .filter_map(|(name, _)| {
             let (interface, version) = name.strip_prefix("crosscast:plugin/")?.split_once('@')?;
-            Some(Contract {
-                interface: interface.to_string(),
-                version: Version::parse(version)?,
-                sdk: None,
-            })
+            Some((interface.to_string(), Version::parse(version)?))
+        })
+        .collect();
+    // A preflight export raises the world's version to its own.
+    let preflight = |interface: &str| {
+        exports
+            .iter()
+            .filter(|(i, _)| i.strip_suffix("-preflight") == Some(interface))
+            .map(|(_, v)| *v)
+            .max()
+    };
+    let found: Vec<Contract> = exports
+        .iter()
+        .filter(|(i, _)| !i.ends_with("-preflight"))
+        .map(|(interface, version)| Contract {
+            interface: interface.clone(),
+            version: preflight(interface).map_or(*version, |p| p.max(*version)),
+            sdk: None,
         })
         .collect();
     match found.as_slice() {
@@ -193,11 +210,11 @@ mod tests {
 
     #[test]
     fn a_newer_interface_is_refused_by_kind() {
-        let c = parse_stamp("sdk=0.9.0;world=crosscast:plugin/channel-plugin@0.4.0").unwrap();
+        let c = parse_stamp("sdk=0.9.0;world=crosscast:plugin/channel-plugin@0.5.0").unwrap();
         match c.check() {
             Err(PluginError::TooNew(m)) => {
-                assert!(m.contains("crosscast:plugin/channel@0.4.0"), "{m}");
-                assert!(m.contains("up to 0.3.0"), "{m}");
+                assert!(m.contains("crosscast:plugin/channel-plugin@0.5.0"), "{m}");
+                assert!(m.contains("up to 0.4.0"), "{m}");
                 assert!(m.contains("crosscast-sdk 0.9.0"), "{m}");
             }
             other => panic!("{other:?}"),

@@ -11,6 +11,7 @@ pub mod bindings;
 pub mod channel;
 pub mod contract;
 pub mod limits;
+pub mod preflight;
 mod state;
 
 use std::collections::HashMap;
@@ -183,8 +184,10 @@ impl Runtime {
             add(&mut l).map_err(|e| anyhow::anyhow!("{e}"))?;
             anyhow::Ok(l)
         };
+        // 0.4.0's worlds import what 0.1.0's (activity) and 0.2.0's
+        // (channel) do, and the `references` types: one linker serves all.
         let activity_linker = linker(|l| {
-            bindings::activity::ActivityPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+            bindings::activity_v4::ActivityPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
                 l,
                 |s| s,
             )
@@ -196,7 +199,7 @@ impl Runtime {
             )
         })?;
         let channel_v2_linker = linker(|l| {
-            bindings::channel_v2::ChannelPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+            bindings::channel_v4::ChannelPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
                 l,
                 |s| s,
             )
@@ -538,6 +541,11 @@ pub struct Configured {
     pub max_inputs: u32,
     /// A delivery (channel plugin).
     pub delivery: bool,
+    /// A channel's target dimension (`recipient`, `subscription`).
+    pub target: Option<&'static str>,
+    /// What the config names outside itself, when the plugin declares it
+    /// (contract 0.4.0 and later).
+    pub needs: Option<preflight::Needs>,
 }
 
 impl Runtime {
@@ -569,31 +577,77 @@ impl Runtime {
         };
         match self.load(store, &plugin.sha256)? {
             Loaded::Activity(pre) => {
-                let p = pre.instantiate(&mut st).map_err(|e| crash(e, &st))?;
+                let instance = pre
+                    .instance_pre()
+                    .instantiate(&mut st)
+                    .map_err(|e| crash(e, &st))?;
+                let p = bindings::activity::ActivityPlugin::new(&mut st, &instance)
+                    .map_err(|e| crash(e, &st))?;
                 let a = p.crosscast_plugin_activity();
                 let d = a.call_describe(&mut st).map_err(|e| crash(e, &st))?;
-                Ok(a.call_configure(&mut st, config)
-                    .map_err(|e| crash(e, &st))?
-                    .map_err(pairs)
-                    .map(|outputs| Configured {
-                        outputs,
-                        min_inputs: d.min_inputs,
-                        max_inputs: d.max_inputs,
-                        delivery: false,
-                    }))
+                let outputs = match a.call_configure(&mut st, config) {
+                    Ok(Ok(outputs)) => outputs,
+                    Ok(Err(es)) => return Ok(Err(pairs(es))),
+                    Err(e) => return Err(crash(e, &st)),
+                };
+                let needs = preflight::activity(pre.instance_pre(), &mut st, &instance, config)
+                    .map_err(|e| crash(e, &st))?;
+                Ok(Ok(Configured {
+                    outputs,
+                    min_inputs: d.min_inputs,
+                    max_inputs: d.max_inputs,
+                    delivery: false,
+                    target: None,
+                    needs,
+                }))
             }
             Loaded::Channel(pre) => {
-                let c = pre.instantiate(&mut st).map_err(|e| crash(e, &st))?;
-                Ok(c.configure(&mut st, config)
-                    .map_err(|e| crash(e, &st))?
-                    .map(|()| Configured {
-                        outputs: vec!["done".to_string()],
-                        min_inputs: 1,
-                        max_inputs: 1,
-                        delivery: true,
-                    }))
+                let instance = pre
+                    .instance_pre()
+                    .instantiate(&mut st)
+                    .map_err(|e| crash(e, &st))?;
+                let c = pre.load(&mut st, &instance).map_err(|e| crash(e, &st))?;
+                let d = c.describe(&mut st).map_err(|e| crash(e, &st))?;
+                if let Err(es) = c.configure(&mut st, config).map_err(|e| crash(e, &st))? {
+                    return Ok(Err(es));
+                }
+                let needs = preflight::channel(pre.instance_pre(), &mut st, &instance, config)
+                    .map_err(|e| crash(e, &st))?;
+                Ok(Ok(Configured {
+                    outputs: vec!["done".to_string()],
+                    min_inputs: 1,
+                    max_inputs: 1,
+                    delivery: true,
+                    target: Some(match d.target {
+                        channel::wit::Target::Recipient => "recipient",
+                        channel::wit::Target::Subscription => "subscription",
+                    }),
+                    needs,
+                }))
             }
         }
+    }
+
+    /// The account parameters a channel declares it may read (none for an
+    /// activity, or a plugin of a contract before 0.4.0).
+    pub fn account_params(
+        &self,
+        store: &Store,
+        plugin: &PluginRecord,
+    ) -> Result<Vec<String>, PluginError> {
+        let Loaded::Channel(pre) = self.load(store, &plugin.sha256)? else {
+            return Ok(Vec::new());
+        };
+        let mut st = self.new_store(Arc::new(Context::inspection()));
+        let crash = |e: wasmtime::Error, st: &wasmtime::Store<HostState>| PluginError::Crashed {
+            plugin: plugin.name.clone(),
+            message: crate::caps::describe_failure(&e, self.limits, st.data()),
+        };
+        let instance = pre
+            .instance_pre()
+            .instantiate(&mut st)
+            .map_err(|e| crash(e, &st))?;
+        preflight::account_params(pre.instance_pre(), &mut st, &instance).map_err(|e| crash(e, &st))
     }
 }
 

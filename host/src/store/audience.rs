@@ -323,6 +323,18 @@ impl Audience<'_> {
         Ok(cols)
     }
 
+    /// Every attribute path of a dimension: its columns, then each linked
+    /// dimension's behind the link (`recipient.email`).
+    pub fn paths(&self, dimension: &str) -> Result<Vec<String>> {
+        let mut out = self.columns(dimension)?;
+        for link in self::dimension(dimension)?.links {
+            for c in self.columns(link.target)? {
+                out.push(format!("{}.{c}", link.name));
+            }
+        }
+        Ok(out)
+    }
+
     /// Upserts rows of one dimension in one atomic batch, then flushes.
     /// Callers validate everything first: this either stores all or nothing.
     pub fn upsert(&self, dimension: &str, rows: &[Row]) -> Result<Upserted> {

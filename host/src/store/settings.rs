@@ -172,6 +172,15 @@ impl Account {
             .is_some_and(|v| v == "true")
     }
 
+    /// True when its authentication needs a secret (a bearer token, a
+    /// signing key, a service account).
+    pub fn needs_secret(&self) -> bool {
+        matches!(
+            self.auth,
+            AuthScheme::Bearer | AuthScheme::Apns | AuthScheme::Google
+        ) || self.secret_in_url()
+    }
+
     /// A parameter the account must have.
     pub fn param(&self, name: &str) -> Result<&str, String> {
         self.params

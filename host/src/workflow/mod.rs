@@ -13,6 +13,7 @@
 //! [`parse`] reads the file keeping every position; [`validate`] checks it
 //! against the installed plugins and reports `FILE:LINE:COL: field: message`.
 
+mod needs;
 mod parse;
 mod validate;
 

@@ -16,15 +16,25 @@ pub struct Diagnostic {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// A warning: worth saying, not a reason to refuse the workflow.
+    pub warning: bool,
 }
 
 impl Diagnostic {
-    /// Renders as `FILE:LINE:COL: field: message`.
+    /// Renders as `FILE:LINE:COL: field: message` (`warning: message` for
+    /// a warning).
     pub fn render(&self, file: &str) -> String {
+        let warning = if self.warning { "warning: " } else { "" };
         format!(
-            "{file}:{}:{}: {}: {}",
+            "{file}:{}:{}: {}: {warning}{}",
             self.line, self.column, self.field, self.message
         )
+    }
+
+    /// The same problem, as a warning.
+    pub fn warning(mut self) -> Diagnostic {
+        self.warning = true;
+        self
     }
 }
 
@@ -106,6 +116,7 @@ impl Parsed {
             column,
             field: field.into(),
             message: message.into(),
+            warning: false,
         }
     }
 
@@ -158,6 +169,38 @@ impl Parsed {
         best
     }
 
+    /// Where `offset` characters into the text of config field `field`
+    /// are: inside a quoted string, past its opening quotes (escapes
+    /// count as written); the field itself without an offset.
+    pub fn config_point(
+        &self,
+        activity: &RawActivity,
+        field: &str,
+        offset: Option<u32>,
+    ) -> Range<usize> {
+        let span = self.config_span(activity, field);
+        let Some(offset) = offset else {
+            return span;
+        };
+        let rest = &self.source[span.start..];
+        let Some(quote) = ["\"\"\"", "'''", "\"", "'"]
+            .into_iter()
+            .find(|q| rest.starts_with(q))
+        else {
+            return span;
+        };
+        let mut start = span.start + quote.len();
+        // A newline right after opening triple quotes is not in the text.
+        if quote.len() == 3 && self.source[start..].starts_with('\n') {
+            start += 1;
+        }
+        let at = self.source[start..]
+            .char_indices()
+            .nth(offset as usize)
+            .map_or(span.start, |(i, _)| start + i);
+        at..at
+    }
+
     fn activity_table(&self, id: &str) -> Option<&Table> {
         self.doc.get("activity")?.as_table()?.get(id)?.as_table()
     }
@@ -200,6 +243,7 @@ pub fn decode(bytes: Vec<u8>) -> Result<String, Diagnostic> {
             message: format!(
                 "invalid UTF-8 (byte 0x{bad:02X}): a workflow file must be UTF-8 text"
             ),
+            warning: false,
         }
     })
 }
@@ -214,6 +258,7 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
             column,
             field: "(syntax)".into(),
             message: e.message().trim().lines().collect::<Vec<_>>().join("; "),
+            warning: false,
         }]
     })?;
     let mut diags = Vec::new();
@@ -224,6 +269,7 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
             column,
             field: field.to_string(),
             message,
+            warning: false,
         }
     };
     let mut name = String::new();

@@ -9,14 +9,16 @@ use super::{Activity, Workflow};
 use crate::runtime::Runtime;
 use crate::store::Store;
 
-/// Validates; every problem found is reported.
+/// Validates; every problem found is reported. A valid workflow comes
+/// with its warnings; an invalid one's diagnostics include them.
 pub fn validate(
     parsed: &Parsed,
     store: &Store,
     runtime: &Runtime,
-) -> Result<Workflow, Vec<Diagnostic>> {
+) -> Result<(Workflow, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut activities = Vec::new();
+    let mut configs = Vec::new();
     let mut inputs_range: HashMap<String, (u32, u32)> = HashMap::new();
     // Read once: a file may name an unknown plugin thousands of times.
     let installed: Vec<String> = store
@@ -50,7 +52,7 @@ pub fn validate(
                     let path = if field.is_empty() {
                         format!("{prefix}.config")
                     } else {
-                        format!("{prefix}.config.{}", toml_path(&field))
+                        format!("{prefix}.config.{}", super::needs::toml_path(&field))
                     };
                     diags.push(parsed.at(&span, path, message));
                 }
@@ -61,27 +63,11 @@ pub fn validate(
                 continue;
             }
         };
-        // A delivery builds one message for a sample record, which the
-        // host vets as it would at send time.
-        if configured.delivery {
-            use crate::deliver::sample::{Sampled, sample};
-            let problem = match sample(store, runtime, &plugin, &config) {
-                Ok(Sampled::Refused(reason)) => Some(format!(
-                    "a message built for a sample record would be refused: {reason}"
-                )),
-                Err(e) => Some(format!(
-                    "building a message for a sample record failed: {e}"
-                )),
-                Ok(Sampled::Send | Sampled::Excluded(_)) => None,
-            };
-            if let Some(message) = problem {
-                diags.push(parsed.at(kind_span, format!("{prefix}.type"), message));
-            }
-        }
         inputs_range.insert(
             raw.id.clone(),
             (configured.min_inputs, configured.max_inputs),
         );
+        configs.push((raw, plugin.clone(), configured.clone()));
         for (transition, (span, _)) in &raw.next {
             if !configured.outputs.contains(transition) {
                 diags.push(parsed.at(
@@ -187,14 +173,65 @@ pub fn validate(
     {
         diags.push(d);
     }
-    if diags.is_empty() {
-        Ok(Workflow {
-            name: parsed.name.clone(),
-            activities,
+    // The names each config declares, against the data and the accounts.
+    let checked: Vec<super::needs::Checked<'_>> = configs
+        .iter()
+        .map(|(raw, plugin, configured)| super::needs::Checked {
+            raw,
+            plugin,
+            configured,
         })
+        .collect();
+    let named = super::needs::check(parsed, store, &checked);
+    // A delivery whose names check builds one message for a sample record,
+    // which the host vets as it would at send time (with a missing account
+    // or attribute, the names' errors say more than the sample's).
+    let wrong: HashSet<&str> = named
+        .iter()
+        .filter(|(_, d)| !d.warning)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    for c in checked
+        .iter()
+        .filter(|c| c.configured.delivery && !wrong.contains(c.raw.id.as_str()))
+    {
+        if let Some(d) = sampled(parsed, store, runtime, c) {
+            diags.push(d);
+        }
+    }
+    diags.extend(named.into_iter().map(|(_, d)| d));
+    if diags.iter().all(|d| d.warning) {
+        Ok((
+            Workflow {
+                name: parsed.name.clone(),
+                activities,
+            },
+            diags,
+        ))
     } else {
         Err(diags)
     }
+}
+
+/// What the host would refuse in a message the delivery builds for a
+/// sample record.
+fn sampled(
+    parsed: &Parsed,
+    store: &Store,
+    runtime: &Runtime,
+    c: &super::needs::Checked<'_>,
+) -> Option<Diagnostic> {
+    use crate::deliver::sample::{Sampled, sample};
+    let (_, kind_span) = c.raw.kind.as_ref()?;
+    let config = serde_json::to_string(&c.raw.config).unwrap_or_default();
+    let message = match sample(store, runtime, c.plugin, &config) {
+        Ok(Sampled::Refused(reason)) => {
+            format!("a message built for a sample record would be refused: {reason}")
+        }
+        Err(e) => format!("building a message for a sample record failed: {e}"),
+        Ok(Sampled::Send | Sampled::Excluded(_)) => return None,
+    };
+    Some(parsed.at(kind_span, format!("activity.{}.type", c.raw.id), message))
 }
 
 /// Reports the transition that closes a cycle, if the graph has one. The
@@ -308,22 +345,6 @@ fn shown(names: &[&str]) -> String {
     let mut out = names[..names.len().min(NAMES_SHOWN)].join(", ");
     if names.len() > NAMES_SHOWN {
         out.push_str(&format!(" and {} more", names.len() - NAMES_SHOWN));
-    }
-    out
-}
-
-/// `subsets.1.filter` → `subsets[1].filter`, as a TOML reader writes it.
-fn toml_path(field: &str) -> String {
-    let mut out = String::new();
-    for part in field.split('.') {
-        if part.parse::<usize>().is_ok() {
-            out.push_str(&format!("[{part}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(part);
-        }
     }
     out
 }

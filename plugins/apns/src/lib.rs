@@ -54,6 +54,11 @@ struct Plan {
 
 fn load(json: &str) -> Result<Plan, Vec<ConfigError>> {
     let cfg: Config = config::parse(json)?;
+    config::account("account", &cfg.account);
+    if cfg.topic.is_none() {
+        // Without a topic in the config, the account's is used.
+        config::account_param("account", &cfg.account, "topic");
+    }
     if ![5, 10].contains(&cfg.priority) {
         return Err(vec![ConfigError::new(
             "priority",
@@ -101,6 +106,10 @@ impl Channel for Apns {
             Target::Subscription,
         )
         .answer_headers(&["apns-id", "retry-after"])
+    }
+
+    fn account_params() -> Vec<String> {
+        vec!["topic".into()]
     }
 
     fn configure(config: &str) -> Result<(), Vec<ConfigError>> {

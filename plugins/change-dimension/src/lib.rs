@@ -30,7 +30,8 @@ impl Activity for ChangeDimension {
     }
 
     fn configure(config: &str) -> Result<Vec<String>, Vec<ConfigError>> {
-        config::parse::<Config>(config)?;
+        let cfg = config::parse::<Config>(config)?;
+        config::emits("to", &cfg.to);
         Ok(vec!["done".into()])
     }
 

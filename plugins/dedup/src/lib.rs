@@ -26,6 +26,7 @@ struct Config {
 
 fn load(json: &str) -> Result<(Config, bool), Vec<ConfigError>> {
     let cfg: Config = config::parse(json)?;
+    config::attribute("by", &cfg.by);
     let keep_empty = match cfg.empty.as_deref() {
         None | Some("keep") => true,
         Some("drop") => false,

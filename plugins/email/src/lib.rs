@@ -28,6 +28,7 @@ fn default_account() -> String {
 
 fn load(json: &str) -> Result<(Config, Templates), Vec<ConfigError>> {
     let cfg: Config = config::parse(json)?;
+    config::account("account", &cfg.account);
     let mut fields = vec![
         ("subject", cfg.subject.as_str()),
         ("text", cfg.text.as_str()),

@@ -30,6 +30,8 @@ fn default_account() -> String {
 
 fn load(json: &str) -> Result<(Config, Templates, Option<u64>), Vec<ConfigError>> {
     let cfg: Config = config::parse(json)?;
+    config::account("account", &cfg.account);
+    config::account_param("account", &cfg.account, "project_id");
     if let Some(p) = &cfg.priority
         && p != "high"
         && p != "normal"
@@ -68,6 +70,10 @@ impl Channel for Fcm {
             Target::Subscription,
         )
         .answer_headers(&["retry-after"])
+    }
+
+    fn account_params() -> Vec<String> {
+        vec!["project_id".into()]
     }
 
     fn configure(config: &str) -> Result<(), Vec<ConfigError>> {

@@ -29,6 +29,7 @@ struct Plan {
 
 fn load(json: &str) -> Result<Plan, Vec<ConfigError>> {
     let cfg: Config = config::parse(json)?;
+    config::reads("dimension", &cfg.dimension);
     let mut errors = Vec::new();
     let filter = match &cfg.filter {
         Some(src) => config::filter("filter", src)

@@ -18,6 +18,7 @@ struct Config {
 
 fn load(json: &str) -> Result<(Config, Templates), Vec<ConfigError>> {
     let cfg: Config = config::parse(json)?;
+    config::account("account", &cfg.account);
     if !cfg.from.starts_with('+') {
         return Err(vec![ConfigError::new(
             "from",

@@ -68,12 +68,13 @@ pub struct Filter {
     source: String,
     expr: Expr,
     fields: Vec<Field>,
+    locations: Vec<(String, usize)>,
 }
 
 impl Filter {
     /// Parses a filter; the error points at the offending column.
     pub fn parse(source: &str) -> Result<Filter, ParseError> {
-        let expr = parser::parse(source)?;
+        let (expr, locations) = parser::parse_located(source)?;
         let mut found = Vec::new();
         expr.collect_fields(&mut found);
         let fields = found
@@ -87,12 +88,19 @@ impl Filter {
             source: source.to_string(),
             expr,
             fields,
+            locations,
         })
     }
 
     /// The filter as written.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Each attribute path as written, with its character offset in the
+    /// filter, in order (a path read twice is listed twice).
+    pub fn locations(&self) -> &[(String, usize)] {
+        &self.locations
     }
 
     /// The syntax tree.

@@ -65,15 +65,20 @@ struct Parser<'a> {
     toks: Vec<(usize, Tok)>,
     pos: usize,
     depth: usize,
+    /// Each attribute path as written, with its byte offset.
+    paths: Vec<(String, usize)>,
 }
 
-pub(crate) fn parse(src: &str) -> Result<Expr, ParseError> {
+/// Parses, and returns each attribute path as written with its character
+/// offset in `src`.
+pub(crate) fn parse_located(src: &str) -> Result<(Expr, Vec<(String, usize)>), ParseError> {
     let toks = tokenize(src)?;
     let mut p = Parser {
         src,
         toks,
         pos: 0,
         depth: 0,
+        paths: Vec::new(),
     };
     if p.peek() == &Tok::End {
         return Err(p.error("expected a condition, found an empty filter"));
@@ -85,7 +90,12 @@ pub(crate) fn parse(src: &str) -> Result<Expr, ParseError> {
             "expected `and`, `or` or the end of the filter, found {found}"
         )));
     }
-    Ok(expr)
+    let located = p
+        .paths
+        .into_iter()
+        .map(|(path, byte)| (path, src[..byte.min(src.len())].chars().count()))
+        .collect();
+    Ok((expr, located))
 }
 
 impl Parser<'_> {
@@ -186,6 +196,7 @@ impl Parser<'_> {
                 if name.split('.').any(|part| part.is_empty()) {
                     return Err(self.error(&format!("`{name}` is not a valid attribute path")));
                 }
+                self.paths.push((name.clone(), self.toks[self.pos].0));
                 self.next();
                 self.predicate(name)
             }

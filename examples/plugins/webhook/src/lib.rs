@@ -27,6 +27,8 @@ struct Config {
 /// with the field's line in the workflow file.
 fn load(json: &str) -> Result<(Config, Templates), Vec<ConfigError>> {
     let cfg: Config = config::parse(json)?;
+    // Declared, so `crosscast validate` checks the account before a run.
+    config::account("account", &cfg.account);
     if !cfg.path.starts_with('/') {
         return Err(vec![ConfigError::new(
             "path",
