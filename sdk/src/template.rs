@@ -138,7 +138,8 @@ impl Templates {
         // Each variable is an attribute the host checks before a run.
         for (field, source) in fields {
             if let Ok(t) = env.get_template(field) {
-                for v in t.undeclared_variables(true) {
+                let named: BTreeSet<String> = t.undeclared_variables(true).into_iter().collect();
+                for v in named {
                     let at = offset_of(source, &v);
                     crate::config::note(field, at, crate::config::Referent::Attribute(v));
                 }

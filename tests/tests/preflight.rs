@@ -567,3 +567,45 @@ config = { account = "hoook", path = "/m", text = "Hi {{ frist_name }}" }
         "{err}"
     );
 }
+
+#[test]
+fn an_activity_built_against_0_1_0_still_loads_and_runs() {
+    // Plain wit-bindgen on the 0.1.0 world: no preflight export, so no
+    // names declared, and the host loads and runs it as before.
+    let env = Env::new();
+    env.ok(&["init"]);
+    import_sample(&env);
+    let fixture = plugin_dir().join("crosscast_fixture_keep_v1.wasm");
+    let out = env.ok(&["plugin", "install", fixture.to_str().unwrap()]);
+    assert!(
+        out.contains("built against crosscast:plugin/activity-plugin@0.1.0, no SDK stamp"),
+        "{out}"
+    );
+    let wf = env.data().join("keep.toml");
+    std::fs::write(
+        &wf,
+        r#"name = "keep"
+[activity.query]
+type = "query"
+next = { done = "keep" }
+config = { dimension = "recipient", filter = "email is not empty" }
+[activity.keep]
+type = "keep-v1"
+next = { done = "split" }
+[activity.split]
+type = "split"
+config = { subsets = [{ name = "fr", filter = "locale = 'fr'" }] }
+"#,
+    )
+    .unwrap();
+    env.ok(&["validate", wf.to_str().unwrap()]);
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["run", wf.to_str().unwrap(), "--json"])).unwrap();
+    let n = |a: &str, t: &str| common::count(&status, a, t);
+    let with_email = common::read_recipients(&common::root().join("tests/data/recipients.csv"))
+        .values()
+        .filter(|r| r.email.is_some())
+        .count() as u64;
+    assert_eq!(n("query", "done"), with_email);
+    assert_eq!(n("keep", "done"), with_email, "{status}");
+}

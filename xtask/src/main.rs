@@ -35,6 +35,7 @@ const WASM_CRATES: &[&str] = &[
     "crosscast-fixture-split-last-match",
     "crosscast-fixture-misbehave",
     "crosscast-fixture-email-v1",
+    "crosscast-fixture-keep-v1",
     "crosscast-fixture-textline",
     "crosscast-fixture-sms-v2",
     "crosscast-fixture-bad-list",
