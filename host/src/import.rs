@@ -300,7 +300,7 @@ fn for_each_record(
             if line.trim().is_empty() {
                 continue;
             }
-            f(parse_json_line(i as u64 + 1, &line))?;
+            f(parse_json_line(dim, i as u64 + 1, &line))?;
         }
         return Ok(());
     }
@@ -411,7 +411,7 @@ fn read_csv(
     }
 }
 
-fn parse_json_line(line: u64, text: &str) -> Result<Record, Problem> {
+fn parse_json_line(dim: &Dimension, line: u64, text: &str) -> Result<Record, Problem> {
     let obj =
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).map_err(|e| {
             Problem {
@@ -421,6 +421,16 @@ fn parse_json_line(line: u64, text: &str) -> Result<Record, Problem> {
         })?;
     let mut fields = Vec::with_capacity(obj.len());
     for (k, v) in obj {
+        // A key that means a documented column, as a CSV header would.
+        if let Some(c) = dim.meant(&k) {
+            return Err(Problem {
+                line,
+                message: format!(
+                    "key `{k}` is not a {} column: did you mean `{c}`?",
+                    dim.name
+                ),
+            });
+        }
         let v = match v {
             serde_json::Value::Null => None,
             serde_json::Value::String(s) if s.trim().is_empty() => None,

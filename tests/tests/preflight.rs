@@ -277,6 +277,18 @@ fn audience_headers_that_mean_a_documented_column_are_refused() {
         !err.contains("loyalty"),
         "an extra attribute is allowed: {err}"
     );
+    // NDJSON keys alike, at their line.
+    let json = dir.path().join("r.ndjson");
+    std::fs::write(
+        &json,
+        "{\"id\":\"R1\",\"email\":\"a@example.com\"}\n{\"id\":\"R2\",\"Mobile\":\"+15550000002\"}\n",
+    )
+    .unwrap();
+    let err = env.fails(&["import", "recipients", json.to_str().unwrap()]);
+    assert!(
+        err.contains("r.ndjson:2: key `Mobile` is not a recipient column: did you mean `mobile`?"),
+        "{err}"
+    );
     let out = dir.path().join("out.ndjson");
     env.ok(&["export", "recipients", "-o", out.to_str().unwrap()]);
     assert_eq!(
