@@ -404,3 +404,31 @@ fn logs_are_plain_text_off_a_terminal_and_rust_log_is_honoured() {
         "no escape codes in a file: {err:?}"
     );
 }
+
+/// sled's page cache is the operator's to size (`CROSSCAST_CACHE_MB`); a
+/// value that is not a size is refused before the data directory opens.
+#[test]
+fn the_page_cache_is_sized_by_crosscast_cache_mb() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let with = |mb: &str| {
+        env.command(&["plugin", "list"])
+            .env("CROSSCAST_CACHE_MB", mb)
+            .output()
+            .unwrap()
+    };
+    for bad in ["lots", "4", "-1"] {
+        let out = with(bad);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "CROSSCAST_CACHE_MB is a whole number of MiB, at least 8, not `{bad}`"
+            )),
+            "{err}"
+        );
+    }
+    let out = with("16");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("query"));
+}

@@ -645,6 +645,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(crate::store::sealed::KeyFile::default_path),
         holder: format!("crosscast {}", cli.command.name()),
+        cache_mb: crate::store::cache_mb_from_env().map_err(anyhow::Error::msg)?,
     };
     let mut app = App::open_with(&data, clock, &options)?;
     let store = app.store.clone();

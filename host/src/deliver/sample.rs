@@ -126,6 +126,8 @@ impl Scratch {
             create: true,
             key_file: dir.with_extension("key"),
             holder: "crosscast validate".into(),
+            // One record: the smallest cache will do.
+            cache_mb: 8,
         };
         let err = |e: crate::store::StoreError| e.to_string();
         let store = Store::open_with(&dir, &options).map_err(err)?;

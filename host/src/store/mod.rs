@@ -90,6 +90,27 @@ pub struct OpenOptions {
     pub key_file: PathBuf,
     /// Who opens it, as the pid file shows it (`crosscast worker`).
     pub holder: String,
+    /// sled's page cache, in MiB ([`cache_mb_from_env`]).
+    pub cache_mb: u64,
+}
+
+/// sled's page cache by default, in MiB: enough for the column blocks a
+/// targeting pass reads again; the operating system caches the rest.
+pub const DEFAULT_CACHE_MB: u64 = 128;
+
+/// The page cache size `CROSSCAST_CACHE_MB` asks for, else
+/// [`DEFAULT_CACHE_MB`]; a value that is not a whole number of at least 8
+/// is an error.
+pub fn cache_mb_from_env() -> std::result::Result<u64, String> {
+    match std::env::var("CROSSCAST_CACHE_MB") {
+        Err(_) => Ok(DEFAULT_CACHE_MB),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(mb) if mb >= 8 => Ok(mb),
+            _ => Err(format!(
+                "CROSSCAST_CACHE_MB is a whole number of MiB, at least 8, not `{v}`"
+            )),
+        },
+    }
 }
 
 impl Default for OpenOptions {
@@ -98,6 +119,7 @@ impl Default for OpenOptions {
             create: false,
             key_file: sealed::KeyFile::default_path(),
             holder: "crosscast".into(),
+            cache_mb: DEFAULT_CACHE_MB,
         }
     }
 }
@@ -129,6 +151,7 @@ impl Store {
                 create: true,
                 key_file: dir.join("key"),
                 holder: "test".into(),
+                cache_mb: 16,
             },
         )
         .expect("a store for tests")
@@ -172,7 +195,7 @@ impl Store {
             .path(dir.join("db"))
             // Bounded cache: the page cache serves repeated column blocks; the
             // OS cache serves the rest.
-            .cache_capacity(128 * 1024 * 1024)
+            .cache_capacity(options.cache_mb * 1024 * 1024)
             .open()?;
         private(dir)?;
         let store = Store {
