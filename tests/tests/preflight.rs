@@ -298,6 +298,23 @@ fn audience_headers_that_mean_a_documented_column_are_refused() {
     );
 }
 
+/// What `validate`, a dry run and a run of `file` all say on stderr, each
+/// exiting 2: they refuse the same things the same way.
+fn refused_alike(env: &Env, file: &str) -> String {
+    let mut said: Vec<String> = Vec::new();
+    for args in [
+        vec!["validate", file],
+        vec!["run", file, "--dry-run"],
+        vec!["run", file],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        said.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    assert!(said.iter().all(|s| *s == said[0]), "{said:#?}");
+    said.swap_remove(0)
+}
+
 /// Imports the sample recipients and subscriptions.
 fn import_sample(env: &Env) {
     let data = common::root().join("tests/data");
@@ -354,16 +371,7 @@ fn attribute_names_are_checked_against_the_schema_with_the_name_meant() {
         "{file}:10:51: activity.split.config.subsets[0].filter: `recipient.emial` is not an \
          attribute of subscription: did you mean `recipient.email`?"
     );
-    for args in [
-        vec!["validate", file],
-        vec!["run", file, "--dry-run"],
-        vec!["run", file],
-    ] {
-        let out = env.run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.trim(), said, "{args:?}");
-    }
+    assert_eq!(refused_alike(&env, file), said);
     let runs = env.run(&["status", "1", "--json"]);
     assert!(!runs.status.success(), "no run started");
 
@@ -434,19 +442,7 @@ fn accounts_are_checked_before_a_run_the_same_way_on_every_channel() {
         )
     })
     .collect();
-    for args in [
-        vec!["validate", file],
-        vec!["run", file, "--dry-run"],
-        vec!["run", file],
-    ] {
-        let out = env.run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert_eq!(
-            lines(&String::from_utf8_lossy(&out.stderr)),
-            expected,
-            "{args:?}"
-        );
-    }
+    assert_eq!(lines(&refused_alike(&env, file)), expected);
     assert!(s.rig.smtp.received().is_empty() && s.rig.sms.received().is_empty());
     for (plugin, account) in [
         ("email", "smtp"),
