@@ -7,9 +7,11 @@
 //! one bad record stores nothing (all-or-nothing); with a rejects file, bad
 //! records are written there with their reasons and the rest is stored.
 //!
-//! A crash during the second pass leaves the chunks stored so far, and a
-//! marker that makes the next import say so; imports upsert by id, so
-//! importing the same file again completes it.
+//! The second pass stages its chunks as a new generation of the dimension
+//! and publishes them in one small write at the end (see
+//! [`crate::store::manifest`]): a crash at any point leaves the audience as
+//! it was before the import or as it is after, and the next import says
+//! what it found and discarded.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::store::audience::{self, Dimension, KeyIndex, Row};
+pub use crate::store::manifest::Interrupted;
 use crate::store::{Store, StoreError};
 
 /// Problems listed in an all-or-nothing failure; the rest are counted.
@@ -101,8 +104,9 @@ pub struct Summary {
     pub updated: u64,
     /// Records rejected (only with a rejects file).
     pub rejected: u64,
-    /// An earlier import of this dimension that was interrupted, if any.
-    pub interrupted: Option<String>,
+    /// An earlier import of this dimension found interrupted, and what was
+    /// done about it.
+    pub interrupted: Option<Interrupted>,
 }
 
 /// A record as read: its line and fields by column (`None`: empty). Column
@@ -135,7 +139,7 @@ pub fn import_file(
         source,
     };
     let size = std::fs::metadata(path).map_err(io)?.len();
-    let interrupted = store.audience().interrupted_import(dimension)?;
+    let interrupted = store.audience().recover(dimension)?;
     let mut links = LinkCache::default();
 
     // Pass 1: validate everything, store nothing.
@@ -219,21 +223,12 @@ pub fn import_file(
     }
     crate::interrupt::doing(crate::interrupt::Doing::Storing);
     let bar = progress(options.progress, size, "storing");
-    store.audience().mark_import(dimension, Some(&file))?;
-    let mut summary = Summary {
-        rejected: rejected.len() as u64,
-        interrupted,
-        ..Summary::default()
-    };
+    let audience = store.audience();
+    let mut import = audience.begin(dimension, &file)?;
     let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
-    let mut index = store.audience().key_index(dimension)?;
-    let mut flush = |chunk: &mut Vec<Row>, summary: &mut Summary| -> Result<(), ImportError> {
-        let r = store
-            .audience()
-            .upsert_chunk(dimension, std::mem::take(chunk), &mut index)?;
-        summary.inserted += r.inserted;
-        summary.updated += r.updated;
-        chunk.clear();
+    let mut stage = |chunk: &mut Vec<Row>| -> Result<(), ImportError> {
+        import.write(std::mem::take(chunk))?;
+        tracing::debug!(dimension, rows = import.staged(), "staged");
         Ok(())
     };
     for_each_record(path, dim, &bar, |rec| {
@@ -243,13 +238,19 @@ pub fn import_file(
         }
         chunk.push(to_row(store, dim, rec, &mut links)?);
         if chunk.len() >= CHUNK {
-            flush(&mut chunk, &mut summary)?;
+            stage(&mut chunk)?;
         }
         Ok(())
     })?;
-    flush(&mut chunk, &mut summary)?;
-    store.flush()?;
-    store.audience().mark_import(dimension, None)?;
+    stage(&mut chunk)?;
+    let upserted = import.publish()?;
+    tracing::debug!(dimension, "published");
+    let summary = Summary {
+        inserted: upserted.inserted,
+        updated: upserted.updated,
+        rejected: rejected.len() as u64,
+        interrupted,
+    };
     bar.finish_and_clear();
     crate::interrupt::doing(crate::interrupt::Doing::Other);
     Ok(summary)

@@ -887,9 +887,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let r = crate::import::import_file(&app.store, dim, &file, &options)?;
             if let Some(earlier) = &r.interrupted {
-                eprintln!(
-                    "note: an earlier import of {earlier} was interrupted; import it again to complete it"
-                );
+                eprintln!("note: {earlier}");
             }
             let secs = started.elapsed().as_secs_f64();
             let stored = r.inserted + r.updated;
@@ -914,6 +912,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Export { what, output } => {
             let dim = what.dimension();
+            if let Some(staging) = app.store.audience().interrupted_import(dim)? {
+                eprintln!(
+                    "note: the import of {} did not take effect (it was interrupted, or is still \
+                     running): this is the audience as it was before it",
+                    staging.file
+                );
+            }
             let n = match &output {
                 Some(path) => {
                     let f = std::fs::File::create(path)

@@ -16,7 +16,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::{Result, Store, StoreError, decode, encode, json_decode, json_encode, textblock};
+use std::collections::btree_map::Entry;
+
+use super::manifest::{self, Draft, Manifest};
+use super::{Result, Store, StoreError, decode, encode, textblock};
 
 /// Ids per column block.
 pub const BLOCK: u64 = 4096;
@@ -236,24 +239,22 @@ pub struct Upserted {
 type TextBlock = Vec<Option<String>>;
 type LinkBlock = Vec<Option<u64>>;
 
-fn block_key(tag: u8, name: &str, block: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + 6);
-    k.push(tag);
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&(block as u32).to_be_bytes());
-    k
-}
-
-/// Access to the audience data of the store.
+/// Access to the audience data of the store, as published when first used:
+/// every dimension's [`Manifest`] is pinned together then, so all reads
+/// through one `Audience` see one version of the audience, whatever an
+/// import publishes meanwhile.
 pub struct Audience<'a> {
     store: &'a Store,
+    pinned: std::cell::OnceCell<BTreeMap<&'static str, Arc<Manifest>>>,
 }
 
 impl Store {
     /// The audience: dimensions, their records and attributes.
     pub fn audience(&self) -> Audience<'_> {
-        Audience { store: self }
+        Audience {
+            store: self,
+            pinned: std::cell::OnceCell::new(),
+        }
     }
 }
 
@@ -262,14 +263,22 @@ impl Audience<'_> {
         self.store.tree(&format!("dim/{}", dim.name))
     }
 
+    /// The pinned manifest of a dimension.
+    fn manifest(&self, dim: &Dimension) -> Result<Arc<Manifest>> {
+        if self.pinned.get().is_none() {
+            let trees = SCHEMA
+                .iter()
+                .map(|d| Ok((d.name, self.tree(d)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let all = self.store.published.get_all(&trees)?;
+            let _ = self.pinned.set(all);
+        }
+        Ok(self.pinned.get().expect("pinned above")[dim.name].clone())
+    }
+
     /// How many records a dimension holds (ids are `0..count`).
     pub fn count(&self, dimension: &str) -> Result<u64> {
-        let dim = self::dimension(dimension)?;
-        let tree = self.tree(dim)?;
-        Ok(match tree.get(b"m:next")? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
-        })
+        Ok(self.manifest(self::dimension(dimension)?)?.next)
     }
 
     /// The internal id of an external id, if imported (builds the whole
@@ -284,43 +293,13 @@ impl Audience<'_> {
     /// than reading 245 blocks.
     pub fn key_index(&self, dimension: &str) -> Result<KeyIndex> {
         let dim = self::dimension(dimension)?;
-        let tree = self.tree(dim)?;
-        let count = self.count(dimension)?;
-        let mut map = rustc_hash::FxHashMap::default();
-        map.reserve(count as usize);
-        let mut start = 0;
-        while start < count {
-            let end = (start + BLOCK).min(count);
-            let ids: Vec<u64> = (start..end).collect();
-            let blocks = TextBlocks::read(&tree, "id", &ids)?;
-            blocks
-                .each(&ids, |v| v.map(str::to_string))
-                .into_iter()
-                .zip(start..end)
-                .for_each(|(key, id)| {
-                    if let Some(key) = key {
-                        map.insert(key.into_boxed_str(), id);
-                    }
-                });
-            start = end;
-        }
-        Ok(KeyIndex { map })
+        key_index(&self.tree(dim)?, &*self.manifest(dim)?)
     }
 
     /// The columns a dimension has: the schema's, then extras seen at import.
     pub fn columns(&self, dimension: &str) -> Result<Vec<String>> {
         let dim = self::dimension(dimension)?;
-        let tree = self.tree(dim)?;
-        let mut cols: Vec<String> = vec!["id".to_string()];
-        cols.extend(dim.columns.iter().map(|c| c.to_string()));
-        if let Some(v) = tree.get(b"m:columns")? {
-            for c in json_decode::<Vec<String>>("audience", &v)? {
-                if !cols.contains(&c) {
-                    cols.push(c);
-                }
-            }
-        }
-        Ok(cols)
+        Ok(columns(dim, &*self.manifest(dim)?))
     }
 
     /// Every attribute path of a dimension: its columns, then each linked
@@ -335,70 +314,128 @@ impl Audience<'_> {
         Ok(out)
     }
 
-    /// Upserts rows of one dimension in one atomic batch, then flushes.
+    /// Upserts rows of one dimension as one import, published at once.
     /// Callers validate everything first: this either stores all or nothing.
     pub fn upsert(&self, dimension: &str, rows: &[Row]) -> Result<Upserted> {
-        let mut index = self.key_index(dimension)?;
-        let r = self.upsert_chunk(dimension, rows.to_vec(), &mut index)?;
-        self.store.flush()?;
-        Ok(r)
+        let mut import = self.begin(dimension, "(rows)")?;
+        import.write(rows.to_vec())?;
+        import.publish()
     }
 
-    /// Records that an import of `file` is being stored (`None`: it ended).
-    /// An import stores its chunks one batch at a time; a marker left behind
-    /// says one was interrupted, so the next import can say so.
-    pub fn mark_import(&self, dimension: &str, file: Option<&str>) -> Result<()> {
-        let tree = self.tree(self::dimension(dimension)?)?;
-        match file {
-            Some(f) => tree.insert(b"m:importing", f.as_bytes())?,
-            None => tree.remove(b"m:importing")?,
-        };
-        self.store.flush()?;
-        Ok(())
+    /// Discards what an interrupted import of a dimension staged, if one
+    /// was, and says what it was.
+    pub fn recover(&self, dimension: &str) -> Result<Option<manifest::Interrupted>> {
+        manifest::recover(&self.tree(self::dimension(dimension)?)?)
     }
 
-    /// The file of an import that was interrupted, if any.
-    pub fn interrupted_import(&self, dimension: &str) -> Result<Option<String>> {
-        let tree = self.tree(self::dimension(dimension)?)?;
-        Ok(tree
-            .get(b"m:importing")?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
-    /// Upserts one chunk of rows in one sled batch, without flushing.
-    /// `index` is the dimension's [`KeyIndex`]; new records are added to it.
-    pub fn upsert_chunk(
-        &self,
-        dimension: &str,
-        rows: Vec<Row>,
-        index: &mut KeyIndex,
-    ) -> Result<Upserted> {
+    /// Starts an import of `file` into a dimension: nothing it writes is
+    /// seen before [`Import::publish`]. What an interrupted import staged is
+    /// discarded first (see [`Audience::recover`] to hear about it).
+    pub fn begin(&self, dimension: &str, file: &str) -> Result<Import<'_>> {
         let dim = self::dimension(dimension)?;
         let tree = self.tree(dim)?;
-        let mut next = self.count(dimension)?;
-        let mut batch = sled::Batch::default();
-        let mut result = Upserted {
-            inserted: 0,
-            updated: 0,
+        let base = self.store.published.get(dim.name, &tree)?;
+        self.store.reclaim(dim.name, &tree, base.generation)?;
+        let staging = manifest::begin(&tree, &base, file)?;
+        let index = key_index(&tree, &base)?;
+        let import = Import {
+            store: self.store,
+            dim,
+            columns: columns(dim, &base),
+            draft: Draft::new(&base, staging.generation),
+            tree,
+            index,
+            result: Upserted {
+                inserted: 0,
+                updated: 0,
+            },
         };
-        // Blocks touched by this chunk, by (column index, block).
+        Ok(import)
+    }
+
+    /// The import of a dimension that was interrupted (or is running), if
+    /// any: what it staged is not part of the audience.
+    pub fn interrupted_import(&self, dimension: &str) -> Result<Option<manifest::Staging>> {
+        manifest::staging(&self.tree(self::dimension(dimension)?)?)
+    }
+}
+
+/// The map from external ids to internal ids in one version of a dimension.
+fn key_index(tree: &sled::Tree, manifest: &Manifest) -> Result<KeyIndex> {
+    let count = manifest.next;
+    let mut map = rustc_hash::FxHashMap::default();
+    map.reserve(count as usize);
+    let mut start = 0;
+    while start < count {
+        let end = (start + BLOCK).min(count);
+        let ids: Vec<u64> = (start..end).collect();
+        let blocks = TextBlocks::read(tree, manifest, "id", &ids)?;
+        blocks
+            .each(&ids, |v| v.map(str::to_string))
+            .into_iter()
+            .zip(start..end)
+            .for_each(|(key, id)| {
+                if let Some(key) = key {
+                    map.insert(key.into_boxed_str(), id);
+                }
+            });
+        start = end;
+    }
+    Ok(KeyIndex { map })
+}
+
+/// The columns of one version of a dimension: `id`, the schema's, then
+/// extras seen at import.
+fn columns(dim: &Dimension, manifest: &Manifest) -> Vec<String> {
+    let mut cols: Vec<String> = vec!["id".to_string()];
+    cols.extend(dim.columns.iter().map(|c| c.to_string()));
+    for c in &manifest.extras {
+        if !cols.contains(c) {
+            cols.push(c.clone());
+        }
+    }
+    cols
+}
+
+/// An import in progress: rows staged as a new generation of a dimension,
+/// seen by nobody until [`Import::publish`]. Dropped unpublished, it leaves
+/// staged blocks the next import discards.
+pub struct Import<'a> {
+    store: &'a Store,
+    dim: &'static Dimension,
+    tree: sled::Tree,
+    /// The published manifest, with the blocks staged so far.
+    draft: Draft,
+    /// External ids of the records so far, published and staged.
+    index: KeyIndex,
+    /// Column names so far, `id` first.
+    columns: Vec<String>,
+    result: Upserted,
+}
+
+impl Import<'_> {
+    /// Stages rows in one sled batch. Blocks they touch are read as staged
+    /// so far, changed, and written under this import's generation.
+    pub fn write(&mut self, rows: Vec<Row>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut next = self.draft.manifest.next;
+        // Blocks touched by these rows, by (column index, block).
         let mut text: BTreeMap<(usize, u64), TextBlock> = BTreeMap::new();
         let mut links: BTreeMap<(&'static str, u64), LinkBlock> = BTreeMap::new();
-        let mut columns = self.columns(dimension)?;
         let id_column: Arc<str> = Arc::from("id");
         for row in rows {
-            // Keys new in this chunk are in the index too, so a key repeated
-            // within a chunk keeps one id.
-            let id = match index.get(&row.key) {
+            // Keys new in this import are in the index too, so a key
+            // repeated within it keeps one id.
+            let id = match self.index.get(&row.key) {
                 Some(id) => {
-                    result.updated += 1;
+                    self.result.updated += 1;
                     id
                 }
                 None => {
                     let id = next;
                     next += 1;
-                    result.inserted += 1;
-                    index.map.insert(row.key.clone().into_boxed_str(), id);
+                    self.result.inserted += 1;
+                    self.index.map.insert(row.key.clone().into_boxed_str(), id);
                     id
                 }
             };
@@ -406,18 +443,18 @@ impl Audience<'_> {
             // The external id is an attribute too, so it can be filtered on.
             let id_value: (Arc<str>, Option<String>) = (id_column.clone(), Some(row.key));
             for (col, value) in std::iter::once(id_value).chain(row.values) {
-                let ci = match columns.iter().position(|c| **c == *col) {
+                let ci = match self.columns.iter().position(|c| **c == *col) {
                     Some(i) => i,
                     None => {
-                        columns.push(col.to_string());
-                        columns.len() - 1
+                        self.columns.push(col.to_string());
+                        self.columns.len() - 1
                     }
                 };
-                let entry = text.entry((ci, block));
-                let blk = match entry {
-                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        let existing = match tree.get(block_key(b'c', &col, block))? {
+                let blk = match text.entry((ci, block)) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => {
+                        let key = self.draft.manifest.key(manifest::TEXT, &col, block);
+                        let existing = match key.map(|k| self.tree.get(k)).transpose()?.flatten() {
                             Some(bytes) => textblock::View::parse(&bytes)?.to_vec(),
                             None => Vec::new(),
                         };
@@ -431,9 +468,10 @@ impl Audience<'_> {
             }
             for (link, target) in &row.links {
                 let blk = match links.entry((link, block)) {
-                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        let existing = match tree.get(block_key(b'l', link, block))? {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => {
+                        let key = self.draft.manifest.key(manifest::LINK, link, block);
+                        let existing = match key.map(|k| self.tree.get(k)).transpose()?.flatten() {
                             Some(bytes) => decode::<LinkBlock>("audience", &bytes)?,
                             None => Vec::new(),
                         };
@@ -447,24 +485,51 @@ impl Audience<'_> {
             }
         }
         for ((ci, block), blk) in &text {
-            batch.insert(
-                block_key(b'c', &columns[*ci], *block),
-                textblock::encode(blk),
-            );
+            let key = self.draft.stage(manifest::TEXT, &self.columns[*ci], *block);
+            batch.insert(key, textblock::encode(blk));
         }
         for ((link, block), blk) in &links {
-            batch.insert(block_key(b'l', link, *block), encode(blk));
+            let key = self.draft.stage(manifest::LINK, link, *block);
+            batch.insert(key, encode(blk));
         }
-        let extras: Vec<&String> = columns
+        self.tree.apply_batch(batch)?;
+        self.draft.manifest.next = next;
+        let dim = self.dim;
+        self.draft.manifest.extras = self
+            .columns
             .iter()
             .filter(|c| *c != "id" && !dim.columns.contains(&c.as_str()))
+            .cloned()
             .collect();
-        batch.insert(b"m:columns".to_vec(), json_encode(&extras));
-        batch.insert(b"m:next".to_vec(), &next.to_be_bytes());
-        tree.apply_batch(batch)?;
-        Ok(result)
+        Ok(())
     }
 
+    /// Rows staged so far.
+    pub fn staged(&self) -> u64 {
+        self.result.inserted + self.result.updated
+    }
+
+    /// Publishes everything staged in one small durable write; returns what
+    /// changed. Blocks it replaced are deleted once no reader holds the
+    /// version before.
+    pub fn publish(self) -> Result<Upserted> {
+        let published = manifest::publish(&self.tree, self.draft)?;
+        let generation = published.generation;
+        self.store.published.set(self.dim.name, published);
+        self.store.reclaim(self.dim.name, &self.tree, generation)?;
+        Ok(self.result)
+    }
+}
+
+impl Store {
+    /// Deletes the blocks of `dim` replaced by publications that no reader
+    /// needs any longer.
+    fn reclaim(&self, dim: &'static str, tree: &sled::Tree, published: u32) -> Result<u64> {
+        manifest::reclaim(tree, self.published.oldest_held(dim, published))
+    }
+}
+
+impl Audience<'_> {
     /// Fetches attribute paths for ids: one column of texts per path, in the
     /// order of `ids`. A path is `column` or `link.column`.
     pub fn fetch(
@@ -558,7 +623,7 @@ impl Audience<'_> {
             )));
         }
         let tree = self.tree(dim)?;
-        let blocks = TextBlocks::read(&tree, path, ids)?;
+        let blocks = TextBlocks::read(&tree, &*self.manifest(dim)?, path, ids)?;
         Ok(match want {
             Want::Presence => Values::Presence(blocks.presence(ids)),
             Want::Text => Values::Text(blocks.texts(ids)),
@@ -580,10 +645,11 @@ impl Audience<'_> {
         let dim = self::dimension(dimension)?;
         let ids: Vec<u64> = (start..start + len).collect();
         let tree = self.tree(dim)?;
+        let manifest = self.manifest(dim)?;
         self.columns(dimension)?
             .into_iter()
             .map(|c| {
-                let blocks = TextBlocks::read(&tree, &c, &ids)?;
+                let blocks = TextBlocks::read(&tree, &manifest, &c, &ids)?;
                 Ok((c, blocks.texts(&ids)))
             })
             .collect()
@@ -609,7 +675,7 @@ impl Audience<'_> {
     /// The internal ids that records of `dim` link to through `link`.
     pub fn read_links(&self, dim: &Dimension, link: &str, ids: &[u64]) -> Result<Vec<Option<u64>>> {
         let tree = self.tree(dim)?;
-        read_blocks::<Option<u64>>(&tree, b'l', link, ids)
+        read_blocks::<Option<u64>>(&tree, &*self.manifest(dim)?, manifest::LINK, link, ids)
             .map(|v| v.into_iter().map(Option::flatten).collect())
     }
 }
@@ -702,7 +768,12 @@ struct TextBlocks {
 }
 
 impl TextBlocks {
-    fn read(tree: &sled::Tree, column: &str, ids: &[u64]) -> Result<TextBlocks> {
+    fn read(
+        tree: &sled::Tree,
+        manifest: &Manifest,
+        column: &str,
+        ids: &[u64],
+    ) -> Result<TextBlocks> {
         let mut wanted: Vec<u64> = Vec::new();
         for &id in ids {
             let b = id / BLOCK;
@@ -715,7 +786,10 @@ impl TextBlocks {
         wanted.dedup();
         let mut blocks = Vec::with_capacity(wanted.len());
         for b in wanted {
-            if let Some(bytes) = tree.get(block_key(b'c', column, b))? {
+            let Some(key) = manifest.key(manifest::TEXT, column, b) else {
+                continue;
+            };
+            if let Some(bytes) = tree.get(key)? {
                 textblock::View::parse(&bytes)?;
                 blocks.push((b, bytes));
             }
@@ -796,6 +870,7 @@ impl TextBlocks {
 /// Reads slot values for `ids` from the blocks of one column, each block once.
 fn read_blocks<T: Clone + serde::de::DeserializeOwned>(
     tree: &sled::Tree,
+    manifest: &Manifest,
     tag: u8,
     name: &str,
     ids: &[u64],
@@ -811,7 +886,8 @@ fn read_blocks<T: Clone + serde::de::DeserializeOwned>(
             current = match decoded.iter().position(|(b, _)| *b == block) {
                 Some(i) => i,
                 None => {
-                    let values = match tree.get(block_key(tag, name, block))? {
+                    let key = manifest.key(tag, name, block);
+                    let values = match key.map(|k| tree.get(k)).transpose()?.flatten() {
                         Some(bytes) => decode::<Vec<T>>("audience", &bytes)?,
                         None => Vec::new(),
                     };
@@ -844,7 +920,6 @@ mod tests {
     fn upserts_by_key_and_fetches_columns_and_links() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::for_tests(dir.path());
-        let a = store.audience();
         // Enough recipients to span two column blocks.
         let rows: Vec<Row> = (0..5000)
             .map(|i| {
@@ -859,14 +934,17 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            a.upsert("recipient", &rows).unwrap(),
+            store.audience().upsert("recipient", &rows).unwrap(),
             Upserted {
                 inserted: 5000,
                 updated: 0
             }
         );
-        assert_eq!(a.count("recipient").unwrap(), 5000);
-        assert_eq!(a.lookup("recipient", "R4097").unwrap(), Some(4097));
+        assert_eq!(store.audience().count("recipient").unwrap(), 5000);
+        assert_eq!(
+            store.audience().lookup("recipient", "R4097").unwrap(),
+            Some(4097)
+        );
         // Upsert: same key, same id, new value; a new key gets the next id.
         let again = vec![
             row("R1", &[("email", None)], vec![]),
@@ -877,13 +955,14 @@ mod tests {
             .chain([row("R5000", &[("email", Some("last@x.test"))], vec![])])
             .collect();
         assert_eq!(
-            a.upsert("recipient", &again).unwrap(),
+            store.audience().upsert("recipient", &again).unwrap(),
             Upserted {
                 inserted: 1,
                 updated: 2
             }
         );
-        let cols = a
+        let cols = store
+            .audience()
             .fetch(
                 "recipient",
                 &[1, 9, 4097, 5000],
@@ -910,7 +989,9 @@ mod tests {
         );
         assert_eq!(cols[2][3], Some("R5000".into()));
         assert!(
-            a.columns("recipient")
+            store
+                .audience()
+                .columns("recipient")
                 .unwrap()
                 .contains(&"tier".to_string())
         );
@@ -923,8 +1004,9 @@ mod tests {
                 vec![("recipient", 4097)],
             ),
         ];
-        a.upsert("subscription", &subs).unwrap();
-        let cols = a
+        store.audience().upsert("subscription", &subs).unwrap();
+        let cols = store
+            .audience()
             .fetch(
                 "subscription",
                 &[1, 0],
@@ -937,7 +1019,8 @@ mod tests {
         );
         assert_eq!(cols[1], vec![Some("android".into()), Some("ios".into())]);
 
-        let err = a
+        let err = store
+            .audience()
             .fetch("subscription", &[0], &["colour".into()])
             .unwrap_err()
             .to_string();
@@ -947,7 +1030,9 @@ mod tests {
         );
         assert!(err.contains("recipient.<attribute>"), "{err}");
         assert!(
-            a.fetch("planet", &[0], &[])
+            store
+                .audience()
+                .fetch("planet", &[0], &[])
                 .unwrap_err()
                 .to_string()
                 .contains("unknown dimension `planet`")
@@ -958,7 +1043,6 @@ mod tests {
     fn serves_presence_dictionaries_and_texts_through_links() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::for_tests(dir.path());
-        let a = store.audience();
         let people: Vec<Row> = (0..100)
             .map(|i| {
                 let email = format!("p{i}@x.test");
@@ -973,13 +1057,14 @@ mod tests {
                 )
             })
             .collect();
-        a.upsert("recipient", &people).unwrap();
+        store.audience().upsert("recipient", &people).unwrap();
         let subs: Vec<Row> = (0..10)
             .map(|i| row(&format!("S{i}"), &[], vec![("recipient", 9 - i as u64)]))
             .collect();
-        a.upsert("subscription", &subs).unwrap();
+        store.audience().upsert("subscription", &subs).unwrap();
         let ids: Vec<u64> = (0..10).collect();
-        let got = a
+        let got = store
+            .audience()
             .fetch_as(
                 "subscription",
                 &ids,
@@ -1009,9 +1094,146 @@ mod tests {
         assert_eq!(emails[1].as_deref(), Some("p8@x.test"));
         // Mostly distinct values in a large batch are served as text.
         let all: Vec<u64> = (0..100).collect();
-        let wide = a
+        let wide = store
+            .audience()
             .fetch_as("recipient", &all, &[("email".into(), Want::Auto)])
             .unwrap();
         assert!(matches!(wide[0], Values::Text(_)));
+    }
+
+    fn emails(a: &Audience<'_>, n: u64) -> Vec<Option<String>> {
+        let ids: Vec<u64> = (0..n).collect();
+        a.fetch("recipient", &ids, &["email".into()])
+            .unwrap()
+            .remove(0)
+    }
+
+    fn people(range: std::ops::Range<u64>, domain: &str) -> Vec<Row> {
+        range
+            .map(|i| {
+                let email = format!("r{i}@{domain}");
+                row(&format!("R{i}"), &[("email", Some(email.as_str()))], vec![])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_import_is_seen_only_once_published_and_a_dropped_one_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_tests(dir.path());
+        store
+            .audience()
+            .upsert("recipient", &people(0..5000, "a.test"))
+            .unwrap();
+        let before = emails(&store.audience(), 5000);
+
+        // Staged, not published: nobody sees it, not even a new reader.
+        let audience = store.audience();
+        let mut import = audience.begin("recipient", "b.csv").unwrap();
+        import.write(people(0..6000, "b.test")).unwrap();
+        assert_eq!(store.audience().count("recipient").unwrap(), 5000);
+        assert_eq!(emails(&store.audience(), 5000), before);
+        drop(import);
+
+        // The next import says what it found, and the audience is intact.
+        let found = store.audience().recover("recipient").unwrap();
+        let Some(manifest::Interrupted::Discarded { file, blocks, .. }) = found else {
+            panic!("{found:?}")
+        };
+        assert_eq!(file, "b.csv");
+        // `id` and `email`, two blocks each.
+        assert_eq!(blocks, 4);
+        assert_eq!(store.audience().recover("recipient").unwrap(), None);
+        assert_eq!(emails(&store.audience(), 5000), before);
+    }
+
+    #[test]
+    fn a_reader_keeps_its_version_and_replaced_blocks_go_once_nobody_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_tests(dir.path());
+        let tree = store.tree("dim/recipient").unwrap();
+        let blocks = || tree.scan_prefix(b"g").count();
+        store
+            .audience()
+            .upsert("recipient", &people(0..5000, "a.test"))
+            .unwrap();
+        assert_eq!(blocks(), 4);
+        let reader = store.audience();
+        let before = emails(&reader, 5000);
+
+        store
+            .audience()
+            .upsert("recipient", &people(0..10, "b.test"))
+            .unwrap();
+        // The reader still reads its version, whose first blocks were
+        // replaced: they stay while it holds them.
+        assert_eq!(emails(&reader, 5000), before);
+        assert_eq!(blocks(), 6);
+        let after = emails(&store.audience(), 5000);
+        assert_eq!(after[3].as_deref(), Some("r3@b.test"));
+        assert_eq!(after[4999], before[4999]);
+        drop(reader);
+
+        // The next import reclaims them.
+        store
+            .audience()
+            .upsert("recipient", &people(4999..5001, "c.test"))
+            .unwrap();
+        let now = emails(&store.audience(), 5001);
+        assert_eq!(now[3].as_deref(), Some("r3@b.test"));
+        assert_eq!(now[5000].as_deref(), Some("r5000@c.test"));
+        // id and email: block 0 (from b), block 1 (from c).
+        assert_eq!(blocks(), 4);
+    }
+
+    #[test]
+    fn the_layout_before_generations_reads_as_it_was_and_is_replaced_block_by_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::for_tests(dir.path());
+        let tree = store.tree("dim/recipient").unwrap();
+        // As stored before generations: 5000 records over two blocks.
+        for (block, range) in [(0u64, 0..4096u64), (1, 4096..5000)] {
+            let ids: Vec<Option<String>> = range.clone().map(|i| Some(format!("R{i}"))).collect();
+            let mails: Vec<Option<String>> =
+                range.map(|i| Some(format!("r{i}@old.test"))).collect();
+            tree.insert(
+                manifest::block_key(0, b'c', "id", block),
+                textblock::encode(&ids),
+            )
+            .unwrap();
+            tree.insert(
+                manifest::block_key(0, b'c', "email", block),
+                textblock::encode(&mails),
+            )
+            .unwrap();
+        }
+        tree.insert(b"m:next", &5000u64.to_be_bytes()).unwrap();
+        tree.insert(b"m:columns", b"[]".as_slice()).unwrap();
+        let mails = emails(&store.audience(), 5000);
+        assert_eq!(mails[4999].as_deref(), Some("r4999@old.test"));
+        assert_eq!(
+            store.audience().lookup("recipient", "R4097").unwrap(),
+            Some(4097)
+        );
+
+        store
+            .audience()
+            .upsert("recipient", &people(4000..4001, "new.test"))
+            .unwrap();
+        let mails = emails(&store.audience(), 5000);
+        assert_eq!(mails[4000].as_deref(), Some("r4000@new.test"));
+        assert_eq!(mails[4999].as_deref(), Some("r4999@old.test"));
+        // Block 0 of the old layout was replaced and reclaimed; block 1 stays.
+        assert!(
+            tree.get(manifest::block_key(0, b'c', "email", 0))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            tree.get(manifest::block_key(0, b'c', "email", 1))
+                .unwrap()
+                .is_some()
+        );
+        assert!(tree.get(b"m:next").unwrap().is_none());
     }
 }

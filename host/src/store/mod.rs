@@ -11,6 +11,7 @@
 
 pub mod audience;
 pub mod deliveries;
+pub mod manifest;
 pub mod plugins;
 pub mod population;
 pub mod runs;
@@ -76,6 +77,8 @@ pub struct Store {
     dir: PathBuf,
     /// What seals secrets.
     keys: std::sync::Arc<sealed::KeyFile>,
+    /// The audience as published, and the versions readers still hold.
+    published: std::sync::Arc<manifest::Published>,
     /// The data directory's lock (its pid file), held while any clone lives.
     _lock: std::sync::Arc<std::fs::File>,
 }
@@ -202,6 +205,7 @@ impl Store {
             db,
             dir: dir.to_path_buf(),
             keys: std::sync::Arc::new(sealed::KeyFile::at(options.key_file.clone())),
+            published: Default::default(),
             _lock: std::sync::Arc::new(lock),
         };
         store.seal_plaintext()?;
