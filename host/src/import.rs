@@ -1,17 +1,14 @@
 //! Audience files: CSV (with a header) or NDJSON, upserted by `id`.
 //!
-//! Two streaming passes keep memory flat at any size: the first validates
-//! every record (syntax, email and mobile formats, platform, links to existing
-//! records, duplicate ids) without storing anything; the second stores the
-//! valid records in chunks of [`CHUNK`] rows, one sled batch each. By default
-//! one bad record stores nothing (all-or-nothing); with a rejects file, bad
-//! records are written there with their reasons and the rest is stored.
-//!
-//! The second pass stages its chunks as a new generation of the dimension
-//! and publishes them in one small write at the end (see
-//! [`crate::store::manifest`]): a crash at any point leaves the audience as
-//! it was before the import or as it is after, and the next import says
-//! what it found and discarded.
+//! One streaming pass checks every record (syntax, email and mobile formats,
+//! platform, links to existing records, duplicate ids) and stages the valid
+//! ones, [`CHUNK`] rows at a time, as a new generation of the dimension,
+//! published in one small write at the end (see [`crate::store::manifest`]).
+//! So by default one bad record stores nothing (all-or-nothing), and a crash
+//! at any point leaves the audience as it was before the import or as it is
+//! after; the next import says what it found and discarded. With a rejects
+//! file, bad records are written there with their reasons (read again from
+//! the file: the import keeps no record it refused) and the rest is stored.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -21,7 +18,7 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::store::audience::{self, Dimension, KeyIndex, Row};
+use crate::store::audience::{self, Claim, Dimension, KeyIndex, Row};
 pub use crate::store::manifest::Interrupted;
 use crate::store::{Store, StoreError};
 
@@ -65,8 +62,8 @@ pub enum ImportError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Interrupted (Ctrl-C) while checking the file: nothing was stored.
-    #[error("interrupted while checking the file: nothing was stored")]
+    /// Interrupted (Ctrl-C) before it took effect: nothing was stored.
+    #[error("interrupted before the import took effect: nothing was stored")]
     Interrupted,
 }
 
@@ -139,121 +136,200 @@ pub fn import_file(
         source,
     };
     let size = std::fs::metadata(path).map_err(io)?.len();
-    let interrupted = store.audience().recover(dimension)?;
+    let audience = store.audience();
+    let interrupted = audience.recover(dimension)?;
     let mut links = LinkCache::default();
 
-    // Pass 1: validate everything, store nothing.
-    let bar = progress(options.progress, size, "checking");
-    let mut seen: rustc_hash::FxHashMap<Box<str>, u64> = Default::default();
-    let mut listed = Vec::new();
-    let mut more = 0u64;
-    let mut rejected: HashSet<u64> = HashSet::new();
-    let mut rejects = match &options.rejects {
-        Some(p) => Some(BufWriter::new(File::create(p).map_err(|source| {
-            ImportError::Io {
-                file: p.display().to_string(),
-                source,
-            }
-        })?)),
-        None => None,
-    };
-    crate::interrupt::doing(crate::interrupt::Doing::Checking);
+    // One pass: check each record and stage the valid ones. Nothing takes
+    // effect before `publish`, so a bad record (all-or-nothing), an error
+    // or an interrupt leaves the audience as it was.
+    crate::interrupt::doing(crate::interrupt::Doing::Importing);
+    let bar = progress(options.progress, size, "importing");
+    let mut import = audience.begin(dimension, &file)?;
+    let all_or_nothing = options.rejects.is_none();
+    // Bad records: every one with a rejects file, else the first listed.
+    let mut bad: Vec<Bad> = Vec::new();
+    let mut problems = 0u64;
+    let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
     for_each_record(path, dim, &bar, |rec| {
         if crate::interrupt::requested() {
             return Err(ImportError::Interrupted);
         }
-        let (line, reasons, fields) = match rec {
-            Err(p) => (p.line, vec![p.message], None),
-            Ok(r) => {
-                let reasons = check(store, dim, &r, &mut seen, &mut links)?;
-                (r.line, reasons, Some(r.fields))
-            }
+        let (line, mut reasons, rec) = match rec {
+            Err(p) => (p.line, vec![Reason::Text(p.message)], None),
+            Ok(r) => (r.line, check(store, dim, &r, &mut links)?, Some(r)),
         };
-        if reasons.is_empty() {
-            return Ok(());
-        }
-        rejected.insert(line);
-        match &mut rejects {
-            Some(w) => {
-                let record: serde_json::Map<String, serde_json::Value> = fields
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(k, v)| v.map(|v| (k.to_string(), serde_json::Value::String(v))))
-                    .collect();
-                let json =
-                    serde_json::json!({ "line": line, "reasons": reasons, "record": record });
-                writeln!(w, "{json}").map_err(|source| ImportError::Io {
-                    file: options
-                        .rejects
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    source,
-                })?;
-            }
-            None => {
-                for message in reasons {
-                    if listed.len() < MAX_LISTED {
-                        listed.push(Problem { line, message });
-                    } else {
-                        more += 1;
+        if let Some(rec) = rec.filter(|_| reasons.is_empty()) {
+            let key = rec.get("id").unwrap_or_default().to_string();
+            match import.claim(&key) {
+                Claim::Again(_) => reasons.push(Reason::Duplicate { key }),
+                Claim::New(id) | Claim::Existing(id) => {
+                    if !(all_or_nothing && problems > 0) {
+                        chunk.push(to_row(store, dim, rec, id, &mut links)?);
                     }
+                    if chunk.len() >= CHUNK {
+                        import.write(std::mem::take(&mut chunk))?;
+                        tracing::debug!(dimension, rows = import.staged(), "staged");
+                    }
+                    return Ok(());
                 }
             }
+        }
+        problems += reasons.len() as u64;
+        if !all_or_nothing || bad.iter().map(|b| b.reasons.len()).sum::<usize>() < MAX_LISTED {
+            bad.push(Bad { line, reasons });
+        }
+        // All or nothing: no use staging any more.
+        if all_or_nothing {
+            chunk.clear();
         }
         Ok(())
     })?;
     bar.finish_and_clear();
-    drop(seen);
-    if let Some(mut w) = rejects {
-        w.flush().map_err(io)?;
-    }
-    if options.rejects.is_none() && !listed.is_empty() {
+    let first_lines = first_lines(path, dim, &bad)?;
+    if all_or_nothing && problems > 0 {
+        drop(import);
+        let mut listed = Vec::new();
+        for b in &bad {
+            for r in &b.reasons {
+                if listed.len() < MAX_LISTED {
+                    listed.push(Problem {
+                        line: b.line,
+                        message: r.message(&first_lines),
+                    });
+                }
+            }
+        }
+        let more = problems - listed.len() as u64;
         return Err(ImportError::Invalid {
             file,
             problems: listed,
             more,
         });
     }
-
-    // Pass 2: store the valid records, a chunk at a time. An interrupt from
-    // here on lets it finish, so it stores everything.
-    if crate::interrupt::requested() {
-        return Err(ImportError::Interrupted);
+    import.write(chunk)?;
+    tracing::debug!(dimension, rows = import.staged(), "staged");
+    if let Some(rejects) = &options.rejects {
+        write_rejects(path, dim, rejects, &bad, &first_lines)?;
     }
-    crate::interrupt::doing(crate::interrupt::Doing::Storing);
-    let bar = progress(options.progress, size, "storing");
-    let audience = store.audience();
-    let mut import = audience.begin(dimension, &file)?;
-    let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
-    let mut stage = |chunk: &mut Vec<Row>| -> Result<(), ImportError> {
-        import.write(std::mem::take(chunk))?;
-        tracing::debug!(dimension, rows = import.staged(), "staged");
-        Ok(())
-    };
-    for_each_record(path, dim, &bar, |rec| {
-        let Ok(rec) = rec else { return Ok(()) };
-        if rejected.contains(&rec.line) {
-            return Ok(());
+    let upserted = import.publish()?;
+    tracing::debug!(dimension, "published");
+    crate::interrupt::doing(crate::interrupt::Doing::Other);
+    Ok(Summary {
+        inserted: upserted.inserted,
+        updated: upserted.updated,
+        rejected: bad.len() as u64,
+        interrupted,
+    })
+}
+
+/// Why a record is refused.
+enum Reason {
+    /// Said as it is.
+    Text(String),
+    /// Its id appeared on an earlier line.
+    Duplicate {
+        /// The id.
+        key: String,
+    },
+}
+
+impl Reason {
+    fn message(&self, first_lines: &HashMap<String, u64>) -> String {
+        match self {
+            Reason::Text(t) => t.clone(),
+            Reason::Duplicate { key } => match first_lines.get(key) {
+                Some(first) => {
+                    format!("id `{key}` appears twice in the file (first on line {first})")
+                }
+                None => format!("id `{key}` appears twice in the file"),
+            },
         }
-        chunk.push(to_row(store, dim, rec, &mut links)?);
-        if chunk.len() >= CHUNK {
-            stage(&mut chunk)?;
+    }
+}
+
+/// A refused record: its line and why.
+struct Bad {
+    line: u64,
+    reasons: Vec<Reason>,
+}
+
+/// The first line of each id that appears twice among `bad`: read again
+/// from the file, only when there is one, so an import keeps no line per
+/// record.
+fn first_lines(
+    path: &Path,
+    dim: &Dimension,
+    bad: &[Bad],
+) -> Result<HashMap<String, u64>, ImportError> {
+    let wanted: HashSet<&str> = bad
+        .iter()
+        .flat_map(|b| &b.reasons)
+        .filter_map(|r| match r {
+            Reason::Duplicate { key } => Some(key.as_str()),
+            Reason::Text(_) => None,
+        })
+        .collect();
+    let mut found = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    for_each_record(path, dim, &ProgressBar::hidden(), |rec| {
+        if let Ok(rec) = rec
+            && let Some(key) = rec.get("id")
+            && wanted.contains(key)
+            && !found.contains_key(key)
+        {
+            found.insert(key.to_string(), rec.line);
         }
         Ok(())
     })?;
-    stage(&mut chunk)?;
-    let upserted = import.publish()?;
-    tracing::debug!(dimension, "published");
-    let summary = Summary {
-        inserted: upserted.inserted,
-        updated: upserted.updated,
-        rejected: rejected.len() as u64,
-        interrupted,
+    Ok(found)
+}
+
+/// Writes the refused records, whole, with their reasons (NDJSON), read
+/// again from the file so that an import keeps no record it refused.
+fn write_rejects(
+    path: &Path,
+    dim: &Dimension,
+    rejects: &Path,
+    bad: &[Bad],
+    first_lines: &HashMap<String, u64>,
+) -> Result<(), ImportError> {
+    let io = |source| ImportError::Io {
+        file: rejects.display().to_string(),
+        source,
     };
-    bar.finish_and_clear();
-    crate::interrupt::doing(crate::interrupt::Doing::Other);
-    Ok(summary)
+    let mut w = BufWriter::new(File::create(rejects).map_err(io)?);
+    let mut next = bad.iter().peekable();
+    for_each_record(path, dim, &ProgressBar::hidden(), |rec| {
+        let line = match &rec {
+            Ok(r) => r.line,
+            Err(p) => p.line,
+        };
+        while let Some(b) = next.next_if(|b| b.line <= line) {
+            if b.line < line {
+                continue;
+            }
+            let record: serde_json::Map<String, serde_json::Value> = match &rec {
+                Ok(r) => r
+                    .fields
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        v.as_ref()
+                            .map(|v| (k.to_string(), serde_json::Value::String(v.clone())))
+                    })
+                    .collect(),
+                Err(_) => Default::default(),
+            };
+            let reasons: Vec<String> = b.reasons.iter().map(|r| r.message(first_lines)).collect();
+            let json = serde_json::json!({ "line": b.line, "reasons": reasons, "record": record });
+            writeln!(w, "{json}").map_err(io)?;
+        }
+        Ok(())
+    })?;
+    w.flush().map_err(io)?;
+    Ok(())
 }
 
 fn progress(show: bool, bytes: u64, what: &str) -> ProgressBar {
@@ -473,42 +549,32 @@ impl LinkCache {
     }
 }
 
-/// Every problem of one record (empty when it is valid).
+/// Every problem of one record but a repeated id (empty when it is valid).
 fn check(
     store: &Store,
     dim: &Dimension,
     rec: &Record,
-    seen: &mut rustc_hash::FxHashMap<Box<str>, u64>,
     links: &mut LinkCache,
-) -> Result<Vec<String>, ImportError> {
+) -> Result<Vec<Reason>, ImportError> {
     let mut bad = Vec::new();
-    match rec.get("id") {
-        None => bad.push("`id` is empty".to_string()),
-        Some(key) => {
-            if let Some(first) = seen.get(key) {
-                bad.push(format!(
-                    "id `{key}` appears twice in the file (first on line {first})"
-                ));
-            } else {
-                seen.insert(key.into(), rec.line);
-            }
-        }
+    if rec.get("id").is_none() {
+        bad.push(Reason::Text("`id` is empty".to_string()));
     }
     for (column, rule) in dim.checks {
         if let Err(e) = rule.apply(rec.get(column)) {
-            bad.push(format!("{column} {e}"));
+            bad.push(Reason::Text(format!("{column} {e}")));
         }
     }
     for link in dim.links {
         let Some(target_key) = rec.get(link.column) else {
-            bad.push(format!("`{}` is empty", link.column));
+            bad.push(Reason::Text(format!("`{}` is empty", link.column)));
             continue;
         };
         if links.resolve(store, link.target, target_key)?.is_none() {
-            bad.push(format!(
+            bad.push(Reason::Text(format!(
                 "{} `{target_key}` does not exist (import the {}s first)",
                 link.column, link.target
-            ));
+            )));
         }
     }
     Ok(bad)
@@ -519,6 +585,7 @@ fn to_row(
     store: &Store,
     dim: &Dimension,
     rec: Record,
+    id: u64,
     links: &mut LinkCache,
 ) -> Result<Row, ImportError> {
     let mut resolved = Vec::with_capacity(dim.links.len());
@@ -546,6 +613,7 @@ fn to_row(
     }
     Ok(Row {
         key,
+        id: Some(id),
         values,
         links: resolved,
     })

@@ -2,9 +2,8 @@
 //! interrupt ends it in a state it can name. Everything a run does is
 //! written before the next step (a killed process resumes where it was),
 //! so a run or the worker stops at once and says how to resume; an import
-//! still checking its file stops having stored nothing, and one storing
-//! finishes first, so it stored everything (a second interrupt stops it
-//! part-way, and says so). The process then exits with 130.
+//! stops having stored nothing (it takes effect only once it has read its
+//! whole file). The process then exits with 130.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,10 +17,8 @@ pub enum Doing {
     Run(Option<u64>),
     /// The worker's loop.
     Worker,
-    /// An import reading and checking its file: nothing stored yet.
-    Checking,
-    /// An import storing its records.
-    Storing,
+    /// An import: nothing takes effect before it has read its whole file.
+    Importing,
 }
 
 static DOING: Mutex<Doing> = Mutex::new(Doing::Other);
@@ -76,7 +73,7 @@ pub fn install() -> std::io::Result<()> {
 
 fn on_interrupt() {
     let doing = *DOING.lock().unwrap_or_else(|p| p.into_inner());
-    let again = REQUESTED.swap(true, Ordering::SeqCst);
+    REQUESTED.store(true, Ordering::SeqCst);
     let stop = |message: &str| -> ! {
         if let Some(flush) = FLUSH.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             flush();
@@ -86,15 +83,7 @@ fn on_interrupt() {
     };
     match doing {
         // The import notices, stops and says it stored nothing.
-        Doing::Checking => {}
-        Doing::Storing if !again => eprintln!(
-            "interrupt: the import is storing its records; it finishes first so that \
-             everything is stored (interrupt again to stop it part-way)"
-        ),
-        Doing::Storing => stop(
-            "the import stopped part-way: some records are stored; import the file again to \
-             complete it (records are upserted by id)",
-        ),
+        Doing::Importing => {}
         Doing::Run(Some(run)) => stop(&format!(
             "run {run} stopped where it was: every step it took is stored, and `crosscast \
              worker` resumes it (`crosscast status {run}` shows it)"

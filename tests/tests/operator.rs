@@ -354,8 +354,8 @@ fn ctrl_c_says_what_it_left() {
     assert_eq!(st["activities"]["query"]["state"], "done", "{st:#}");
     assert_eq!(st["activities"]["bad"]["state"], "pending", "{st:#}");
 
-    // An import: interrupted while checking, nothing is stored; while
-    // storing, it finishes.
+    // An import: interrupted before it takes effect, nothing is stored; at
+    // the very end, everything is.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("many.csv");
     let mut csv = String::from("id,email\n");

@@ -415,9 +415,7 @@ pub fn main() -> ExitCode {
                 )
             }) =>
         {
-            eprintln!(
-                "interrupted: the import stopped while checking its file; nothing was stored"
-            );
+            eprintln!("interrupted: the import stopped before it took effect; nothing was stored");
             ExitCode::from(crate::interrupt::EXIT)
         }
         Err(e) => {
@@ -906,7 +904,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             if crate::interrupt::requested() {
-                eprintln!("interrupted: the import finished first; everything was stored");
+                eprintln!(
+                    "interrupted: the import had taken effect already; everything was stored"
+                );
                 return Ok(ExitCode::from(crate::interrupt::EXIT));
             }
         }

@@ -180,6 +180,7 @@ impl Scratch {
                 dimension,
                 &[Row {
                     key: key.clone(),
+                    id: None,
                     values,
                     links,
                 }],

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use std::collections::btree_map::Entry;
 
+use super::blockfiles::{Files, Location, Writer};
 use super::manifest::{self, Draft, Manifest};
 use super::{Result, Store, StoreError, decode, encode, textblock};
 
@@ -220,6 +221,8 @@ pub fn dimension(name: &str) -> Result<&'static Dimension> {
 pub struct Row {
     /// External id (the file's `id`).
     pub key: String,
+    /// Its internal id, when [`Import::claim`] gave it one already.
+    pub id: Option<u64>,
     /// Attribute values by column (`None`: empty); column names are shared
     /// between rows.
     pub values: Vec<(Arc<str>, Option<String>)>,
@@ -258,7 +261,7 @@ impl Store {
     }
 }
 
-impl Audience<'_> {
+impl<'a> Audience<'a> {
     fn tree(&self, dim: &Dimension) -> Result<sled::Tree> {
         self.store.tree(&format!("dim/{}", dim.name))
     }
@@ -274,6 +277,19 @@ impl Audience<'_> {
             let _ = self.pinned.set(all);
         }
         Ok(self.pinned.get().expect("pinned above")[dim.name].clone())
+    }
+
+    /// Reads the blocks of `manifest`, a version of `dim`.
+    fn source<'m>(&self, dim: &Dimension, manifest: &'m Manifest) -> Result<Source<'m>>
+    where
+        'a: 'm,
+    {
+        Ok(Source {
+            files: &self.store.blocks,
+            tree: self.tree(dim)?,
+            dim: dim.name,
+            manifest,
+        })
     }
 
     /// How many records a dimension holds (ids are `0..count`).
@@ -293,7 +309,8 @@ impl Audience<'_> {
     /// than reading 245 blocks.
     pub fn key_index(&self, dimension: &str) -> Result<KeyIndex> {
         let dim = self::dimension(dimension)?;
-        key_index(&self.tree(dim)?, &*self.manifest(dim)?)
+        let manifest = self.manifest(dim)?;
+        key_index(&self.source(dim, &manifest)?)
     }
 
     /// The columns a dimension has: the schema's, then extras seen at import.
@@ -322,34 +339,54 @@ impl Audience<'_> {
         import.publish()
     }
 
-    /// Discards what an interrupted import of a dimension staged, if one
+    /// Deletes what an interrupted import of a dimension staged, if one
     /// was, and says what it was.
     pub fn recover(&self, dimension: &str) -> Result<Option<manifest::Interrupted>> {
-        manifest::recover(&self.tree(self::dimension(dimension)?)?)
+        let dim = self::dimension(dimension)?;
+        manifest::recover(&self.tree(dim)?, &self.store.blocks, dim.name)
     }
 
     /// Starts an import of `file` into a dimension: nothing it writes is
     /// seen before [`Import::publish`]. What an interrupted import staged is
-    /// discarded first (see [`Audience::recover`] to hear about it).
-    pub fn begin(&self, dimension: &str, file: &str) -> Result<Import<'_>> {
+    /// deleted first (see [`Audience::recover`] to hear about it).
+    pub fn begin(&self, dimension: &str, file: &str) -> Result<Import<'a>> {
         let dim = self::dimension(dimension)?;
         let tree = self.tree(dim)?;
+        let files = &self.store.blocks;
         let base = self.store.published.get(dim.name, &tree)?;
-        self.store.reclaim(dim.name, &tree, base.generation)?;
-        let staging = manifest::begin(&tree, &base, file)?;
-        let index = key_index(&tree, &base)?;
-        let import = Import {
+        let staging = manifest::begin(&tree, files, dim.name, &base, file)?;
+        self.store.reclaim(dim.name, &tree)?;
+        let index = key_index(&Source {
+            files,
+            tree: tree.clone(),
+            dim: dim.name,
+            manifest: &base,
+        })?;
+        let mut import = Import {
             store: self.store,
             dim,
             columns: columns(dim, &base),
             draft: Draft::new(&base, staging.generation),
+            writer: files.create(dim.name, staging.generation)?,
             tree,
             index,
+            claimed: Vec::new(),
             result: Upserted {
                 inserted: 0,
                 updated: 0,
             },
+            published: false,
         };
+        // Blocks still in the layout before generations move to this
+        // generation's file, so their sled keys can go.
+        let legacy: Vec<(u8, String, u64)> = base
+            .each()
+            .filter(|(.., at)| *at == Location::Legacy)
+            .map(|(tag, name, block, _)| (tag, name.to_string(), block))
+            .collect();
+        for (tag, name, block) in legacy {
+            import.restage(tag, &name, block)?;
+        }
         Ok(import)
     }
 
@@ -361,15 +398,15 @@ impl Audience<'_> {
 }
 
 /// The map from external ids to internal ids in one version of a dimension.
-fn key_index(tree: &sled::Tree, manifest: &Manifest) -> Result<KeyIndex> {
-    let count = manifest.next;
+fn key_index(source: &Source<'_>) -> Result<KeyIndex> {
+    let count = source.manifest.next;
     let mut map = rustc_hash::FxHashMap::default();
     map.reserve(count as usize);
     let mut start = 0;
     while start < count {
         let end = (start + BLOCK).min(count);
         let ids: Vec<u64> = (start..end).collect();
-        let blocks = TextBlocks::read(tree, manifest, "id", &ids)?;
+        let blocks = TextBlocks::read(source, "id", &ids)?;
         blocks
             .each(&ids, |v| v.map(str::to_string))
             .into_iter()
@@ -397,47 +434,173 @@ fn columns(dim: &Dimension, manifest: &Manifest) -> Vec<String> {
     cols
 }
 
+/// One version of a dimension's blocks, for reading.
+struct Source<'m> {
+    files: &'m Files,
+    tree: sled::Tree,
+    dim: &'static str,
+    manifest: &'m Manifest,
+}
+
+impl Source<'_> {
+    /// The stored bytes of a block, if it has any.
+    fn get(&self, tag: u8, name: &str, block: u64) -> Result<Option<Vec<u8>>> {
+        read_block(
+            self.files,
+            &self.tree,
+            self.dim,
+            self.manifest,
+            tag,
+            name,
+            block,
+        )
+    }
+}
+
+/// The stored bytes of block `block` of `name` in `manifest`, a version of
+/// `dim`.
+fn read_block(
+    files: &Files,
+    tree: &sled::Tree,
+    dim: &str,
+    manifest: &Manifest,
+    tag: u8,
+    name: &str,
+    block: u64,
+) -> Result<Option<Vec<u8>>> {
+    match manifest.location(tag, name, block) {
+        None => Ok(None),
+        Some(Location::Legacy) => Ok(tree
+            .get(manifest::legacy_key(tag, name, block))?
+            .map(|v| v.to_vec())),
+        Some(Location::File {
+            generation,
+            offset,
+            len,
+        }) => files.read(dim, generation, offset, len).map(Some),
+    }
+}
+
 /// An import in progress: rows staged as a new generation of a dimension,
 /// seen by nobody until [`Import::publish`]. Dropped unpublished, it leaves
-/// staged blocks the next import discards.
+/// a file the next import deletes.
 pub struct Import<'a> {
     store: &'a Store,
     dim: &'static Dimension,
     tree: sled::Tree,
     /// The published manifest, with the blocks staged so far.
     draft: Draft,
+    /// This generation's block file.
+    writer: Writer,
     /// External ids of the records so far, published and staged.
     index: KeyIndex,
     /// Column names so far, `id` first.
     columns: Vec<String>,
+    /// One bit per record: claimed by this import.
+    claimed: Vec<u64>,
     result: Upserted,
+    published: bool,
+}
+
+impl Drop for Import<'_> {
+    /// An import given up (an error, an interrupt) deletes what it staged,
+    /// so the next one has nothing to report; a crash leaves it to the next.
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = manifest::recover(&self.tree, &self.store.blocks, self.dim.name);
+        }
+    }
+}
+
+/// The id an import gives a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// A new record.
+    New(u64),
+    /// A record that exists.
+    Existing(u64),
+    /// A record this import already claimed: the id appears twice.
+    Again(u64),
 }
 
 impl Import<'_> {
-    /// Stages rows in one sled batch. Blocks they touch are read as staged
-    /// so far, changed, and written under this import's generation.
+    /// Gives the record with external id `key` its internal id, new or
+    /// existing, once per import.
+    pub fn claim(&mut self, key: &str) -> Claim {
+        let claim = match self.index.get(key) {
+            Some(id) if self.is_claimed(id) => return Claim::Again(id),
+            Some(id) => {
+                self.result.updated += 1;
+                Claim::Existing(id)
+            }
+            None => {
+                let id = self.draft.manifest.next;
+                self.draft.manifest.next += 1;
+                self.result.inserted += 1;
+                self.index.map.insert(key.into(), id);
+                Claim::New(id)
+            }
+        };
+        let (Claim::New(id) | Claim::Existing(id)) = claim else {
+            unreachable!("returned above")
+        };
+        let word = (id / 64) as usize;
+        if self.claimed.len() <= word {
+            self.claimed.resize(word + 1, 0);
+        }
+        self.claimed[word] |= 1 << (id % 64);
+        claim
+    }
+
+    fn is_claimed(&self, id: u64) -> bool {
+        self.claimed
+            .get((id / 64) as usize)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+
+    /// The stored bytes of a block as staged so far.
+    fn read(&self, tag: u8, name: &str, block: u64) -> Result<Option<Vec<u8>>> {
+        let files = &self.store.blocks;
+        read_block(
+            files,
+            &self.tree,
+            self.dim.name,
+            &self.draft.manifest,
+            tag,
+            name,
+            block,
+        )
+    }
+
+    /// Appends a block to this generation's file and names it there.
+    fn stage(&mut self, tag: u8, name: &str, block: u64, bytes: &[u8]) -> Result<()> {
+        let at = self.writer.append(self.draft.manifest.generation, bytes)?;
+        self.draft.place(tag, name, block, at);
+        Ok(())
+    }
+
+    /// Copies a block, unchanged, into this generation's file.
+    fn restage(&mut self, tag: u8, name: &str, block: u64) -> Result<()> {
+        if let Some(bytes) = self.read(tag, name, block)? {
+            self.stage(tag, name, block, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Stages rows, claiming those not claimed yet (a row claimed twice
+    /// overwrites the first). Blocks they touch are read as staged so far,
+    /// changed, and appended to this generation's file.
     pub fn write(&mut self, rows: Vec<Row>) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        let mut next = self.draft.manifest.next;
         // Blocks touched by these rows, by (column index, block).
         let mut text: BTreeMap<(usize, u64), TextBlock> = BTreeMap::new();
         let mut links: BTreeMap<(&'static str, u64), LinkBlock> = BTreeMap::new();
         let id_column: Arc<str> = Arc::from("id");
         for row in rows {
-            // Keys new in this import are in the index too, so a key
-            // repeated within it keeps one id.
-            let id = match self.index.get(&row.key) {
-                Some(id) => {
-                    self.result.updated += 1;
-                    id
-                }
-                None => {
-                    let id = next;
-                    next += 1;
-                    self.result.inserted += 1;
-                    self.index.map.insert(row.key.clone().into_boxed_str(), id);
-                    id
-                }
+            let id = match row.id {
+                Some(id) => id,
+                None => match self.claim(&row.key) {
+                    Claim::New(id) | Claim::Existing(id) | Claim::Again(id) => id,
+                },
             };
             let (block, slot) = (id / BLOCK, (id % BLOCK) as usize);
             // The external id is an attribute too, so it can be filtered on.
@@ -453,8 +616,7 @@ impl Import<'_> {
                 let blk = match text.entry((ci, block)) {
                     Entry::Occupied(o) => o.into_mut(),
                     Entry::Vacant(v) => {
-                        let key = self.draft.manifest.key(manifest::TEXT, &col, block);
-                        let existing = match key.map(|k| self.tree.get(k)).transpose()?.flatten() {
+                        let existing = match self.read(manifest::TEXT, &col, block)? {
                             Some(bytes) => textblock::View::parse(&bytes)?.to_vec(),
                             None => Vec::new(),
                         };
@@ -470,8 +632,7 @@ impl Import<'_> {
                 let blk = match links.entry((link, block)) {
                     Entry::Occupied(o) => o.into_mut(),
                     Entry::Vacant(v) => {
-                        let key = self.draft.manifest.key(manifest::LINK, link, block);
-                        let existing = match key.map(|k| self.tree.get(k)).transpose()?.flatten() {
+                        let existing = match self.read(manifest::LINK, link, block)? {
                             Some(bytes) => decode::<LinkBlock>("audience", &bytes)?,
                             None => Vec::new(),
                         };
@@ -485,15 +646,12 @@ impl Import<'_> {
             }
         }
         for ((ci, block), blk) in &text {
-            let key = self.draft.stage(manifest::TEXT, &self.columns[*ci], *block);
-            batch.insert(key, textblock::encode(blk));
+            let name = self.columns[*ci].clone();
+            self.stage(manifest::TEXT, &name, *block, &textblock::encode(blk))?;
         }
         for ((link, block), blk) in &links {
-            let key = self.draft.stage(manifest::LINK, link, *block);
-            batch.insert(key, encode(blk));
+            self.stage(manifest::LINK, link, *block, &encode(blk))?;
         }
-        self.tree.apply_batch(batch)?;
-        self.draft.manifest.next = next;
         let dim = self.dim;
         self.draft.manifest.extras = self
             .columns
@@ -510,22 +668,58 @@ impl Import<'_> {
     }
 
     /// Publishes everything staged in one small durable write; returns what
-    /// changed. Blocks it replaced are deleted once no reader holds the
-    /// version before.
-    pub fn publish(self) -> Result<Upserted> {
-        let published = manifest::publish(&self.tree, self.draft)?;
-        let generation = published.generation;
-        self.store.published.set(self.dim.name, published);
-        self.store.reclaim(self.dim.name, &self.tree, generation)?;
+    /// changed. Files no manifest in use names any more are deleted.
+    pub fn publish(mut self) -> Result<Upserted> {
+        self.compact()?;
+        self.writer.sync()?;
+        manifest::publish(&self.tree, &self.draft.manifest)?;
+        self.published = true;
+        let dim = self.dim.name;
+        self.store
+            .published
+            .set(dim, std::mem::take(&mut self.draft.manifest));
+        self.store.reclaim(dim, &self.tree)?;
         Ok(self.result)
+    }
+
+    /// Moves into this generation's file the blocks still named in older
+    /// files that are mostly replaced, so those files can go: what the
+    /// files hold stays under about twice what the audience needs.
+    fn compact(&mut self) -> Result<()> {
+        let generation = self.draft.manifest.generation;
+        let live = self.draft.manifest.live_bytes();
+        let sparse: Vec<u32> = live
+            .iter()
+            .filter(|(g, bytes)| {
+                **g != generation && **bytes * 2 < self.store.blocks.size(self.dim.name, **g)
+            })
+            .map(|(g, _)| *g)
+            .collect();
+        if sparse.is_empty() {
+            return Ok(());
+        }
+        let moving: Vec<(u8, String, u64)> = self
+            .draft
+            .manifest
+            .each()
+            .filter(|(.., at)| {
+                matches!(at, Location::File { generation, .. } if sparse.contains(generation))
+            })
+            .map(|(tag, name, block, _)| (tag, name.to_string(), block))
+            .collect();
+        for (tag, name, block) in moving {
+            self.restage(tag, &name, block)?;
+        }
+        Ok(())
     }
 }
 
 impl Store {
-    /// Deletes the blocks of `dim` replaced by publications that no reader
-    /// needs any longer.
-    fn reclaim(&self, dim: &'static str, tree: &sled::Tree, published: u32) -> Result<u64> {
-        manifest::reclaim(tree, self.published.oldest_held(dim, published))
+    /// Deletes the block files (and blocks of the layout before
+    /// generations) of `dim` that no manifest in use names.
+    fn reclaim(&self, dim: &'static str, tree: &sled::Tree) -> Result<u64> {
+        let in_use = self.published.in_use(dim, tree)?;
+        manifest::reclaim(tree, &self.blocks, dim, &in_use)
     }
 }
 
@@ -622,8 +816,8 @@ impl Audience<'_> {
                 links.join(", ")
             )));
         }
-        let tree = self.tree(dim)?;
-        let blocks = TextBlocks::read(&tree, &*self.manifest(dim)?, path, ids)?;
+        let manifest = self.manifest(dim)?;
+        let blocks = TextBlocks::read(&self.source(dim, &manifest)?, path, ids)?;
         Ok(match want {
             Want::Presence => Values::Presence(blocks.presence(ids)),
             Want::Text => Values::Text(blocks.texts(ids)),
@@ -644,12 +838,12 @@ impl Audience<'_> {
     ) -> Result<Vec<(String, Vec<Option<String>>)>> {
         let dim = self::dimension(dimension)?;
         let ids: Vec<u64> = (start..start + len).collect();
-        let tree = self.tree(dim)?;
         let manifest = self.manifest(dim)?;
+        let source = self.source(dim, &manifest)?;
         self.columns(dimension)?
             .into_iter()
             .map(|c| {
-                let blocks = TextBlocks::read(&tree, &manifest, &c, &ids)?;
+                let blocks = TextBlocks::read(&source, &c, &ids)?;
                 Ok((c, blocks.texts(&ids)))
             })
             .collect()
@@ -674,8 +868,8 @@ impl Audience<'_> {
 
     /// The internal ids that records of `dim` link to through `link`.
     pub fn read_links(&self, dim: &Dimension, link: &str, ids: &[u64]) -> Result<Vec<Option<u64>>> {
-        let tree = self.tree(dim)?;
-        read_blocks::<Option<u64>>(&tree, &*self.manifest(dim)?, manifest::LINK, link, ids)
+        let manifest = self.manifest(dim)?;
+        read_blocks::<Option<u64>>(&self.source(dim, &manifest)?, manifest::LINK, link, ids)
             .map(|v| v.into_iter().map(Option::flatten).collect())
     }
 }
@@ -764,16 +958,11 @@ struct Resolved {
 /// The stored blocks of one text column that a batch of ids touches.
 struct TextBlocks {
     /// (block number, stored bytes), sorted by block.
-    blocks: Vec<(u64, sled::IVec)>,
+    blocks: Vec<(u64, Vec<u8>)>,
 }
 
 impl TextBlocks {
-    fn read(
-        tree: &sled::Tree,
-        manifest: &Manifest,
-        column: &str,
-        ids: &[u64],
-    ) -> Result<TextBlocks> {
+    fn read(source: &Source<'_>, column: &str, ids: &[u64]) -> Result<TextBlocks> {
         let mut wanted: Vec<u64> = Vec::new();
         for &id in ids {
             let b = id / BLOCK;
@@ -786,10 +975,7 @@ impl TextBlocks {
         wanted.dedup();
         let mut blocks = Vec::with_capacity(wanted.len());
         for b in wanted {
-            let Some(key) = manifest.key(manifest::TEXT, column, b) else {
-                continue;
-            };
-            if let Some(bytes) = tree.get(key)? {
+            if let Some(bytes) = source.get(manifest::TEXT, column, b)? {
                 textblock::View::parse(&bytes)?;
                 blocks.push((b, bytes));
             }
@@ -869,8 +1055,7 @@ impl TextBlocks {
 
 /// Reads slot values for `ids` from the blocks of one column, each block once.
 fn read_blocks<T: Clone + serde::de::DeserializeOwned>(
-    tree: &sled::Tree,
-    manifest: &Manifest,
+    source: &Source<'_>,
     tag: u8,
     name: &str,
     ids: &[u64],
@@ -886,8 +1071,7 @@ fn read_blocks<T: Clone + serde::de::DeserializeOwned>(
             current = match decoded.iter().position(|(b, _)| *b == block) {
                 Some(i) => i,
                 None => {
-                    let key = manifest.key(tag, name, block);
-                    let values = match key.map(|k| tree.get(k)).transpose()?.flatten() {
+                    let values = match source.get(tag, name, block)? {
                         Some(bytes) => decode::<Vec<T>>("audience", &bytes)?,
                         None => Vec::new(),
                     };
@@ -908,6 +1092,7 @@ mod tests {
     fn row(key: &str, values: &[(&str, Option<&str>)], links: Vec<(&'static str, u64)>) -> Row {
         Row {
             key: key.into(),
+            id: None,
             values: values
                 .iter()
                 .map(|(k, v)| (Arc::from(*k), v.map(str::to_string)))
@@ -1117,6 +1302,11 @@ mod tests {
             .collect()
     }
 
+    /// The generations of recipients that have a block file.
+    fn files(store: &Store) -> Vec<u32> {
+        store.blocks.generations("recipient").unwrap()
+    }
+
     #[test]
     fn an_import_is_seen_only_once_published_and_a_dropped_one_is_discarded() {
         let dir = tempfile::tempdir().unwrap();
@@ -1126,6 +1316,7 @@ mod tests {
             .upsert("recipient", &people(0..5000, "a.test"))
             .unwrap();
         let before = emails(&store.audience(), 5000);
+        assert_eq!(files(&store), [1]);
 
         // Staged, not published: nobody sees it, not even a new reader.
         let audience = store.audience();
@@ -1133,48 +1324,48 @@ mod tests {
         import.write(people(0..6000, "b.test")).unwrap();
         assert_eq!(store.audience().count("recipient").unwrap(), 5000);
         assert_eq!(emails(&store.audience(), 5000), before);
-        drop(import);
+        assert_eq!(files(&store), [1, 2]);
+        // As a crash leaves it (dropped, it would delete what it staged).
+        std::mem::forget(import);
 
         // The next import says what it found, and the audience is intact.
         let found = store.audience().recover("recipient").unwrap();
-        let Some(manifest::Interrupted::Discarded { file, blocks, .. }) = found else {
+        let Some(manifest::Interrupted::Discarded { file, bytes, .. }) = found else {
             panic!("{found:?}")
         };
         assert_eq!(file, "b.csv");
-        // `id` and `email`, two blocks each.
-        assert_eq!(blocks, 4);
+        assert!(bytes > 6000 * 10, "{bytes}");
+        assert_eq!(files(&store), [1]);
         assert_eq!(store.audience().recover("recipient").unwrap(), None);
         assert_eq!(emails(&store.audience(), 5000), before);
     }
 
     #[test]
-    fn a_reader_keeps_its_version_and_replaced_blocks_go_once_nobody_holds_them() {
+    fn a_reader_keeps_its_version_and_files_go_once_nobody_holds_them() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::for_tests(dir.path());
-        let tree = store.tree("dim/recipient").unwrap();
-        let blocks = || tree.scan_prefix(b"g").count();
         store
             .audience()
             .upsert("recipient", &people(0..5000, "a.test"))
             .unwrap();
-        assert_eq!(blocks(), 4);
         let reader = store.audience();
         let before = emails(&reader, 5000);
 
+        // Replaces the first blocks; the rest of generation 1's file is
+        // moved along (it is mostly replaced), so no manifest names it now.
         store
             .audience()
             .upsert("recipient", &people(0..10, "b.test"))
             .unwrap();
-        // The reader still reads its version, whose first blocks were
-        // replaced: they stay while it holds them.
+        // The reader still reads its version, from the file it holds.
         assert_eq!(emails(&reader, 5000), before);
-        assert_eq!(blocks(), 6);
+        assert_eq!(files(&store), [1, 2]);
         let after = emails(&store.audience(), 5000);
         assert_eq!(after[3].as_deref(), Some("r3@b.test"));
         assert_eq!(after[4999], before[4999]);
         drop(reader);
 
-        // The next import reclaims them.
+        // The next import deletes it.
         store
             .audience()
             .upsert("recipient", &people(4999..5001, "c.test"))
@@ -1182,12 +1373,11 @@ mod tests {
         let now = emails(&store.audience(), 5001);
         assert_eq!(now[3].as_deref(), Some("r3@b.test"));
         assert_eq!(now[5000].as_deref(), Some("r5000@c.test"));
-        // id and email: block 0 (from b), block 1 (from c).
-        assert_eq!(blocks(), 4);
+        assert_eq!(files(&store), [2, 3]);
     }
 
     #[test]
-    fn the_layout_before_generations_reads_as_it_was_and_is_replaced_block_by_block() {
+    fn the_layout_before_generations_reads_as_it_was_and_moves_to_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::for_tests(dir.path());
         let tree = store.tree("dim/recipient").unwrap();
@@ -1197,12 +1387,12 @@ mod tests {
             let mails: Vec<Option<String>> =
                 range.map(|i| Some(format!("r{i}@old.test"))).collect();
             tree.insert(
-                manifest::block_key(0, b'c', "id", block),
+                manifest::legacy_key(b'c', "id", block),
                 textblock::encode(&ids),
             )
             .unwrap();
             tree.insert(
-                manifest::block_key(0, b'c', "email", block),
+                manifest::legacy_key(b'c', "email", block),
                 textblock::encode(&mails),
             )
             .unwrap();
@@ -1223,17 +1413,9 @@ mod tests {
         let mails = emails(&store.audience(), 5000);
         assert_eq!(mails[4000].as_deref(), Some("r4000@new.test"));
         assert_eq!(mails[4999].as_deref(), Some("r4999@old.test"));
-        // Block 0 of the old layout was replaced and reclaimed; block 1 stays.
-        assert!(
-            tree.get(manifest::block_key(0, b'c', "email", 0))
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            tree.get(manifest::block_key(0, b'c', "email", 1))
-                .unwrap()
-                .is_some()
-        );
+        // Every block moved to generation 1's file; the old keys are gone.
+        assert_eq!(files(&store), [1]);
+        assert_eq!(tree.scan_prefix(b"c").count(), 0);
         assert!(tree.get(b"m:next").unwrap().is_none());
     }
 }

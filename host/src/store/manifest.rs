@@ -2,27 +2,25 @@
 //!
 //! sled has no snapshot reads and holds a batch in memory, so an import
 //! cannot be one batch at any size. Instead an import of generation `G`
-//! writes every block it changes under new keys (`g<G>…`) beside the
-//! published ones, then publishes with one small write: the dimension's
-//! [`Manifest`], which names the generation of every block. Until then
+//! appends every block it changes to a file of its own
+//! ([`super::blockfiles`]), then publishes with one small sled write: the
+//! dimension's [`Manifest`], which names where every block is. Until then
 //! readers, the export and any later import see the previous manifest, and a
-//! crash leaves only staged keys no manifest names, discarded by the next
-//! import (one key range, since the generation leads the key). Blocks a
-//! publication replaced are reclaimed once no reader holds a manifest that
-//! names them.
+//! crash leaves only a file no manifest names, deleted by the next import.
+//! A generation's file is deleted once no manifest a reader holds names it.
 //!
 //! Keys of a dimension tree: `m:head` → the published manifest; `m:staging`
-//! → the import in progress ([`Staging`]); `m:reclaim` → blocks replaced but
-//! not yet deleted; `g<generation: u32 BE><tag><name>\0<block: u32 BE>` → a
-//! block. Generation 0 is the layout before generations
-//! (`<tag><name>\0<block>`, `m:next`, `m:columns`), read as it is and
-//! replaced block by block by later imports.
+//! → the import in progress ([`Staging`]). The layout before generations
+//! kept blocks as sled values (`<tag><name>\0<block>`, with `m:next` and
+//! `m:columns`); it reads as a manifest of [`Location::Legacy`] blocks, and
+//! the first import moves them into its file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
+use super::blockfiles::{Files, Location};
 use super::{Result, decode, encode, json_decode};
 
 /// Tag of a text column block.
@@ -32,7 +30,6 @@ pub const LINK: u8 = b'l';
 
 const HEAD: &[u8] = b"m:head";
 const STAGING: &[u8] = b"m:staging";
-const RECLAIM: &[u8] = b"m:reclaim";
 /// The marker of the layout before generations: an import storing chunks.
 const LEGACY_IMPORTING: &[u8] = b"m:importing";
 
@@ -46,18 +43,14 @@ pub struct Manifest {
     pub next: u64,
     /// Columns beyond the schema's, in the order first imported.
     pub extras: Vec<String>,
-    /// By (tag, column or link), the generation holding each block
-    /// (`None`: no block, every value absent).
-    blocks: BTreeMap<(u8, String), Vec<Option<u32>>>,
+    /// By (tag, column or link), where each block is (`None`: no block,
+    /// every value absent).
+    blocks: BTreeMap<(u8, String), Vec<Option<Location>>>,
 }
 
-/// The key of a block of `generation`.
-pub fn block_key(generation: u32, tag: u8, name: &str, block: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + 11);
-    if generation > 0 {
-        k.push(b'g');
-        k.extend_from_slice(&generation.to_be_bytes());
-    }
+/// The sled key of a block in the layout before generations.
+pub fn legacy_key(tag: u8, name: &str, block: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 6);
     k.push(tag);
     k.extend_from_slice(name.as_bytes());
     k.push(0);
@@ -65,34 +58,52 @@ pub fn block_key(generation: u32, tag: u8, name: &str, block: u64) -> Vec<u8> {
     k
 }
 
-/// The prefix of every block key of `generation` (> 0).
-fn generation_prefix(generation: u32) -> Vec<u8> {
-    let mut k = vec![b'g'];
-    k.extend_from_slice(&generation.to_be_bytes());
-    k
-}
-
 impl Manifest {
-    /// The key of the stored block `block` of `name`, if there is one.
-    pub fn key(&self, tag: u8, name: &str, block: u64) -> Option<Vec<u8>> {
-        let generation = self
-            .blocks
+    /// Where block `block` of `name` is, if there is one.
+    pub fn location(&self, tag: u8, name: &str, block: u64) -> Option<Location> {
+        self.blocks
             .get(&(tag, name.to_string()))?
             .get(block as usize)
             .copied()
-            .flatten()?;
-        Some(block_key(generation, tag, name, block))
+            .flatten()
     }
 
-    /// Names `generation` as the holder of a block; returns the key of the
-    /// block it replaces, if another generation held it.
-    fn set(&mut self, tag: u8, name: &str, block: u64, generation: u32) -> Option<Vec<u8>> {
-        let gens = self.blocks.entry((tag, name.to_string())).or_default();
-        if gens.len() <= block as usize {
-            gens.resize(block as usize + 1, None);
+    /// Places a block; returns where it was.
+    fn set(&mut self, tag: u8, name: &str, block: u64, at: Location) -> Option<Location> {
+        let slots = self.blocks.entry((tag, name.to_string())).or_default();
+        if slots.len() <= block as usize {
+            slots.resize(block as usize + 1, None);
         }
-        let old = gens[block as usize].replace(generation)?;
-        (old != generation).then(|| block_key(old, tag, name, block))
+        slots[block as usize].replace(at)
+    }
+
+    /// Every block: (tag, name, block number, location).
+    pub fn each(&self) -> impl Iterator<Item = (u8, &str, u64, Location)> {
+        self.blocks.iter().flat_map(|((tag, name), slots)| {
+            slots
+                .iter()
+                .enumerate()
+                .filter_map(move |(b, at)| Some((*tag, name.as_str(), b as u64, (*at)?)))
+        })
+    }
+
+    /// Bytes named in each generation's file.
+    pub fn live_bytes(&self) -> BTreeMap<u32, u64> {
+        let mut out = BTreeMap::new();
+        for (.., at) in self.each() {
+            if let Location::File {
+                generation, len, ..
+            } = at
+            {
+                *out.entry(generation).or_default() += len as u64;
+            }
+        }
+        out
+    }
+
+    /// Whether any block is still in the layout before generations.
+    pub fn has_legacy(&self) -> bool {
+        self.each().any(|(.., at)| at == Location::Legacy)
     }
 
     /// Reads the published manifest of a dimension tree.
@@ -103,8 +114,8 @@ impl Manifest {
         Manifest::legacy(tree)
     }
 
-    /// The layout before generations, read as generation 0: every block
-    /// key there is, `m:next` and `m:columns`.
+    /// The layout before generations: every block key there is, `m:next`
+    /// and `m:columns`.
     fn legacy(tree: &sled::Tree) -> Result<Manifest> {
         let mut m = Manifest::default();
         let Some(next) = tree.get(b"m:next")? else {
@@ -114,22 +125,35 @@ impl Manifest {
         if let Some(v) = tree.get(b"m:columns")? {
             m.extras = json_decode("audience", &v)?;
         }
-        for tag in [TEXT, LINK] {
-            for key in tree.scan_prefix([tag]).keys() {
-                let key = key?;
-                // `<tag><name>\0<block: 4 bytes>`
-                let Some(body) = key.get(1..key.len().saturating_sub(4)) else {
-                    continue;
-                };
-                let Some(name) = body.strip_suffix(&[0]) else {
-                    continue;
-                };
-                let block = u32::from_be_bytes(key[key.len() - 4..].try_into().unwrap_or([0; 4]));
-                m.set(tag, &String::from_utf8_lossy(name), block as u64, 0);
-            }
+        for (tag, name, block) in legacy_keys(tree)? {
+            m.set(tag, &name, block, Location::Legacy);
         }
         Ok(m)
     }
+}
+
+/// The block keys of the layout before generations: (tag, name, block).
+fn legacy_keys(tree: &sled::Tree) -> Result<Vec<(u8, String, u64)>> {
+    let mut out = Vec::new();
+    for tag in [TEXT, LINK] {
+        for key in tree.scan_prefix([tag]).keys() {
+            let key = key?;
+            // `<tag><name>\0<block: 4 bytes>`
+            let Some(body) = key.get(1..key.len().saturating_sub(4)) else {
+                continue;
+            };
+            let Some(name) = body.strip_suffix(&[0]) else {
+                continue;
+            };
+            let block = u32::from_be_bytes(key[key.len() - 4..].try_into().unwrap_or([0; 4]));
+            out.push((
+                tag,
+                String::from_utf8_lossy(name).into_owned(),
+                block as u64,
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The import in progress of a dimension, as recorded before its first
@@ -154,8 +178,8 @@ pub enum Interrupted {
         file: String,
         /// When it started, in seconds since the Unix epoch.
         started: u64,
-        /// Staged blocks deleted.
-        blocks: u64,
+        /// Bytes of staged blocks deleted.
+        bytes: u64,
     },
     /// An import by a version before generations, which stored chunks as it
     /// went: part of its file was stored.
@@ -171,7 +195,7 @@ impl std::fmt::Display for Interrupted {
             Interrupted::Discarded {
                 file,
                 started,
-                blocks,
+                bytes,
             } => {
                 let when = chrono::DateTime::from_timestamp(*started as i64, 0).map_or_else(
                     || "?".into(),
@@ -180,8 +204,9 @@ impl std::fmt::Display for Interrupted {
                 write!(
                     f,
                     "an earlier import of {file} (started {when}) was interrupted before it \
-                     took effect: the audience was as it was before it, and its {blocks} staged \
-                     block(s) were discarded"
+                     took effect: the audience was as it was before it, and the {:.1} MB it \
+                     had staged were discarded",
+                    *bytes as f64 / 1e6
                 )
             }
             Interrupted::Partial { file } => write!(
@@ -194,24 +219,18 @@ impl std::fmt::Display for Interrupted {
     }
 }
 
-/// Discards what an interrupted import staged, if there is one, and says
-/// what it was.
-pub fn recover(tree: &sled::Tree) -> Result<Option<Interrupted>> {
+/// Deletes what an interrupted import of `dim` staged, if there is one,
+/// and says what it was.
+pub fn recover(tree: &sled::Tree, files: &Files, dim: &str) -> Result<Option<Interrupted>> {
     if let Some(bytes) = tree.get(STAGING)? {
         let old: Staging = decode("audience", &bytes)?;
-        let mut blocks = 0u64;
-        let mut batch = sled::Batch::default();
-        for key in tree.scan_prefix(generation_prefix(old.generation)).keys() {
-            batch.remove(key?);
-            blocks += 1;
-        }
-        batch.remove(STAGING);
-        tree.apply_batch(batch)?;
+        let deleted = files.delete(dim, old.generation)?;
+        tree.remove(STAGING)?;
         tree.flush()?;
         return Ok(Some(Interrupted::Discarded {
             file: old.file,
             started: old.started,
-            blocks,
+            bytes: deleted,
         }));
     }
     Ok(tree
@@ -222,10 +241,16 @@ pub fn recover(tree: &sled::Tree) -> Result<Option<Interrupted>> {
 }
 
 /// Starts the import of `file` as the next generation after `base`,
-/// recorded before anything is staged (after discarding what an
-/// interrupted import staged).
-pub fn begin(tree: &sled::Tree, base: &Manifest, file: &str) -> Result<Staging> {
-    recover(tree)?;
+/// recorded before anything is staged (after deleting what an interrupted
+/// one staged).
+pub fn begin(
+    tree: &sled::Tree,
+    files: &Files,
+    dim: &str,
+    base: &Manifest,
+    file: &str,
+) -> Result<Staging> {
+    recover(tree, files, dim)?;
     let staging = Staging {
         generation: base.generation + 1,
         file: file.to_string(),
@@ -251,8 +276,6 @@ pub fn staging(tree: &sled::Tree) -> Result<Option<Staging>> {
 pub struct Draft {
     /// The manifest as it will be published.
     pub manifest: Manifest,
-    /// Keys of the blocks it replaces.
-    replaced: Vec<Vec<u8>>,
 }
 
 impl Draft {
@@ -260,79 +283,60 @@ impl Draft {
     pub fn new(base: &Manifest, generation: u32) -> Draft {
         let mut manifest = base.clone();
         manifest.generation = generation;
-        Draft {
-            manifest,
-            replaced: Vec::new(),
-        }
+        Draft { manifest }
     }
 
-    /// The key to write a block of this generation under.
-    pub fn stage(&mut self, tag: u8, name: &str, block: u64) -> Vec<u8> {
-        let generation = self.manifest.generation;
-        if let Some(old) = self.manifest.set(tag, name, block, generation) {
-            self.replaced.push(old);
-        }
-        block_key(generation, tag, name, block)
+    /// Names where a block of this generation now is.
+    pub fn place(&mut self, tag: u8, name: &str, block: u64, at: Location) {
+        self.manifest.set(tag, name, block, at);
     }
 }
 
-/// Blocks replaced by a publication, kept until no reader can need them.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Reclaim {
-    /// (the generation that replaced them, their keys).
-    pending: Vec<(u32, Vec<Vec<u8>>)>,
-}
-
-/// Publishes a draft: makes its staged blocks durable, then names them in
-/// one write, which is the moment the import takes effect.
-pub fn publish(tree: &sled::Tree, draft: Draft) -> Result<Manifest> {
-    tree.flush()?;
-    let mut reclaim: Reclaim = match tree.get(RECLAIM)? {
-        Some(b) => decode("audience", &b)?,
-        None => Reclaim::default(),
-    };
-    if !draft.replaced.is_empty() {
-        reclaim
-            .pending
-            .push((draft.manifest.generation, draft.replaced));
-    }
+/// Publishes a manifest in one small durable write, which is the moment
+/// the import takes effect (its blocks are durable already).
+pub fn publish(tree: &sled::Tree, manifest: &Manifest) -> Result<()> {
     let mut batch = sled::Batch::default();
-    batch.insert(HEAD, encode(&draft.manifest));
-    batch.insert(RECLAIM, encode(&reclaim));
+    batch.insert(HEAD, encode(manifest));
     batch.remove(STAGING);
-    for legacy in [LEGACY_IMPORTING, b"m:next".as_slice(), b"m:columns"] {
-        batch.remove(legacy);
-    }
+    batch.remove(LEGACY_IMPORTING);
     tree.apply_batch(batch)?;
     tree.flush()?;
-    Ok(draft.manifest)
+    Ok(())
 }
 
-/// Deletes replaced blocks that no manifest older than `oldest` (the
-/// oldest one a reader holds) still names. Returns how many.
-pub fn reclaim(tree: &sled::Tree, oldest: u32) -> Result<u64> {
-    let Some(bytes) = tree.get(RECLAIM)? else {
-        return Ok(0);
-    };
-    let mut reclaim: Reclaim = decode("audience", &bytes)?;
-    let mut batch = sled::Batch::default();
+/// Deletes what no manifest in `in_use` names: generation files (but the
+/// one being staged) and blocks of the layout before generations. Returns
+/// the bytes deleted from files.
+pub fn reclaim(
+    tree: &sled::Tree,
+    files: &Files,
+    dim: &str,
+    in_use: &[Arc<Manifest>],
+) -> Result<u64> {
+    let named: BTreeSet<u32> = in_use
+        .iter()
+        .flat_map(|m| m.live_bytes().into_keys())
+        .collect();
+    let staging = staging(tree)?.map(|s| s.generation);
     let mut deleted = 0;
-    // Replaced by generation `g`: only manifests older than `g` name them.
-    reclaim.pending.retain(|(g, keys)| {
-        if *g > oldest {
-            return true;
+    for g in files.generations(dim)? {
+        if !named.contains(&g) && Some(g) != staging {
+            deleted += files.delete(dim, g)?;
         }
-        for k in keys {
-            batch.remove(k.as_slice());
-            deleted += 1;
-        }
-        false
-    });
-    if deleted == 0 {
-        return Ok(0);
     }
-    batch.insert(RECLAIM, encode(&reclaim));
-    tree.apply_batch(batch)?;
+    if !in_use.iter().any(|m| m.has_legacy()) {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for (tag, name, block) in legacy_keys(tree)? {
+            batch.remove(legacy_key(tag, &name, block));
+            any = true;
+        }
+        if any {
+            batch.remove(b"m:next".as_slice());
+            batch.remove(b"m:columns".as_slice());
+            tree.apply_batch(batch)?;
+        }
+    }
     Ok(deleted)
 }
 
@@ -348,13 +352,7 @@ impl Published {
     /// The published manifest of `dim`, loaded on first use; the reader
     /// holds it for as long as it keeps the `Arc`.
     pub fn get(&self, dim: &'static str, tree: &sled::Tree) -> Result<Arc<Manifest>> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = current.get(dim) {
-            return Ok(m.clone());
-        }
-        let m = Arc::new(Manifest::load(tree)?);
-        current.insert(dim, m.clone());
-        Ok(m)
+        Ok(self.get_all(&[(dim, tree.clone())])?[dim].clone())
     }
 
     /// The published manifests of every dimension, taken together so that
@@ -381,31 +379,29 @@ impl Published {
 
     /// Replaces the published manifest of `dim`; the old one stays with
     /// whoever holds it.
-    pub fn set(&self, dim: &'static str, manifest: Manifest) -> Arc<Manifest> {
-        let m = Arc::new(manifest);
+    pub fn set(&self, dim: &'static str, manifest: Manifest) {
         let old = self
             .current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(dim, m.clone());
+            .insert(dim, Arc::new(manifest));
         if let Some(old) = old {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             held.retain(|(_, w)| w.strong_count() > 0);
             held.push((dim, Arc::downgrade(&old)));
         }
-        m
     }
 
-    /// The oldest generation of `dim` a reader still holds (the published
-    /// one when none holds an older).
-    pub fn oldest_held(&self, dim: &'static str, published: u32) -> u32 {
+    /// The manifests of `dim` in use: the published one and those readers
+    /// still hold.
+    pub fn in_use(&self, dim: &'static str, tree: &sled::Tree) -> Result<Vec<Arc<Manifest>>> {
+        let mut out = vec![self.get(dim, tree)?];
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.iter()
-            .filter(|(d, _)| *d == dim)
-            .filter_map(|(_, w)| w.upgrade())
-            .map(|m| m.generation)
-            .min()
-            .unwrap_or(published)
-            .min(published)
+        out.extend(
+            held.iter()
+                .filter(|(d, _)| *d == dim)
+                .filter_map(|(_, w)| w.upgrade()),
+        );
+        Ok(out)
     }
 }

@@ -10,6 +10,7 @@
 //! (`sealed`).
 
 pub mod audience;
+pub mod blockfiles;
 pub mod deliveries;
 pub mod manifest;
 pub mod plugins;
@@ -79,6 +80,8 @@ pub struct Store {
     keys: std::sync::Arc<sealed::KeyFile>,
     /// The audience as published, and the versions readers still hold.
     published: std::sync::Arc<manifest::Published>,
+    /// The files holding the audience's column blocks.
+    blocks: std::sync::Arc<blockfiles::Files>,
     /// The data directory's lock (its pid file), held while any clone lives.
     _lock: std::sync::Arc<std::fs::File>,
 }
@@ -206,6 +209,7 @@ impl Store {
             dir: dir.to_path_buf(),
             keys: std::sync::Arc::new(sealed::KeyFile::at(options.key_file.clone())),
             published: Default::default(),
+            blocks: std::sync::Arc::new(blockfiles::Files::new(dir)),
             _lock: std::sync::Arc::new(lock),
         };
         store.seal_plaintext()?;
