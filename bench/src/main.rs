@@ -38,9 +38,9 @@ const BATCH: usize = crosscast_sdk::BATCH as usize;
 enum Bench {
     /// Import, query and split N recipients: wasm vs native vs SQLite.
     Targeting {
-        /// How many recipients.
-        #[arg(long, default_value_t = 1_000_000)]
-        recipients: usize,
+        /// How many recipients (several sizes: one after the other).
+        #[arg(long, value_delimiter = ',', default_value = "1000000")]
+        recipients: Vec<usize>,
         /// Working directory (its contents are replaced).
         #[arg(long, default_value = "target/bench")]
         dir: PathBuf,
@@ -192,7 +192,12 @@ struct Counts {
 
 fn main() -> anyhow::Result<()> {
     match Bench::parse() {
-        Bench::Targeting { recipients, dir } => targeting(recipients, &dir),
+        Bench::Targeting { recipients, dir } => {
+            for n in recipients {
+                targeting(n, &dir)?;
+            }
+            Ok(())
+        }
         Bench::Validate { activities, dir } => validate::run(&activities, &dir),
         Bench::Delivery {
             messages,

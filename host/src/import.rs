@@ -145,7 +145,7 @@ pub fn import_file(
     // or an interrupt leaves the audience as it was.
     crate::interrupt::doing(crate::interrupt::Doing::Importing);
     let bar = progress(options.progress, size, "importing");
-    let mut import = audience.begin(dimension, &file)?;
+    let mut import = audience.begin(dimension, &file, estimate_rows(path, size))?;
     let all_or_nothing = options.rejects.is_none();
     // Bad records: every one with a rejects file, else the first listed.
     let mut bad: Vec<Bad> = Vec::new();
@@ -161,7 +161,7 @@ pub fn import_file(
         };
         if let Some(rec) = rec.filter(|_| reasons.is_empty()) {
             let key = rec.get("id").unwrap_or_default().to_string();
-            match import.claim(&key) {
+            match import.claim(&key)? {
                 Claim::Again(_) => reasons.push(Reason::Duplicate { key }),
                 Claim::New(id) | Claim::Existing(id) => {
                     if !(all_or_nothing && problems > 0) {
@@ -221,6 +221,18 @@ pub fn import_file(
         rejected: bad.len() as u64,
         interrupted,
     })
+}
+
+/// About how many records a file of `size` bytes holds, from its first
+/// MiB: what an import sizes its id index for.
+fn estimate_rows(path: &Path, size: u64) -> u64 {
+    let mut head = Vec::with_capacity(1 << 20);
+    let read = File::open(path).and_then(|f| f.take(1 << 20).read_to_end(&mut head));
+    let lines = head.iter().filter(|b| **b == b'\n').count() as u64;
+    match read {
+        Ok(n) if n > 0 && lines > 0 => size * lines / n as u64,
+        _ => 0,
+    }
 }
 
 /// Why a record is refused.
@@ -392,7 +404,9 @@ fn read_csv(
     mut f: impl FnMut(Result<Record, Problem>) -> Result<(), ImportError>,
 ) -> Result<(), ImportError> {
     let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
+        // Fields are trimmed as they are copied out: trimming the record in
+        // place cost a tenth of an import.
+        .trim(csv::Trim::Headers)
         .from_reader(reader);
     let headers = match reader.headers() {
         Ok(h) => h.clone(),
@@ -466,7 +480,10 @@ fn read_csv(
                 let fields = headers
                     .iter()
                     .zip(record.iter())
-                    .map(|(h, v)| (h.clone(), (!v.is_empty()).then(|| v.to_string())))
+                    .map(|(h, v)| {
+                        let v = v.trim();
+                        (h.clone(), (!v.is_empty()).then(|| v.to_string()))
+                    })
                     .collect();
                 f(Ok(Record {
                     line: pos.line(),

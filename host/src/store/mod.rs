@@ -12,6 +12,7 @@
 pub mod audience;
 pub mod blockfiles;
 pub mod deliveries;
+pub mod keyindex;
 pub mod manifest;
 pub mod plugins;
 pub mod population;
