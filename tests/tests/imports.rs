@@ -141,7 +141,11 @@ fn an_import_killed_anywhere_leaves_the_audience_before_or_after() {
     for at in points {
         let env = copy_env(&base);
         let running = import_killed(&env, &next_file, at);
-        let seen = env.ok(&["export", "recipients"]);
+        let export = env.run(&["export", "recipients"]);
+        assert!(export.status.success(), "{export:?}");
+        let seen = String::from_utf8_lossy(&export.stdout).into_owned();
+        // The export notes an import that did not take effect.
+        let noted = String::from_utf8_lossy(&export.stderr).contains("did not take effect");
         assert!(
             seen == before || seen == after,
             "killed at {at:?}: the export is neither before ({} lines) nor after ({} lines) \
@@ -154,7 +158,9 @@ fn an_import_killed_anywhere_leaves_the_audience_before_or_after() {
         let out = env.run(&["import", "recipients", next_file.to_str().unwrap()]);
         assert!(out.status.success(), "{out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("was interrupted before it took effect") {
+        let found = err.contains("was interrupted before it took effect");
+        assert_eq!(noted, found, "killed at {at:?}: export and import agree");
+        if found {
             assert_eq!(seen, before, "killed at {at:?}: {err}");
             assert!(err.contains("next.csv"), "{err}");
             assert!(

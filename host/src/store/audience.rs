@@ -417,8 +417,8 @@ impl<'a> Audience<'a> {
 }
 
 /// The map from external ids to internal ids in one version of a dimension,
-/// with room for `more` keys beyond.
-fn key_index(source: &Source<'_>, more: u64) -> Result<KeyIndex> {
+/// sized for an import of about `expected` records.
+fn key_index(source: &Source<'_>, expected: u64) -> Result<KeyIndex> {
     let count = source.manifest.next;
     let mut index: Option<KeyIndex> = None;
     let mut start = 0;
@@ -427,11 +427,15 @@ fn key_index(source: &Source<'_>, more: u64) -> Result<KeyIndex> {
         let ids: Vec<u64> = (start..end).collect();
         let blocks = TextBlocks::read(source, "id", &ids)?;
         let index = index.get_or_insert_with(|| {
-            // Sized from the first block's keys, so it never grows.
+            // Room reserved for every key there may be costs nothing until
+            // used; the tables are filled as they are sized, so they are
+            // sized for what an import most often does: either bring new
+            // records or update existing ones. Beyond, they grow one at a
+            // time.
             let sample: usize = blocks.each(&ids, |v| v.map_or(0, str::len)).iter().sum();
             let per_key = sample.div_ceil(ids.len()).max(1);
-            let keys = (count + more) as usize;
-            KeyIndex::with_capacity(keys, keys * per_key)
+            let keys = (count + expected) as usize;
+            KeyIndex::with_capacity(count.max(expected) as usize, keys, keys * per_key)
         });
         let mut failed = None;
         blocks.each(&ids, |key| {
@@ -444,7 +448,8 @@ fn key_index(source: &Source<'_>, more: u64) -> Result<KeyIndex> {
         }
         start = end;
     }
-    Ok(index.unwrap_or_else(|| KeyIndex::with_capacity(more as usize, more as usize * 12)))
+    let expected = expected as usize;
+    Ok(index.unwrap_or_else(|| KeyIndex::with_capacity(expected, expected, expected * 12)))
 }
 
 /// The columns of one version of a dimension: `id`, the schema's, then
@@ -469,6 +474,41 @@ struct Source<'m> {
 }
 
 impl Source<'_> {
+    /// At most the first `max` bytes of a block, if it has any.
+    fn head(&self, tag: u8, name: &str, block: u64, max: u32) -> Result<Option<Vec<u8>>> {
+        match self.manifest.location(tag, name, block) {
+            Some(Location::File {
+                generation,
+                offset,
+                len,
+            }) => self
+                .files
+                .read(self.dim, generation, offset, len.min(max))
+                .map(Some),
+            _ => self.get(tag, name, block),
+        }
+    }
+
+    /// Whether each of `ids` has a non-empty value in a text column, read
+    /// from the start of each block only.
+    fn presence(&self, column: &str, ids: &[u64]) -> Result<Vec<bool>> {
+        let max = textblock::presence_prefix(BLOCK as usize) as u32;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut current: Option<(u64, Option<Vec<u8>>)> = None;
+        for &id in ids {
+            let b = id / BLOCK;
+            if current.as_ref().map(|(k, _)| *k) != Some(b) {
+                current = Some((b, self.head(manifest::TEXT, column, b, max)?));
+            }
+            let head = current.as_ref().and_then(|(_, h)| h.as_deref());
+            out.push(match head {
+                Some(h) => textblock::Presence::parse(h)?.present((id % BLOCK) as usize),
+                None => false,
+            });
+        }
+        Ok(out)
+    }
+
     /// The stored bytes of a block, if it has any.
     fn get(&self, tag: u8, name: &str, block: u64) -> Result<Option<Vec<u8>>> {
         read_block(
@@ -842,7 +882,11 @@ impl Audience<'_> {
             )));
         }
         let manifest = self.manifest(dim)?;
-        let blocks = TextBlocks::read(&self.source(dim, &manifest)?, path, ids)?;
+        let source = self.source(dim, &manifest)?;
+        if want == Want::Presence {
+            return Ok(Values::Presence(source.presence(path, ids)?));
+        }
+        let blocks = TextBlocks::read(&source, path, ids)?;
         Ok(match want {
             Want::Presence => Values::Presence(blocks.presence(ids)),
             Want::Text => Values::Text(blocks.texts(ids)),

@@ -53,16 +53,17 @@ fn hash(key: &[u8]) -> u64 {
 }
 
 impl KeyIndex {
-    /// An empty index with room for `keys` keys of `bytes` bytes in all, so
-    /// that it does not grow (and hold the old and the new table at once)
-    /// when the estimate holds.
-    pub fn with_capacity(keys: usize, bytes: usize) -> KeyIndex {
-        let shards = shards_for(keys);
+    /// An empty index with tables sized for `table_keys` keys, and room
+    /// for `keys` keys of `bytes` bytes in all. Room not used costs no
+    /// memory (its pages are never touched), but tables are filled as they
+    /// are sized: growing, a table holds its old and new slots at once.
+    pub fn with_capacity(table_keys: usize, keys: usize, bytes: usize) -> KeyIndex {
+        let shards = shards_for(table_keys);
         KeyIndex {
             bytes: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(keys),
             tables: (0..shards)
-                .map(|_| hashbrown::HashTable::with_capacity(keys.div_ceil(shards)))
+                .map(|_| hashbrown::HashTable::with_capacity(table_keys.div_ceil(shards)))
                 .collect(),
         }
     }
@@ -161,7 +162,7 @@ mod tests {
 
     #[test]
     fn maps_keys_to_dense_ids_through_growth() {
-        let mut index = KeyIndex::with_capacity(4, 8);
+        let mut index = KeyIndex::with_capacity(4, 4, 8);
         for n in 0..10_000u64 {
             let key = format!("K{n}");
             // Every seventh record has no key: found by none.
