@@ -494,17 +494,22 @@ impl Source<'_> {
     fn presence(&self, column: &str, ids: &[u64]) -> Result<Vec<bool>> {
         let max = textblock::presence_prefix(BLOCK as usize) as u32;
         let mut out = Vec::with_capacity(ids.len());
-        let mut current: Option<(u64, Option<Vec<u8>>)> = None;
-        for &id in ids {
-            let b = id / BLOCK;
-            if current.as_ref().map(|(k, _)| *k) != Some(b) {
-                current = Some((b, self.head(manifest::TEXT, column, b, max)?));
-            }
-            let head = current.as_ref().and_then(|(_, h)| h.as_deref());
-            out.push(match head {
-                Some(h) => textblock::Presence::parse(h)?.present((id % BLOCK) as usize),
-                None => false,
-            });
+        // Ids mostly arrive sorted: each block read once per run of its ids.
+        let mut i = 0;
+        while i < ids.len() {
+            let b = ids[i] / BLOCK;
+            let run = ids[i..].iter().take_while(|id| *id / BLOCK == b).count();
+            let head = self.head(manifest::TEXT, column, b, max)?;
+            let presence = head
+                .as_deref()
+                .map(textblock::Presence::parse)
+                .transpose()?;
+            out.extend(ids[i..i + run].iter().map(|id| {
+                presence
+                    .as_ref()
+                    .is_some_and(|p| p.present((id % BLOCK) as usize))
+            }));
+            i += run;
         }
         Ok(out)
     }
