@@ -369,6 +369,12 @@ impl<'a> Audience<'a> {
         let dim = self::dimension(dimension)?;
         let tree = self.tree(dim)?;
         let files = &self.store.blocks;
+        self.store.published.start_import(dim.name)?;
+        // Ended by the import's drop from here on.
+        let started = Started {
+            store: self.store,
+            dim: dim.name,
+        };
         let base = self.store.published.get(dim.name, &tree)?;
         let staging = manifest::begin(&tree, files, dim.name, &base, file)?;
         self.store.reclaim(dim.name, &tree)?;
@@ -383,6 +389,7 @@ impl<'a> Audience<'a> {
         )?;
         let mut import = Import {
             store: self.store,
+            _started: started,
             dim,
             columns: columns(dim, &base),
             draft: Draft::new(&base, staging.generation),
@@ -557,6 +564,8 @@ fn read_block(
 /// a file the next import deletes.
 pub struct Import<'a> {
     store: &'a Store,
+    /// Ends the import of this dimension when dropped.
+    _started: Started<'a>,
     dim: &'static Dimension,
     tree: sled::Tree,
     /// The published manifest, with the blocks staged so far.
@@ -580,6 +589,19 @@ impl Drop for Import<'_> {
         if !self.published {
             let _ = manifest::recover(&self.tree, &self.store.blocks, self.dim.name);
         }
+    }
+}
+
+/// An import of a dimension under way: another of the same dimension is
+/// refused until this is dropped.
+struct Started<'a> {
+    store: &'a Store,
+    dim: &'static str,
+}
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        self.store.published.end_import(self.dim);
     }
 }
 
@@ -1381,6 +1403,13 @@ mod tests {
         let audience = store.audience();
         let mut import = audience.begin("recipient", "b.csv", 6000).unwrap();
         import.write(people(0..6000, "b.test")).unwrap();
+        // One import of a dimension at a time; other dimensions are free.
+        let again = store.audience().begin("recipient", "c.csv", 1).err();
+        assert!(
+            matches!(again, Some(StoreError::ImportUnderWay(ref d)) if d == "recipient"),
+            "{again:?}"
+        );
+        drop(store.audience().begin("subscription", "s.csv", 1).unwrap());
         assert_eq!(store.audience().count("recipient").unwrap(), 5000);
         assert_eq!(emails(&store.audience(), 5000), before);
         assert_eq!(files(&store), [1, 2]);

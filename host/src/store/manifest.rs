@@ -346,9 +346,29 @@ pub fn reclaim(
 pub struct Published {
     current: Mutex<BTreeMap<&'static str, Arc<Manifest>>>,
     held: Mutex<Vec<(&'static str, Weak<Manifest>)>>,
+    /// Dimensions an import is staging: one at a time each.
+    importing: Mutex<BTreeSet<&'static str>>,
 }
 
 impl Published {
+    /// Marks `dim` as being imported; refused while another import of it
+    /// runs (both would stage the same generation).
+    pub fn start_import(&self, dim: &'static str) -> Result<()> {
+        let mut importing = self.importing.lock().unwrap_or_else(|e| e.into_inner());
+        if !importing.insert(dim) {
+            return Err(super::StoreError::ImportUnderWay(dim.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Marks the import of `dim` as ended.
+    pub fn end_import(&self, dim: &'static str) {
+        self.importing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(dim);
+    }
+
     /// The published manifest of `dim`, loaded on first use; the reader
     /// holds it for as long as it keeps the `Arc`.
     pub fn get(&self, dim: &'static str, tree: &sled::Tree) -> Result<Arc<Manifest>> {

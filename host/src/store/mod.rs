@@ -61,6 +61,9 @@ pub enum StoreError {
         /// The decoder's message.
         message: String,
     },
+    /// An import of this dimension is under way in this process already.
+    #[error("an import of {0}s is under way already; wait for it to end")]
+    ImportUnderWay(String),
     /// Something looked up does not exist.
     #[error("{0}")]
     NotFound(String),
