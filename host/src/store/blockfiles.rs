@@ -98,8 +98,23 @@ impl Files {
         std::fs::metadata(self.path(dim, generation)).map_or(0, |m| m.len())
     }
 
-    /// Deletes a generation's file; returns its size.
+    /// Where an import of a generation keeps its scratch files (the runs
+    /// of its sorted updates).
+    pub fn scratch(&self, dim: &str, generation: u32) -> PathBuf {
+        self.dir.join(dim).join(format!("{generation:010}.scratch"))
+    }
+
+    /// Deletes a generation's scratch files.
+    pub fn delete_scratch(&self, dim: &str, generation: u32) -> Result<()> {
+        match std::fs::remove_dir_all(self.scratch(dim, generation)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes a generation's file (and scratch files); returns its size.
     pub fn delete(&self, dim: &str, generation: u32) -> Result<u64> {
+        self.delete_scratch(dim, generation)?;
         let size = self.size(dim, generation);
         self.forget(dim, generation);
         match std::fs::remove_file(self.path(dim, generation)) {

@@ -19,6 +19,7 @@ pub mod population;
 pub mod runs;
 pub mod sealed;
 pub mod settings;
+pub mod spill;
 pub mod suppression;
 pub mod textblock;
 
