@@ -122,13 +122,14 @@ fn run(
     }
     std::fs::remove_dir_all(&credentials)?;
 
-    let t0 = Clock::fixed(T0)?;
+    // A virtual clock, moved forward a week below to cross the wait.
+    let clock = Clock::moving(T0)?;
     let options = OpenOptions {
         key_file: key_file.clone(),
         holder: "crosscast demo".into(),
         ..OpenOptions::default()
     };
-    let mut app = App::open_with(&dir, t0, &options)?;
+    let app = App::open_with(&dir, clock.clone(), &options)?;
     let (rfile, sfile) = sample::write(&dir.join("sample"), recipients, 7)?;
     let quiet = crosscast::import::Options::default();
     let r = crosscast::import::import_file(&app.store, "recipient", &rfile, &quiet)?;
@@ -143,7 +144,7 @@ fn run(
     let wf_path = dir.join("cross-channel.toml");
     std::fs::write(&wf_path, WORKFLOW)?;
     let wf = match app.validate(&wf_path)? {
-        Ok(wf) => wf,
+        Ok((wf, _warnings)) => wf,
         Err(lines) => anyhow::bail!(
             "the shipped workflow does not validate:\n{}",
             lines.join("\n")
@@ -160,12 +161,11 @@ fn run(
         .context("starting the run")?;
     show(&app, run)?;
 
-    let later = t0.now_ms() + WEEK_MS;
+    let later = clock.advance(WEEK_MS)?;
     println!(
         "\n== {}: seven days later, the worker fires the wait",
         format_ms(later)
     );
-    app.clock = Clock::Fixed(later);
     let tick = app.executor()?.tick()?;
     println!(
         "worker: {} timer(s) due, {} task(s) executed",

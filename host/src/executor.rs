@@ -5,9 +5,14 @@
 //! Every step is recorded before the next begins (task started, outputs
 //! stored, next tasks created — atomically), so a process that dies resumes
 //! where it was: a task still pending is executed again from its inputs.
+//!
+//! One executor may drive several runs at once (`crosscast serve`), each
+//! run by one thread at a time: a run's tasks build on one another, and
+//! two drivers of one run would send its messages twice.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::Context as _;
 
@@ -39,6 +44,26 @@ pub struct Executor {
     runtime: Arc<Runtime>,
     clock: Clock,
     transports: Transports,
+    /// Runs a thread of this process is driving.
+    driving: Mutex<HashSet<u64>>,
+    /// Signalled when a run is let go.
+    released: Condvar,
+    /// Set by [`Executor::stop`]: no task starts, no delivery sends more.
+    stopping: AtomicBool,
+}
+
+/// A run claimed by one driver, let go when dropped.
+struct Claim<'a> {
+    executor: &'a Executor,
+    run: u64,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut driving = self.executor.lock_driving();
+        driving.remove(&self.run);
+        self.executor.released.notify_all();
+    }
 }
 
 /// What one pass of the worker did.
@@ -61,7 +86,62 @@ impl Executor {
             runtime,
             clock,
             transports,
+            driving: Mutex::new(HashSet::new()),
+            released: Condvar::new(),
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// The clock runs are on.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Stops for good: no task starts from now on, and each delivery under
+    /// way sends nothing more, records the answers to what is on the wire
+    /// and leaves its task pending (the next process resumes it).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`Executor::stop`] was called.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn lock_driving(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.driving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims a run, waiting while another thread drives it.
+    fn claim(&self, run: u64) -> Claim<'_> {
+        let mut driving = self.lock_driving();
+        while driving.contains(&run) {
+            driving = self
+                .released
+                .wait(driving)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        driving.insert(run);
+        Claim {
+            executor: self,
+            run,
+        }
+    }
+
+    /// Claims a run unless another thread drives it.
+    fn try_claim(&self, run: u64) -> Option<Claim<'_>> {
+        // The lock is let go before a claim exists: a claim's drop takes it.
+        let claimed = self.lock_driving().insert(run);
+        claimed.then(|| Claim {
+            executor: self,
+            run,
+        })
+    }
+
+    /// Runs some thread of this process is driving now.
+    pub fn busy(&self) -> usize {
+        self.lock_driving().len()
     }
 
     /// What a delivery needs of it.
@@ -70,6 +150,7 @@ impl Executor {
             store: &self.store,
             runtime: &self.runtime,
             transports: &self.transports,
+            stop: &self.stopping,
         }
     }
 
@@ -106,12 +187,22 @@ impl Executor {
         Ok(id)
     }
 
-    /// Executes pending tasks of a run until none is left.
+    /// Executes pending tasks of a run until none is left (waiting first
+    /// while another thread drives it).
     pub fn drive(&self, run_id: u64) -> anyhow::Result<usize> {
+        let _claim = self.claim(run_id);
         Ok(self.drive_counting(run_id)?.0)
     }
 
-    /// [`Executor::drive`], also counting the tasks that failed.
+    /// Drives a run unless another thread does: `None` then. Returns the
+    /// tasks executed and how many of them failed.
+    pub fn try_drive(&self, run_id: u64) -> Option<anyhow::Result<(usize, usize)>> {
+        let _claim = self.try_claim(run_id)?;
+        Some(self.drive_counting(run_id))
+    }
+
+    /// [`Executor::drive`], also counting the tasks that failed; the
+    /// caller holds the run's claim.
     fn drive_counting(&self, run_id: u64) -> anyhow::Result<(usize, usize)> {
         let run = self.store.run(run_id)?;
         let workflow: Workflow =
@@ -124,10 +215,13 @@ impl Executor {
                 .into_iter()
                 .filter(|t| t.state == TaskState::Pending)
                 .collect();
-            if pending.is_empty() {
+            if pending.is_empty() || self.stopping() {
                 return Ok((executed, failed));
             }
             for task in pending {
+                if self.stopping() {
+                    return Ok((executed, failed));
+                }
                 if self.execute(&run, &workflow, task)? {
                     failed += 1;
                 }
@@ -136,20 +230,37 @@ impl Executor {
         }
     }
 
-    /// Fires the timers due now and executes everything pending.
+    /// Fires the timers due now and executes everything pending that no
+    /// other thread is driving.
     pub fn tick(&self) -> anyhow::Result<Tick> {
-        let now = self.clock.now_ms();
-        let mut tick = Tick::default();
-        for (due, run, task) in self.store.due_timers(now)? {
-            self.store.fire_timer(due, run, task)?;
-            tick.timers += 1;
-        }
-        for run in self.store.runs_with_pending()? {
-            let (executed, failed) = self.drive_counting(run)?;
-            tick.tasks += executed;
-            tick.failed += failed;
+        let mut tick = Tick {
+            timers: self.fire_due()?,
+            ..Tick::default()
+        };
+        for run in self.runs_with_pending()? {
+            if let Some(r) = self.try_drive(run) {
+                let (executed, failed) = r?;
+                tick.tasks += executed;
+                tick.failed += failed;
+            }
         }
         Ok(tick)
+    }
+
+    /// Fires the timers due now (their tasks become pending); returns how
+    /// many.
+    pub fn fire_due(&self) -> anyhow::Result<usize> {
+        let mut fired = 0;
+        for (due, run, task) in self.store.due_timers(self.clock.now_ms())? {
+            self.store.fire_timer(due, run, task)?;
+            fired += 1;
+        }
+        Ok(fired)
+    }
+
+    /// Runs with a pending task.
+    pub fn runs_with_pending(&self) -> anyhow::Result<Vec<u64>> {
+        Ok(self.store.runs_with_pending()?)
     }
 
     /// Executes one task; true if it failed.
@@ -222,6 +333,7 @@ impl Executor {
                 r.map(|d| {
                     task.delivery = Some(d.counts);
                     match d.wake_at {
+                        _ if d.stopped => Step::Stopped,
                         // Messages are retrying: wait for the earliest on a
                         // persisted timer; `done` is taken once all are final.
                         Some(t) => Step::Wait(t),
@@ -232,6 +344,8 @@ impl Executor {
         };
         task.elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
+            // Left pending, its counts kept: the next process resumes it.
+            Ok(Step::Stopped) => self.store.put_task(run.id, &task)?,
             Ok(Step::Done(outputs)) => {
                 let (next, joins) = self.successors(run, workflow, activity, &task, &outputs)?;
                 task.state = TaskState::Done { outputs };
@@ -428,6 +542,8 @@ pub(crate) enum Step {
     Done(BTreeMap<String, OutputRef>),
     /// Waiting until this instant.
     Wait(i64),
+    /// Stopped before its end (the process is stopping): still pending.
+    Stopped,
 }
 
 fn new_task(store: &Store, activity: &str, inputs: Vec<InputRef>) -> anyhow::Result<Task> {

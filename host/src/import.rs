@@ -83,13 +83,16 @@ fn render(file: &str, problems: &[Problem], more: u64) -> String {
 }
 
 /// How to import.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Options {
     /// Store the valid rows and write rejected ones, with reasons, here
     /// (NDJSON); without it the import is all-or-nothing.
     pub rejects: Option<PathBuf>,
     /// Draw a progress bar on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
+    /// Asked to stop: the client a server imports for went away. Checked
+    /// with Ctrl-C; the import then stops having stored nothing.
+    pub cancelled: Option<crate::cli::Cancelled>,
 }
 
 /// What an import did.
@@ -152,7 +155,7 @@ pub fn import_file(
     let mut problems = 0u64;
     let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
     for_each_record(path, dim, &bar, |rec| {
-        if crate::interrupt::requested() {
+        if crate::interrupt::requested() || options.cancelled.as_ref().is_some_and(|c| c()) {
             return Err(ImportError::Interrupted);
         }
         let (line, mut reasons, rec) = match rec {

@@ -19,6 +19,11 @@ pub enum Doing {
     Worker,
     /// An import: nothing takes effect before it has read its whole file.
     Importing,
+    /// A command a server carries out for this process.
+    Forwarded,
+    /// `crosscast serve`: the first interrupt asks it to stop gracefully
+    /// (it watches [`requested`]); a second one ends it at once.
+    Serving,
 }
 
 static DOING: Mutex<Doing> = Mutex::new(Doing::Other);
@@ -49,7 +54,12 @@ pub const EXIT: u8 = 130;
 
 /// Says what the command is doing from now on.
 pub fn doing(what: Doing) {
-    *DOING.lock().unwrap_or_else(|p| p.into_inner()) = what;
+    let mut doing = DOING.lock().unwrap_or_else(|p| p.into_inner());
+    // A server stays a server whatever one of its commands says it does
+    // (an import it carries out): an interrupt stops all of it gracefully.
+    if *doing != Doing::Serving {
+        *doing = what;
+    }
 }
 
 /// True once an interrupt came that the command must act on (an import).
@@ -73,7 +83,7 @@ pub fn install() -> std::io::Result<()> {
 
 fn on_interrupt() {
     let doing = *DOING.lock().unwrap_or_else(|p| p.into_inner());
-    REQUESTED.store(true, Ordering::SeqCst);
+    let again = REQUESTED.swap(true, Ordering::SeqCst);
     let stop = |message: &str| -> ! {
         if let Some(flush) = FLUSH.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             flush();
@@ -84,6 +94,15 @@ fn on_interrupt() {
     match doing {
         // The import notices, stops and says it stored nothing.
         Doing::Importing => {}
+        Doing::Forwarded => stop(
+            "the server carries on with what the command started (a run goes on; an import \
+             stops, having stored nothing)",
+        ),
+        Doing::Serving if !again => {}
+        Doing::Serving => stop(
+            "a second interrupt: the server stopped at once; every step it took is stored, \
+             messages on the wire are left as intents, and the next start resumes where it was",
+        ),
         Doing::Run(Some(run)) => stop(&format!(
             "run {run} stopped where it was: every step it took is stored, and `crosscast \
              worker` resumes it (`crosscast status {run}` shows it)"

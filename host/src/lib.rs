@@ -15,6 +15,7 @@ pub mod executor;
 pub mod import;
 pub mod interrupt;
 pub mod runtime;
+pub mod serve;
 pub mod spelling;
 pub mod store;
 pub mod unsubscribe;

@@ -232,7 +232,7 @@ struct Shared {
 
 /// Serves the endpoint until the process ends (run on its own thread).
 pub fn serve(store: Store, endpoint: Endpoint) -> anyhow::Result<()> {
-    let keys = store.unsubscribe_keys()?;
+    let app = router(store)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -244,12 +244,17 @@ pub fn serve(store: Store, endpoint: Endpoint) -> anyhow::Result<()> {
             "one-click unsubscribe endpoint on http://{}",
             endpoint.listen
         );
-        let app = axum::Router::new()
-            .route("/{*path}", axum::routing::get(page).post(one_click))
-            .with_state(Shared { store, keys });
         axum::serve(listener, app).await?;
         Ok(())
     })
+}
+
+/// The endpoint's routes: a page for a GET, the unsubscribe for a POST.
+pub fn router(store: Store) -> anyhow::Result<axum::Router> {
+    let keys = store.unsubscribe_keys()?;
+    Ok(axum::Router::new()
+        .route("/{*path}", axum::routing::get(page).post(one_click))
+        .with_state(Shared { store, keys }))
 }
 
 fn last_segment(path: &str) -> &str {

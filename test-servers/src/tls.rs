@@ -10,6 +10,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub struct TestTls {
     /// The CA certificate, PEM: give it to clients as their trust anchor.
     pub ca_pem: String,
+    /// The server's certificate, PEM (for a server configured by files).
+    pub server_pem: String,
+    /// The server's private key, PEM (PKCS#8).
+    pub key_pem: String,
     server_cert: CertificateDer<'static>,
     server_key: Vec<u8>,
 }
@@ -34,6 +38,8 @@ impl TestTls {
         let cert = params.signed_by(&key, &issuer)?;
         Ok(TestTls {
             ca_pem: ca_cert.pem(),
+            server_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             server_cert: cert.der().clone(),
             server_key: key.serialize_der(),
         })

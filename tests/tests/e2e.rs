@@ -7,7 +7,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::rig::{log_entries, servers, servers_with, setup, start_workflow};
+use common::rig::{
+    WAVE, log_entries, servers, servers_with, setup, slow_newsletter, start_workflow,
+};
 use common::{Env, count, read_recipients, read_subscriptions, root};
 use crosscast_test_servers::SinkOptions;
 
@@ -452,10 +454,6 @@ fn swapping_the_split_plugin_changes_the_counts() {
     assert_eq!(s.rig.sms.received().len(), swapped.mobiles.len());
 }
 
-/// Most messages a delivery sends without a recorded outcome
-/// (`deliver::WAVE_BATCHES` batches of 128): what a crash may repeat.
-const WAVE: usize = 512;
-
 /// Killing the process in the middle of a delivery loses nothing: the worker
 /// resumes the task, sends what has no recorded outcome, and repeats at most
 /// what was sent without a recorded outcome (the WAVE slots). The relay
@@ -465,39 +463,7 @@ const WAVE: usize = 512;
 /// mailbox can drop the repeat.
 #[test]
 fn a_crash_mid_delivery_repeats_at_most_what_was_in_flight() {
-    let s = servers_with(SinkOptions {
-        reply_delay: std::time::Duration::from_millis(150),
-        ..SinkOptions::default()
-    });
-    let env = Env::new();
-    setup(&env, &s);
-    // A newsletter to every recipient with an email: the sample's and as
-    // many readers again as make it more than two waves.
-    let mut readers = String::from("id,email,first_name\n");
-    for n in 0..2 * WAVE {
-        readers.push_str(&format!("N{n},reader{n}@example.com,Reader\n"));
-    }
-    let file = env.data().join("readers.csv");
-    std::fs::write(&file, readers).unwrap();
-    env.ok(&["import", "recipients", file.to_str().unwrap()]);
-    let mut want = common::sample_emails();
-    want.extend((0..2 * WAVE).map(|n| format!("reader{n}@example.com")));
-    assert!(want.len() > 2 * WAVE, "more than two waves of emails");
-    let wf = env.data().join("newsletter.toml");
-    std::fs::write(
-        &wf,
-        r#"name = "newsletter"
-[activity.q]
-type = "query"
-config = { dimension = "recipient", filter = "email is not empty" }
-next = { done = "deliver_email" }
-
-[activity.deliver_email]
-type = "email"
-config = { account = "smtp", from = "news@acme.example", subject = "Hi {{ first_name }}", text = "New arrivals are in." }
-"#,
-    )
-    .unwrap();
+    let (s, env, wf, want) = slow_newsletter();
     let mut child = env
         .command(&["--now", T0, "run", wf.to_str().unwrap()])
         .stdout(std::process::Stdio::null())

@@ -1,6 +1,9 @@
 //! `crosscast denylist` and `crosscast unsubscribe`: suppression lists and
 //! the one-click unsubscribe endpoint.
 
+use std::io::Write as _;
+
+use super::io::{Io, note, out};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -13,7 +16,7 @@ use crate::store::suppression::{AddressKind, Suppression, SuppressionKind};
 use crate::unsubscribe::Endpoint;
 
 /// Suppression-list commands.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, serde::Serialize, serde::Deserialize)]
 pub enum DenylistCommand {
     /// Add the addresses of a file to a denylist, all or nothing: one
     /// address per line, optionally `,reason`; `#` starts a comment.
@@ -57,7 +60,7 @@ pub enum DenylistCommand {
 }
 
 /// One-click unsubscribe commands.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, serde::Serialize, serde::Deserialize)]
 pub enum UnsubscribeCommand {
     /// Put RFC 8058 one-click links in every email and serve them from
     /// `crosscast worker` on this address.
@@ -77,7 +80,12 @@ pub enum UnsubscribeCommand {
 }
 
 /// Runs a denylist command.
-pub fn denylist(store: &Store, now_ms: i64, cmd: DenylistCommand) -> anyhow::Result<()> {
+pub fn denylist(
+    io: &mut Io,
+    store: &Store,
+    now_ms: i64,
+    cmd: DenylistCommand,
+) -> anyhow::Result<()> {
     // A list no channel reads would take the addresses and protect no one.
     let named = match &cmd {
         DenylistCommand::Import { list, .. }
@@ -95,7 +103,7 @@ pub fn denylist(store: &Store, now_ms: i64, cmd: DenylistCommand) -> anyhow::Res
             let (entries, errors) = parse_list(store.list_kind(&list)?, &text, &reason, now_ms);
             if !errors.is_empty() {
                 for e in &errors {
-                    eprintln!("{}:{e}", file.display());
+                    note!(io, "{}:{e}", file.display());
                 }
                 bail!(
                     "{} invalid line(s) in {}: nothing imported",
@@ -104,7 +112,7 @@ pub fn denylist(store: &Store, now_ms: i64, cmd: DenylistCommand) -> anyhow::Res
                 );
             }
             store.suppress(&list, &entries)?;
-            println!("{} address(es) on the {list} denylist", entries.len());
+            out!(io, "{} address(es) on the {list} denylist", entries.len());
         }
         DenylistCommand::Add {
             list,
@@ -119,7 +127,7 @@ pub fn denylist(store: &Store, now_ms: i64, cmd: DenylistCommand) -> anyhow::Res
                 &list,
                 &[(address.clone(), entry(reason, "operator", now_ms))],
             )?;
-            println!("{address} is on the {list} denylist");
+            out!(io, "{address} is on the {list} denylist");
         }
         DenylistCommand::List { list, kind, json } => {
             for (list, address, s) in store.suppression_list(list.as_deref())? {
@@ -130,9 +138,10 @@ pub fn denylist(store: &Store, now_ms: i64, cmd: DenylistCommand) -> anyhow::Res
                     let mut v = serde_json::to_value(&s)?;
                     v["list"] = list.into();
                     v["address"] = address.into();
-                    println!("{v}");
+                    out!(io, "{v}");
                 } else {
-                    println!(
+                    out!(
+                        io,
                         "{list:<8} {address:<32} {:<10} {}  {} ({})",
                         s.kind.to_string(),
                         format_ms(s.at),
@@ -146,7 +155,7 @@ pub fn denylist(store: &Store, now_ms: i64, cmd: DenylistCommand) -> anyhow::Res
             if !store.unsuppress(&list, &address)? {
                 bail!("{address} is not on the {list} list");
             }
-            println!("{address} removed from the {list} list");
+            out!(io, "{address} removed from the {list} list");
         }
     }
     Ok(())
@@ -190,21 +199,24 @@ fn parse_list(
 }
 
 /// Runs an unsubscribe command.
-pub fn unsubscribe(store: &Store, cmd: UnsubscribeCommand) -> anyhow::Result<()> {
+pub fn unsubscribe(io: &mut Io, store: &Store, cmd: UnsubscribeCommand) -> anyhow::Result<()> {
     match cmd {
         UnsubscribeCommand::Setup { listen, url } => {
             let url = url.unwrap_or_else(|| format!("http://{listen}/unsubscribe"));
             url::Url::parse(&url).with_context(|| format!("`{url}` is not a URL"))?;
             store.set_unsubscribe(&Endpoint { listen, url })?;
-            println!("one-click unsubscribe links on; `crosscast worker` serves them on {listen}");
+            out!(
+                io,
+                "one-click unsubscribe links on; `crosscast worker` serves them on {listen}"
+            );
         }
         UnsubscribeCommand::Show => match store.unsubscribe_endpoint()? {
-            Some(e) => println!("listen {}\nurl {}", e.listen, e.url),
-            None => println!("one-click unsubscribe links are off"),
+            Some(e) => out!(io, "listen {}\nurl {}", e.listen, e.url),
+            None => out!(io, "one-click unsubscribe links are off"),
         },
         UnsubscribeCommand::Off => {
             store.clear_unsubscribe()?;
-            println!("one-click unsubscribe links off");
+            out!(io, "one-click unsubscribe links off");
         }
     }
     Ok(())

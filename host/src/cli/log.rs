@@ -1,5 +1,8 @@
 //! `crosscast deliveries RUN`: the delivery log, filtered.
 
+use std::io::Write as _;
+
+use super::io::{Io, out};
 use clap::{Args, ValueEnum};
 
 use crate::clock::format_ms;
@@ -7,7 +10,7 @@ use crate::store::Store;
 use crate::store::deliveries::{Cause, Delivery, DeliveryState};
 
 /// Which entries to list.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Filter {
     /// Only this delivery activity.
     #[arg(long)]
@@ -35,7 +38,8 @@ pub struct Filter {
 }
 
 /// A delivery state, as filters name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum State {
     /// Intent written, outcome not (in flight when a process died).
     InFlight,
@@ -75,8 +79,12 @@ fn reason_of(d: &DeliveryState) -> Option<&str> {
     }
 }
 
-/// Prints a run's log, filtered; text or one JSON object per line.
-pub fn print(store: &Store, run: u64, filter: &Filter, json: bool) -> anyhow::Result<()> {
+/// One entry of a run's log: the activity, the target's internal id, the
+/// entry and the target's external id.
+pub type Entry = (String, u64, Delivery, Option<String>);
+
+/// A run's log, filtered, in log order.
+pub fn select(store: &Store, run: u64, filter: &Filter) -> anyhow::Result<Vec<Entry>> {
     store.run(run)?;
     let mut rows: Vec<(String, u64, Delivery)> = Vec::new();
     for (activity, target, d) in store.run_deliveries(run)? {
@@ -98,8 +106,8 @@ pub fn print(store: &Store, run: u64, filter: &Filter, json: bool) -> anyhow::Re
         rows.push((activity, target, d));
     }
     let ids = external_ids(store, &rows)?;
-    let mut shown = 0usize;
-    for ((activity, target, d), id) in rows.iter().zip(ids) {
+    let mut out = Vec::new();
+    for ((activity, target, d), id) in rows.into_iter().zip(ids) {
         if filter
             .id
             .as_ref()
@@ -107,18 +115,38 @@ pub fn print(store: &Store, run: u64, filter: &Filter, json: bool) -> anyhow::Re
         {
             continue;
         }
-        if filter.limit.is_some_and(|l| shown >= l) {
+        if filter.limit.is_some_and(|l| out.len() >= l) {
             break;
         }
-        shown += 1;
+        out.push((activity, target, d, id));
+    }
+    Ok(out)
+}
+
+/// An entry as `deliveries --json` and the API show it.
+pub fn entry_json(entry: &Entry) -> anyhow::Result<serde_json::Value> {
+    let (activity, target, d, id) = entry;
+    let mut v = serde_json::to_value(d)?;
+    v["activity"] = activity.as_str().into();
+    v["target"] = (*target).into();
+    v["id"] = id.clone().into();
+    Ok(v)
+}
+
+/// Prints a run's log, filtered; text or one JSON object per line.
+pub fn print(
+    io: &mut Io,
+    store: &Store,
+    run: u64,
+    filter: &Filter,
+    json: bool,
+) -> anyhow::Result<()> {
+    for entry in select(store, run, filter)? {
         if json {
-            let mut v = serde_json::to_value(d)?;
-            v["activity"] = activity.as_str().into();
-            v["target"] = (*target).into();
-            v["id"] = id.into();
-            println!("{v}");
+            out!(io, "{}", entry_json(&entry)?);
             continue;
         }
+        let (activity, _, d, id) = &entry;
         let because = cause_of(&d.state)
             .map(|c| format!(" [{c}]"))
             .unwrap_or_default();
@@ -149,7 +177,8 @@ pub fn print(store: &Store, run: u64, filter: &Filter, json: bool) -> anyhow::Re
             .as_deref()
             .map(|n| format!(" [{n}]"))
             .unwrap_or_default();
-        println!(
+        out!(
+            io,
             "{activity:<16} {:<12} {:<10} {:<28} {state}{note}",
             d.dimension,
             id.as_deref().unwrap_or("?"),

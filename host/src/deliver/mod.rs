@@ -70,6 +70,8 @@ pub struct Needs<'a> {
     pub runtime: &'a crate::runtime::Runtime,
     /// The network side.
     pub transports: &'a Transports,
+    /// Set when the process stops: build no more messages.
+    pub stop: &'a std::sync::atomic::AtomicBool,
 }
 
 /// First retry delay after a transient failure; it doubles per attempt.
@@ -95,6 +97,9 @@ pub(crate) struct Delivered {
     /// When the earliest retry is due, if any message is still retrying:
     /// the task waits on a persisted timer until then.
     pub wake_at: Option<i64>,
+    /// Stopped before every target had its outcome (the process is
+    /// stopping): what was sent is recorded, the rest is for the next one.
+    pub stopped: bool,
 }
 
 /// Delivers one task's population: sends what has no final outcome yet,
@@ -132,20 +137,31 @@ pub(crate) fn deliver(
         opened.answer_headers,
     ));
     let commit = Committer::start(needs.store.clone(), session.clone());
-    match drive(&mut pass, &session, &commit, &opened.targets, sizes) {
+    let stopped = match drive(
+        &mut pass,
+        &session,
+        &commit,
+        &opened.targets,
+        sizes,
+        needs.stop,
+    ) {
         // Every outcome durable before the task says it is done.
-        Ok(()) => commit.finish()?,
+        Ok(stopped) => {
+            commit.finish()?;
+            stopped
+        }
         Err(e) => {
             commit.abort();
             session.stop();
             return Err(e);
         }
-    }
+    };
     let (counts, wake_at) = pass.finish();
     Ok(Delivered {
         counts,
         outputs: targets::passes_on(opened.input),
         wake_at,
+        stopped,
     })
 }
 
@@ -159,18 +175,27 @@ struct Sizes {
 }
 
 /// Feeds the session round after round and records the answers as they
-/// come, until every target has its outcome.
+/// come, until every target has its outcome, or until `stop` is set: then
+/// no round is built any more, the answers to what was submitted are
+/// recorded, and the result is `true` (stopped early).
 fn drive(
     pass: &mut Pass<'_>,
     session: &Session,
     commit: &Committer,
     targets: &[u64],
     sizes: Sizes,
-) -> Result<(), String> {
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<bool, String> {
     let mut rounds = targets.chunks(ROUND);
     let mut prepared_all = false;
+    let mut stopped = false;
     let (mut expected, mut recorded) = (0usize, 0usize);
     loop {
+        if !prepared_all && stop.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!("stopping: no more messages are built; recording the answers due");
+            // Stopped early only if targets were left unbuilt.
+            (prepared_all, stopped) = (true, rounds.len() > 0);
+        }
         // Keep the lanes fed: the next round is built while the wire
         // carries the last ones. Its intents are written now; its messages
         // leave once the flush that follows made them durable.
@@ -216,7 +241,7 @@ fn drive(
     if recorded < expected {
         return Err("the delivery's sending tasks stopped".to_string());
     }
-    Ok(())
+    Ok(stopped)
 }
 
 /// Most messages a delivery keeps on the wire: the largest concurrency of

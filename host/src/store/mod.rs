@@ -23,6 +23,7 @@ pub mod spill;
 pub mod staging;
 pub mod suppression;
 pub mod textblock;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 

@@ -92,3 +92,52 @@ pub fn log_entries(env: &Env, run: u64, activity: &str) -> Vec<serde_json::Value
         .filter(|e| e["activity"] == activity)
         .collect()
 }
+
+/// Most messages a delivery sends without a recorded outcome
+/// (`deliver::WAVE_BATCHES` batches of 128): what a crash may repeat.
+pub const WAVE: usize = 512;
+
+/// The loopback servers, their relay answering each message 150 ms after
+/// taking it (a kill or a stop always finds messages on the wire), and a
+/// data directory set up with a newsletter to every recipient with an
+/// email: the sample's and `2 * WAVE` more readers. Returns the servers,
+/// the environment, the workflow file and the addresses it must reach.
+pub fn slow_newsletter() -> (
+    Servers,
+    Env,
+    std::path::PathBuf,
+    std::collections::BTreeSet<String>,
+) {
+    let s = servers_with(SinkOptions {
+        reply_delay: std::time::Duration::from_millis(150),
+        ..SinkOptions::default()
+    });
+    let env = Env::new();
+    setup(&env, &s);
+    let mut readers = String::from("id,email,first_name\n");
+    for n in 0..2 * WAVE {
+        readers.push_str(&format!("N{n},reader{n}@example.com,Reader\n"));
+    }
+    let file = env.data().join("readers.csv");
+    std::fs::write(&file, readers).unwrap();
+    env.ok(&["import", "recipients", file.to_str().unwrap()]);
+    let mut want = super::sample_emails();
+    want.extend((0..2 * WAVE).map(|n| format!("reader{n}@example.com")));
+    assert!(want.len() > 2 * WAVE, "more than two waves of emails");
+    let wf = env.data().join("newsletter.toml");
+    std::fs::write(
+        &wf,
+        r#"name = "newsletter"
+[activity.q]
+type = "query"
+config = { dimension = "recipient", filter = "email is not empty" }
+next = { done = "deliver_email" }
+
+[activity.deliver_email]
+type = "email"
+config = { account = "smtp", from = "news@acme.example", subject = "Hi {{ first_name }}", text = "New arrivals are in." }
+"#,
+    )
+    .unwrap();
+    (s, env, wf, want)
+}

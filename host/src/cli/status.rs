@@ -1,0 +1,390 @@
+//! A run's status and who took a transition: what `status`, `run` and
+//! `members` show.
+
+use std::io::Write as _;
+
+use anyhow::bail;
+
+use super::io::{Io, out};
+use crate::clock::format_ms;
+use crate::store::Store;
+use crate::store::deliveries::StateKind;
+use crate::store::runs::TaskState;
+use crate::workflow::Workflow;
+
+/// The external ids of the records that left `activity` on `transition`, in
+/// id order (over every execution of the activity).
+pub fn members(
+    store: &Store,
+    run: u64,
+    activity: &str,
+    transition: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut found = false;
+    for t in store.tasks(run)? {
+        if t.activity != activity {
+            continue;
+        }
+        let TaskState::Done { outputs } = &t.state else {
+            continue;
+        };
+        let Some(out) = outputs.get(transition) else {
+            continue;
+        };
+        found = true;
+        let meta = store.population_meta(out.population)?;
+        for b in 0..meta.blocks {
+            let ids = store.population_block(out.population, b)?;
+            let cols = store
+                .audience()
+                .fetch(&meta.dimension, &ids, &["id".to_string()])?;
+            keys.extend(
+                cols.into_iter()
+                    .next()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+    }
+    if !found {
+        bail!("run {run} has no population on {activity}.{transition} (not reached, or skipped)");
+    }
+    Ok(keys)
+}
+
+/// The status of one activity of a run, summed over its tasks.
+#[derive(Debug, serde::Serialize)]
+pub struct ActivityStatus {
+    /// Plugin name.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// not_reached, pending, waiting, done or failed.
+    pub state: String,
+    /// sha256 of the component that executed it.
+    pub component_sha256: Option<String>,
+    /// Transition → ids that left on it.
+    pub transitions: std::collections::BTreeMap<String, u64>,
+    /// What the delivery log says (deliveries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<DeliverySummary>,
+    /// When a waiting activity resumes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_until: Option<String>,
+    /// Calls across the wasm boundary (activities; summed over executions).
+    pub calls: u64,
+    /// Wall time of its executions, summed, in milliseconds.
+    pub elapsed_ms: u64,
+    /// Dry runs: what each delivery would send, with a sample message.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub previews: Vec<serde_json::Value>,
+    /// Transitions not taken (a split's skip-empty subsets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// Failure messages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// A delivery activity's log, counted by state.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliverySummary {
+    /// Accepted by the provider.
+    pub sent: u64,
+    /// Failed, hard or soft.
+    pub failed: u64,
+    /// Not sent on purpose.
+    pub excluded: u64,
+    /// Intent recorded, outcome not yet (in flight, or interrupted).
+    pub in_flight: u64,
+    /// Failed for now, to be sent again.
+    pub retrying: u64,
+}
+
+/// A run's status, activity by activity, in workflow order.
+pub fn run_status(
+    store: &Store,
+    run: u64,
+) -> anyhow::Result<(String, Vec<(String, ActivityStatus)>)> {
+    let r = store.run(run)?;
+    let wf: Workflow = serde_json::from_value(r.workflow)?;
+    let tasks = store.tasks(run)?;
+    // Delivery counts come from the log itself, the one record of what was
+    // sent, whatever number of executions it took.
+    let mut summaries: std::collections::HashMap<String, DeliverySummary> = Default::default();
+    for (activity, states) in store.run_delivery_states(run)? {
+        let s = summaries.entry(activity).or_default();
+        for state in states.values() {
+            match state {
+                StateKind::Sent => s.sent += 1,
+                StateKind::Failed => s.failed += 1,
+                StateKind::Excluded => s.excluded += 1,
+                StateKind::Intent => s.in_flight += 1,
+                StateKind::Retrying => s.retrying += 1,
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut run_state = "done";
+    for a in &wf.activities {
+        let mine: Vec<_> = tasks.iter().filter(|t| t.activity == a.id).collect();
+        let mut st = ActivityStatus {
+            kind: a.kind.clone(),
+            state: "not_reached".into(),
+            component_sha256: None,
+            transitions: a.outputs.iter().map(|o| (o.clone(), 0)).collect(),
+            deliveries: if a.delivery {
+                Some(summaries.remove(&a.id).unwrap_or_default())
+            } else {
+                None
+            },
+            waiting_until: None,
+            calls: 0,
+            elapsed_ms: 0,
+            previews: Vec::new(),
+            skipped: Vec::new(),
+            errors: Vec::new(),
+        };
+        let mut taken = std::collections::BTreeSet::new();
+        let (mut pending, mut waiting, mut failed, mut done) = (0, 0, 0, 0);
+        for t in &mine {
+            if t.component.is_some() {
+                st.component_sha256 = t.component.clone();
+            }
+            st.calls += t.calls;
+            st.elapsed_ms += t.elapsed_ms;
+            st.previews.extend(t.preview.clone());
+            match &t.state {
+                TaskState::Pending => pending += 1,
+                TaskState::Waiting { until } => {
+                    waiting += 1;
+                    st.waiting_until = Some(format_ms(*until));
+                }
+                TaskState::Failed { error } => {
+                    failed += 1;
+                    st.errors.push(error.clone());
+                }
+                TaskState::Done { outputs } => {
+                    done += 1;
+                    for (k, o) in outputs {
+                        *st.transitions.entry(k.clone()).or_default() += o.count;
+                        taken.insert(k.clone());
+                    }
+                }
+            }
+        }
+        if done > 0 {
+            st.skipped = a
+                .outputs
+                .iter()
+                .filter(|o| !taken.contains(*o))
+                .cloned()
+                .collect();
+        }
+        st.state = if failed > 0 {
+            run_state = "failed";
+            "failed"
+        } else if pending > 0 {
+            if run_state == "done" || run_state == "waiting" {
+                run_state = "running";
+            }
+            "pending"
+        } else if waiting > 0 {
+            if run_state == "done" {
+                run_state = "waiting";
+            }
+            "waiting"
+        } else if done > 0 {
+            "done"
+        } else {
+            "not_reached"
+        }
+        .into();
+        out.push((a.id.clone(), st));
+    }
+    Ok((run_state.to_string(), out))
+}
+
+/// A run's status as `status --json` and the API give it: the run, its
+/// state (`running`, `waiting`, `done`, `failed`) and each activity's.
+pub fn status_json(store: &Store, run: u64) -> anyhow::Result<serde_json::Value> {
+    let r = store.run(run)?;
+    let (state, activities) = run_status(store, run)?;
+    let acts: serde_json::Map<String, serde_json::Value> = activities
+        .iter()
+        .map(|(id, s)| (id.clone(), serde_json::to_value(s).unwrap_or_default()))
+        .collect();
+    Ok(serde_json::json!({
+        "run": run,
+        "dry_run": r.dry_run,
+        "workflow": r.workflow_name,
+        "file": r.workflow_file,
+        "started_at": format_ms(r.created_at),
+        "state": state,
+        "activities": acts,
+    }))
+}
+
+/// Prints a run's status; returns its state (`done`, `waiting`, `failed`).
+pub(super) fn print_status(
+    io: &mut Io,
+    store: &Store,
+    run: u64,
+    json: bool,
+) -> anyhow::Result<String> {
+    if json {
+        let v = status_json(store, run)?;
+        out!(io, "{}", serde_json::to_string_pretty(&v)?);
+        return Ok(v["state"].as_str().unwrap_or_default().to_string());
+    }
+    let r = store.run(run)?;
+    let (state, activities) = run_status(store, run)?;
+    let run_state = state.clone();
+    out!(
+        io,
+        "{} {run}: {} ({}), started {}, {state}",
+        if r.dry_run { "dry run" } else { "run" },
+        r.workflow_name,
+        r.workflow_file,
+        format_ms(r.created_at)
+    );
+    out!(
+        io,
+        "{:<16} {:<8} {:<12} {:<36} COMPONENT",
+        "ACTIVITY",
+        "TYPE",
+        "STATE",
+        "TRANSITIONS"
+    );
+    for (id, s) in activities {
+        let mut transitions: Vec<String> = s
+            .transitions
+            .iter()
+            .map(|(k, v)| {
+                if s.skipped.contains(k) {
+                    format!("{k}=skipped")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        if let Some(d) = s.deliveries.as_ref().filter(|_| !r.dry_run) {
+            transitions.push(format!(
+                "(sent {} failed {} excluded {})",
+                d.sent, d.failed, d.excluded
+            ));
+        }
+        let state = match &s.waiting_until {
+            Some(t) if s.state == "waiting" => format!("waiting until {t}"),
+            _ => s.state.clone(),
+        };
+        out!(
+            io,
+            "{:<16} {:<8} {:<12} {:<36} {}",
+            id,
+            s.kind,
+            state,
+            transitions.join(" "),
+            s.component_sha256
+                .as_deref()
+                .map(|h| &h[..12])
+                .unwrap_or("-")
+        );
+        for e in &s.errors {
+            out!(io, "  error: {e}");
+        }
+        for p in &s.previews {
+            print_preview(io, p)?;
+        }
+    }
+    Ok(run_state)
+}
+
+/// A dry run's delivery preview, for people.
+fn print_preview(io: &mut Io, p: &serde_json::Value) -> anyhow::Result<()> {
+    out!(
+        io,
+        "  would send {} of {} {}(s), exclude {}",
+        p["would_send"],
+        p["targets"],
+        p["target"].as_str().unwrap_or("record"),
+        p["excluded"]
+    );
+    if let Some(reasons) = p["reasons"].as_object() {
+        for (reason, n) in reasons {
+            out!(io, "    excluded {n}: {reason}");
+        }
+    }
+    let m = &p["sample"];
+    if !m.is_null() {
+        print_sample(io, m)?;
+    }
+    // `--messages N`: what becomes of each of the first targets.
+    let listed = p["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if listed.len() > 1 {
+        out!(io, "  first {} targets:", listed.len());
+        for l in listed {
+            let target = l["target"].as_str().unwrap_or("?");
+            let m = &l["send"];
+            if m.is_null() {
+                for verdict in ["excluded", "refused", "suppressed"] {
+                    if let Some(reason) = l[verdict].as_str() {
+                        out!(io, "    {target}: {verdict}: {reason}");
+                    }
+                }
+            } else if let Some(subject) = m["subject"].as_str() {
+                out!(
+                    io,
+                    "    {target}: email to {}: {subject}",
+                    m["to"].as_str().unwrap_or("?")
+                );
+            } else {
+                out!(
+                    io,
+                    "    {target}: {} {} for {}: {}",
+                    m["method"].as_str().unwrap_or(""),
+                    m["path"].as_str().unwrap_or(""),
+                    m["recipient"].as_str().unwrap_or("?"),
+                    m["body"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first message a dry run's delivery would send, for people.
+fn print_sample(io: &mut Io, m: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(subject) = m["subject"].as_str() {
+        out!(io, "  sample email to {}", m["to"].as_str().unwrap_or("?"));
+        out!(io, "    From: {}", m["from"].as_str().unwrap_or(""));
+        out!(io, "    Subject: {subject}");
+        for line in m["text"].as_str().unwrap_or("").lines() {
+            out!(io, "    | {line}");
+        }
+    } else {
+        out!(
+            io,
+            "  sample request to {}: {} {}",
+            m["recipient"].as_str().unwrap_or("?"),
+            m["method"].as_str().unwrap_or(""),
+            m["path"].as_str().unwrap_or("")
+        );
+        if let Some(headers) = m["headers"].as_array() {
+            for h in headers {
+                out!(
+                    io,
+                    "    {}: {}",
+                    h[0].as_str().unwrap_or(""),
+                    h[1].as_str().unwrap_or("")
+                );
+            }
+        }
+        out!(io, "    | {}", m["body"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}

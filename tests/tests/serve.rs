@@ -1,0 +1,737 @@
+//! `crosscast serve` as a process: the CLI beside it (same output, same exit
+//! codes), its virtual clock, the HTTP API with a real client and its
+//! tokens, runs in parallel, and stops (SIGTERM, kill -9) that lose nothing.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::rig::{WAVE, servers, setup, slow_newsletter};
+use common::{Env, free_port, plugin_dir, root};
+use serde_json::Value;
+
+const T0: &str = "2026-01-05T09:00:00Z";
+
+/// A `crosscast serve` process on an environment's data directory, killed
+/// when dropped.
+struct Served {
+    child: Option<Child>,
+    log: PathBuf,
+    /// The API's base URL.
+    api: String,
+}
+
+impl Served {
+    /// Starts `crosscast serve ARGS` and waits until it listens.
+    fn start(env: &Env, args: &[&str]) -> Served {
+        let log = env
+            .data()
+            .with_extension(format!("serve-{}.log", free_port()));
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut all = vec!["serve", "--listen", listen.as_str(), "--poll-ms", "50"];
+        all.extend_from_slice(args);
+        let child = env
+            .command(&all)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("serve starts");
+        let served = Served {
+            child: Some(child),
+            log,
+            api: format!("http://{listen}"),
+        };
+        let file = env.data().join("serve.json");
+        wait_for("serve.json", Duration::from_secs(30), || {
+            std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .is_some_and(|v| v["pid"] == served.pid())
+        });
+        served
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// What it logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for it to end: (exit code, log).
+    fn terminate(mut self) -> (Option<i32>, String) {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let status = wait_exit(&mut child, Duration::from_secs(60));
+        (status, self.log())
+    }
+
+    /// Kills it with SIGKILL (no cleanup at all).
+    fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `ok` until it holds, failing the test after `within`.
+fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn code(out: &std::process::Output) -> Option<i32> {
+    out.status.code()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// While serve holds the data directory, every command is carried out by
+/// it with the output and exit code it has without a server (compared
+/// command by command once the server stopped); `worker`, `init` and `--now`
+/// are refused with their own codes; relative paths and standard input
+/// reach the server; and `clock advance` crosses the reference workflow's
+/// week-long wait on the server's virtual clock.
+#[test]
+fn the_cli_works_beside_serve_with_the_same_output_and_exit_codes() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let served = Served::start(&env, &["--now", T0]);
+    let wf = root().join("examples/cross-channel.toml");
+
+    // A run, carried out by the server: it sends, then waits a week.
+    let out = env.run(&["run", wf.to_str().unwrap(), "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out.stderr));
+    let st: Value = serde_json::from_slice(&out.stdout).expect("run --json through serve");
+    assert_eq!(st["state"], "waiting", "{st:#}");
+    let emails = s.rig.smtp.received().len();
+    assert!(emails > 0 && !s.rig.sms.received().is_empty());
+    assert!(s.rig.apns.received().is_empty() && s.rig.fcm.received().is_empty());
+
+    // Exit codes: refused, usage, failed.
+    let worker = env.run(&["worker"]);
+    assert_eq!(code(&worker), Some(3));
+    assert!(
+        text(&worker.stderr).contains(&format!("crosscast serve (process {})", served.pid())),
+        "{}",
+        text(&worker.stderr)
+    );
+    assert_eq!(code(&env.run(&["init"])), Some(3));
+    let now = env.run(&["--now", T0, "status", "1"]);
+    assert_eq!(code(&now), Some(2));
+    assert!(
+        text(&now.stderr).contains("clock advance"),
+        "{}",
+        text(&now.stderr)
+    );
+    let missing = env.run(&["status", "99"]);
+    assert_eq!(code(&missing), Some(1));
+    assert_eq!(text(&missing.stderr).trim(), "error: run 99 does not exist");
+    let bad = env.data().join("bad.toml");
+    std::fs::write(&bad, "name = \"bad\"\n[activity.q]\ntype = \"qeury\"\n").unwrap();
+    let invalid = env.run(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(code(&invalid), Some(2));
+    assert!(
+        text(&invalid.stderr).contains("bad.toml:3"),
+        "a diagnostic with its line: {}",
+        text(&invalid.stderr)
+    );
+
+    // Standard input and relative paths reach the server.
+    let mut secret = env
+        .command(&["secret", "set", "piped", "--from-file", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(secret.stdin.as_mut().unwrap(), b"s3cret").unwrap();
+    let secret = secret.wait_with_output().unwrap();
+    assert_eq!(
+        text(&secret.stdout).trim(),
+        "secret piped saved (6 bytes, sealed)"
+    );
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cwd.path().join("extra.csv"),
+        "id,email\nX1,x1@example.com\n",
+    )
+    .unwrap();
+    let imported = env
+        .command(&["import", "recipients", "extra.csv"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&imported), Some(0), "{}", text(&imported.stderr));
+    assert!(text(&imported.stdout).contains("imported 1 recipients from"));
+    let exported = env
+        .command(&["export", "recipients", "-o", "out.ndjson"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&exported), Some(0), "{}", text(&exported.stderr));
+    let streamed = env.ok(&["export", "recipients"]);
+    assert_eq!(
+        std::fs::read_to_string(cwd.path().join("out.ndjson")).unwrap(),
+        streamed,
+        "export -o (written by the server) and export to stdout (streamed) agree"
+    );
+    assert_eq!(streamed.lines().count(), 301);
+
+    // The virtual clock crosses the wait: both waits fire, pushes go out.
+    let moved = env.ok(&["clock", "advance", "7d"]);
+    assert!(
+        moved.starts_with("clock: 2026-01-12T09:00:00Z") && moved.contains("2 timer(s) fired"),
+        "{moved}"
+    );
+    wait_for("the run to end", Duration::from_secs(60), || {
+        env.status(1)["state"] == "done"
+    });
+    let st = env.status(1);
+    let sent = |a: &str| st["activities"][a]["deliveries"]["sent"].as_u64().unwrap() as usize;
+    assert_eq!(sent("push_ios"), s.rig.apns.received().len());
+    assert_eq!(sent("push_android"), s.rig.fcm.received().len());
+    assert!(sent("push_ios") > 0 && sent("push_android") > 0);
+    assert_eq!(sent("deliver_email"), emails);
+
+    // The same commands, served and then carried out directly.
+    let commands: &[&[&str]] = &[
+        &["status", "1"],
+        &["status", "1", "--json"],
+        &["deliveries", "1", "--json"],
+        &["deliveries", "1", "--activity", "deliver_sms"],
+        &["members", "1", "split_channel", "email"],
+        &["plugin", "list"],
+        &["account", "list"],
+        &["denylist", "list"],
+        &["secret", "list"],
+        &["unsubscribe", "show"],
+        &["status", "99"],
+        &["members", "1", "split_channel", "nowhere"],
+    ];
+    let before: Vec<_> = commands.iter().map(|c| env.run(c)).collect();
+    let (stopped, log) = served.terminate();
+    assert_eq!(stopped, Some(0), "{log}");
+    assert!(log.contains("stopped: every outcome is stored"), "{log}");
+    assert!(!env.data().join("serve.json").exists());
+    for (c, served) in commands.iter().zip(before) {
+        let direct = env.run(c);
+        assert_eq!(code(&served), code(&direct), "exit code of {c:?}");
+        assert_eq!(
+            text(&served.stdout),
+            text(&direct.stdout),
+            "output of {c:?}"
+        );
+        assert_eq!(
+            text(&served.stderr),
+            text(&direct.stderr),
+            "errors of {c:?}"
+        );
+    }
+}
+
+/// Ctrl-C of a client whose import the server carries out stops the
+/// import: nothing of it is stored, and the client says so with exit 130.
+#[test]
+fn ctrl_c_of_a_client_stops_the_import_the_server_carries_out() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let served = Served::start(&env, &[]);
+    let big = env.data().with_extension("big.csv");
+    let mut rows = String::from("id,email\n");
+    for n in 0..1_000_000 {
+        rows.push_str(&format!("B{n},b{n}@example.com\n"));
+    }
+    std::fs::write(&big, rows).unwrap();
+    let client = env
+        .command(&["import", "recipients", big.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the import to start", Duration::from_secs(30), || {
+        served.log().contains("command=\"import\"")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(client.id() as libc::pid_t, libc::SIGINT) };
+    let out = client.wait_with_output().unwrap();
+    assert_eq!(code(&out), Some(130), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("an import stops, having stored nothing"));
+    // Once the import stopped another may start (one at a time): the
+    // audience then holds its row and nothing of the stopped one.
+    let small = env.data().with_extension("small.csv");
+    std::fs::write(&small, "id,email\nS1,s1@example.com\n").unwrap();
+    wait_for("the import to stop", Duration::from_secs(60), || {
+        env.run(&["import", "recipients", small.to_str().unwrap()])
+            .status
+            .success()
+    });
+    let export = env.ok(&["export", "recipients"]);
+    assert_eq!(export.trim(), r#"{"email":"s1@example.com","id":"S1"}"#);
+    assert!(served.log().contains("import"));
+    std::fs::remove_file(&big).unwrap();
+}
+
+/// A blocking client with a bearer token.
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// The API: 401 without a token, with an unknown one and with a revoked
+/// one; imports streamed in; a run started from a workflow's text, its
+/// status, members and log; the virtual clock moved through it; accounts
+/// and plugins without a secret; commands only for the CLI's own token.
+#[test]
+fn the_api_answers_token_holders_only_and_runs_workflows() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let served = Served::start(&env, &["--now", T0]);
+    let api = &served.api;
+    let http = client();
+    let token = env.ok(&["token", "create", "ci"]).trim().to_string();
+    assert!(token.starts_with("cct_"), "{token}");
+
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = http.get(format!("{api}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap()
+    };
+    let none = get("/api/v1/runs", None);
+    assert_eq!(none.status(), 401);
+    assert_eq!(none.headers()["www-authenticate"], "Bearer");
+    assert_eq!(get("/api/v1/runs", Some("cct_0123")).status(), 401);
+    let runs = get("/api/v1/runs", Some(&token));
+    assert_eq!(runs.status(), 200);
+    assert_eq!(runs.json::<Value>().unwrap(), serde_json::json!([]));
+
+    // An import, streamed: all or nothing.
+    let csv = std::fs::read(root().join("tests/data/recipients.csv")).unwrap();
+    let r = http
+        .post(format!("{api}/api/v1/imports/recipients"))
+        .bearer_auth(&token)
+        .body(csv)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["updated"], 300, "{v}");
+    let r = http
+        .post(format!("{api}/api/v1/imports/recipients"))
+        .bearer_auth(&token)
+        .body("id,email\nZ1,z1@example.com\nZ2,not-an-email\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().unwrap().contains("upload:3: email `not-an-email`"));
+    let export = env.ok(&["export", "recipients"]);
+    assert!(
+        !export.contains("Z1"),
+        "nothing of a refused upload is stored"
+    );
+
+    // A run from the workflow's text: the worker drives it.
+    let wf = std::fs::read_to_string(root().join("examples/cross-channel.toml")).unwrap();
+    let r = http
+        .post(format!("{api}/api/v1/runs?name=cross-channel.toml"))
+        .bearer_auth(&token)
+        .body(wf)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["location"], "/api/v1/runs/1");
+    assert_eq!(r.json::<Value>().unwrap()["run"], 1);
+    let state = || get("/api/v1/runs/1", Some(&token)).json::<Value>().unwrap()["state"].clone();
+    wait_for("the run to wait", Duration::from_secs(60), || {
+        state() == "waiting"
+    });
+    let bad = http
+        .post(format!("{api}/api/v1/runs"))
+        .bearer_auth(&token)
+        .body("name = \"x\"\n[activity.q]\ntype = \"query\"\nnext = { done = \"nowhere\" }\n")
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let bad: Value = bad.json().unwrap();
+    let diagnostics = bad["diagnostics"].as_array().unwrap();
+    assert!(
+        diagnostics.iter().any(|d| d
+            .as_str()
+            .unwrap()
+            .starts_with("api:4:17: activity.q.next.done")),
+        "{bad}"
+    );
+
+    let moved: Value = http
+        .post(format!("{api}/api/v1/clock/advance"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "by": "7d" }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(moved["now"], "2026-01-12T09:00:00Z");
+    assert_eq!(moved["fired"], 2);
+    wait_for("the run to end", Duration::from_secs(60), || {
+        state() == "done"
+    });
+    let status: Value = get("/api/v1/runs/1", Some(&token)).json().unwrap();
+    assert_eq!(
+        status,
+        env.status(1),
+        "the API's status is the CLI's --json"
+    );
+
+    let log: Value = get("/api/v1/runs/1/deliveries?activity=push_ios", Some(&token))
+        .json()
+        .unwrap();
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), s.rig.apns.received().len());
+    assert!(
+        log.iter()
+            .all(|e| e["state"] == "sent" && e["activity"] == "push_ios")
+    );
+    let members: Value = get("/api/v1/runs/1/members/split_channel/sms", Some(&token))
+        .json()
+        .unwrap();
+    let cli_members: Vec<String> = env
+        .ok(&["members", "1", "split_channel", "sms"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(members["ids"], serde_json::json!(cli_members));
+    assert_eq!(get("/api/v1/runs/7", Some(&token)).status(), 404);
+
+    // Accounts and plugins, never a secret's value.
+    let accounts = get("/api/v1/accounts", Some(&token)).text().unwrap();
+    assert!(accounts.contains("\"smtp\""), "{accounts}");
+    for secret in std::fs::read_dir(env.data()).unwrap().flatten() {
+        let name = secret.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".p8") || name.ends_with(".json") && name.contains("fcm") {
+            let value = std::fs::read_to_string(secret.path()).unwrap_or_default();
+            if value.len() > 20 {
+                assert!(!accounts.contains(value.trim()), "{name} leaked");
+            }
+        }
+    }
+    let plugins: Value = get("/api/v1/plugins", Some(&token)).json().unwrap();
+    assert!(
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "email")
+    );
+    assert_eq!(get("/api/v1/suppression", Some(&token)).status(), 200);
+
+    // Commands are the CLI's: an API token may not have one carried out.
+    let server: Value =
+        serde_json::from_slice(&std::fs::read(env.data().join("serve.json")).unwrap()).unwrap();
+    let commands = server["commands"].as_str().unwrap();
+    let r = http
+        .post(format!("{commands}/api/v1/cli"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "command": { "Status": { "run": 1, "json": true } } }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        http.post(format!("{api}/api/v1/cli"))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .status(),
+        404,
+        "no commands on the API's listener"
+    );
+
+    // Revoked: 401 from then on.
+    env.ok(&["token", "revoke", "ci"]);
+    assert_eq!(get("/api/v1/runs", Some(&token)).status(), 401);
+    let list = env.ok(&["token", "list"]);
+    assert!(!list.contains("ci "), "{list}");
+}
+
+/// A non-loopback address without TLS is refused (usage error).
+#[test]
+fn serve_refuses_to_listen_beyond_loopback_in_the_clear() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let out = env.run(&["serve", "--listen", &format!("0.0.0.0:{}", free_port())]);
+    assert_eq!(code(&out), Some(2));
+    assert!(
+        text(&out.stderr).contains("--tls-cert and --tls-key"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// With a certificate and key, the API speaks TLS only (HTTP/2 or
+/// HTTP/1.1), verified by a client trusting the certificate's CA; the CLI
+/// still reaches the server on its loopback listener. The server also
+/// serves the one-click unsubscribe endpoint (public), logs JSON lines when
+/// asked, and refuses to move the system clock.
+#[test]
+fn with_a_certificate_the_api_speaks_tls() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let unsubscribe = format!("127.0.0.1:{}", free_port());
+    env.ok(&["unsubscribe", "setup", "--listen", &unsubscribe]);
+    let tls = crosscast_test_servers::TestTls::new().unwrap();
+    let (cert, key) = (env.data().join("api.pem"), env.data().join("api-key.pem"));
+    std::fs::write(&cert, &tls.server_pem).unwrap();
+    std::fs::write(&key, &tls.key_pem).unwrap();
+    let served = Served::start(
+        &env,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+    );
+    let token = env.ok(&["token", "create", "tls"]).trim().to_string();
+    let https = served.api.replace("http://", "https://");
+    let trusting = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = trusting
+        .get(format!("{https}/api/v1/plugins"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("\"email\""));
+    assert_eq!(
+        trusting
+            .get(format!("{https}/api/v1/plugins"))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    // In the clear, or without trusting the CA: no answer.
+    assert!(
+        client()
+            .get(format!("{}/api/v1/plugins", served.api))
+            .bearer_auth(&token)
+            .send()
+            .is_err()
+    );
+    assert!(
+        client()
+            .get(format!("{https}/api/v1/plugins"))
+            .send()
+            .is_err()
+    );
+    let server: Value =
+        serde_json::from_slice(&std::fs::read(env.data().join("serve.json")).unwrap()).unwrap();
+    assert_eq!(server["api"], https);
+
+    let (status, body) = common::http(&unsubscribe, "GET", "/unsubscribe/bogus", "");
+    assert_eq!((status, body.trim()), (404, "unknown unsubscribe link"));
+    let moved = env.run(&["clock", "advance", "1d"]);
+    assert_eq!(code(&moved), Some(1));
+    assert!(
+        text(&moved.stderr).contains("the server runs on the system clock"),
+        "{}",
+        text(&moved.stderr)
+    );
+    let log = served.log();
+    assert!(log.lines().count() >= 2, "{log}");
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+}
+
+/// A run stuck in a plugin that loops until its time limit does not hold
+/// up another run: the second completes while the first is still stuck;
+/// the first then fails with the limit's message.
+#[test]
+fn a_run_stuck_in_a_plugin_does_not_delay_another() {
+    let s = servers();
+    let mut env = Env::new();
+    setup(&env, &s);
+    let misbehave = plugin_dir().join("crosscast_fixture_misbehave.wasm");
+    env.ok(&["plugin", "install", misbehave.to_str().unwrap()]);
+    let stuck = env.data().join("stuck.toml");
+    std::fs::write(
+        &stuck,
+        "name = \"stuck\"\n[activity.q]\ntype = \"query\"\nconfig = { dimension = \"recipient\" }\n\
+         next = { done = \"bad\" }\n[activity.bad]\ntype = \"misbehave\"\nconfig = { mode = \"loop\" }\n",
+    )
+    .unwrap();
+    env.env("CROSSCAST_PLUGIN_TIMEOUT_MS", "20000");
+    let served = Served::start(&env, &["--now", T0]);
+    let token = env.ok(&["token", "create", "t"]).trim().to_string();
+    let http = client();
+    let start = |body: String| -> u64 {
+        let r = http
+            .post(format!("{}/api/v1/runs", served.api))
+            .bearer_auth(&token)
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().unwrap()["run"].as_u64().unwrap()
+    };
+    let stuck_run = start(std::fs::read_to_string(&stuck).unwrap());
+    wait_for("the plugin to loop", Duration::from_secs(30), || {
+        env.status(stuck_run)["activities"]["bad"]["state"] == "pending"
+    });
+    let started = Instant::now();
+    let normal =
+        start(std::fs::read_to_string(root().join("examples/cross-channel.toml")).unwrap());
+    wait_for("the normal run", Duration::from_secs(60), || {
+        env.status(normal)["state"] == "waiting"
+    });
+    let took = started.elapsed();
+    let st = env.status(stuck_run);
+    assert_eq!(
+        st["state"], "running",
+        "the stuck run is still stuck when the other run is through ({took:?}): {st:#}"
+    );
+    assert!(!s.rig.smtp.received().is_empty());
+    wait_for("the stuck run to fail", Duration::from_secs(60), || {
+        env.status(stuck_run)["state"] == "failed"
+    });
+    let st = env.status(stuck_run);
+    let error = st["activities"]["bad"]["errors"][0].as_str().unwrap();
+    assert!(error.contains("time"), "{error}");
+    drop(served);
+}
+
+/// Emails received, per address.
+fn per_address(s: &common::rig::Servers) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for m in s.rig.smtp.received() {
+        *out.entry(m.to[0].clone()).or_default() += 1;
+    }
+    out
+}
+
+/// SIGTERM during a delivery: the server builds no more messages, records
+/// the answers to those on the wire, and exits 0 saying so; nothing is in
+/// flight in the log; the next start sends the rest, each email exactly
+/// once.
+#[test]
+fn sigterm_mid_delivery_records_what_was_sent_and_the_next_start_sends_the_rest() {
+    let (s, env, wf, want) = slow_newsletter();
+    let served = Served::start(&env, &[]);
+    let run = env.spawn(&["run", wf.to_str().unwrap()]);
+    wait_for("a wave on the wire", Duration::from_secs(60), || {
+        s.rig.smtp.received().len() > WAVE / 2
+    });
+    let (stopped, log) = served.terminate();
+    drop(run);
+    assert_eq!(stopped, Some(0), "{log}");
+    assert!(log.contains("stopping: no task starts"), "{log}");
+    assert!(log.contains("1 run(s) with work left"), "{log}");
+    let received = s.rig.smtp.received().len();
+    assert!(received < want.len(), "stopped mid-delivery ({received})");
+    let st = env.status(1);
+    let d = &st["activities"]["deliver_email"];
+    assert_eq!(d["state"], "pending", "{st:#}");
+    assert_eq!(
+        d["deliveries"]["in_flight"], 0,
+        "every answer recorded: {d:#}"
+    );
+    assert_eq!(d["deliveries"]["sent"], received as u64, "{d:#}");
+
+    let served = Served::start(&env, &[]);
+    wait_for("the rest", Duration::from_secs(120), || {
+        env.status(1)["state"] == "done"
+    });
+    let got = per_address(&s);
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), want);
+    assert!(got.values().all(|n| *n == 1), "each email exactly once");
+    drop(served);
+}
+
+/// kill -9 of serve mid-delivery, then a restart: nothing is lost, and
+/// what is repeated fits in one wave.
+#[test]
+fn kill_9_of_serve_mid_delivery_loses_nothing_after_a_restart() {
+    let (s, env, wf, want) = slow_newsletter();
+    let served = Served::start(&env, &[]);
+    let token = env.ok(&["token", "create", "t"]).trim().to_string();
+    let r = client()
+        .post(format!("{}/api/v1/runs", served.api))
+        .bearer_auth(&token)
+        .body(std::fs::read_to_string(&wf).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    wait_for(
+        "the second wave on the wire",
+        Duration::from_secs(60),
+        || s.rig.smtp.received().len() > WAVE + 6,
+    );
+    served.kill();
+    let killed_at = s.rig.smtp.received().len();
+    assert!(killed_at < want.len(), "killed mid-delivery ({killed_at})");
+
+    let served = Served::start(&env, &[]);
+    wait_for("the rest", Duration::from_secs(120), || {
+        env.status(1)["state"] == "done"
+    });
+    let got = per_address(&s);
+    assert_eq!(
+        got.keys().cloned().collect::<BTreeSet<_>>(),
+        want,
+        "nothing lost"
+    );
+    let repeats: usize = got.values().map(|n| n - 1).sum();
+    assert!(repeats <= WAVE, "{repeats} repeats");
+    let st = env.status(1);
+    assert_eq!(
+        st["activities"]["deliver_email"]["deliveries"]["sent"],
+        want.len() as u64
+    );
+    drop(served);
+}
