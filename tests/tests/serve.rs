@@ -228,8 +228,49 @@ fn the_cli_works_beside_serve_with_the_same_output_and_exit_codes() {
     assert!(sent("push_ios") > 0 && sent("push_android") > 0);
     assert_eq!(sent("deliver_email"), emails);
 
+    // The other command groups, carried out by the server.
+    let said = env.ok(&[
+        "account",
+        "set",
+        "relay2",
+        "--url",
+        "smtp://127.0.0.1:2525",
+        "--rate",
+        "5",
+    ]);
+    assert_eq!(said.trim(), "account relay2 saved");
+    assert_eq!(
+        env.ok(&["plugin", "grant", "email", "--account", "relay2"])
+            .trim(),
+        "email may use: smtp, relay2"
+    );
+    let ca = env.data().join("test-ca.pem");
+    assert_eq!(
+        env.ok(&["ca", "add", "again", ca.to_str().unwrap()]).trim(),
+        "trusting CA again for outbound TLS"
+    );
+    env.ok(&["denylist", "add", "email", "stop@example.com"]);
+    assert_eq!(
+        env.ok(&["denylist", "remove", "email", "stop@example.com"])
+            .trim(),
+        "stop@example.com removed from the email list"
+    );
+    let doctor = env.run(&["doctor", "--json"]);
+    let checks: Value = serde_json::from_slice(&doctor.stdout).expect("doctor --json, served");
+    assert!(checks["checks"].as_array().unwrap().len() > 4, "{checks}");
+    // relay2 is refused (an internal address without allow_private): 1.
+    assert_eq!(code(&doctor), Some(1), "{checks:#}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(env.data().join("serve.json"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the token's file is its owner's alone");
+
     // The same commands, served and then carried out directly.
     let commands: &[&[&str]] = &[
+        &["ca", "list"],
+        &["token", "list"],
         &["status", "1"],
         &["status", "1", "--json"],
         &["deliveries", "1", "--json"],
@@ -315,84 +356,212 @@ fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// A client of the API that checks every answer against the OpenAPI
+/// document the server serves, and remembers which routes it called.
+struct Checked {
+    http: reqwest::blocking::Client,
+    api: String,
+    doc: Value,
+    called: std::cell::RefCell<BTreeSet<(String, String)>>,
+}
+
+impl Checked {
+    /// Fetches the document with `token`.
+    fn new(api: &str, token: &str) -> Checked {
+        let http = client();
+        let doc: Value = http
+            .get(format!("{api}/api/v1/openapi.json"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(
+            doc["openapi"].as_str().unwrap().starts_with("3."),
+            "{doc:#}"
+        );
+        Checked {
+            http,
+            api: api.to_string(),
+            doc,
+            called: Default::default(),
+        }
+    }
+
+    /// Sends `request` (to the route `template`), checks the answer's body
+    /// against the document's schema for its status, and returns both.
+    fn send(
+        &self,
+        template: &str,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let request = request.build().unwrap();
+        let method = request.method().as_str().to_lowercase();
+        let response = self.http.execute(request).unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body: Value = response.json().expect("a JSON answer");
+        if let Err(e) = self.validates(&method, template, status, &body) {
+            panic!("{method} {template} {status}: {e}\nbody: {body:#}");
+        }
+        self.called
+            .borrow_mut()
+            .insert((method, template.to_string()));
+        (status, body, headers)
+    }
+
+    /// Checks `body` against the document's schema for the answer.
+    fn validates(
+        &self,
+        method: &str,
+        template: &str,
+        status: u16,
+        body: &Value,
+    ) -> Result<(), String> {
+        let operation = &self.doc["paths"][template][method];
+        if !operation.is_object() {
+            return Err("not in the document".into());
+        }
+        let schema =
+            &operation["responses"][status.to_string()]["content"]["application/json"]["schema"];
+        if !schema.is_object() {
+            return Err("an answer the document does not describe".into());
+        }
+        let mut root = schema.clone();
+        root["components"] = self.doc["components"].clone();
+        let validator = jsonschema::validator_for(&root).map_err(|e| e.to_string())?;
+        validator
+            .validate(body)
+            .map_err(|e| format!("{e} (schema {schema})"))
+    }
+
+    fn get(&self, template: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut r = self.http.get(format!("{}{path}", self.api));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let (status, body, _) = self.send(template, r);
+        (status, body)
+    }
+
+    fn post(&self, path: &str, token: &str) -> reqwest::blocking::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.api))
+            .bearer_auth(token)
+    }
+
+    /// Every route of the document was called, and nothing else.
+    fn covered(&self) {
+        let documented: BTreeSet<(String, String)> = self.doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.clone(), path.clone()))
+            })
+            .collect();
+        assert_eq!(*self.called.borrow(), documented);
+    }
+}
+
 /// The API: 401 without a token, with an unknown one and with a revoked
 /// one; imports streamed in; a run started from a workflow's text, its
 /// status, members and log; the virtual clock moved through it; accounts
 /// and plugins without a secret; commands only for the CLI's own token.
+/// Every answer is checked against the OpenAPI document the server serves,
+/// and every route in it is called.
 #[test]
 fn the_api_answers_token_holders_only_and_runs_workflows() {
     let s = servers();
     let env = Env::new();
     setup(&env, &s);
     let served = Served::start(&env, &["--now", T0]);
-    let api = &served.api;
-    let http = client();
     let token = env.ok(&["token", "create", "ci"]).trim().to_string();
     assert!(token.starts_with("cct_"), "{token}");
+    let api = Checked::new(&served.api, &token);
+    let tok = Some(token.as_str());
+    // The check can fail: answers of another shape do not validate.
+    let run = "/api/v1/runs/{run}";
+    assert!(
+        api.validates("get", run, 200, &serde_json::json!({ "run": "one" }))
+            .is_err()
+    );
+    let wrong = serde_json::json!([{ "activity": "a", "target": 1, "state": "lost" }]);
+    assert!(
+        api.validates("get", "/api/v1/runs/{run}/deliveries", 200, &wrong)
+            .is_err()
+    );
+    assert!(
+        api.validates("get", run, 418, &serde_json::json!({}))
+            .is_err()
+    );
 
-    let get = |path: &str, token: Option<&str>| {
-        let mut r = http.get(format!("{api}{path}"));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r.send().unwrap()
-    };
-    let none = get("/api/v1/runs", None);
-    assert_eq!(none.status(), 401);
-    assert_eq!(none.headers()["www-authenticate"], "Bearer");
-    assert_eq!(get("/api/v1/runs", Some("cct_0123")).status(), 401);
-    let runs = get("/api/v1/runs", Some(&token));
-    assert_eq!(runs.status(), 200);
-    assert_eq!(runs.json::<Value>().unwrap(), serde_json::json!([]));
+    let (_, _, headers) = api.send(
+        "/api/v1/runs",
+        api.http.get(format!("{}/api/v1/runs", served.api)),
+    );
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    assert_eq!(api.get("/api/v1/runs", "/api/v1/runs", None).0, 401);
+    assert_eq!(
+        api.get("/api/v1/runs", "/api/v1/runs", Some("cct_0123")).0,
+        401
+    );
+    assert_eq!(
+        api.get("/api/v1/runs", "/api/v1/runs", tok),
+        (200, serde_json::json!([]))
+    );
 
     // An import, streamed: all or nothing.
+    let imports = "/api/v1/imports/{dimension}";
     let csv = std::fs::read(root().join("tests/data/recipients.csv")).unwrap();
-    let r = http
-        .post(format!("{api}/api/v1/imports/recipients"))
-        .bearer_auth(&token)
-        .body(csv)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().unwrap();
-    assert_eq!(v["updated"], 300, "{v}");
-    let r = http
-        .post(format!("{api}/api/v1/imports/recipients"))
-        .bearer_auth(&token)
-        .body("id,email\nZ1,z1@example.com\nZ2,not-an-email\n")
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    assert!(r.text().unwrap().contains("upload:3: email `not-an-email`"));
+    let (status, v, _) = api.send(
+        imports,
+        api.post("/api/v1/imports/recipients", &token).body(csv),
+    );
+    assert_eq!((status, &v["updated"]), (200, &Value::from(300)), "{v}");
+    let refused = api
+        .post("/api/v1/imports/recipients", &token)
+        .body("id,email\nZ1,z1@example.com\nZ2,not-an-email\n");
+    let (status, v, _) = api.send(imports, refused);
+    assert_eq!(status, 422);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("upload:3: email `not-an-email`"),
+        "{v}"
+    );
     let export = env.ok(&["export", "recipients"]);
     assert!(
         !export.contains("Z1"),
         "nothing of a refused upload is stored"
     );
+    let (status, _, _) = api.send(
+        imports,
+        api.post("/api/v1/imports/visitors", &token).body("id\n"),
+    );
+    assert_eq!(status, 404);
 
     // A run from the workflow's text: the worker drives it.
     let wf = std::fs::read_to_string(root().join("examples/cross-channel.toml")).unwrap();
-    let r = http
-        .post(format!("{api}/api/v1/runs?name=cross-channel.toml"))
-        .bearer_auth(&token)
-        .body(wf)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(r.headers()["location"], "/api/v1/runs/1");
-    assert_eq!(r.json::<Value>().unwrap()["run"], 1);
-    let state = || get("/api/v1/runs/1", Some(&token)).json::<Value>().unwrap()["state"].clone();
+    let start = api
+        .post("/api/v1/runs?name=cross-channel.toml", &token)
+        .body(wf);
+    let (status, v, headers) = api.send("/api/v1/runs", start);
+    assert_eq!((status, &v["run"]), (201, &Value::from(1)));
+    assert_eq!(headers["location"], "/api/v1/runs/1");
+    let state = || api.get(run, "/api/v1/runs/1", tok).1["state"].clone();
     wait_for("the run to wait", Duration::from_secs(60), || {
         state() == "waiting"
     });
-    let bad = http
-        .post(format!("{api}/api/v1/runs"))
-        .bearer_auth(&token)
-        .body("name = \"x\"\n[activity.q]\ntype = \"query\"\nnext = { done = \"nowhere\" }\n")
-        .send()
-        .unwrap();
-    assert_eq!(bad.status(), 422);
-    let bad: Value = bad.json().unwrap();
+    let bad = api
+        .post("/api/v1/runs", &token)
+        .body("name = \"x\"\n[activity.q]\ntype = \"query\"\nnext = { done = \"nowhere\" }\n");
+    let (status, bad, _) = api.send("/api/v1/runs", bad);
+    assert_eq!(status, 422);
     let diagnostics = bad["diagnostics"].as_array().unwrap();
     assert!(
         diagnostics.iter().any(|d| d
@@ -402,59 +571,94 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
         "{bad}"
     );
 
-    let moved: Value = http
-        .post(format!("{api}/api/v1/clock/advance"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "by": "7d" }))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(moved["now"], "2026-01-12T09:00:00Z");
-    assert_eq!(moved["fired"], 2);
+    let (_, clock) = api.get("/api/v1/clock", "/api/v1/clock", tok);
+    assert_eq!(clock, serde_json::json!({ "now": T0, "virtual": true }));
+    let advance = "/api/v1/clock/advance";
+    let (status, moved, _) = api.send(
+        advance,
+        api.post(advance, &token)
+            .json(&serde_json::json!({ "by": "7d" })),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        moved,
+        serde_json::json!({ "now": "2026-01-12T09:00:00Z", "fired": 2 })
+    );
+    let (status, _, _) = api.send(
+        advance,
+        api.post(advance, &token)
+            .json(&serde_json::json!({ "by": "soon" })),
+    );
+    assert_eq!(status, 400);
     wait_for("the run to end", Duration::from_secs(60), || {
         state() == "done"
     });
-    let status: Value = get("/api/v1/runs/1", Some(&token)).json().unwrap();
+    let (_, status) = api.get(run, "/api/v1/runs/1", tok);
     assert_eq!(
         status,
         env.status(1),
         "the API's status is the CLI's --json"
     );
+    assert_eq!(api.get(run, "/api/v1/runs/7", tok).0, 404);
+    let (_, runs) = api.get("/api/v1/runs", "/api/v1/runs", tok);
+    assert_eq!(runs[0]["state"], "done");
 
-    let log: Value = get("/api/v1/runs/1/deliveries?activity=push_ios", Some(&token))
-        .json()
-        .unwrap();
-    let log = log.as_array().unwrap();
-    assert_eq!(log.len(), s.rig.apns.received().len());
+    let log = "/api/v1/runs/{run}/deliveries";
+    let (_, entries) = api.get(log, "/api/v1/runs/1/deliveries?activity=push_ios", tok);
+    let entries = entries.as_array().unwrap();
+    assert_eq!(entries.len(), s.rig.apns.received().len());
     assert!(
-        log.iter()
+        entries
+            .iter()
             .all(|e| e["state"] == "sent" && e["activity"] == "push_ios")
     );
-    let members: Value = get("/api/v1/runs/1/members/split_channel/sms", Some(&token))
-        .json()
-        .unwrap();
+    let cli_log: Vec<Value> = env
+        .ok(&["deliveries", "1", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (_, all) = api.get(log, "/api/v1/runs/1/deliveries", tok);
+    assert_eq!(
+        all,
+        Value::from(cli_log),
+        "the API's log is the CLI's --json"
+    );
+    let members = "/api/v1/runs/{run}/members/{activity}/{transition}";
+    let (_, ids) = api.get(members, "/api/v1/runs/1/members/split_channel/sms", tok);
     let cli_members: Vec<String> = env
         .ok(&["members", "1", "split_channel", "sms"])
         .lines()
         .map(str::to_string)
         .collect();
-    assert_eq!(members["ids"], serde_json::json!(cli_members));
-    assert_eq!(get("/api/v1/runs/7", Some(&token)).status(), 404);
+    assert_eq!(ids["ids"], serde_json::json!(cli_members));
+    assert_eq!(
+        api.get(members, "/api/v1/runs/1/members/split_channel/none", tok)
+            .0,
+        404
+    );
 
     // Accounts and plugins, never a secret's value.
-    let accounts = get("/api/v1/accounts", Some(&token)).text().unwrap();
-    assert!(accounts.contains("\"smtp\""), "{accounts}");
-    for secret in std::fs::read_dir(env.data()).unwrap().flatten() {
-        let name = secret.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".p8") || name.ends_with(".json") && name.contains("fcm") {
-            let value = std::fs::read_to_string(secret.path()).unwrap_or_default();
-            if value.len() > 20 {
-                assert!(!accounts.contains(value.trim()), "{name} leaked");
-            }
+    let (_, accounts) = api.get("/api/v1/accounts", "/api/v1/accounts", tok);
+    assert!(
+        accounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "smtp")
+    );
+    let secret_files = [
+        "apns-key.p8",
+        "fcm-service-account.json",
+        "twilio-token.txt",
+    ];
+    for name in secret_files {
+        let value = std::fs::read_to_string(env.data().join(name)).unwrap();
+        let shown = accounts.to_string();
+        for line in value.lines().filter(|l| l.len() > 16) {
+            assert!(!shown.contains(line.trim()), "{name} leaked");
         }
     }
-    let plugins: Value = get("/api/v1/plugins", Some(&token)).json().unwrap();
+    let (_, plugins) = api.get("/api/v1/plugins", "/api/v1/plugins", tok);
     assert!(
         plugins
             .as_array()
@@ -462,12 +666,16 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
             .iter()
             .any(|p| p["name"] == "email")
     );
-    assert_eq!(get("/api/v1/suppression", Some(&token)).status(), 200);
+    env.ok(&["denylist", "add", "email", "gone@example.com"]);
+    let (_, listed) = api.get("/api/v1/suppression", "/api/v1/suppression?list=email", tok);
+    assert_eq!(listed[0]["address"], "gone@example.com", "{listed}");
+    api.covered();
 
     // Commands are the CLI's: an API token may not have one carried out.
     let server: Value =
         serde_json::from_slice(&std::fs::read(env.data().join("serve.json")).unwrap()).unwrap();
     let commands = server["commands"].as_str().unwrap();
+    let http = client();
     let r = http
         .post(format!("{commands}/api/v1/cli"))
         .bearer_auth(&token)
@@ -476,7 +684,7 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(
-        http.post(format!("{api}/api/v1/cli"))
+        http.post(format!("{}/api/v1/cli", served.api))
             .bearer_auth(&token)
             .send()
             .unwrap()
@@ -487,7 +695,7 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
 
     // Revoked: 401 from then on.
     env.ok(&["token", "revoke", "ci"]);
-    assert_eq!(get("/api/v1/runs", Some(&token)).status(), 401);
+    assert_eq!(api.get("/api/v1/runs", "/api/v1/runs", tok).0, 401);
     let list = env.ok(&["token", "list"]);
     assert!(!list.contains("ci "), "{list}");
 }

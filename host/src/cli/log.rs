@@ -123,14 +123,30 @@ pub fn select(store: &Store, run: u64, filter: &Filter) -> anyhow::Result<Vec<En
     Ok(out)
 }
 
+/// An entry as `deliveries --json` and the API show it: the entry and
+/// whose it is.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EntryView {
+    /// The delivery activity.
+    pub activity: String,
+    /// The target's internal id.
+    pub target: u64,
+    /// The target's external id (`None` if it is no longer stored).
+    pub id: Option<String>,
+    /// The entry.
+    #[serde(flatten)]
+    pub delivery: Delivery,
+}
+
 /// An entry as `deliveries --json` and the API show it.
-pub fn entry_json(entry: &Entry) -> anyhow::Result<serde_json::Value> {
+pub fn entry_view(entry: &Entry) -> EntryView {
     let (activity, target, d, id) = entry;
-    let mut v = serde_json::to_value(d)?;
-    v["activity"] = activity.as_str().into();
-    v["target"] = (*target).into();
-    v["id"] = id.clone().into();
-    Ok(v)
+    EntryView {
+        activity: activity.clone(),
+        target: *target,
+        id: id.clone(),
+        delivery: d.clone(),
+    }
 }
 
 /// Prints a run's log, filtered; text or one JSON object per line.
@@ -143,7 +159,7 @@ pub fn print(
 ) -> anyhow::Result<()> {
     for entry in select(store, run, filter)? {
         if json {
-            out!(io, "{}", entry_json(&entry)?);
+            out!(io, "{}", serde_json::to_string(&entry_view(&entry))?);
             continue;
         }
         let (activity, _, d, id) = &entry;

@@ -24,7 +24,9 @@ use crate::store::{OpenOptions, StoreError};
 pub use app::{App, BUILTINS, Validated, builtin_dir};
 pub use execute::execute;
 pub use io::{Cancelled, Io, Place};
-pub use status::{ActivityStatus, DeliverySummary, members, run_status, status_json};
+pub use status::{
+    ActivityStatus, DeliverySummary, RunStatus, members, run_status, status_json, status_of,
+};
 
 /// Crosscast: durable cross-channel marketing workflows on WebAssembly plugins.
 #[derive(Parser, Debug)]

@@ -55,7 +55,7 @@ pub fn members(
 }
 
 /// The status of one activity of a run, summed over its tasks.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ActivityStatus {
     /// Plugin name.
     #[serde(rename = "type")]
@@ -78,6 +78,7 @@ pub struct ActivityStatus {
     pub elapsed_ms: u64,
     /// Dry runs: what each delivery would send, with a sample message.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub previews: Vec<serde_json::Value>,
     /// Transitions not taken (a split's skip-empty subsets).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -88,7 +89,7 @@ pub struct ActivityStatus {
 }
 
 /// A delivery activity's log, counted by state.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliverySummary {
     /// Accepted by the provider.
     pub sent: u64,
@@ -206,24 +207,43 @@ pub fn run_status(
     Ok((run_state.to_string(), out))
 }
 
-/// A run's status as `status --json` and the API give it: the run, its
-/// state (`running`, `waiting`, `done`, `failed`) and each activity's.
-pub fn status_json(store: &Store, run: u64) -> anyhow::Result<serde_json::Value> {
+/// A run's status as `status --json` and the API give it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RunStatus {
+    /// The run's number.
+    pub run: u64,
+    /// A dry run (nothing sent).
+    pub dry_run: bool,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The file (or API name) it was started from.
+    pub file: String,
+    /// When it started, on its clock (RFC 3339).
+    pub started_at: String,
+    /// `running`, `waiting`, `done` or `failed`.
+    pub state: String,
+    /// Each activity's status, by id.
+    pub activities: std::collections::BTreeMap<String, ActivityStatus>,
+}
+
+/// A run's status: the run, its state and each activity's.
+pub fn status_of(store: &Store, run: u64) -> anyhow::Result<RunStatus> {
     let r = store.run(run)?;
     let (state, activities) = run_status(store, run)?;
-    let acts: serde_json::Map<String, serde_json::Value> = activities
-        .iter()
-        .map(|(id, s)| (id.clone(), serde_json::to_value(s).unwrap_or_default()))
-        .collect();
-    Ok(serde_json::json!({
-        "run": run,
-        "dry_run": r.dry_run,
-        "workflow": r.workflow_name,
-        "file": r.workflow_file,
-        "started_at": format_ms(r.created_at),
-        "state": state,
-        "activities": acts,
-    }))
+    Ok(RunStatus {
+        run,
+        dry_run: r.dry_run,
+        workflow: r.workflow_name,
+        file: r.workflow_file,
+        started_at: format_ms(r.created_at),
+        state,
+        activities: activities.into_iter().collect(),
+    })
+}
+
+/// [`status_of`] as JSON.
+pub fn status_json(store: &Store, run: u64) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(status_of(store, run)?)?)
 }
 
 /// Prints a run's status; returns its state (`done`, `waiting`, `failed`).

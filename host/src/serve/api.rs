@@ -6,15 +6,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use futures::StreamExt as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cli::App;
 use crate::store::StoreError;
@@ -38,21 +34,12 @@ pub enum Caller {
     Token(String),
 }
 
-/// The API's routes and `more`, behind the bearer-token check.
+/// The API's routes and `more`, behind the bearer-token check; the
+/// OpenAPI document is built from the same routes.
 pub fn router(shared: Shared, more: axum::Router<Shared>) -> axum::Router {
-    more.route("/api/v1/runs", get(runs).post(start_run))
-        .route("/api/v1/runs/{run}", get(run_status))
-        .route("/api/v1/runs/{run}/deliveries", get(deliveries))
-        .route(
-            "/api/v1/runs/{run}/members/{activity}/{transition}",
-            get(members),
-        )
-        .route("/api/v1/suppression", get(suppression))
-        .route("/api/v1/imports/{dimension}", post(import))
-        .route("/api/v1/accounts", get(accounts))
-        .route("/api/v1/plugins", get(plugins))
-        .route("/api/v1/clock", get(clock))
-        .route("/api/v1/clock/advance", post(advance))
+    let (routes, _) = super::routes::split();
+    routes
+        .merge(more)
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             authenticate,
@@ -129,7 +116,7 @@ async fn serve_tls(
 }
 
 /// An API error: its status and a message for people.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -154,10 +141,11 @@ impl From<StoreError> for ApiError {
     }
 }
 
-type Reply = Result<Response, ApiError>;
+/// A handler's answer.
+pub type Reply = Result<Response, ApiError>;
 
 /// Runs store work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -208,261 +196,4 @@ async fn authenticate(State(s): State<Shared>, mut request: Request, next: Next)
     };
     request.extensions_mut().insert(caller);
     next.run(request).await
-}
-
-async fn runs(State(s): State<Shared>) -> Reply {
-    blocking(move || {
-        let mut out = Vec::new();
-        for r in s.app.store.runs()? {
-            let (state, _) = crate::cli::run_status(&s.app.store, r.id)?;
-            out.push(json!({
-                "run": r.id,
-                "workflow": r.workflow_name,
-                "file": r.workflow_file,
-                "dry_run": r.dry_run,
-                "started_at": crate::clock::format_ms(r.created_at),
-                "state": state,
-            }));
-        }
-        Ok(Json(Value::Array(out)).into_response())
-    })
-    .await
-}
-
-/// How a run is started through the API.
-#[derive(Deserialize)]
-struct StartRun {
-    /// Shown as the run's file (`status`); `api` by default.
-    #[serde(default)]
-    name: Option<String>,
-    /// A dry run: nothing is sent.
-    #[serde(default)]
-    dry_run: bool,
-}
-
-/// Starts a run of the workflow in the body (TOML): 201 and its number,
-/// or 422 and the diagnostics. The worker drives it.
-async fn start_run(
-    State(s): State<Shared>,
-    Query(q): Query<StartRun>,
-    body: axum::body::Bytes,
-) -> Reply {
-    blocking(move || {
-        let name = q.name.unwrap_or_else(|| "api".to_string());
-        let (wf, warnings) = match s.app.validate_bytes(&name, body.to_vec())? {
-            Ok(v) => v,
-            Err(diagnostics) => {
-                return Ok((
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Json(
-                        json!({ "error": "the workflow is not valid", "diagnostics": diagnostics }),
-                    ),
-                )
-                    .into_response());
-            }
-        };
-        let kind = match q.dry_run {
-            true => crate::executor::RunKind::Dry { messages: 1 },
-            false => crate::executor::RunKind::Real,
-        };
-        let run = s.app.executor()?.create(&wf, &name, kind)?;
-        Ok((
-            StatusCode::CREATED,
-            [(header::LOCATION, format!("/api/v1/runs/{run}"))],
-            Json(json!({ "run": run, "warnings": warnings })),
-        )
-            .into_response())
-    })
-    .await
-}
-
-async fn run_status(State(s): State<Shared>, Path(run): Path<u64>) -> Reply {
-    blocking(move || Ok(Json(crate::cli::status_json(&s.app.store, run)?).into_response())).await
-}
-
-async fn deliveries(
-    State(s): State<Shared>,
-    Path(run): Path<u64>,
-    Query(filter): Query<DeliveryQuery>,
-) -> Reply {
-    blocking(move || {
-        let filter = crate::cli::log::Filter {
-            activity: filter.activity,
-            id: filter.id,
-            to: filter.to,
-            limit: filter.limit,
-            ..Default::default()
-        };
-        let entries = crate::cli::log::select(&s.app.store, run, &filter)?;
-        let out: Vec<Value> = entries
-            .iter()
-            .map(crate::cli::log::entry_json)
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Json(Value::Array(out)).into_response())
-    })
-    .await
-}
-
-/// Filters of the delivery log.
-#[derive(Deserialize)]
-struct DeliveryQuery {
-    activity: Option<String>,
-    id: Option<String>,
-    to: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn members(
-    State(s): State<Shared>,
-    Path((run, activity, transition)): Path<(u64, String, String)>,
-) -> Reply {
-    blocking(move || {
-        let ids = crate::cli::members(&s.app.store, run, &activity, &transition)
-            .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
-        Ok(Json(json!({ "ids": ids })).into_response())
-    })
-    .await
-}
-
-/// Which suppression list.
-#[derive(Deserialize)]
-struct ListQuery {
-    list: Option<String>,
-}
-
-async fn suppression(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Reply {
-    blocking(move || {
-        let mut out = Vec::new();
-        for (list, address, entry) in s.app.store.suppression_list(q.list.as_deref())? {
-            let mut v = serde_json::to_value(&entry).map_err(anyhow::Error::from)?;
-            v["list"] = list.into();
-            v["address"] = address.into();
-            out.push(v);
-        }
-        Ok(Json(Value::Array(out)).into_response())
-    })
-    .await
-}
-
-/// An upload's format.
-#[derive(Deserialize)]
-struct ImportQuery {
-    /// `csv` (the default) or `ndjson`.
-    #[serde(default)]
-    format: Option<String>,
-}
-
-/// Imports the body (CSV or NDJSON, streamed to a file in the data
-/// directory first): all or nothing, as `crosscast import`.
-async fn import(
-    State(s): State<Shared>,
-    Path(dimension): Path<String>,
-    Query(q): Query<ImportQuery>,
-    body: Body,
-) -> Reply {
-    let dimension = match dimension.as_str() {
-        "recipients" | "recipient" => "recipient",
-        "subscriptions" | "subscription" => "subscription",
-        other => {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("no dimension `{other}`: recipients or subscriptions"),
-            ));
-        }
-    };
-    let ext = match q.format.as_deref().unwrap_or("csv") {
-        "csv" => "csv",
-        "ndjson" | "jsonl" => "ndjson",
-        other => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("format `{other}`: csv or ndjson"),
-            ));
-        }
-    };
-    let dir = s.app.store.dir().join("uploads");
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(anyhow::Error::from)?;
-    let path = dir.join(format!("{}.{ext}", crate::store::tokens::random_token()));
-    let upload = Upload(path.clone());
-    let mut file = tokio::fs::File::create(&path)
-        .await
-        .map_err(anyhow::Error::from)?;
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
-            .await
-            .map_err(anyhow::Error::from)?;
-    }
-    drop(file);
-    blocking(move || {
-        let _upload = upload;
-        let options = crate::import::Options::default();
-        match crate::import::import_file(&s.app.store, dimension, &path, &options) {
-            Ok(r) => Ok(Json(json!({
-                "inserted": r.inserted,
-                "updated": r.updated,
-                "interrupted_before": r.interrupted.map(|i| i.to_string()),
-            }))
-            .into_response()),
-            Err(e @ crate::import::ImportError::Invalid { .. }) => Err(ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                e.to_string().replace(&path.display().to_string(), "upload"),
-            )),
-            Err(e) => Err(anyhow::Error::new(e).into()),
-        }
-    })
-    .await
-}
-
-/// An uploaded file, deleted once imported (or not).
-struct Upload(std::path::PathBuf);
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-async fn accounts(State(s): State<Shared>) -> Reply {
-    // An account names its secret; the secret's value never leaves the store.
-    blocking(move || Ok(Json(s.app.store.accounts()?).into_response())).await
-}
-
-async fn plugins(State(s): State<Shared>) -> Reply {
-    blocking(move || Ok(Json(s.app.store.plugins()?).into_response())).await
-}
-
-async fn clock(State(s): State<Shared>) -> Reply {
-    let c = &s.app.clock;
-    Ok(Json(json!({
-        "now": crate::clock::format_ms(c.now_ms()),
-        "virtual": !c.is_system(),
-    }))
-    .into_response())
-}
-
-/// How far to move the clock.
-#[derive(Deserialize)]
-struct Advance {
-    /// A duration: `7d`, `36h`.
-    by: String,
-}
-
-async fn advance(State(s): State<Shared>, Json(a): Json<Advance>) -> Reply {
-    let step = humantime::parse_duration(&a.by)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("`{}`: {e}", a.by)))?;
-    let ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
-    let now = s
-        .app
-        .clock
-        .advance(ms)
-        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
-    blocking(move || {
-        let fired = s.app.executor()?.fire_due()?;
-        Ok(Json(json!({ "now": crate::clock::format_ms(now), "fired": fired })).into_response())
-    })
-    .await
 }

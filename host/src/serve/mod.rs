@@ -9,6 +9,7 @@
 pub mod api;
 pub mod commands;
 pub mod discovery;
+pub mod routes;
 mod tls;
 mod worker;
 

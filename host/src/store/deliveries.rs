@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{Result, Store, StoreError, json_decode};
 
 /// Where one message is.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum DeliveryState {
     /// About to be sent (or in flight when the process died).
@@ -61,7 +61,18 @@ pub enum DeliveryState {
 /// failures apart from the provider's verdicts, so an operator (and a retry)
 /// can tell them apart without reading the text. Stored by position: new
 /// kinds go at the end.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Serialize,
+    Deserialize,
+    PartialEq,
+    Eq,
+    Hash,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     /// The host's policy refused it: egress to an internal address, an
@@ -154,7 +165,7 @@ impl DeliveryState {
 }
 
 /// One entry of the delivery log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Delivery {
     /// The channel plugin.
     pub channel: String,

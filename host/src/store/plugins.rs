@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Result, Store, StoreError, json_decode, json_encode};
 
 /// Which world a plugin implements.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginKind {
     /// An activity (query, split, wait...).
@@ -17,7 +17,7 @@ pub enum PluginKind {
 }
 
 /// An installed plugin.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PluginRecord {
     /// Name, as workflows reference it in `type`.
     pub name: String,

@@ -10,7 +10,17 @@ use super::{Result, Store, StoreError, json_decode, json_encode};
 
 /// How the host authenticates requests of an account.
 #[derive(
-    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    Serialize,
+    Deserialize,
+    PartialEq,
+    Eq,
+    Hash,
+    clap::ValueEnum,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum AuthScheme {
@@ -30,7 +40,7 @@ pub enum AuthScheme {
 }
 
 /// A named connection to a provider.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 pub struct Account {
     /// Its name.
     pub name: String,

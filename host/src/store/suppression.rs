@@ -16,7 +16,9 @@ use super::audience::{Check, normalise_phone};
 use super::{Result, Store, json_decode, json_encode};
 
 /// Why an address is suppressed.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SuppressionKind {
     /// The address does not work (hard bounce, unregistered token).
@@ -35,7 +37,7 @@ impl std::fmt::Display for SuppressionKind {
 }
 
 /// One suppressed address.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Suppression {
     /// Quarantine or denylist.
     pub kind: SuppressionKind,

@@ -1,0 +1,457 @@
+//! The API's routes (`/api/v1/...`), each with its OpenAPI description:
+//! the document `GET /api/v1/openapi.json` serves is built from these
+//! same routes, so it names every one. Runs (start one from a workflow's
+//! text, their status, members and delivery log), suppression lists,
+//! imports (streamed upload), accounts and plugins (never a secret), the
+//! clock.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::api::{ApiError, Reply, Shared, blocking};
+use crate::cli::RunStatus;
+use crate::cli::log::EntryView;
+use crate::store::plugins::PluginRecord;
+use crate::store::settings::Account;
+use crate::store::suppression::Suppression;
+
+/// The document's frame: its title, version and the bearer scheme.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Crosscast API", version = "1", description = "Every request carries `Authorization: Bearer TOKEN` (`crosscast token create NAME`)."),
+    modifiers(&BearerScheme),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+/// Adds the bearer scheme every route requires.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes, and the OpenAPI document describing them.
+pub fn split() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(runs, start_run))
+        .routes(routes!(run_status))
+        .routes(routes!(deliveries))
+        .routes(routes!(members))
+        .routes(routes!(suppression))
+        .routes(routes!(import))
+        .routes(routes!(accounts))
+        .routes(routes!(plugins))
+        .routes(routes!(clock))
+        .routes(routes!(advance))
+        .split_for_parts();
+    let served = doc.clone();
+    let router = router.route(
+        "/api/v1/openapi.json",
+        axum::routing::get(move || async move { Json(served) }),
+    );
+    (router, doc)
+}
+
+/// The OpenAPI document (`GET /api/v1/openapi.json` serves it too).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    split().1
+}
+
+/// An error's body.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+}
+
+/// A run in the list of runs.
+#[derive(Serialize, ToSchema)]
+struct RunSummary {
+    run: u64,
+    workflow: String,
+    file: String,
+    dry_run: bool,
+    /// RFC 3339, on the run's clock.
+    started_at: String,
+    /// `running`, `waiting`, `done` or `failed`.
+    state: String,
+}
+
+/// A run just started.
+#[derive(Serialize, ToSchema)]
+struct Started {
+    run: u64,
+    /// Worth saying about the workflow, not reasons to refuse it.
+    warnings: Vec<String>,
+}
+
+/// A workflow refused.
+#[derive(Serialize, ToSchema)]
+struct Refused {
+    error: String,
+    /// `NAME:LINE:COLUMN: field: message`, one per problem.
+    diagnostics: Vec<String>,
+}
+
+/// The external ids of the records that took a transition.
+#[derive(Serialize, ToSchema)]
+struct Members {
+    ids: Vec<String>,
+}
+
+/// An entry of a suppression list.
+#[derive(Serialize, ToSchema)]
+struct Suppressed {
+    list: String,
+    address: String,
+    #[serde(flatten)]
+    entry: Suppression,
+}
+
+/// What an import did.
+#[derive(Serialize, ToSchema)]
+struct Imported {
+    inserted: u64,
+    updated: u64,
+    /// An earlier import found interrupted and discarded.
+    interrupted_before: Option<String>,
+}
+
+/// The clock runs are on.
+#[derive(Serialize, ToSchema)]
+struct ClockNow {
+    /// RFC 3339.
+    now: String,
+    /// A virtual clock (`serve --now`), which `advance` moves.
+    #[serde(rename = "virtual")]
+    is_virtual: bool,
+}
+
+/// The clock after a move.
+#[derive(Serialize, ToSchema)]
+struct Moved {
+    now: String,
+    /// Timers that came due.
+    fired: usize,
+}
+
+/// Every run, oldest first.
+#[utoipa::path(get, path = "/api/v1/runs", responses(
+    (status = 200, body = Vec<RunSummary>), (status = 401, body = ErrorBody)))]
+async fn runs(State(s): State<Shared>) -> Reply {
+    blocking(move || {
+        let mut out = Vec::new();
+        for r in s.app.store.runs()? {
+            let (state, _) = crate::cli::run_status(&s.app.store, r.id)?;
+            out.push(RunSummary {
+                run: r.id,
+                workflow: r.workflow_name,
+                file: r.workflow_file,
+                dry_run: r.dry_run,
+                started_at: crate::clock::format_ms(r.created_at),
+                state,
+            });
+        }
+        Ok(Json(out).into_response())
+    })
+    .await
+}
+
+/// How a run is started through the API.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct StartRun {
+    /// Shown as the run's file (`status`); `api` by default.
+    #[serde(default)]
+    name: Option<String>,
+    /// A dry run: nothing is sent.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Starts a run of the workflow in the body (TOML): 201 and its number,
+/// or 422 and the diagnostics. The worker drives it.
+#[utoipa::path(post, path = "/api/v1/runs", params(StartRun),
+    request_body(content = String, content_type = "application/toml", description = "The workflow (TOML)"),
+    responses((status = 201, body = Started, headers(("location" = String))),
+        (status = 422, body = Refused), (status = 401, body = ErrorBody)))]
+async fn start_run(
+    State(s): State<Shared>,
+    Query(q): Query<StartRun>,
+    body: axum::body::Bytes,
+) -> Reply {
+    blocking(move || {
+        let name = q.name.unwrap_or_else(|| "api".to_string());
+        let (wf, warnings) = match s.app.validate_bytes(&name, body.to_vec())? {
+            Ok(v) => v,
+            Err(diagnostics) => {
+                return Ok((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(Refused {
+                        error: "the workflow is not valid".into(),
+                        diagnostics,
+                    }),
+                )
+                    .into_response());
+            }
+        };
+        let kind = match q.dry_run {
+            true => crate::executor::RunKind::Dry { messages: 1 },
+            false => crate::executor::RunKind::Real,
+        };
+        let run = s.app.executor()?.create(&wf, &name, kind)?;
+        Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/api/v1/runs/{run}"))],
+            Json(Started { run, warnings }),
+        )
+            .into_response())
+    })
+    .await
+}
+
+/// A run's status, as `crosscast status RUN --json`.
+#[utoipa::path(get, path = "/api/v1/runs/{run}", params(("run" = u64, Path)),
+    responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn run_status(State(s): State<Shared>, Path(run): Path<u64>) -> Reply {
+    blocking(move || Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())).await
+}
+
+/// A run's delivery log, filtered, as `crosscast deliveries RUN --json`.
+#[utoipa::path(get, path = "/api/v1/runs/{run}/deliveries", params(("run" = u64, Path), DeliveryQuery),
+    responses((status = 200, body = Vec<EntryView>), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn deliveries(
+    State(s): State<Shared>,
+    Path(run): Path<u64>,
+    Query(filter): Query<DeliveryQuery>,
+) -> Reply {
+    blocking(move || {
+        let filter = crate::cli::log::Filter {
+            activity: filter.activity,
+            id: filter.id,
+            to: filter.to,
+            limit: filter.limit,
+            ..Default::default()
+        };
+        let entries = crate::cli::log::select(&s.app.store, run, &filter)?;
+        let out: Vec<EntryView> = entries.iter().map(crate::cli::log::entry_view).collect();
+        Ok(Json(out).into_response())
+    })
+    .await
+}
+
+/// Filters of the delivery log.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeliveryQuery {
+    activity: Option<String>,
+    id: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The external ids of the records that left an activity on a transition.
+#[utoipa::path(get, path = "/api/v1/runs/{run}/members/{activity}/{transition}",
+    params(("run" = u64, Path), ("activity" = String, Path), ("transition" = String, Path)),
+    responses((status = 200, body = Members), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn members(
+    State(s): State<Shared>,
+    Path((run, activity, transition)): Path<(u64, String, String)>,
+) -> Reply {
+    blocking(move || {
+        let ids = crate::cli::members(&s.app.store, run, &activity, &transition)
+            .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
+        Ok(Json(Members { ids }).into_response())
+    })
+    .await
+}
+
+/// Which suppression list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    list: Option<String>,
+}
+
+/// Suppressed addresses: every list, or one.
+#[utoipa::path(get, path = "/api/v1/suppression", params(ListQuery),
+    responses((status = 200, body = Vec<Suppressed>), (status = 401, body = ErrorBody)))]
+async fn suppression(State(s): State<Shared>, Query(q): Query<ListQuery>) -> Reply {
+    blocking(move || {
+        let mut out = Vec::new();
+        for (list, address, entry) in s.app.store.suppression_list(q.list.as_deref())? {
+            out.push(Suppressed {
+                list,
+                address,
+                entry,
+            });
+        }
+        Ok(Json(out).into_response())
+    })
+    .await
+}
+
+/// An upload's format.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ImportQuery {
+    /// `csv` (the default) or `ndjson`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// Imports the body (CSV or NDJSON, streamed to a file in the data
+/// directory first): all or nothing, as `crosscast import`.
+#[utoipa::path(post, path = "/api/v1/imports/{dimension}",
+    params(("dimension" = String, Path, description = "`recipients` or `subscriptions`"), ImportQuery),
+    request_body(content = String, content_type = "text/csv", description = "The file: CSV with a header, or NDJSON"),
+    responses((status = 200, body = Imported), (status = 422, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn import(
+    State(s): State<Shared>,
+    Path(dimension): Path<String>,
+    Query(q): Query<ImportQuery>,
+    body: Body,
+) -> Reply {
+    let dimension = match dimension.as_str() {
+        "recipients" | "recipient" => "recipient",
+        "subscriptions" | "subscription" => "subscription",
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no dimension `{other}`: recipients or subscriptions"),
+            ));
+        }
+    };
+    let ext = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => "csv",
+        "ndjson" | "jsonl" => "ndjson",
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("format `{other}`: csv or ndjson"),
+            ));
+        }
+    };
+    let dir = s.app.store.dir().join("uploads");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let path = dir.join(format!("{}.{ext}", crate::store::tokens::random_token()));
+    let upload = Upload(path.clone());
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+            .await
+            .map_err(anyhow::Error::from)?;
+    }
+    drop(file);
+    blocking(move || {
+        let _upload = upload;
+        let options = crate::import::Options::default();
+        match crate::import::import_file(&s.app.store, dimension, &path, &options) {
+            Ok(r) => Ok(Json(Imported {
+                inserted: r.inserted,
+                updated: r.updated,
+                interrupted_before: r.interrupted.map(|i| i.to_string()),
+            })
+            .into_response()),
+            Err(e @ crate::import::ImportError::Invalid { .. }) => Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                e.to_string().replace(&path.display().to_string(), "upload"),
+            )),
+            Err(e) => Err(anyhow::Error::new(e).into()),
+        }
+    })
+    .await
+}
+
+/// An uploaded file, deleted once imported (or not).
+struct Upload(std::path::PathBuf);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The accounts: each names its secret, never its value.
+#[utoipa::path(get, path = "/api/v1/accounts", responses(
+    (status = 200, body = Vec<Account>), (status = 401, body = ErrorBody)))]
+async fn accounts(State(s): State<Shared>) -> Reply {
+    // An account names its secret; the secret's value never leaves the store.
+    blocking(move || Ok(Json(s.app.store.accounts()?).into_response())).await
+}
+
+/// The installed plugins.
+#[utoipa::path(get, path = "/api/v1/plugins", responses(
+    (status = 200, body = Vec<PluginRecord>), (status = 401, body = ErrorBody)))]
+async fn plugins(State(s): State<Shared>) -> Reply {
+    blocking(move || Ok(Json(s.app.store.plugins()?).into_response())).await
+}
+
+/// The clock runs are on.
+#[utoipa::path(get, path = "/api/v1/clock", responses(
+    (status = 200, body = ClockNow), (status = 401, body = ErrorBody)))]
+async fn clock(State(s): State<Shared>) -> Reply {
+    let c = &s.app.clock;
+    Ok(Json(ClockNow {
+        now: crate::clock::format_ms(c.now_ms()),
+        is_virtual: !c.is_system(),
+    })
+    .into_response())
+}
+
+/// How far to move the clock.
+#[derive(Deserialize, ToSchema)]
+struct Advance {
+    /// A duration: `7d`, `36h`.
+    by: String,
+}
+
+/// Moves the server's virtual clock forward; due timers fire at once.
+#[utoipa::path(post, path = "/api/v1/clock/advance", request_body = Advance, responses(
+    (status = 200, body = Moved), (status = 409, body = ErrorBody), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody)))]
+async fn advance(State(s): State<Shared>, Json(a): Json<Advance>) -> Reply {
+    let step = humantime::parse_duration(&a.by)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("`{}`: {e}", a.by)))?;
+    let ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
+    let now = s
+        .app
+        .clock
+        .advance(ms)
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
+    blocking(move || {
+        let fired = s.app.executor()?.fire_due()?;
+        Ok(Json(Moved {
+            now: crate::clock::format_ms(now),
+            fired,
+        })
+        .into_response())
+    })
+    .await
+}
