@@ -1072,14 +1072,20 @@ mod tests {
         store.blocks.generations("recipient").unwrap()
     }
 
-    #[test]
-    fn an_import_is_seen_only_once_published_and_a_dropped_one_is_discarded() {
+    /// A store holding 5000 recipients at `a.test` (generation 1).
+    fn five_thousand() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::for_tests(dir.path());
         store
             .audience()
             .upsert("recipient", &people(0..5000, "a.test"))
             .unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn an_import_is_seen_only_once_published_and_a_dropped_one_is_discarded() {
+        let (_dir, store) = five_thousand();
         let before = emails(&store.audience(), 5000);
         assert_eq!(files(&store), [1]);
 
@@ -1115,12 +1121,7 @@ mod tests {
 
     #[test]
     fn a_reader_keeps_its_version_and_files_go_once_nobody_holds_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::for_tests(dir.path());
-        store
-            .audience()
-            .upsert("recipient", &people(0..5000, "a.test"))
-            .unwrap();
+        let (_dir, store) = five_thousand();
         let reader = store.audience();
         let before = emails(&reader, 5000);
 

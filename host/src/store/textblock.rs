@@ -32,40 +32,30 @@ pub fn encode(values: &[Option<String>]) -> Vec<u8> {
     out
 }
 
-/// A block, borrowed from its stored bytes.
+/// A block, borrowed from its stored bytes: its head (which slots hold a
+/// value, where each ends) and the values.
 #[derive(Clone, Copy)]
 pub struct View<'a> {
-    n: usize,
-    bitmap: &'a [u8],
-    ends: &'a [u8],
+    head: Presence<'a>,
     bytes: &'a [u8],
+}
+
+fn corrupt(m: &str) -> StoreError {
+    StoreError::Corrupt {
+        tree: "audience",
+        message: format!("text block: {m}"),
+    }
 }
 
 impl<'a> View<'a> {
     /// Checks the layout of stored bytes and borrows them.
     pub fn parse(buf: &'a [u8]) -> Result<View<'a>> {
-        let corrupt = |m: &str| StoreError::Corrupt {
-            tree: "audience",
-            message: format!("text block: {m}"),
-        };
-        let n = u32::from_le_bytes(
-            buf.get(..4)
-                .ok_or_else(|| corrupt("too short"))?
-                .try_into()
-                .expect("4 bytes"),
-        ) as usize;
-        let bitmap_end = 4 + n.div_ceil(8);
-        let ends_end = bitmap_end + 4 * n;
-        if buf.len() < ends_end {
-            return Err(corrupt("truncated"));
-        }
+        let head = Presence::parse(buf)?;
         let view = View {
-            n,
-            bitmap: &buf[4..bitmap_end],
-            ends: &buf[bitmap_end..ends_end],
-            bytes: &buf[ends_end..],
+            head,
+            bytes: &buf[presence_prefix(head.n)..],
         };
-        if n > 0 && view.end(n - 1) as usize != view.bytes.len() {
+        if head.n > 0 && head.end(head.n - 1) as usize != view.bytes.len() {
             return Err(corrupt("offsets do not match the data"));
         }
         Ok(view)
@@ -73,39 +63,34 @@ impl<'a> View<'a> {
 
     /// How many slots it holds.
     pub fn len(&self) -> usize {
-        self.n
+        self.head.n
     }
 
     /// Whether it holds no slot.
     pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    fn end(&self, i: usize) -> u32 {
-        u32::from_le_bytes(self.ends[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+        self.head.n == 0
     }
 
     /// Whether slot `i` holds a non-empty value.
     pub fn present(&self, i: usize) -> bool {
-        i < self.n
-            && self.bitmap[i / 8] & (1 << (i % 8)) != 0
-            && self.end(i) > if i == 0 { 0 } else { self.end(i - 1) }
+        self.head.present(i)
     }
 
     /// The value of slot `i` (`None`: absent, empty or past the end).
     pub fn get(&self, i: usize) -> Option<&'a str> {
-        if i >= self.n || self.bitmap[i / 8] & (1 << (i % 8)) == 0 {
+        let h = &self.head;
+        if i >= h.n || h.bitmap[i / 8] & (1 << (i % 8)) == 0 {
             return None;
         }
-        let start = if i == 0 { 0 } else { self.end(i - 1) as usize };
-        let end = self.end(i) as usize;
+        let start = if i == 0 { 0 } else { h.end(i - 1) as usize };
+        let end = h.end(i) as usize;
         // Written from `String`s by `encode`; a damaged block reads as absent.
         std::str::from_utf8(self.bytes.get(start..end)?).ok()
     }
 
     /// Every slot, owned.
     pub fn to_vec(&self) -> Vec<Option<String>> {
-        (0..self.n)
+        (0..self.head.n)
             .map(|i| self.get(i).map(str::to_string))
             .collect()
     }
@@ -130,10 +115,6 @@ pub struct Presence<'a> {
 impl<'a> Presence<'a> {
     /// Checks and borrows the start of a block (or a whole one).
     pub fn parse(buf: &'a [u8]) -> Result<Presence<'a>> {
-        let corrupt = |m: &str| StoreError::Corrupt {
-            tree: "audience",
-            message: format!("text block: {m}"),
-        };
         let n = u32::from_le_bytes(
             buf.get(..4)
                 .ok_or_else(|| corrupt("too short"))?
