@@ -23,8 +23,34 @@ use crate::deliver::Transports;
 use crate::runtime::bindings::activity::exports::crosscast::plugin::activity as wit;
 use crate::runtime::{Loaded, Runtime};
 use crate::store::Store;
-use crate::store::runs::{InputRef, JoinState, OutputRef, Run, Task, TaskState};
+use crate::store::runs::{
+    Control, InputRef, JoinState, OutputRef, Run, Task, TaskState, run_label,
+};
 use crate::workflow::{Activity, Workflow};
+
+/// An operator's command a run's state refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Paused: resume it first (or it is paused already).
+    #[error("run {0} is paused: `crosscast run resume {0}` first")]
+    Paused(String),
+    /// Not paused: nothing to resume.
+    #[error("run {0} is not paused")]
+    NotPaused(String),
+    /// Cancelled: nothing more happens to it.
+    #[error("run {0} was cancelled")]
+    Cancelled(String),
+    /// No failed activity (failures that took an `error` transition are
+    /// not retried: what follows them ran).
+    #[error(
+        "run {0} has no failed activity to retry (failures that took an `error` transition are \
+         not retried)"
+    )]
+    NothingToRetry(String),
+    /// The workflow has no such activity.
+    #[error("run {0} has no activity `{1}`")]
+    NoActivity(String, String),
+}
 
 /// What a run does with its deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +76,9 @@ pub struct Executor {
     released: Condvar,
     /// Set by [`Executor::stop`]: no task starts, no delivery sends more.
     stopping: AtomicBool,
+    /// Runs the operator paused or cancelled: their deliveries stop at the
+    /// next round (the stored [`Control`] keeps them from starting again).
+    halted: Mutex<HashSet<u64>>,
 }
 
 /// A run claimed by one driver, let go when dropped.
@@ -89,6 +118,7 @@ impl Executor {
             driving: Mutex::new(HashSet::new()),
             released: Condvar::new(),
             stopping: AtomicBool::new(false),
+            halted: Mutex::new(HashSet::new()),
         }
     }
 
@@ -144,13 +174,25 @@ impl Executor {
         self.lock_driving().len()
     }
 
+    fn lock_halted(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.halted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when a delivery of `run` must build no more messages.
+    fn halted(&self, run: u64) -> bool {
+        self.stopping() || self.lock_halted().contains(&run)
+    }
+
     /// What a delivery needs of it.
-    fn delivery_needs(&self) -> crate::deliver::Needs<'_> {
+    fn delivery_needs<'a>(
+        &'a self,
+        stop: &'a (dyn Fn() -> bool + Sync),
+    ) -> crate::deliver::Needs<'a> {
         crate::deliver::Needs {
             store: &self.store,
             runtime: &self.runtime,
             transports: &self.transports,
-            stop: &self.stopping,
+            stop,
         }
     }
 
@@ -165,7 +207,10 @@ impl Executor {
     /// Creates a run of a validated workflow, its start tasks pending
     /// ([`Executor::drive`] runs them).
     pub fn create(&self, workflow: &Workflow, file: &str, kind: RunKind) -> anyhow::Result<u64> {
-        let id = self.store.next_run_id()?;
+        let id = match kind {
+            RunKind::Real => self.store.next_run_id()?,
+            RunKind::Dry { .. } => self.store.next_dry_run_id()?,
+        };
         let (dry_run, preview_messages) = match kind {
             RunKind::Real => (false, 1),
             RunKind::Dry { messages } => (true, messages.max(1)),
@@ -178,6 +223,7 @@ impl Executor {
             created_at: self.clock.now_ms(),
             dry_run,
             preview_messages,
+            control: Control::Active,
         };
         let mut tasks = Vec::new();
         for a in workflow.starts() {
@@ -209,6 +255,10 @@ impl Executor {
             serde_json::from_value(run.workflow.clone()).context("stored workflow")?;
         let (mut executed, mut failed) = (0, 0);
         loop {
+            // Paused or cancelled (now, or by a command a moment ago).
+            if self.store.control(run_id)? != Control::Active {
+                return Ok((executed, failed));
+            }
             let pending: Vec<Task> = self
                 .store
                 .tasks(run_id)?
@@ -219,7 +269,7 @@ impl Executor {
                 return Ok((executed, failed));
             }
             for task in pending {
-                if self.stopping() {
+                if self.halted(run_id) {
                     return Ok((executed, failed));
                 }
                 if self.execute(&run, &workflow, task)? {
@@ -228,6 +278,130 @@ impl Executor {
                 executed += 1;
             }
         }
+    }
+
+    /// Pauses a run: nothing starts, its deliveries stop at their next
+    /// round and keep their place, its timers wait. Returns once no thread
+    /// drives it any more.
+    pub fn pause(&self, run: u64) -> anyhow::Result<()> {
+        let r = self.store.run(run)?;
+        match r.control {
+            Control::Active => {}
+            Control::Paused { .. } => return Err(Refused::Paused(run_label(run)).into()),
+            Control::Cancelled { .. } => return Err(Refused::Cancelled(run_label(run)).into()),
+        }
+        self.lock_halted().insert(run);
+        self.store.set_control(
+            run,
+            Control::Paused {
+                at: self.clock.now_ms(),
+            },
+        )?;
+        // The driver, if any, stops at its next round and lets go.
+        drop(self.claim(run));
+        Ok(())
+    }
+
+    /// Resumes a paused run: timers that came due meanwhile fire now, and
+    /// [`Executor::drive`] (or the worker) carries it on.
+    pub fn resume(&self, run: u64) -> anyhow::Result<usize> {
+        let r = self.store.run(run)?;
+        if !matches!(r.control, Control::Paused { .. }) {
+            return Err(Refused::NotPaused(run_label(run)).into());
+        }
+        self.store.set_control(run, Control::Active)?;
+        self.lock_halted().remove(&run);
+        self.fire_due()
+    }
+
+    /// Cancels a run: nothing more is sent or started. The answers to what
+    /// is on the wire are recorded, every message not sent yet is marked
+    /// `cancelled`, and its timers go. Returns the messages cancelled.
+    pub fn cancel(&self, run: u64) -> anyhow::Result<usize> {
+        let r = self.store.run(run)?;
+        if let Control::Cancelled { .. } = r.control {
+            return Err(Refused::Cancelled(run_label(run)).into());
+        }
+        let at = self.clock.now_ms();
+        self.lock_halted().insert(run);
+        self.store.set_control(run, Control::Cancelled { at })?;
+        // Wait for the driver to record what is on the wire and let go.
+        let _claim = self.claim(run);
+        let workflow: Workflow =
+            serde_json::from_value(r.workflow.clone()).context("stored workflow")?;
+        let mut cancelled = 0;
+        let stop = || true;
+        for task in self.store.tasks(run)? {
+            if !matches!(task.state, TaskState::Pending | TaskState::Waiting { .. }) || r.dry_run {
+                continue;
+            }
+            let Some(activity) = workflow.activity(&task.activity).filter(|a| a.delivery) else {
+                continue;
+            };
+            let plugin = self.store.plugin(&activity.kind)?;
+            let Loaded::Channel(pre) = self.runtime.load(&self.store, &plugin.sha256)? else {
+                continue;
+            };
+            let ctx = self.context(run, activity, &plugin, at);
+            let needs = self.delivery_needs(&stop);
+            cancelled += crate::deliver::cancel(&needs, run, activity, &task, pre, ctx, at)
+                .map_err(anyhow::Error::msg)?;
+        }
+        self.store.cancel_tasks(run, at)?;
+        Ok(cancelled)
+    }
+
+    /// Executes failed tasks again (those of `activity`, or every one),
+    /// from their stored inputs, once the operator fixed the cause.
+    /// Messages that failed before reaching the provider are sent again;
+    /// nothing sent is. Returns the activities retried;
+    /// [`Executor::drive`] (or the worker) carries the run on.
+    pub fn retry(&self, run: u64, activity: Option<&str>) -> anyhow::Result<Vec<String>> {
+        let r = self.store.run(run)?;
+        match r.control {
+            Control::Active => {}
+            Control::Paused { .. } => return Err(Refused::Paused(run_label(run)).into()),
+            Control::Cancelled { .. } => return Err(Refused::Cancelled(run_label(run)).into()),
+        }
+        let workflow: Workflow =
+            serde_json::from_value(r.workflow.clone()).context("stored workflow")?;
+        if let Some(a) = activity
+            && workflow.activity(a).is_none()
+        {
+            return Err(Refused::NoActivity(run_label(run), a.to_string()).into());
+        }
+        let _claim = self.claim(run);
+        let now = self.clock.now_ms();
+        let mut retried: Vec<String> = Vec::new();
+        for mut task in self.store.tasks(run)? {
+            if !matches!(task.state, TaskState::Failed { .. })
+                || activity.is_some_and(|a| a != task.activity)
+            {
+                continue;
+            }
+            let Some(a) = workflow.activity(&task.activity) else {
+                continue;
+            };
+            if a.next.contains_key(ERROR) {
+                // Its failure was routed on: what follows ran already.
+                continue;
+            }
+            if a.delivery && !r.dry_run {
+                self.store.requeue_unreached(run, &a.id, now)?;
+            }
+            task.state = TaskState::Pending;
+            // A new start: a delivery's validity period counts from now.
+            task.started_at = None;
+            task.waited_past = false;
+            self.store.put_task(run, &task)?;
+            if !retried.contains(&task.activity) {
+                retried.push(task.activity.clone());
+            }
+        }
+        if retried.is_empty() {
+            return Err(Refused::NothingToRetry(run_label(run)).into());
+        }
+        Ok(retried)
     }
 
     /// Fires the timers due now and executes everything pending that no
@@ -248,19 +422,24 @@ impl Executor {
     }
 
     /// Fires the timers due now (their tasks become pending); returns how
-    /// many.
+    /// many. A paused run's timers wait for its resume.
     pub fn fire_due(&self) -> anyhow::Result<usize> {
         let mut fired = 0;
         for (due, run, task) in self.store.due_timers(self.clock.now_ms())? {
+            if self.store.control(run)? != Control::Active {
+                continue;
+            }
             self.store.fire_timer(due, run, task)?;
             fired += 1;
         }
         Ok(fired)
     }
 
-    /// Runs with a pending task.
+    /// Runs with a pending task, not paused or cancelled.
     pub fn runs_with_pending(&self) -> anyhow::Result<Vec<u64>> {
-        Ok(self.store.runs_with_pending()?)
+        let mut runs = self.store.runs_with_pending()?;
+        runs.retain(|r| matches!(self.store.control(*r), Ok(Control::Active)));
+        Ok(runs)
     }
 
     /// Executes one task; true if it failed.
@@ -274,13 +453,7 @@ impl Executor {
         };
         let plugin = match self.store.plugin(&activity.kind) {
             Ok(p) => p,
-            Err(e) => {
-                task.state = TaskState::Failed {
-                    error: e.to_string(),
-                };
-                self.store.put_task(run.id, &task)?;
-                return Ok(true);
-            }
+            Err(e) => return self.fail(run, activity, task, e.to_string()),
         };
         // A dry run's task carries the instant the waits before it reached.
         let now = task.clock.unwrap_or_else(|| self.clock.now_ms());
@@ -289,26 +462,13 @@ impl Executor {
             task.component = Some(plugin.sha256.clone());
             self.store.put_task(run.id, &task)?;
         }
-        tracing::info!(run = run.id, activity = %activity.id, plugin = %plugin.name, "executing");
-        let ctx = Arc::new(Context {
-            store: Some(self.store.clone()),
-            now_ms: now,
-            run: run.id,
-            activity: activity.id.clone(),
-            plugin: plugin.name.clone(),
-            accounts: plugin.accounts.clone(),
-            outputs: activity.outputs.clone(),
-        });
+        tracing::info!(run = %run_label(run.id), activity = %activity.id, plugin = %plugin.name, "executing");
+        let ctx = self.context(run.id, activity, &plugin, now);
         let loaded = match self.runtime.load(&self.store, &plugin.sha256) {
             Ok(l) => l,
-            Err(e) => {
-                task.state = TaskState::Failed {
-                    error: e.to_string(),
-                };
-                self.store.put_task(run.id, &task)?;
-                return Ok(true);
-            }
+            Err(e) => return self.fail(run, activity, task, e.to_string()),
         };
+        let stop = || self.halted(run.id);
         let started = std::time::Instant::now();
         let result = match loaded {
             Loaded::Activity(pre) => {
@@ -319,7 +479,7 @@ impl Executor {
                     })
             }
             Loaded::Channel(pre) if run.dry_run => {
-                let needs = self.delivery_needs();
+                let needs = self.delivery_needs(&stop);
                 let limit = run.preview_messages;
                 let r = crate::deliver::preview(&needs, activity, &task, pre, ctx, limit);
                 r.map(|(preview, outputs)| {
@@ -328,23 +488,27 @@ impl Executor {
                 })
             }
             Loaded::Channel(pre) => {
-                let needs = self.delivery_needs();
+                let needs = self.delivery_needs(&stop);
                 let r = crate::deliver::deliver(&needs, run.id, activity, &task, pre, ctx);
-                r.map(|d| {
+                r.and_then(|d| {
                     task.delivery = Some(d.counts);
-                    match d.wake_at {
+                    Ok(match d.wake_at {
                         _ if d.stopped => Step::Stopped,
                         // Messages are retrying: wait for the earliest on a
                         // persisted timer; `done` is taken once all are final.
                         Some(t) => Step::Wait(t),
-                        None => Step::Done(d.outputs),
-                    }
+                        None => {
+                            self.unreached_only(run.id, &activity.id)?;
+                            Step::Done(d.outputs)
+                        }
+                    })
                 })
             }
         };
         task.elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
-            // Left pending, its counts kept: the next process resumes it.
+            // Left pending, its counts kept: resumed by the next process,
+            // or on the operator's resume.
             Ok(Step::Stopped) => self.store.put_task(run.id, &task)?,
             Ok(Step::Done(outputs)) => {
                 let (next, joins) = self.successors(run, workflow, activity, &task, &outputs)?;
@@ -352,10 +516,7 @@ impl Executor {
                 self.store.complete_task(run.id, &task, &next, &joins)?;
             }
             Ok(Step::Wait(until)) => match wait(until, now, task.waited_past) {
-                Wait::Refused(error) => {
-                    task.state = TaskState::Failed { error };
-                    self.store.put_task(run.id, &task)?;
-                }
+                Wait::Refused(error) => return self.fail(run, activity, task, error),
                 // Still pending: executed again at once, on the same clock.
                 Wait::Over => {
                     task.waited_past = true;
@@ -374,13 +535,93 @@ impl Executor {
                     self.store.wait_task(run.id, &task, until)?;
                 }
             },
-            Err(error) => {
-                tracing::warn!(run = run.id, activity = %activity.id, "failed: {error}");
-                task.state = TaskState::Failed { error };
-                self.store.put_task(run.id, &task)?;
-            }
+            Err(error) => return self.fail(run, activity, task, error),
         }
         Ok(matches!(task.state, TaskState::Failed { .. }))
+    }
+
+    /// What the host knows of a task while its plugin executes.
+    fn context(
+        &self,
+        run: u64,
+        activity: &Activity,
+        plugin: &crate::store::plugins::PluginRecord,
+        now: i64,
+    ) -> Arc<Context> {
+        Arc::new(Context {
+            store: Some(self.store.clone()),
+            now_ms: now,
+            run,
+            activity: activity.id.clone(),
+            plugin: plugin.name.clone(),
+            accounts: plugin.accounts.clone(),
+            outputs: activity.outputs.clone(),
+        })
+    }
+
+    /// Records a task's failure. Nothing downstream of it starts, unless
+    /// its activity has an `error` transition: that is taken with what
+    /// arrived at the task. Returns true (it failed).
+    fn fail(
+        &self,
+        run: &Run,
+        activity: &Activity,
+        mut task: Task,
+        error: String,
+    ) -> anyhow::Result<bool> {
+        tracing::warn!(run = %run_label(run.id), activity = %activity.id, "failed: {error}");
+        task.state = TaskState::Failed { error };
+        let Some(targets) = activity.next.get(ERROR) else {
+            self.store.put_task(run.id, &task)?;
+            return Ok(true);
+        };
+        let source = format!("{}.{ERROR}", activity.id);
+        let mut arrivals: Vec<InputRef> = task
+            .inputs
+            .iter()
+            .map(|i| InputRef {
+                source: source.clone(),
+                ..i.clone()
+            })
+            .collect();
+        if arrivals.is_empty() {
+            // A start activity received nothing: nothing is passed on.
+            arrivals.push(InputRef {
+                source: source.clone(),
+                population: self.store.write_population("", &[])?,
+                count: 0,
+            });
+        }
+        let mut next = Vec::new();
+        for target in targets {
+            for input in &arrivals {
+                let mut t = new_task(&self.store, target, vec![input.clone()])?;
+                t.clock = task.clock;
+                next.push(t);
+            }
+        }
+        self.store.complete_task(run.id, &task, &next, &[])?;
+        Ok(true)
+    }
+
+    /// Fails a delivery whose every failed message never reached the
+    /// provider while none was sent: the cause is the host's or the
+    /// operator's (a grant, a secret, a certificate, a connection), not
+    /// the messages', and the branch stops until it is fixed and retried.
+    fn unreached_only(&self, run: u64, activity: &str) -> Result<(), String> {
+        let v = self
+            .store
+            .verdicts(run, activity)
+            .map_err(|e| e.to_string())?;
+        match v.first_unreached {
+            Some((cause, reason)) if v.sent == 0 && v.failed == 0 => Err(format!(
+                "every message failed before reaching the provider ({} message(s), cause \
+                 {cause}: {reason}); fix that, then `crosscast run retry {}`",
+                v.unreached,
+                run_label(run)
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The tasks a finished task's outputs start, and the joins they arrive
@@ -532,6 +773,10 @@ impl Executor {
         }
     }
 }
+
+/// The transition the host takes when an activity fails, if the workflow
+/// gives it one.
+pub const ERROR: &str = "error";
 
 /// Join activities and what has arrived at them.
 type Joins = Vec<(String, JoinState)>;

@@ -7,7 +7,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use common::rig::{Servers, log_entries, servers, servers_with, setup, start_workflow};
+use common::rig::{
+    Servers, log_entries, servers, servers_with, setup, start_failing_workflow, start_workflow,
+};
 use common::{Env, free_port, http, read_recipients, read_subscriptions, root};
 use crosscast_test_servers::{
     Faults, PushFault, PushFaults, Reply, SinkOptions, SmsFault, SmsFaults,
@@ -1263,7 +1265,25 @@ config = {{ account = "{account}", from = "news@acme.example", subject = "Hi {{{
         ));
     }
     let wf = write_workflow(&env, "relays", &workflow);
-    let run = start_workflow(&env, T0, &wf);
+    // A relay refusing every message before it is sent (credentials, no
+    // TLS) fails its activity, and so the run; the others are done.
+    let (run, st) = start_failing_workflow(&env, T0, &wf);
+    let states: BTreeMap<&str, &str> = st["activities"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(a, _)| a.starts_with("mail_"))
+        .map(|(a, v)| (a.as_str(), v["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        BTreeMap::from([
+            ("mail_badauth", "failed"),
+            ("mail_plaintext", "failed"),
+            ("mail_secure", "done"),
+            ("mail_wrapped", "done"),
+        ])
+    );
 
     let got = starttls.received();
     assert_eq!(got.len(), 2, "both over STARTTLS, none in plain text");

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::rig::{
-    WAVE, log_entries, servers, servers_with, setup, slow_newsletter, start_workflow,
+    WAVE, log_entries, servers, servers_with, setup, slow_newsletter, start_failing_workflow,
+    start_workflow,
 };
 use common::{Env, count, read_recipients, read_subscriptions, root};
 use crosscast_test_servers::SinkOptions;
@@ -565,7 +566,11 @@ fn wrong_credentials_and_unknown_ca_fail_with_the_reason() {
     // Same name, other certificate: the server's CA is no longer trusted.
     env2.ok(&["ca", "add", "test-ca", ca.to_str().unwrap()]);
     let before = s.rig.fcm.received().len();
-    let run = start_workflow(&env2, T0, &root().join("tests/scenarios/push-only.toml"));
+    // Every push refused before it left: both deliveries fail, and the run.
+    let (run, st) =
+        start_failing_workflow(&env2, T0, &root().join("tests/scenarios/push-only.toml"));
+    assert_eq!(st["activities"]["push_ios"]["state"], "failed");
+    assert_eq!(st["activities"]["push_android"]["state"], "failed");
     let android = log_entries(&env2, run, "push_android");
     let failed: Vec<&serde_json::Value> =
         android.iter().filter(|e| e["state"] == "failed").collect();
@@ -625,7 +630,10 @@ fn egress_is_checked_on_the_resolved_address() {
     account.extend(["--param", &team, "--param", &key]);
     env.ok(&account);
     let workflow = root().join("tests/scenarios/push-only.toml");
-    let run = start_workflow(&env, T0, &workflow);
+    // Every push refused before it left: the delivery fails, and the run.
+    let (run, st) = start_failing_workflow(&env, T0, &workflow);
+    assert_eq!(st["activities"]["push_ios"]["state"], "failed");
+    assert_eq!(st["activities"]["push_android"]["state"], "done");
     let ios = log_entries(&env, run, "push_ios");
     assert!(!ios.is_empty());
     for e in &ios {
@@ -762,12 +770,13 @@ fn dry_run_counts_every_transition_and_sends_nothing() {
     assert!(s.rig.apns.received().is_empty());
     assert!(s.rig.fcm.received().is_empty());
     assert_eq!(s.rig.fcm.tokens_issued(), 0);
-    let run = st["run"].as_u64().unwrap().to_string();
-    assert_eq!(env.ok(&["deliveries", &run, "--json"]).trim(), "");
+    // Dry runs are numbered apart, and use up no run number.
+    assert_eq!((&st["id"], &st["run"]), (&"dry-1".into(), &1.into()));
+    assert_eq!(env.ok(&["deliveries", "dry-1", "--json"]).trim(), "");
 
     // The people's view: the table and a rendered sample.
     let text = env.ok(&["--now", T0, "run", wf.to_str().unwrap(), "--dry-run"]);
-    assert!(text.starts_with("dry run "), "{text}");
+    assert!(text.starts_with("run dry-2: "), "{text}");
     assert!(text.contains("sample email to "), "{text}");
     assert!(
         text.contains(&format!("would send {} of", want.emails.len())),

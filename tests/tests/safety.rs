@@ -10,7 +10,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::rig::{Servers, log_entries, servers, servers_with, setup, start_workflow};
+use common::rig::{
+    Servers, log_entries, servers, servers_with, setup, start_failing_workflow, start_workflow,
+};
 use common::{Env, read_recipients, root};
 use crosscast_test_servers::{Faults, Reply, SinkOptions, Stall};
 
@@ -178,7 +180,8 @@ fn a_channel_cannot_reach_past_the_stored_address_or_inject_headers() {
         // A plugin that behaves for the sample is refused message by message.
         let config = format!(r#"{{ mode = "{mode}"{extra}, spare_samples = true }}"#);
         let wf = one_delivery(&env, mode, &filter, "hostile", &config);
-        let run = start_workflow(&env, T0, &wf);
+        // Every message refused: the delivery fails, and the run.
+        let (run, _) = start_failing_workflow(&env, T0, &wf);
         let entries = log_entries(&env, run, "send");
         // The denylisted address is refused before its suppression check.
         assert_refused(&entries, "plugin", says);
@@ -208,7 +211,7 @@ fn a_channel_cannot_reach_past_the_stored_address_or_inject_headers() {
         "hostile",
         r#"{ mode = "text-redirect", to = "+15550009999", spare_samples = true }"#,
     );
-    let run = start_workflow(&env, T0, &texts);
+    let (run, _) = start_failing_workflow(&env, T0, &texts);
     assert_refused(
         &log_entries(&env, run, "send"),
         "plugin",
@@ -248,7 +251,7 @@ fn smtp_follows_the_egress_policy() {
         let note = String::from_utf8_lossy(&set.stderr);
         assert!(note.contains("is an internal address"), "{url}: {note}");
         env.ok(&["plugin", "grant", "email", "--account", "relay"]);
-        let run = start_workflow(&env, T0, &wf);
+        let (run, _) = start_failing_workflow(&env, T0, &wf);
         assert_refused(&log_entries(&env, run, "send"), "policy", says);
         assert!(s.rig.smtp.received().is_empty(), "{url}: nothing sent");
     }

@@ -5,112 +5,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::rig::{WAVE, servers, setup, slow_newsletter};
+use common::served::{Served, wait_for};
 use common::{Env, free_port, plugin_dir, root};
 use serde_json::Value;
 
 const T0: &str = "2026-01-05T09:00:00Z";
-
-/// A `crosscast serve` process on an environment's data directory, killed
-/// when dropped.
-struct Served {
-    child: Option<Child>,
-    log: PathBuf,
-    /// The API's base URL.
-    api: String,
-}
-
-impl Served {
-    /// Starts `crosscast serve ARGS` and waits until it listens.
-    fn start(env: &Env, args: &[&str]) -> Served {
-        let log = env
-            .data()
-            .with_extension(format!("serve-{}.log", free_port()));
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut all = vec!["serve", "--listen", listen.as_str(), "--poll-ms", "50"];
-        all.extend_from_slice(args);
-        let child = env
-            .command(&all)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("serve starts");
-        let served = Served {
-            child: Some(child),
-            log,
-            api: format!("http://{listen}"),
-        };
-        let file = env.data().join("serve.json");
-        wait_for("serve.json", Duration::from_secs(30), || {
-            std::fs::read(&file)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .is_some_and(|v| v["pid"] == served.pid())
-        });
-        served
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// What it logged so far.
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits for it to end: (exit code, log).
-    fn terminate(mut self) -> (Option<i32>, String) {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let status = wait_exit(&mut child, Duration::from_secs(60));
-        (status, self.log())
-    }
-
-    /// Kills it with SIGKILL (no cleanup at all).
-    fn kill(mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not stop within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Polls `ok` until it holds, failing the test after `within`.
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn code(out: &std::process::Output) -> Option<i32> {
     out.status.code()
@@ -549,7 +452,7 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
     let wf = std::fs::read_to_string(root().join("examples/cross-channel.toml")).unwrap();
     let start = api
         .post("/api/v1/runs?name=cross-channel.toml", &token)
-        .body(wf);
+        .body(wf.clone());
     let (status, v, headers) = api.send("/api/v1/runs", start);
     assert_eq!((status, &v["run"]), (201, &Value::from(1)));
     assert_eq!(headers["location"], "/api/v1/runs/1");
@@ -669,6 +572,44 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
     env.ok(&["denylist", "add", "email", "gone@example.com"]);
     let (_, listed) = api.get("/api/v1/suppression", "/api/v1/suppression?list=email", tok);
     assert_eq!(listed[0]["address"], "gone@example.com", "{listed}");
+
+    // A second run, steered: paused, resumed, nothing to retry, cancelled.
+    let (status, v, _) = api.send("/api/v1/runs", api.post("/api/v1/runs", &token).body(wf));
+    assert_eq!((status, &v["id"]), (201, &Value::from("2")));
+    wait_for("run 2 to wait", Duration::from_secs(60), || {
+        api.get(run, "/api/v1/runs/2", tok).1["state"] == "waiting"
+    });
+    let steer = |action: &str| {
+        let template = format!("/api/v1/runs/{{run}}/{action}");
+        let (status, body, _) = api.send(
+            &template,
+            api.post(&format!("/api/v1/runs/2/{action}"), &token),
+        );
+        (status, body)
+    };
+    let (status, paused) = steer("pause");
+    assert_eq!((status, &paused["state"]), (200, &Value::from("paused")));
+    assert_eq!(steer("pause").0, 409, "paused already");
+    let (status, resumed) = steer("resume");
+    assert_eq!((status, &resumed["state"]), (200, &Value::from("waiting")));
+    assert_eq!(steer("resume").0, 409, "not paused");
+    assert_eq!(steer("retry").0, 409, "nothing failed");
+    let (status, cancelled) = steer("cancel");
+    assert_eq!(
+        (status, &cancelled["state"]),
+        (200, &Value::from("cancelled"))
+    );
+    assert_eq!(steer("cancel").0, 409, "cancelled already");
+    // Its wait's timer went with it.
+    let (_, moved, _) = api.send(
+        advance,
+        api.post(advance, &token)
+            .json(&serde_json::json!({ "by": "8d" })),
+    );
+    assert_eq!(moved["fired"], 0, "{moved}");
+    let (_, listed) = api.get("/api/v1/runs", "/api/v1/runs?state=cancelled", tok);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["id"], "2");
     api.covered();
 
     // Commands are the CLI's: an API token may not have one carried out.

@@ -132,7 +132,7 @@ pub fn execute(app: &App, command: Command, io: &mut Io) -> anyhow::Result<u8> {
                         && !account.params.contains_key(meant)
                     {
                         bail!(
-                            "account `{a}` has parameter `{have}`, and `{}` reads `{meant}`:                              did you mean `{meant}`? (`crosscast account set {a} ... --param {meant}=VALUE`)",
+                            "account `{a}` has parameter `{have}`, and `{}` reads `{meant}`: did you mean `{meant}`? (`crosscast account set {a} ... --param {meant}=VALUE`)",
                             p.name
                         );
                     }
@@ -336,11 +336,17 @@ pub fn execute(app: &App, command: Command, io: &mut Io) -> anyhow::Result<u8> {
             );
         }
         Command::Run {
+            action: Some(action),
+            ..
+        } => return steer(app, io, action),
+        Command::Run {
+            action: None,
             file,
             json,
             dry_run,
             messages,
         } => {
+            let file = file.context("a workflow file to run")?;
             let Some(wf) = validated(io, app.validate(&file)?)? else {
                 return Ok(2);
             };
@@ -356,15 +362,24 @@ pub fn execute(app: &App, command: Command, io: &mut Io) -> anyhow::Result<u8> {
             io.doing(crate::interrupt::Doing::Run(Some(run)));
             exec.drive(run)?;
             io.doing(crate::interrupt::Doing::Other);
-            if exec.stopping() {
-                note!(
-                    io,
-                    "the server is stopping: run {run} stopped where it was, and resumes when it \
-                     starts again"
-                );
-            }
-            if print_status(io, &app.store, run, json)? == "failed" {
-                return Ok(1);
+            return finish_run(io, app, run, json);
+        }
+        Command::Runs {
+            state,
+            workflow,
+            dry,
+            json,
+        } => {
+            let filter = super::RunFilter {
+                state: state.map(|s| s.name().to_string()),
+                workflow,
+                dry,
+            };
+            let runs = super::list_runs(&app.store, &filter)?;
+            if json {
+                out!(io, "{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                super::status::print_runs(io, &runs)?;
             }
         }
         Command::Status { run, json } => {
@@ -527,4 +542,80 @@ fn validated(
             Ok(None)
         }
     }
+}
+
+/// Steers a run already started: cancel, pause, resume, retry.
+fn steer(app: &App, io: &mut Io, action: super::RunAction) -> anyhow::Result<u8> {
+    use super::RunAction;
+    use crate::store::runs::run_label;
+    let exec = app.executor()?;
+    match action {
+        RunAction::Cancel { run, json } => {
+            let cancelled = exec.cancel(run)?;
+            note!(
+                io,
+                "run {} cancelled: {cancelled} message(s) not sent are marked cancelled",
+                run_label(run)
+            );
+            print_status(io, &app.store, run, json)?;
+            Ok(0)
+        }
+        RunAction::Pause { run, json } => {
+            exec.pause(run)?;
+            note!(
+                io,
+                "run {} paused: its deliveries keep their place and its waits their timers; \
+                 `crosscast run resume {}` carries it on",
+                run_label(run),
+                run_label(run)
+            );
+            print_status(io, &app.store, run, json)?;
+            Ok(0)
+        }
+        RunAction::Resume { run, json } => {
+            let fired = exec.resume(run)?;
+            note!(
+                io,
+                "run {} resumed ({fired} wait(s) came due meanwhile)",
+                run_label(run)
+            );
+            io.doing(crate::interrupt::Doing::Run(Some(run)));
+            exec.drive(run)?;
+            io.doing(crate::interrupt::Doing::Other);
+            finish_run(io, app, run, json)
+        }
+        RunAction::Retry {
+            run,
+            activity,
+            json,
+        } => {
+            let retried = exec.retry(run, activity.as_deref())?;
+            note!(
+                io,
+                "run {}: retrying {}",
+                run_label(run),
+                retried.join(", ")
+            );
+            io.doing(crate::interrupt::Doing::Run(Some(run)));
+            exec.drive(run)?;
+            io.doing(crate::interrupt::Doing::Other);
+            finish_run(io, app, run, json)
+        }
+    }
+}
+
+/// After driving a run: its status, exit 1 if it failed.
+fn finish_run(io: &mut Io, app: &App, run: u64, json: bool) -> anyhow::Result<u8> {
+    if app.executor()?.stopping() {
+        note!(
+            io,
+            "the server is stopping: run {} stopped where it was, and resumes when it \
+             starts again",
+            crate::store::runs::run_label(run)
+        );
+    }
+    Ok(match print_status(io, &app.store, run, json)?.as_str() {
+        "failed" => 1,
+        _ => 0,
+    })
 }

@@ -51,6 +51,8 @@ pub enum State {
     Excluded,
     /// Waiting for another attempt.
     Retrying,
+    /// Never sent: the run was cancelled.
+    Cancelled,
 }
 
 fn state_of(d: &DeliveryState) -> State {
@@ -60,6 +62,7 @@ fn state_of(d: &DeliveryState) -> State {
         DeliveryState::Failed { .. } => State::Failed,
         DeliveryState::Excluded { .. } => State::Excluded,
         DeliveryState::Retrying { .. } => State::Retrying,
+        DeliveryState::Cancelled => State::Cancelled,
     }
 }
 
@@ -187,6 +190,7 @@ pub fn print(
             } => {
                 format!("retrying at {}{because}: {reason}", format_ms(*next_at))
             }
+            DeliveryState::Cancelled => "cancelled".to_string(),
         };
         let note = d
             .note

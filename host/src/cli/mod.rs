@@ -25,7 +25,8 @@ pub use app::{App, BUILTINS, Validated, builtin_dir};
 pub use execute::execute;
 pub use io::{Cancelled, Io, Place};
 pub use status::{
-    ActivityStatus, DeliverySummary, RunStatus, members, run_status, status_json, status_of,
+    ActivityStatus, DeliverySummary, RunFilter, RunStatus, RunSummary, list_runs, members,
+    run_status, status_json, status_of,
 };
 
 /// Crosscast: durable cross-channel marketing workflows on WebAssembly plugins.
@@ -123,16 +124,22 @@ pub enum Command {
         /// The workflow file (TOML).
         file: PathBuf,
     },
-    /// Start a run of a workflow; it runs until it ends or waits.
+    /// Start a run of a workflow (it runs until it ends or waits), or
+    /// steer one: `run cancel|pause|resume|retry RUN`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Run {
+        /// What to do with a run already started.
+        #[command(subcommand)]
+        action: Option<RunAction>,
         /// The workflow file (TOML).
-        file: PathBuf,
+        #[arg(required = true)]
+        file: Option<PathBuf>,
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
         /// Evaluate the whole graph, crossing waits on the run's clock,
         /// without sending: counts on every transition and one rendered
-        /// message per delivery.
+        /// message per delivery. Dry runs are numbered apart (`dry-1`).
         #[arg(long)]
         dry_run: bool,
         /// With --dry-run: list the first N targets of each delivery, each
@@ -140,9 +147,25 @@ pub enum Command {
         #[arg(long, value_name = "N", requires = "dry_run", value_parser = clap::value_parser!(u32).range(1..=10_000))]
         messages: Option<u32>,
     },
+    /// List runs: id, workflow, state, when it started, its messages.
+    Runs {
+        /// Only runs in this state.
+        #[arg(long, value_enum)]
+        state: Option<RunState>,
+        /// Only runs of this workflow (its name).
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Dry runs (numbered apart: dry-1, dry-2...) instead of real runs.
+        #[arg(long)]
+        dry: bool,
+        /// As JSON (an array).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a run: each activity, its state, counts and component.
     Status {
-        /// The run number.
+        /// The run: its number, or dry-N for a dry run.
+        #[arg(value_parser = crate::store::runs::parse_run)]
         run: u64,
         /// As JSON.
         #[arg(long)]
@@ -150,7 +173,8 @@ pub enum Command {
     },
     /// List the records that left an activity on a transition (external ids).
     Members {
-        /// The run number.
+        /// The run: its number, or dry-N for a dry run.
+        #[arg(value_parser = crate::store::runs::parse_run)]
         run: u64,
         /// The activity id.
         activity: String,
@@ -159,7 +183,8 @@ pub enum Command {
     },
     /// List a run's delivery log (filters combine).
     Deliveries {
-        /// The run number.
+        /// The run: its number, or dry-N for a dry run.
+        #[arg(value_parser = crate::store::runs::parse_run)]
         run: u64,
         /// As JSON (one object per line).
         #[arg(long)]
@@ -236,6 +261,7 @@ impl Command {
             Command::Export { .. } => "export",
             Command::Validate { .. } => "validate",
             Command::Run { .. } => "run",
+            Command::Runs { .. } => "runs",
             Command::Status { .. } => "status",
             Command::Members { .. } => "members",
             Command::Deliveries { .. } => "deliveries",
@@ -257,6 +283,85 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for a log collector.
     Json,
+}
+
+/// A run's state, as `runs --state` names it.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunState {
+    /// Has work to do now.
+    Running,
+    /// Waits for a timer.
+    Waiting,
+    /// Paused by the operator.
+    Paused,
+    /// Finished.
+    Done,
+    /// An activity failed and nothing handles it.
+    Failed,
+    /// Cancelled by the operator.
+    Cancelled,
+}
+
+impl RunState {
+    /// Its name, as statuses give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Waiting => "waiting",
+            RunState::Paused => "paused",
+            RunState::Done => "done",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What to do with a run already started.
+#[derive(Subcommand, Debug, Serialize, Deserialize)]
+pub enum RunAction {
+    /// Nothing more is sent or started: what is on the wire is recorded,
+    /// messages not sent are marked cancelled, timers are removed.
+    Cancel {
+        /// The run.
+        #[arg(value_parser = crate::store::runs::parse_run)]
+        run: u64,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliveries stop at their next round and keep their place; waits keep
+    /// their timers.
+    Pause {
+        /// The run.
+        #[arg(value_parser = crate::store::runs::parse_run)]
+        run: u64,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Carry a paused run on; waits that came due meanwhile fire now.
+    Resume {
+        /// The run.
+        #[arg(value_parser = crate::store::runs::parse_run)]
+        run: u64,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Execute failed activities again from their stored inputs, once
+    /// their cause is fixed: messages that never reached the provider are
+    /// sent again, nothing sent is.
+    Retry {
+        /// The run.
+        #[arg(value_parser = crate::store::runs::parse_run)]
+        run: u64,
+        /// Only this activity.
+        #[arg(long)]
+        activity: Option<String>,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Clock commands.
@@ -638,7 +743,10 @@ impl Command {
                 paths.extend(skip_invalid);
             }
             Command::Export { output, .. } => paths.extend(output),
-            Command::Validate { file } | Command::Run { file, .. } => paths.push(file),
+            Command::Validate { file }
+            | Command::Run {
+                file: Some(file), ..
+            } => paths.push(file),
             Command::Denylist(lists::DenylistCommand::Import { file, .. }) => paths.push(file),
             _ => {}
         }

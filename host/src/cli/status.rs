@@ -9,7 +9,7 @@ use super::io::{Io, out};
 use crate::clock::format_ms;
 use crate::store::Store;
 use crate::store::deliveries::StateKind;
-use crate::store::runs::TaskState;
+use crate::store::runs::{Control, TaskState, run_label, run_number};
 use crate::workflow::Workflow;
 
 /// The external ids of the records that left `activity` on `transition`, in
@@ -101,6 +101,8 @@ pub struct DeliverySummary {
     pub in_flight: u64,
     /// Failed for now, to be sent again.
     pub retrying: u64,
+    /// Never sent: the run was cancelled.
+    pub cancelled: u64,
 }
 
 /// A run's status, activity by activity, in workflow order.
@@ -123,6 +125,7 @@ pub fn run_status(
                 StateKind::Excluded => s.excluded += 1,
                 StateKind::Intent => s.in_flight += 1,
                 StateKind::Retrying => s.retrying += 1,
+                StateKind::Cancelled => s.cancelled += 1,
             }
         }
     }
@@ -148,7 +151,7 @@ pub fn run_status(
             errors: Vec::new(),
         };
         let mut taken = std::collections::BTreeSet::new();
-        let (mut pending, mut waiting, mut failed, mut done) = (0, 0, 0, 0);
+        let (mut pending, mut waiting, mut failed, mut done, mut cancelled) = (0, 0, 0, 0, 0);
         for t in &mine {
             if t.component.is_some() {
                 st.component_sha256 = t.component.clone();
@@ -166,6 +169,7 @@ pub fn run_status(
                     failed += 1;
                     st.errors.push(error.clone());
                 }
+                TaskState::Cancelled { .. } => cancelled += 1,
                 TaskState::Done { outputs } => {
                     done += 1;
                     for (k, o) in outputs {
@@ -183,9 +187,16 @@ pub fn run_status(
                 .cloned()
                 .collect();
         }
+        // A failure the workflow routes on (its `error` transition) is an
+        // outcome of the run, not the run's failure.
+        let handled = a.next.contains_key(crate::executor::ERROR);
         st.state = if failed > 0 {
-            run_state = "failed";
+            if !handled {
+                run_state = "failed";
+            }
             "failed"
+        } else if cancelled > 0 {
+            "cancelled"
         } else if pending > 0 {
             if run_state == "done" || run_state == "waiting" {
                 run_state = "running";
@@ -204,14 +215,21 @@ pub fn run_status(
         .into();
         out.push((a.id.clone(), st));
     }
+    let run_state = match r.control {
+        Control::Cancelled { .. } => "cancelled",
+        Control::Paused { .. } if run_state != "done" => "paused",
+        _ => run_state,
+    };
     Ok((run_state.to_string(), out))
 }
 
 /// A run's status as `status --json` and the API give it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct RunStatus {
-    /// The run's number.
+    /// The run's number in its sequence (real runs, or dry runs).
     pub run: u64,
+    /// How commands name it: `7`, or `dry-3` for a dry run.
+    pub id: String,
     /// A dry run (nothing sent).
     pub dry_run: bool,
     /// The workflow's name.
@@ -220,7 +238,7 @@ pub struct RunStatus {
     pub file: String,
     /// When it started, on its clock (RFC 3339).
     pub started_at: String,
-    /// `running`, `waiting`, `done` or `failed`.
+    /// `running`, `waiting`, `paused`, `done`, `failed` or `cancelled`.
     pub state: String,
     /// Each activity's status, by id.
     pub activities: std::collections::BTreeMap<String, ActivityStatus>,
@@ -231,7 +249,8 @@ pub fn status_of(store: &Store, run: u64) -> anyhow::Result<RunStatus> {
     let r = store.run(run)?;
     let (state, activities) = run_status(store, run)?;
     Ok(RunStatus {
-        run,
+        run: run_number(run),
+        id: run_label(run),
         dry_run: r.dry_run,
         workflow: r.workflow_name,
         file: r.workflow_file,
@@ -263,8 +282,8 @@ pub(super) fn print_status(
     let run_state = state.clone();
     out!(
         io,
-        "{} {run}: {} ({}), started {}, {state}",
-        if r.dry_run { "dry run" } else { "run" },
+        "run {}: {} ({}), started {}, {state}",
+        run_label(run),
         r.workflow_name,
         r.workflow_file,
         format_ms(r.created_at)
@@ -290,10 +309,14 @@ pub(super) fn print_status(
             })
             .collect();
         if let Some(d) = s.deliveries.as_ref().filter(|_| !r.dry_run) {
-            transitions.push(format!(
-                "(sent {} failed {} excluded {})",
+            let mut counts = format!(
+                "(sent {} failed {} excluded {}",
                 d.sent, d.failed, d.excluded
-            ));
+            );
+            if d.cancelled > 0 {
+                counts.push_str(&format!(" cancelled {}", d.cancelled));
+            }
+            transitions.push(counts + ")");
         }
         let state = match &s.waiting_until {
             Some(t) if s.state == "waiting" => format!("waiting until {t}"),
@@ -405,6 +428,113 @@ fn print_sample(io: &mut Io, m: &serde_json::Value) -> anyhow::Result<()> {
             }
         }
         out!(io, "    | {}", m["body"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
+/// One run as `crosscast runs` and `GET /api/v1/runs` list it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RunSummary {
+    /// Its number in its sequence (real runs, or dry runs).
+    pub run: u64,
+    /// How commands name it: `7`, or `dry-3`.
+    pub id: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The file (or API name) it was started from.
+    pub file: String,
+    /// A dry run (nothing sent).
+    pub dry_run: bool,
+    /// RFC 3339, on the run's clock.
+    pub started_at: String,
+    /// `running`, `waiting`, `paused`, `done`, `failed` or `cancelled`.
+    pub state: String,
+    /// Its deliveries' messages, summed over its delivery activities.
+    pub messages: DeliverySummary,
+}
+
+/// Which runs to list.
+#[derive(Debug, Default, Clone)]
+pub struct RunFilter {
+    /// Only runs in this state.
+    pub state: Option<String>,
+    /// Only runs of the workflow of this name.
+    pub workflow: Option<String>,
+    /// Dry runs instead of real ones.
+    pub dry: bool,
+}
+
+/// The runs `filter` selects, oldest first.
+pub fn list_runs(store: &Store, filter: &RunFilter) -> anyhow::Result<Vec<RunSummary>> {
+    let mut out = Vec::new();
+    for r in store.runs()? {
+        if r.dry_run != filter.dry
+            || filter
+                .workflow
+                .as_ref()
+                .is_some_and(|w| *w != r.workflow_name)
+        {
+            continue;
+        }
+        let (state, activities) = run_status(store, r.id)?;
+        if filter.state.as_ref().is_some_and(|s| *s != state) {
+            continue;
+        }
+        let mut messages = DeliverySummary::default();
+        for (_, a) in &activities {
+            if let Some(d) = &a.deliveries {
+                messages.sent += d.sent;
+                messages.failed += d.failed;
+                messages.excluded += d.excluded;
+                messages.in_flight += d.in_flight;
+                messages.retrying += d.retrying;
+                messages.cancelled += d.cancelled;
+            }
+        }
+        out.push(RunSummary {
+            run: run_number(r.id),
+            id: run_label(r.id),
+            workflow: r.workflow_name,
+            file: r.workflow_file,
+            dry_run: r.dry_run,
+            started_at: format_ms(r.created_at),
+            state,
+            messages,
+        });
+    }
+    Ok(out)
+}
+
+/// Prints runs for people: one line each.
+pub(super) fn print_runs(io: &mut Io, runs: &[RunSummary]) -> anyhow::Result<()> {
+    out!(
+        io,
+        "{:<8} {:<20} {:<10} {:<25} MESSAGES",
+        "RUN",
+        "WORKFLOW",
+        "STATE",
+        "STARTED"
+    );
+    for r in runs {
+        let m = &r.messages;
+        let mut counts = format!(
+            "sent {} failed {} excluded {}",
+            m.sent, m.failed, m.excluded
+        );
+        if m.cancelled > 0 {
+            counts.push_str(&format!(" cancelled {}", m.cancelled));
+        }
+        if m.retrying > 0 {
+            counts.push_str(&format!(" retrying {}", m.retrying));
+        }
+        out!(
+            io,
+            "{:<8} {:<20} {:<10} {:<25} {counts}",
+            r.id,
+            r.workflow,
+            r.state,
+            r.started_at
+        );
     }
     Ok(())
 }

@@ -70,8 +70,9 @@ pub struct Needs<'a> {
     pub runtime: &'a crate::runtime::Runtime,
     /// The network side.
     pub transports: &'a Transports,
-    /// Set when the process stops: build no more messages.
-    pub stop: &'a std::sync::atomic::AtomicBool,
+    /// True once the delivery must build no more messages: the process
+    /// stops, or the operator paused or cancelled the run.
+    pub stop: &'a (dyn Fn() -> bool + Sync),
 }
 
 /// First retry delay after a transient failure; it doubles per attempt.
@@ -165,6 +166,23 @@ pub(crate) fn deliver(
     })
 }
 
+/// Marks `cancelled` every target of a delivery task that has no final
+/// outcome (never sent, or retrying): the run was cancelled. Returns how
+/// many. Messages in flight when a process died keep their intent: whether
+/// they left is not known.
+pub(crate) fn cancel(
+    needs: &Needs<'_>,
+    run: u64,
+    activity: &Activity,
+    task: &Task,
+    pre: ChannelPre,
+    ctx: Arc<Context>,
+    at: i64,
+) -> Result<usize, String> {
+    let (pass, opened) = Pass::open(needs, run, activity, task, pre, ctx)?;
+    pass.cancel(&opened.targets, at)
+}
+
 /// How a delivery paces its rounds and records.
 #[derive(Clone, Copy)]
 struct Sizes {
@@ -184,14 +202,14 @@ fn drive(
     commit: &Committer,
     targets: &[u64],
     sizes: Sizes,
-    stop: &std::sync::atomic::AtomicBool,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<bool, String> {
     let mut rounds = targets.chunks(ROUND);
     let mut prepared_all = false;
     let mut stopped = false;
     let (mut expected, mut recorded) = (0usize, 0usize);
     loop {
-        if !prepared_all && stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if !prepared_all && stop() {
             tracing::info!("stopping: no more messages are built; recording the answers due");
             // Stopped early only if targets were left unbuilt.
             (prepared_all, stopped) = (true, rounds.len() > 0);

@@ -129,6 +129,29 @@ impl<'a> Pass<'a> {
         (self.counts, self.wake_at)
     }
 
+    /// Writes a `cancelled` entry for each target never sent or retrying,
+    /// and flushes; returns how many.
+    pub(super) fn cancel(&self, targets: &[u64], at: i64) -> Result<usize, String> {
+        let log: Vec<(u64, Delivery)> = targets
+            .iter()
+            .filter(|id| match self.progress.get(id) {
+                None => true,
+                Some(p) => p.next_at.is_some() && !p.done,
+            })
+            .map(|id| {
+                let mut e = self.entry(DeliveryState::Cancelled, None, None);
+                e.at = at;
+                e.attempts = self.attempt(*id) - 1;
+                (*id, e)
+            })
+            .collect();
+        self.needs
+            .store
+            .record_deliveries(self.run, self.activity, &log)
+            .map_err(|e| e.to_string())?;
+        Ok(log.len())
+    }
+
     /// Attempt number of the next try at `id`.
     fn attempt(&self, id: u64) -> u32 {
         self.progress.get(&id).map_or(0, |p| p.attempts) + 1

@@ -126,9 +126,12 @@ impl IntoResponse for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
-        let status = match e.downcast_ref::<StoreError>() {
-            Some(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
-            Some(StoreError::ImportUnderWay(_)) => StatusCode::CONFLICT,
+        use crate::executor::Refused;
+        let status = match (e.downcast_ref::<StoreError>(), e.downcast_ref::<Refused>()) {
+            (Some(StoreError::NotFound(_)), _) => StatusCode::NOT_FOUND,
+            (Some(StoreError::ImportUnderWay(_)), _) => StatusCode::CONFLICT,
+            (_, Some(Refused::NoActivity(..))) => StatusCode::NOT_FOUND,
+            (_, Some(_)) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, format!("{e:#}"))

@@ -18,8 +18,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::api::{ApiError, Reply, Shared, blocking};
-use crate::cli::RunStatus;
 use crate::cli::log::EntryView;
+use crate::cli::{RunStatus, RunSummary};
 use crate::store::plugins::PluginRecord;
 use crate::store::settings::Account;
 use crate::store::suppression::Suppression;
@@ -51,6 +51,10 @@ pub fn split() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(runs, start_run))
         .routes(routes!(run_status))
+        .routes(routes!(cancel_run))
+        .routes(routes!(pause_run))
+        .routes(routes!(resume_run))
+        .routes(routes!(retry_run))
         .routes(routes!(deliveries))
         .routes(routes!(members))
         .routes(routes!(suppression))
@@ -80,23 +84,13 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-/// A run in the list of runs.
-#[derive(Serialize, ToSchema)]
-struct RunSummary {
-    run: u64,
-    workflow: String,
-    file: String,
-    dry_run: bool,
-    /// RFC 3339, on the run's clock.
-    started_at: String,
-    /// `running`, `waiting`, `done` or `failed`.
-    state: String,
-}
-
 /// A run just started.
 #[derive(Serialize, ToSchema)]
 struct Started {
+    /// Its number in its sequence.
     run: u64,
+    /// How to name it: `7`, or `dry-3` for a dry run.
+    id: String,
     /// Worth saying about the workflow, not reasons to refuse it.
     warnings: Vec<String>,
 }
@@ -151,24 +145,101 @@ struct Moved {
     fired: usize,
 }
 
-/// Every run, oldest first.
-#[utoipa::path(get, path = "/api/v1/runs", responses(
+/// Which runs to list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RunsQuery {
+    /// Only runs in this state: running, waiting, paused, done, failed,
+    /// cancelled.
+    state: Option<String>,
+    /// Only runs of this workflow (its name).
+    workflow: Option<String>,
+    /// Dry runs instead of real runs.
+    #[serde(default)]
+    dry: bool,
+}
+
+/// Runs, oldest first, as `crosscast runs --json`.
+#[utoipa::path(get, path = "/api/v1/runs", params(RunsQuery), responses(
     (status = 200, body = Vec<RunSummary>), (status = 401, body = ErrorBody)))]
-async fn runs(State(s): State<Shared>) -> Reply {
+async fn runs(State(s): State<Shared>, Query(q): Query<RunsQuery>) -> Reply {
     blocking(move || {
-        let mut out = Vec::new();
-        for r in s.app.store.runs()? {
-            let (state, _) = crate::cli::run_status(&s.app.store, r.id)?;
-            out.push(RunSummary {
-                run: r.id,
-                workflow: r.workflow_name,
-                file: r.workflow_file,
-                dry_run: r.dry_run,
-                started_at: crate::clock::format_ms(r.created_at),
-                state,
-            });
-        }
-        Ok(Json(out).into_response())
+        let filter = crate::cli::RunFilter {
+            state: q.state,
+            workflow: q.workflow,
+            dry: q.dry,
+        };
+        Ok(Json(crate::cli::list_runs(&s.app.store, &filter)?).into_response())
+    })
+    .await
+}
+
+/// A run named in a path: `7`, or `dry-3`.
+fn run_id(s: &str) -> Result<u64, ApiError> {
+    crate::store::runs::parse_run(s).map_err(|e| ApiError(StatusCode::NOT_FOUND, e))
+}
+
+/// Cancels a run, as `crosscast run cancel RUN`: its status after.
+#[utoipa::path(post, path = "/api/v1/runs/{run}/cancel", params(("run" = String, Path)),
+    responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn cancel_run(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
+    blocking(move || {
+        let run = run_id(&run)?;
+        s.app.executor()?.cancel(run)?;
+        Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())
+    })
+    .await
+}
+
+/// Pauses a run, as `crosscast run pause RUN`: its status after.
+#[utoipa::path(post, path = "/api/v1/runs/{run}/pause", params(("run" = String, Path)),
+    responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn pause_run(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
+    blocking(move || {
+        let run = run_id(&run)?;
+        s.app.executor()?.pause(run)?;
+        Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())
+    })
+    .await
+}
+
+/// Resumes a paused run (the worker carries it on): its status now.
+#[utoipa::path(post, path = "/api/v1/runs/{run}/resume", params(("run" = String, Path)),
+    responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn resume_run(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
+    blocking(move || {
+        let run = run_id(&run)?;
+        s.app.executor()?.resume(run)?;
+        Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())
+    })
+    .await
+}
+
+/// Which failed activity to retry.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RetryQuery {
+    /// Only this activity (every failed one when absent).
+    activity: Option<String>,
+}
+
+/// Retries a run's failed activities (the worker carries it on): its
+/// status now.
+#[utoipa::path(post, path = "/api/v1/runs/{run}/retry", params(("run" = String, Path), RetryQuery),
+    responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn retry_run(
+    State(s): State<Shared>,
+    Path(run): Path<String>,
+    Query(q): Query<RetryQuery>,
+) -> Reply {
+    blocking(move || {
+        let run = run_id(&run)?;
+        s.app.executor()?.retry(run, q.activity.as_deref())?;
+        Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())
     })
     .await
 }
@@ -216,10 +287,15 @@ async fn start_run(
             false => crate::executor::RunKind::Real,
         };
         let run = s.app.executor()?.create(&wf, &name, kind)?;
+        let id = crate::store::runs::run_label(run);
         Ok((
             StatusCode::CREATED,
-            [(header::LOCATION, format!("/api/v1/runs/{run}"))],
-            Json(Started { run, warnings }),
+            [(header::LOCATION, format!("/api/v1/runs/{id}"))],
+            Json(Started {
+                run: crate::store::runs::run_number(run),
+                id,
+                warnings,
+            }),
         )
             .into_response())
     })
@@ -227,23 +303,28 @@ async fn start_run(
 }
 
 /// A run's status, as `crosscast status RUN --json`.
-#[utoipa::path(get, path = "/api/v1/runs/{run}", params(("run" = u64, Path)),
+#[utoipa::path(get, path = "/api/v1/runs/{run}", params(("run" = String, Path)),
     responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
-async fn run_status(State(s): State<Shared>, Path(run): Path<u64>) -> Reply {
-    blocking(move || Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())).await
+async fn run_status(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
+    blocking(move || {
+        let run = run_id(&run)?;
+        Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())
+    })
+    .await
 }
 
 /// A run's delivery log, filtered, as `crosscast deliveries RUN --json`.
-#[utoipa::path(get, path = "/api/v1/runs/{run}/deliveries", params(("run" = u64, Path), DeliveryQuery),
+#[utoipa::path(get, path = "/api/v1/runs/{run}/deliveries", params(("run" = String, Path), DeliveryQuery),
     responses((status = 200, body = Vec<EntryView>), (status = 404, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
 async fn deliveries(
     State(s): State<Shared>,
-    Path(run): Path<u64>,
+    Path(run): Path<String>,
     Query(filter): Query<DeliveryQuery>,
 ) -> Reply {
     blocking(move || {
+        let run = run_id(&run)?;
         let filter = crate::cli::log::Filter {
             activity: filter.activity,
             id: filter.id,
@@ -270,14 +351,15 @@ struct DeliveryQuery {
 
 /// The external ids of the records that left an activity on a transition.
 #[utoipa::path(get, path = "/api/v1/runs/{run}/members/{activity}/{transition}",
-    params(("run" = u64, Path), ("activity" = String, Path), ("transition" = String, Path)),
+    params(("run" = String, Path), ("activity" = String, Path), ("transition" = String, Path)),
     responses((status = 200, body = Members), (status = 404, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
 async fn members(
     State(s): State<Shared>,
-    Path((run, activity, transition)): Path<(u64, String, String)>,
+    Path((run, activity, transition)): Path<(String, String, String)>,
 ) -> Reply {
     blocking(move || {
+        let run = run_id(&run)?;
         let ids = crate::cli::members(&s.app.store, run, &activity, &transition)
             .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
         Ok(Json(Members { ids }).into_response())

@@ -1152,12 +1152,7 @@ mod tests {
 
     #[test]
     fn updates_in_any_order_write_each_block_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::for_tests(dir.path());
-        store
-            .audience()
-            .upsert("recipient", &people(0..5000, "a.test"))
-            .unwrap();
+        let (_dir, store) = five_thousand();
         let one = store.blocks.size("recipient", 1);
         // Every record updated, last first, 100 rows at a time, with a new
         // record among them.

@@ -55,6 +55,8 @@ pub enum DeliveryState {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cause: Option<Cause>,
     },
+    /// Never sent: the operator cancelled the run first.
+    Cancelled,
 }
 
 /// Why a message failed, by kind: the host's own refusals and network
@@ -121,6 +123,22 @@ impl Cause {
     pub fn host_side(self) -> bool {
         self != Cause::Provider
     }
+
+    /// True when the message never reached the provider: refused by the
+    /// host, or no connection. An operator's retry sends these again;
+    /// a timeout or a broken exchange may have been delivered, so they
+    /// are not.
+    pub fn never_reached(self) -> bool {
+        matches!(
+            self,
+            Cause::Policy
+                | Cause::Account
+                | Cause::Credentials
+                | Cause::Certificate
+                | Cause::Connect
+                | Cause::Plugin
+        )
+    }
 }
 
 impl std::fmt::Display for Cause {
@@ -149,6 +167,8 @@ pub enum StateKind {
     Excluded,
     /// [`DeliveryState::Retrying`].
     Retrying,
+    /// [`DeliveryState::Cancelled`].
+    Cancelled,
 }
 
 impl DeliveryState {
@@ -160,6 +180,7 @@ impl DeliveryState {
             DeliveryState::Failed { .. } => StateKind::Failed,
             DeliveryState::Excluded { .. } => StateKind::Excluded,
             DeliveryState::Retrying { .. } => StateKind::Retrying,
+            DeliveryState::Cancelled => StateKind::Cancelled,
         }
     }
 }
@@ -233,6 +254,7 @@ enum StoredState<'a> {
     Retrying(&'a str, i64),
     FailedFor(&'a str, bool, Cause),
     RetryingFor(&'a str, i64, Cause),
+    Cancelled,
 }
 
 impl<'a> Stored<'a> {
@@ -261,6 +283,7 @@ impl<'a> Stored<'a> {
                 next_at,
                 cause: Some(cause),
             } => StoredState::RetryingFor(reason, *next_at, *cause),
+            DeliveryState::Cancelled => StoredState::Cancelled,
         };
         Stored {
             channel: &d.channel,
@@ -281,6 +304,7 @@ impl<'a> Stored<'a> {
             StoredState::Failed(..) | StoredState::FailedFor(..) => StateKind::Failed,
             StoredState::Excluded(_) => StateKind::Excluded,
             StoredState::Retrying(..) | StoredState::RetryingFor(..) => StateKind::Retrying,
+            StoredState::Cancelled => StateKind::Cancelled,
         }
     }
 
@@ -308,6 +332,7 @@ impl<'a> Stored<'a> {
                 next_at,
                 cause: None,
             },
+            StoredState::Cancelled => DeliveryState::Cancelled,
             StoredState::RetryingFor(reason, next_at, cause) => DeliveryState::Retrying {
                 reason: reason.to_string(),
                 next_at,
@@ -340,6 +365,19 @@ impl<'a> Stored<'a> {
             },
         }
     }
+}
+
+/// How a delivery activity's messages ended (the latest entry of each).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Verdicts {
+    /// Accepted by the provider.
+    pub sent: u64,
+    /// Failed without reaching the provider ([`Cause::never_reached`]).
+    pub unreached: u64,
+    /// Failed otherwise (the provider's verdict, a timeout...).
+    pub failed: u64,
+    /// The first unreached failure's cause and reason.
+    pub first_unreached: Option<(Cause, String)>,
 }
 
 /// Where a target stands, as far as sending again is concerned.
@@ -468,6 +506,86 @@ impl Store {
         Ok(())
     }
 
+    /// How a delivery activity's messages ended, as far as telling its
+    /// failure apart from its messages' goes.
+    pub fn verdicts(&self, run: u64, activity: &str) -> Result<Verdicts> {
+        let mut latest: HashMap<u64, Delivery> = HashMap::new();
+        self.latest_of(run, activity, &mut latest)?;
+        let mut v = Verdicts::default();
+        for d in latest.values() {
+            match &d.state {
+                DeliveryState::Sent { .. } => v.sent += 1,
+                DeliveryState::Failed {
+                    reason,
+                    cause: Some(cause),
+                    ..
+                } if cause.never_reached() => {
+                    v.unreached += 1;
+                    v.first_unreached
+                        .get_or_insert_with(|| (*cause, reason.clone()));
+                }
+                DeliveryState::Failed { .. } => v.failed += 1,
+                _ => {}
+            }
+        }
+        Ok(v)
+    }
+
+    /// The latest entry of each target of a delivery activity.
+    fn latest_of(
+        &self,
+        run: u64,
+        activity: &str,
+        latest: &mut HashMap<u64, Delivery>,
+    ) -> Result<()> {
+        let prefix = prefix(run, activity);
+        for kv in self.tree(PER_TARGET)?.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            latest.insert(split_key(&k).1, decode_entry(&v)?);
+        }
+        for kv in self.tree(LOG)?.scan_prefix(&prefix) {
+            let (_, v) = kv?;
+            for (target, s) in decode_batch(&v)? {
+                latest.insert(target, s.to_delivery());
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the messages of a delivery activity that failed without
+    /// reaching the provider (see [`Cause::never_reached`]) due again at
+    /// `now`, for an operator's retry; returns how many.
+    pub fn requeue_unreached(&self, run: u64, activity: &str, now: i64) -> Result<usize> {
+        let mut latest: HashMap<u64, Delivery> = HashMap::new();
+        self.latest_of(run, activity, &mut latest)?;
+        let mut again: Vec<(u64, Delivery)> = latest
+            .into_iter()
+            .filter_map(|(target, mut d)| {
+                let DeliveryState::Failed {
+                    reason,
+                    cause: Some(cause),
+                    ..
+                } = &d.state
+                else {
+                    return None;
+                };
+                if !cause.never_reached() {
+                    return None;
+                }
+                d.state = DeliveryState::Retrying {
+                    reason: format!("sent again on the operator's retry (was: {reason})"),
+                    next_at: now,
+                    cause: Some(*cause),
+                };
+                d.at = now;
+                Some((target, d))
+            })
+            .collect();
+        again.sort_by_key(|(t, _)| *t);
+        self.record_deliveries(run, activity, &again)?;
+        Ok(again.len())
+    }
+
     /// Where each target of a run stands, by activity: the latest entry's
     /// state, as [`Store::run_deliveries`] gives it, without reading every
     /// entry out in full (a run's status counts them; 100k entries cost a
@@ -559,6 +677,7 @@ mod tests {
             DeliveryState::Excluded {
                 reason: "on the sms denylist".into(),
             },
+            DeliveryState::Cancelled,
             DeliveryState::Retrying {
                 reason: "429".into(),
                 next_at: 1_767_603_900_000,

@@ -204,6 +204,7 @@ impl Store {
         let me = format!("process {} ({})", std::process::id(), options.holder);
         lock.set_len(0)?;
         std::io::Write::write_all(&mut lock, me.as_bytes())?;
+        sled_released(&dir.join("db").join("db"))?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             // Bounded cache: the page cache serves repeated column blocks; the
@@ -248,6 +249,39 @@ impl Store {
 
 /// Refuses a path that is not a data directory: a file, or (unless
 /// `create`) a directory without a database in it.
+/// How long to wait for a store this process just closed to let go of
+/// sled's file.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until nobody holds sled's own lock on `file`.
+///
+/// Holding the pid file, only a store this process closed can still hold
+/// it: sled's `Drop` returns before its I/O threads close the file
+/// (spacejam/sled#1234), so opening the directory again at once (the demo
+/// runs one command after another) can find it locked. sled reports that
+/// as an untyped error; the wait decides on the lock itself.
+fn sled_released(file: &Path) -> Result<()> {
+    let Ok(probe) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+    else {
+        // No database yet (or sled will say what is wrong with it).
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    loop {
+        match probe.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < RELEASE_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(()),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+    }
+}
+
 fn check_data_dir(dir: &Path, create: bool) -> Result<()> {
     let shown = dir.display();
     match std::fs::metadata(dir) {
@@ -307,4 +341,37 @@ pub(crate) fn json_decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8])
         tree,
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sled's file still locked by a closing store delays the next open; it
+    /// does not fail it.
+    #[test]
+    fn opening_again_waits_for_sled_to_let_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(Store::for_tests(tmp.path()));
+        let sled_file = tmp.path().join("db").join("db");
+        let held = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&sled_file)
+            .unwrap();
+        held.lock().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let started = std::time::Instant::now();
+        let store = Store::for_tests(tmp.path());
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        release.join().unwrap();
+        drop(store);
+        // And one command after another, as the demo runs them.
+        for _ in 0..50 {
+            let store = Store::for_tests(tmp.path());
+            store.flush().unwrap();
+        }
+    }
 }

@@ -35,10 +35,64 @@ pub struct Run {
     /// targets: what would be sent, excluded or refused, and why).
     #[serde(default = "one")]
     pub preview_messages: u32,
+    /// What the operator said: run, pause or cancel.
+    #[serde(default)]
+    pub control: Control,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// What the operator said about a run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "control", rename_all = "snake_case")]
+pub enum Control {
+    /// Runs.
+    #[default]
+    Active,
+    /// Paused at this instant: nothing starts, deliveries stop at their next
+    /// round, timers wait for the resume.
+    Paused {
+        /// When (ms).
+        at: i64,
+    },
+    /// Cancelled at this instant: nothing more is sent or started.
+    Cancelled {
+        /// When (ms).
+        at: i64,
+    },
+}
+
+/// Dry runs are numbered in a sequence of their own, stored above this in
+/// the runs tree: `dry-3` is `DRY_RUNS + 3`.
+pub const DRY_RUNS: u64 = 1 << 62;
+
+/// A run's name for people and commands: `7`, or `dry-3` for a dry run.
+pub fn run_label(id: u64) -> String {
+    match id.checked_sub(DRY_RUNS) {
+        Some(n) => format!("dry-{n}"),
+        None => id.to_string(),
+    }
+}
+
+/// A run's number within its sequence (what `--json` gives as `run`).
+pub fn run_number(id: u64) -> u64 {
+    id.checked_sub(DRY_RUNS).unwrap_or(id)
+}
+
+/// Reads a run as commands name it: `7`, or `dry-3`.
+pub fn parse_run(s: &str) -> std::result::Result<u64, String> {
+    let bad = || format!("`{s}` is not a run: a number (7), or dry-N for a dry run (dry-3)");
+    let (dry, n) = match s.strip_prefix("dry-") {
+        Some(n) => (true, n),
+        None => (false, s),
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    if n == 0 || n >= DRY_RUNS {
+        return Err(bad());
+    }
+    Ok(if dry { DRY_RUNS + n } else { n })
 }
 
 /// A population arriving at a task.
@@ -81,6 +135,11 @@ pub enum TaskState {
     Failed {
         /// What went wrong.
         error: String,
+    },
+    /// Cancelled by the operator before it finished.
+    Cancelled {
+        /// When (ms).
+        at: i64,
     },
 }
 
@@ -201,7 +260,17 @@ fn tx_err(e: sled::transaction::TransactionError<StoreError>) -> StoreError {
 impl Store {
     /// The next run number: 1, 2, 3... (sled's own ids jump after a restart).
     pub fn next_run_id(&self) -> Result<u64> {
-        let v = self.tree("meta")?.update_and_fetch("run_seq", |old| {
+        self.next_in("run_seq")
+    }
+
+    /// The next dry run: `dry-1`, `dry-2`... apart from real runs, so dry
+    /// runs use up no run numbers.
+    pub fn next_dry_run_id(&self) -> Result<u64> {
+        Ok(DRY_RUNS + self.next_in("dry_run_seq")?)
+    }
+
+    fn next_in(&self, sequence: &str) -> Result<u64> {
+        let v = self.tree("meta")?.update_and_fetch(sequence, |old| {
             let n = old
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
@@ -233,8 +302,66 @@ impl Store {
     pub fn run(&self, id: u64) -> Result<Run> {
         match self.tree("runs")?.get(id.to_be_bytes())? {
             Some(v) => json_decode("runs", &v),
-            None => Err(StoreError::NotFound(format!("run {id} does not exist"))),
+            None => Err(StoreError::NotFound(format!(
+                "run {} does not exist",
+                run_label(id)
+            ))),
         }
+    }
+
+    /// Sets what the operator said about a run; returns the run as it was.
+    pub fn set_control(&self, id: u64, control: Control) -> Result<Run> {
+        let runs = self.tree("runs")?;
+        let before = runs
+            .transaction(|r| {
+                let Some(v) = r.get(id.to_be_bytes())? else {
+                    return Err(ConflictableTransactionError::Abort(StoreError::NotFound(
+                        format!("run {} does not exist", run_label(id)),
+                    )));
+                };
+                let mut run: Run =
+                    json_decode("runs", &v).map_err(ConflictableTransactionError::Abort)?;
+                let before = run.clone();
+                run.control = control;
+                r.insert(&id.to_be_bytes(), json_encode(&run))?;
+                Ok(before)
+            })
+            .map_err(tx_err)?;
+        self.flush()?;
+        Ok(before)
+    }
+
+    /// What the operator said about a run (a small read: deliveries ask it
+    /// at every round).
+    pub fn control(&self, id: u64) -> Result<Control> {
+        Ok(self.run(id)?.control)
+    }
+
+    /// Cancels the tasks of a run that have not finished, and removes their
+    /// timers, atomically.
+    pub fn cancel_tasks(&self, run: u64, at: i64) -> Result<usize> {
+        let tasks = self.tree("tasks")?;
+        let timers = self.tree("timers")?;
+        let open: Vec<Task> = self
+            .tasks(run)?
+            .into_iter()
+            .filter(|t| matches!(t.state, TaskState::Pending | TaskState::Waiting { .. }))
+            .collect();
+        (&tasks, &timers)
+            .transaction(|(t, tm)| {
+                for task in &open {
+                    if let TaskState::Waiting { until } = task.state {
+                        tm.remove(&timer_key(until, run, task.id))?;
+                    }
+                    let mut task = task.clone();
+                    task.state = TaskState::Cancelled { at };
+                    t.insert(&task_key(run, task.id), json_encode(&task))?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_err)?;
+        self.flush()?;
+        Ok(open.len())
     }
 
     /// Every run, oldest first.
@@ -404,6 +531,7 @@ mod tests {
             created_at: 0,
             dry_run: false,
             preview_messages: 1,
+            control: Control::Active,
         };
         store
             .create_run(

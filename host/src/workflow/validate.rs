@@ -69,12 +69,14 @@ pub fn validate(
         );
         configs.push((raw, plugin.clone(), configured.clone()));
         for (transition, (span, _)) in &raw.next {
-            if !configured.outputs.contains(transition) {
+            // `error` is the host's: taken when the activity fails.
+            if !configured.outputs.contains(transition) && transition != crate::executor::ERROR {
                 diags.push(parsed.at(
                     span,
                     format!("{prefix}.next.{transition}"),
                     format!(
-                        "`{kind}` has no transition `{transition}` with this config (it has: {})",
+                        "`{kind}` has no transition `{transition}` with this config (it has: {}, \
+                         and `error` on failure)",
                         configured.outputs.join(", ")
                     ),
                 ));

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod rig;
+pub mod served;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -84,6 +84,25 @@ pub fn start_workflow(env: &Env, now: &str, wf: &std::path::Path) -> u64 {
     v["run"].as_u64().expect("run id")
 }
 
+/// Starts a run that fails (exit 1: an activity failed and nothing handles
+/// it); returns its number and status.
+pub fn start_failing_workflow(
+    env: &Env,
+    now: &str,
+    wf: &std::path::Path,
+) -> (u64, serde_json::Value) {
+    let out = env.run(&["--now", now, "run", wf.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the run should fail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON status");
+    assert_eq!(v["state"], "failed", "{v:#}");
+    (v["run"].as_u64().expect("run id"), v)
+}
+
 /// The delivery log entries of one activity, as JSON.
 pub fn log_entries(env: &Env, run: u64, activity: &str) -> Vec<serde_json::Value> {
     env.ok(&["deliveries", &run.to_string(), "--json"])
