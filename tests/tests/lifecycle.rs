@@ -222,6 +222,20 @@ config = { account = "smtp", from = "news@acme.example", subject = "Hi", text = 
     // Handled failures are not retried: what follows them ran.
     let err = env.fails(&["--now", T0, "run", "retry", "1"]);
     assert!(err.contains("no failed activity"), "{err}");
+
+    // A failure's population arrives on its own: never at a join.
+    let joined = android_then_wait(
+        &env,
+        "next = { done = \"later\", error = \"both\" }",
+        "next = { done = \"both\" }\n[activity.both]\ntype = \"union\"\n",
+    );
+    let err = env.fails(&["validate", joined.to_str().unwrap()]);
+    assert!(
+        err.contains("android.toml:10:")
+            && err.contains("activity.push_android.next.error")
+            && err.contains("cannot lead to a join"),
+        "{err}"
+    );
 }
 
 /// A workflow waiting a day before its email, under `serve` on a virtual

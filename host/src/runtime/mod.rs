@@ -9,6 +9,7 @@
 
 pub mod bindings;
 pub mod channel;
+pub mod compile_cache;
 pub mod contract;
 pub mod limits;
 pub mod preflight;
@@ -142,6 +143,8 @@ pub struct Runtime {
     channel_v2_linker: Linker<HostState>,
     limits: Limits,
     cache: Mutex<HashMap<String, Loaded>>,
+    /// Compiled components shared by data directories, if asked for.
+    compiled: Option<compile_cache::CompileCache>,
 }
 
 impl Runtime {
@@ -222,6 +225,7 @@ impl Runtime {
             channel_v2_linker,
             limits,
             cache: Mutex::new(HashMap::new()),
+            compiled: compile_cache::CompileCache::from_env(),
         }))
     }
 
@@ -299,9 +303,10 @@ impl Runtime {
 
     /// [`Runtime::inspect`], with what a channel says of itself.
     fn examine(&self, bytes: &[u8]) -> Result<Examined, PluginError> {
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Invalid(format!("not a valid WebAssembly component: {e}")))?;
         let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = self
+            .compile(&sha256, bytes)
+            .map_err(|e| PluginError::Invalid(format!("not a valid WebAssembly component: {e}")))?;
         let contract = contract::Contract::read(&self.engine, &component, bytes)?;
         let loaded = self.link(&component)?;
         let ctx = Arc::new(Context::inspection());
@@ -369,6 +374,15 @@ impl Runtime {
             facts,
             contract,
         })
+    }
+
+    /// Compiles a component (whose sha256 is `sha256`), or loads it from
+    /// the compile cache when there is one.
+    fn compile(&self, sha256: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+        match &self.compiled {
+            Some(cache) => cache.component(&self.engine, self.engine_hash, sha256, bytes),
+            None => Component::new(&self.engine, bytes),
+        }
     }
 
     /// Installs a component: verify, describe, precompile, store. The same
@@ -470,7 +484,7 @@ impl Runtime {
                 .map_err(|e| PluginError::Invalid(format!("stored artifact does not load: {e}")))?,
             None => {
                 let bytes = store.component(sha256)?;
-                let c = Component::new(&self.engine, &bytes).map_err(|e| {
+                let c = self.compile(sha256, &bytes).map_err(|e| {
                     PluginError::Invalid(format!("stored component does not compile: {e}"))
                 })?;
                 let artifact = c

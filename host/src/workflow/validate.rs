@@ -125,6 +125,19 @@ pub fn validate(
                         format!("activity.{}.next.{transition}", raw.id),
                         "an activity cannot lead to itself",
                     ));
+                } else if transition == crate::executor::ERROR
+                    && inputs_range.get(target).is_some_and(|(_, max)| *max > 1)
+                {
+                    // A failure's population arrives on its own: a join
+                    // would wait for its other inputs for ever.
+                    diags.push(parsed.at(
+                        span,
+                        format!("activity.{}.next.{transition}", raw.id),
+                        format!(
+                            "an `error` transition cannot lead to a join (`{target}` gathers \
+                             several inputs); lead it to an activity that takes one"
+                        ),
+                    ));
                 } else {
                     *incoming.entry(target.as_str()).or_default() += 1;
                 }

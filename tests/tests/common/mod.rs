@@ -79,10 +79,19 @@ impl Env {
     pub fn new() -> Env {
         let keys = tempfile::tempdir().expect("tempdir");
         let key = keys.path().join("key").display().to_string();
+        // Components compiled once for the whole suite (each `init`
+        // installs the same built-ins): the compile cache, in target/.
+        let compiled = target_dir().join("crosscast-compile-cache");
         Env {
             dir: tempfile::tempdir().expect("tempdir"),
             keys,
-            envs: vec![("CROSSCAST_KEY_FILE".into(), key)],
+            envs: vec![
+                ("CROSSCAST_KEY_FILE".into(), key),
+                (
+                    "CROSSCAST_COMPILE_CACHE".into(),
+                    compiled.display().to_string(),
+                ),
+            ],
         }
     }
 
