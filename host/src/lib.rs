@@ -12,6 +12,7 @@ pub mod clock;
 pub mod deliver;
 pub mod doctor;
 pub mod executor;
+pub mod graph;
 pub mod import;
 pub mod interrupt;
 pub mod runtime;

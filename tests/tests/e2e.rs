@@ -206,6 +206,35 @@ fn reference_workflow_end_to_end() {
     assert_eq!(count(&st, "deliver_sms", "done") as usize, want.sms_subs);
     assert_eq!(st["activities"]["wait"]["state"], "waiting");
     assert_eq!(st["activities"]["split_os"]["state"], "not_reached");
+    // The run as a graph, its counts what the input files say.
+    let graph = env.ok(&["graph", &run.to_string()]);
+    let (q, emails, mobiles) = (
+        want.email_subs + want.sms_subs,
+        want.emails.len(),
+        want.mobiles.len(),
+    );
+    let lines = [
+        format!("run {run}: cross-channel, waiting"),
+        "query [query] done".to_string(),
+        format!("└─ done {q} → split_channel [split] done"),
+        format!(
+            "   ├─ email {} → deliver_email [email] done (sent {emails})",
+            want.email_subs
+        ),
+        format!(
+            "   │  └─ done {} → wait [wait] waiting until {T7}",
+            want.email_subs
+        ),
+        "   │     └─ done → split_os [split] not reached".to_string(),
+        "   │        ├─ ios → push_ios [apns] not reached".to_string(),
+        "   │        └─ android → push_android [fcm] not reached".to_string(),
+        format!(
+            "   └─ sms {} → deliver_sms [sms] done (sent {mobiles})",
+            want.sms_subs
+        ),
+        format!("      └─ done {} → wait (see above)", want.sms_subs),
+    ];
+    assert_eq!(graph, lines.join("\n") + "\n");
     let email_log = &st["activities"]["deliver_email"]["deliveries"];
     assert_eq!(
         email_log["sent"].as_u64(),
@@ -380,6 +409,35 @@ fn reference_workflow_end_to_end() {
     assert_eq!(
         st["activities"]["push_android"]["deliveries"]["sent"].as_u64(),
         Some(want.android.len() as u64)
+    );
+
+    // As a picture: every activity, and the counts the servers saw.
+    let svg = env.ok(&["graph", &run.to_string(), "--format", "svg"]);
+    assert!(svg.contains("<svg"), "{svg}");
+    for text in [
+        format!("sent {}", want.ios.len()),
+        format!("sent {}", want.android.len()),
+        format!("ios {}", want.ios.len()),
+        format!("android {}", want.android.len()),
+    ] {
+        assert!(svg.contains(&text), "{text} in {svg}");
+    }
+    let dot = env.ok(&["graph", &run.to_string(), "--format", "dot"]);
+    assert!(
+        dot.contains(&format!(
+            "\"split_os\" -> \"push_ios\" [label=\"ios {}\"];",
+            want.ios.len()
+        )),
+        "{dot}"
+    );
+    // The workflow alone: its shape, no counts.
+    let plain = env.ok(&[
+        "graph",
+        root().join("examples/cross-channel.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        plain.starts_with("cross-channel\nquery [query]\n└─ done → split_channel [split]\n"),
+        "{plain}"
     );
 
     // A repeat does nothing, and nothing was sent twice.

@@ -382,6 +382,30 @@ pub fn execute(app: &App, command: Command, io: &mut Io) -> anyhow::Result<u8> {
                 super::status::print_runs(io, &runs)?;
             }
         }
+        Command::Graph { target, format } => {
+            let name = target.to_string_lossy();
+            let graph = match crate::store::runs::parse_run(&name) {
+                // A run, unless a file of that name is meant.
+                Ok(run) if !target.exists() => {
+                    let st = super::status_of(&app.store, run)?;
+                    let wf: crate::workflow::Workflow =
+                        serde_json::from_value(app.store.run(run)?.workflow)?;
+                    let title = format!("run {}: {}, {}", st.id, st.workflow, st.state);
+                    crate::graph::Graph::of_run(&wf, title, &st.activities)
+                }
+                _ => {
+                    let Some(wf) = validated(io, app.validate(&target)?)? else {
+                        return Ok(2);
+                    };
+                    crate::graph::Graph::of_workflow(&wf)
+                }
+            };
+            match format {
+                super::GraphFormat::Text => write!(io.out, "{}", graph.text(100))?,
+                super::GraphFormat::Dot => write!(io.out, "{}", graph.dot())?,
+                super::GraphFormat::Svg => writeln!(io.out, "{}", graph.svg()?)?,
+            }
+        }
         Command::Status { run, json } => {
             print_status(io, &app.store, run, json)?;
         }

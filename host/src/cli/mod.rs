@@ -171,6 +171,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Draw a workflow (FILE) or a run (RUN) as a graph, left to right:
+    /// for a run, each transition's count and each activity's state.
+    Graph {
+        /// A workflow file, or a run (7, dry-3).
+        target: PathBuf,
+        /// `text` for a terminal (100 columns), `dot` for Graphviz, `svg`
+        /// for a picture (laid out by the binary itself).
+        #[arg(long, value_enum, default_value = "text")]
+        format: GraphFormat,
+    },
     /// List the records that left an activity on a transition (external ids).
     Members {
         /// The run: its number, or dry-N for a dry run.
@@ -262,6 +272,7 @@ impl Command {
             Command::Validate { .. } => "validate",
             Command::Run { .. } => "run",
             Command::Runs { .. } => "runs",
+            Command::Graph { .. } => "graph",
             Command::Status { .. } => "status",
             Command::Members { .. } => "members",
             Command::Deliveries { .. } => "deliveries",
@@ -283,6 +294,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for a log collector.
     Json,
+}
+
+/// How `graph` draws.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GraphFormat {
+    /// For a terminal.
+    Text,
+    /// Graphviz's language.
+    Dot,
+    /// A picture.
+    Svg,
 }
 
 /// A run's state, as `runs --state` names it.
@@ -747,6 +769,8 @@ impl Command {
             | Command::Run {
                 file: Some(file), ..
             } => paths.push(file),
+            // A file, not a run's name.
+            Command::Graph { target, .. } if target.exists() => paths.push(target),
             Command::Denylist(lists::DenylistCommand::Import { file, .. }) => paths.push(file),
             _ => {}
         }
