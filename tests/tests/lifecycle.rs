@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::rig::{Servers, WAVE, servers, setup, slow_newsletter};
+use common::rig::{Servers, WAVE, per_address, servers, setup, slow_newsletter};
 use common::served::{Served, wait_for};
 use common::{Env, read_recipients, read_subscriptions, root};
 use serde_json::Value;
@@ -29,15 +29,6 @@ fn per_device(s: &Servers) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for p in s.rig.fcm.received() {
         *out.entry(p.token).or_default() += 1;
-    }
-    out
-}
-
-/// How many emails the relay received per address.
-fn per_address(s: &Servers) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for m in s.rig.smtp.received() {
-        *out.entry(m.to[0].clone()).or_default() += 1;
     }
     out
 }

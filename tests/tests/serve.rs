@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::rig::{WAVE, servers, setup, slow_newsletter};
+use common::rig::{WAVE, per_address, servers, setup, slow_newsletter};
 use common::served::{Served, wait_for};
 use common::{Env, free_port, plugin_dir, root};
 use serde_json::Value;
@@ -793,15 +793,6 @@ fn a_run_stuck_in_a_plugin_does_not_delay_another() {
     let error = st["activities"]["bad"]["errors"][0].as_str().unwrap();
     assert!(error.contains("time"), "{error}");
     drop(served);
-}
-
-/// Emails received, per address.
-fn per_address(s: &common::rig::Servers) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for m in s.rig.smtp.received() {
-        *out.entry(m.to[0].clone()).or_default() += 1;
-    }
-    out
 }
 
 /// SIGTERM during a delivery: the server builds no more messages, records

@@ -184,12 +184,7 @@ fn run_id(s: &str) -> Result<u64, ApiError> {
     responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn cancel_run(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
-    blocking(move || {
-        let run = run_id(&run)?;
-        s.app.executor()?.cancel(run)?;
-        Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())
-    })
-    .await
+    steer(s, run, |exec, run| exec.cancel(run).map(drop)).await
 }
 
 /// Pauses a run, as `crosscast run pause RUN`: its status after.
@@ -197,12 +192,7 @@ async fn cancel_run(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
     responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn pause_run(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
-    blocking(move || {
-        let run = run_id(&run)?;
-        s.app.executor()?.pause(run)?;
-        Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())
-    })
-    .await
+    steer(s, run, |exec, run| exec.pause(run).map(drop)).await
 }
 
 /// Resumes a paused run (the worker carries it on): its status now.
@@ -210,12 +200,7 @@ async fn pause_run(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
     responses((status = 200, body = RunStatus), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn resume_run(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
-    blocking(move || {
-        let run = run_id(&run)?;
-        s.app.executor()?.resume(run)?;
-        Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())
-    })
-    .await
+    steer(s, run, |exec, run| exec.resume(run).map(drop)).await
 }
 
 /// Which failed activity to retry.
@@ -236,9 +221,22 @@ async fn retry_run(
     Path(run): Path<String>,
     Query(q): Query<RetryQuery>,
 ) -> Reply {
+    steer(s, run, move |exec, run| {
+        exec.retry(run, q.activity.as_deref()).map(drop)
+    })
+    .await
+}
+
+/// Does `what` to the run named `run`, and answers with its status after.
+async fn steer(
+    s: Shared,
+    run: String,
+    what: impl FnOnce(&crate::executor::Executor, u64) -> anyhow::Result<()> + Send + 'static,
+) -> Reply {
     blocking(move || {
         let run = run_id(&run)?;
-        s.app.executor()?.retry(run, q.activity.as_deref())?;
+        let exec = s.app.executor()?;
+        what(&exec, run)?;
         Ok(Json(crate::cli::status_of(&s.app.store, run)?).into_response())
     })
     .await

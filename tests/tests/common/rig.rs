@@ -103,6 +103,15 @@ pub fn start_failing_workflow(
     (v["run"].as_u64().expect("run id"), v)
 }
 
+/// How many emails the relay received per address.
+pub fn per_address(s: &Servers) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for m in s.rig.smtp.received() {
+        *out.entry(m.to[0].clone()).or_default() += 1;
+    }
+    out
+}
+
 /// The delivery log entries of one activity, as JSON.
 pub fn log_entries(env: &Env, run: u64, activity: &str) -> Vec<serde_json::Value> {
     env.ok(&["deliveries", &run.to_string(), "--json"])
