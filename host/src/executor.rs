@@ -435,6 +435,38 @@ impl Executor {
         Ok(fired)
     }
 
+    /// A message of delivery `activity` of `run`, built now for one of the
+    /// recipients it received, as it would leave: nothing is sent or
+    /// logged. `None` for an activity that is no delivery, not reached, or
+    /// whose first recipients would get no message.
+    pub fn sample(&self, run: u64, activity: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let r = self.store.run(run)?;
+        let workflow: Workflow =
+            serde_json::from_value(r.workflow.clone()).context("stored workflow")?;
+        let Some(a) = workflow.activity(activity) else {
+            return Err(Refused::NoActivity(run_label(run), activity.to_string()).into());
+        };
+        let Some(task) = self
+            .store
+            .tasks(run)?
+            .into_iter()
+            .find(|t| t.activity == activity && !t.inputs.is_empty())
+        else {
+            return Ok(None);
+        };
+        if !a.delivery {
+            return Ok(None);
+        }
+        let plugin = self.store.plugin(&a.kind)?;
+        let Loaded::Channel(pre) = self.runtime.load(&self.store, &plugin.sha256)? else {
+            return Ok(None);
+        };
+        let ctx = self.context(run, a, &plugin, self.clock.now_ms());
+        let never = || false;
+        let needs = self.delivery_needs(&never);
+        crate::deliver::sample(&needs, a, &task, pre, ctx).map_err(anyhow::Error::msg)
+    }
+
     /// Runs with a pending task, not paused or cancelled.
     pub fn runs_with_pending(&self) -> anyhow::Result<Vec<u64>> {
         let mut runs = self.store.runs_with_pending()?;

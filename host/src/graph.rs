@@ -12,12 +12,16 @@ use crate::cli::ActivityStatus;
 use crate::workflow::Workflow;
 
 /// One activity as drawn.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Node {
     /// Its id.
     pub id: String,
     /// Its plugin.
+    #[serde(rename = "type")]
     pub kind: String,
+    /// For a run: its state as `status` names it (`not_reached`, `pending`,
+    /// `waiting`, `done`, `failed`, `cancelled`), for what styles on it.
+    pub phase: Option<String>,
     /// For a run: its state, in words (`done`, `waiting until T`,
     /// `failed: first error`, `not reached`, `cancelled`).
     pub state: Option<String>,
@@ -26,7 +30,7 @@ pub struct Node {
 }
 
 /// One transition as drawn.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Edge {
     /// The activity it leaves.
     pub from: String,
@@ -42,7 +46,7 @@ pub struct Edge {
 }
 
 /// A workflow or a run as nodes and edges, in workflow order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Graph {
     /// What it shows: the workflow's name, and the run's.
     pub title: String,
@@ -62,6 +66,7 @@ impl Graph {
             .map(|a| Node {
                 id: a.id.clone(),
                 kind: a.kind.clone(),
+                phase: None,
                 state: None,
                 detail: None,
             })
@@ -101,6 +106,7 @@ impl Graph {
             let Some(s) = statuses.get(&node.id) else {
                 continue;
             };
+            node.phase = Some(s.state.clone());
             node.state = Some(match (s.state.as_str(), &s.waiting_until) {
                 ("waiting", Some(t)) => format!("waiting until {t}"),
                 ("failed", _) => match s.errors.first() {
@@ -110,6 +116,22 @@ impl Graph {
                 ("not_reached", _) => "not reached".into(),
                 (other, _) => other.to_string(),
             });
+            // A dry run's delivery logs nothing: what it would do is in its
+            // previews.
+            if !s.previews.is_empty() {
+                let sum = |key: &str| {
+                    s.previews
+                        .iter()
+                        .filter_map(|p| p[key].as_u64())
+                        .sum::<u64>()
+                };
+                let (send, excluded) = (sum("would_send"), sum("excluded"));
+                node.detail = Some(match excluded {
+                    0 => format!("would send {send}"),
+                    n => format!("would send {send}, exclude {n}"),
+                });
+                continue;
+            }
             // A delivery not reached has no log to summarise.
             let reached = s.state != "not_reached";
             node.detail = s.deliveries.as_ref().filter(|_| reached).map(|d| {
@@ -141,6 +163,15 @@ impl Graph {
             }
         }
         g
+    }
+
+    /// The graph of run `run` as stored: its workflow, with the counts and
+    /// states `crosscast status` shows.
+    pub fn of_stored_run(store: &crate::store::Store, run: u64) -> anyhow::Result<Graph> {
+        let st = crate::cli::status_of(store, run)?;
+        let wf: Workflow = serde_json::from_value(store.run(run)?.workflow)?;
+        let title = format!("run {}: {}, {}", st.id, st.workflow, st.state);
+        Ok(Graph::of_run(&wf, title, &st.activities))
     }
 
     /// For people, in a terminal: each activity under the one leading to

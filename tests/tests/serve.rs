@@ -526,6 +526,62 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
         Value::from(cli_log),
         "the API's log is the CLI's --json"
     );
+    // The log filtered by state and cause, as the CLI names them.
+    let (_, sent) = api.get(log, "/api/v1/runs/1/deliveries?state=sent,in_flight", tok);
+    let sent_cli = env.ok(&[
+        "deliveries",
+        "1",
+        "--json",
+        "--state",
+        "sent",
+        "--state",
+        "in-flight",
+    ]);
+    assert_eq!(sent.as_array().unwrap().len(), sent_cli.lines().count());
+    let (status, refused) = api.get(log, "/api/v1/runs/1/deliveries?state=lost", tok);
+    assert_eq!(status, 400);
+    assert!(
+        refused["error"].as_str().unwrap().contains("in_flight"),
+        "{refused}"
+    );
+    let (_, none) = api.get(log, "/api/v1/runs/1/deliveries?cause=certificate", tok);
+    assert_eq!(none, serde_json::json!([]), "nothing failed");
+
+    // The run's graph and an activity's detail: the servers' counts.
+    let (_, graph) = api.get("/api/v1/runs/{run}/graph", "/api/v1/runs/1/graph", tok);
+    assert_eq!(graph["nodes"].as_array().unwrap().len(), 8, "{graph}");
+    let ios_edge = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == "split_os" && e["transition"] == "ios")
+        .unwrap();
+    assert_eq!(ios_edge["count"], s.rig.apns.received().len());
+    let activity = "/api/v1/runs/{run}/activities/{activity}";
+    let (_, email) = api.get(activity, "/api/v1/runs/1/activities/deliver_email", tok);
+    assert_eq!(
+        email["status"]["deliveries"]["sent"],
+        s.rig.smtp.received().len()
+    );
+    assert!(
+        email["sample"]["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with(", new arrivals are in"),
+        "{email}"
+    );
+    let (_, quiet) = api.get(
+        activity,
+        "/api/v1/runs/1/activities/deliver_email?sample=false",
+        tok,
+    );
+    assert_eq!(quiet["sample"], Value::Null);
+    assert_eq!(
+        api.get(activity, "/api/v1/runs/1/activities/nowhere", tok)
+            .0,
+        404
+    );
+
     let members = "/api/v1/runs/{run}/members/{activity}/{transition}";
     let (_, ids) = api.get(members, "/api/v1/runs/1/members/split_channel/sms", tok);
     let cli_members: Vec<String> = env

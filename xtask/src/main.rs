@@ -5,7 +5,8 @@
 //!   serves both worlds without features.
 //! - `demo`: build everything and run `crosscast-demo` (the demo's own
 //!   binary: the shipped `crosscast` links no test server).
-//! - `test`: build everything and run the whole test suite.
+//! - `test`: build everything and run the whole test suite (installing
+//!   Debian's chromium and chromium-driver for the web UI's tests if missing).
 //! - `bench-delivery [N]`: N messages per channel (default 100,000) to the
 //!   loopback servers vs each server's ceiling (needs `smtp-source` and
 //!   `h2load`: `apt-get install postfix nghttp2-client`),
@@ -81,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some("test") => {
             plugins(&root)?;
+            browser()?;
             // The end-to-end tests run the `crosscast` binary. Built with the
             // tests in one selection, it shares their dependency features,
             // so no dependency is compiled twice (`-p crosscast` alone
@@ -202,6 +204,41 @@ fn plugins(root: &Path) -> anyhow::Result<()> {
         args.extend(["-p", c]);
     }
     cargo(root, &args)
+}
+
+/// Chromium and chromedriver for the web UI's tests: Debian's packages,
+/// installed with apt-get when missing (as root, or through sudo).
+fn browser() -> anyhow::Result<()> {
+    const NEEDED: [&str; 2] = ["/usr/bin/chromium", "/usr/bin/chromedriver"];
+    if NEEDED.iter().all(|p| Path::new(p).exists()) {
+        return Ok(());
+    }
+    eprintln!("xtask: the web UI's tests need Chromium: apt-get install chromium chromium-driver");
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let root_user = unsafe { libc::getuid() } == 0;
+    let apt = |args: &[&str]| {
+        let mut c = if root_user {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(c)
+    };
+    apt(&["update", "-qq"])
+        .and_then(|()| {
+            apt(&[
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "chromium",
+                "chromium-driver",
+            ])
+        })
+        .context("cannot install chromium and chromium-driver (Debian's packages)")
 }
 
 fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {

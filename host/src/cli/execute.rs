@@ -386,13 +386,7 @@ pub fn execute(app: &App, command: Command, io: &mut Io) -> anyhow::Result<u8> {
             let name = target.to_string_lossy();
             let graph = match crate::store::runs::parse_run(&name) {
                 // A run, unless a file of that name is meant.
-                Ok(run) if !target.exists() => {
-                    let st = super::status_of(&app.store, run)?;
-                    let wf: crate::workflow::Workflow =
-                        serde_json::from_value(app.store.run(run)?.workflow)?;
-                    let title = format!("run {}: {}, {}", st.id, st.workflow, st.state);
-                    crate::graph::Graph::of_run(&wf, title, &st.activities)
-                }
+                Ok(run) if !target.exists() => crate::graph::Graph::of_stored_run(&app.store, run)?,
                 _ => {
                     let Some(wf) = validated(io, app.validate(&target)?)? else {
                         return Ok(2);

@@ -108,6 +108,11 @@ pub fn select(store: &Store, run: u64, filter: &Filter) -> anyhow::Result<Vec<En
         }
         rows.push((activity, target, d));
     }
+    // Without an id to match, the limit applies before ids are looked up:
+    // the UI's first page of a million entries reads a hundred ids.
+    if let (None, Some(limit)) = (&filter.id, filter.limit) {
+        rows.truncate(limit);
+    }
     let ids = external_ids(store, &rows)?;
     let mut out = Vec::new();
     for ((activity, target, d), id) in rows.into_iter().zip(ids) {

@@ -3,6 +3,7 @@
 //! (`remote.rs`): the same function either way (`execute.rs`).
 
 mod app;
+mod detail;
 mod execute;
 mod io;
 mod lists;
@@ -22,6 +23,7 @@ use crate::store::settings::AuthScheme;
 use crate::store::{OpenOptions, StoreError};
 
 pub use app::{App, BUILTINS, Validated, builtin_dir};
+pub use detail::{ActivityDetail, ReasonCount, activity_detail};
 pub use execute::execute;
 pub use io::{Cancelled, Io, Place};
 pub use status::{

@@ -37,7 +37,7 @@ use crate::workflow::Activity;
 use pass::Pass;
 use pipeline::commit::{Committer, Then};
 use pipeline::session::Session;
-pub(crate) use preview::preview;
+pub(crate) use preview::{preview, sample};
 pub use routes::Transports;
 
 /// Target ids built (one plugin call) and their intents written at once.

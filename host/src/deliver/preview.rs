@@ -27,6 +27,33 @@ pub(crate) fn preview(
     ctx: Arc<Context>,
     listed: u32,
 ) -> Result<(serde_json::Value, BTreeMap<String, OutputRef>), String> {
+    preview_first(needs, activity, task, pre, ctx, listed, usize::MAX)
+}
+
+/// A message of a delivery's task built now for one of its first targets,
+/// as it would leave: nothing sent or logged. `None` when none of the first
+/// round's targets would get one.
+pub(crate) fn sample(
+    needs: &Needs<'_>,
+    activity: &Activity,
+    task: &Task,
+    pre: ChannelPre,
+    ctx: Arc<Context>,
+) -> Result<Option<serde_json::Value>, String> {
+    let (preview, _) = preview_first(needs, activity, task, pre, ctx, 0, ROUND)?;
+    Ok(Some(preview["sample"].clone()).filter(|s| !s.is_null()))
+}
+
+/// [`preview`] of the first `only` targets.
+fn preview_first(
+    needs: &Needs<'_>,
+    activity: &Activity,
+    task: &Task,
+    pre: ChannelPre,
+    ctx: Arc<Context>,
+    listed: u32,
+    only: usize,
+) -> Result<(serde_json::Value, BTreeMap<String, OutputRef>), String> {
     let limits = needs.runtime.limits();
     let plugin = ctx.plugin.clone();
     let accounts = ctx.accounts.clone();
@@ -35,7 +62,8 @@ pub(crate) fn preview(
     let channel = pre.instantiate(&mut st).map_err(|e| crash(e, st.data()))?;
     let descriptor = channel.describe(&mut st).map_err(|e| crash(e, st.data()))?;
     let config = activity.config.to_string();
-    let (input, target_dim, targets) = task_targets(needs, task, descriptor.target)?;
+    let (input, target_dim, mut targets) = task_targets(needs, task, descriptor.target)?;
+    targets.truncate(only);
     let lists = lists(needs.store, &plugin, &descriptor, &target_dim)?;
     let mut tally = Tally {
         listed: listed as usize,

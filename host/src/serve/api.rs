@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -23,6 +23,9 @@ pub struct Shared {
     /// On the commands' listener: the token of `serve.json`, which alone
     /// may have commands carried out (they name the client's files).
     pub commands_token: Option<Arc<String>>,
+    /// On the API's listener: the web UI's sessions, whose cookie stands
+    /// for the token they signed in with.
+    pub sessions: Option<Arc<super::session::Sessions>>,
 }
 
 /// Who a request comes from: the CLI, or an API token's name.
@@ -38,13 +41,19 @@ pub enum Caller {
 /// OpenAPI document is built from the same routes.
 pub fn router(shared: Shared, more: axum::Router<Shared>) -> axum::Router {
     let (routes, _) = super::routes::split();
-    routes
+    let checked = routes
         .merge(more)
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             authenticate,
-        ))
-        .with_state(shared)
+        ));
+    // The web UI's pages and sign-in are open; what they show comes from
+    // the routes above.
+    let open = match &shared.sessions {
+        Some(sessions) => super::ui::router(sessions.clone()),
+        None => axum::Router::new(),
+    };
+    checked.merge(open).with_state(shared)
 }
 
 /// Serves `router` on `listener` (over TLS with `tls`) until `stop`
@@ -172,11 +181,26 @@ async fn authenticate(State(s): State<Shared>, mut request: Request, next: Next)
         )
             .into_response()
     };
+    // Without a bearer token, the web UI's session cookie stands for the
+    // token it signed in with.
+    let from_session = given.is_none();
+    let given = given.or_else(|| {
+        let sessions = s.sessions.as_ref()?;
+        sessions.token(&super::session::cookie_value(request.headers())?)
+    });
     let Some(token) = given else {
         return unauthorized(
             "no bearer token: send `Authorization: Bearer TOKEN` (crosscast token create NAME)",
         );
     };
+    let safe = matches!(*request.method(), Method::GET | Method::HEAD);
+    if from_session && !safe && !request.headers().contains_key(super::session::UI_HEADER) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "error": "a change with the session cookie must come from the web UI" })),
+        )
+            .into_response();
+    }
     // Hashes compared, so the time a comparison takes says nothing of the
     // token.
     let given_hash = crate::store::tokens::digest(&token);

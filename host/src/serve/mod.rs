@@ -10,7 +10,9 @@ pub mod api;
 pub mod commands;
 pub mod discovery;
 pub mod routes;
+pub mod session;
 mod tls;
+mod ui;
 mod worker;
 
 use std::net::SocketAddr;
@@ -104,6 +106,7 @@ pub fn main(
         let shared = api::Shared {
             app: app.clone(),
             commands_token: None,
+            sessions: Some(Arc::new(session::Sessions::new(tls.is_some()))),
         };
         servers.push(tokio::spawn(api::serve(
             api,
@@ -113,6 +116,7 @@ pub fn main(
         )));
         let for_cli = api::Shared {
             commands_token: Some(Arc::new(token)),
+            sessions: None,
             ..shared
         };
         servers.push(tokio::spawn(api::serve(

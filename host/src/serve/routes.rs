@@ -51,6 +51,8 @@ pub fn split() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(runs, start_run))
         .routes(routes!(run_status))
+        .routes(routes!(run_graph))
+        .routes(routes!(activity))
         .routes(routes!(cancel_run))
         .routes(routes!(pause_run))
         .routes(routes!(resume_run))
@@ -312,15 +314,73 @@ async fn run_status(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
     .await
 }
 
+/// A run's graph: its activities with their states and delivery counts,
+/// and its transitions with the number of records that took each, as
+/// `crosscast graph RUN` draws them.
+#[utoipa::path(get, path = "/api/v1/runs/{run}/graph", params(("run" = String, Path)),
+    responses((status = 200, body = crate::graph::Graph), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn run_graph(State(s): State<Shared>, Path(run): Path<String>) -> Reply {
+    blocking(move || {
+        let run = run_id(&run)?;
+        Ok(Json(crate::graph::Graph::of_stored_run(&s.app.store, run)?).into_response())
+    })
+    .await
+}
+
+/// One activity of a run: its status, its exclusions and failures by
+/// reason, and (a delivery) a message built now for one of its recipients,
+/// as it would leave; nothing is sent.
+#[utoipa::path(get, path = "/api/v1/runs/{run}/activities/{activity}",
+    params(("run" = String, Path), ("activity" = String, Path), SampleQuery),
+    responses((status = 200, body = crate::cli::ActivityDetail), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn activity(
+    State(s): State<Shared>,
+    Path((run, activity)): Path<(String, String)>,
+    Query(q): Query<SampleQuery>,
+) -> Reply {
+    blocking(move || {
+        let run = run_id(&run)?;
+        let mut detail = crate::cli::activity_detail(&s.app.store, run, &activity)?;
+        if q.sample && detail.status.deliveries.is_some() {
+            // A plugin that cannot build one says why instead.
+            detail.sample = match s.app.executor()?.sample(run, &activity) {
+                Ok(sample) => sample,
+                Err(e) => Some(serde_json::json!({ "error": format!("{e:#}") })),
+            };
+        }
+        Ok(Json(detail).into_response())
+    })
+    .await
+}
+
+/// Whether to build a sample message.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SampleQuery {
+    /// Build a delivery's sample message (the default); `false` skips it,
+    /// for a page that refreshes the counts.
+    #[serde(default = "yes")]
+    sample: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// A run's delivery log, filtered, as `crosscast deliveries RUN --json`.
 #[utoipa::path(get, path = "/api/v1/runs/{run}/deliveries", params(("run" = String, Path), DeliveryQuery),
     responses((status = 200, body = Vec<EntryView>), (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
 async fn deliveries(
     State(s): State<Shared>,
     Path(run): Path<String>,
     Query(filter): Query<DeliveryQuery>,
 ) -> Reply {
+    let state = listed::<crate::cli::log::State>("state", filter.state.as_deref())?;
+    let cause = listed::<crate::store::deliveries::Cause>("cause", filter.cause.as_deref())?;
     blocking(move || {
         let run = run_id(&run)?;
         let filter = crate::cli::log::Filter {
@@ -328,7 +388,9 @@ async fn deliveries(
             id: filter.id,
             to: filter.to,
             limit: filter.limit,
-            ..Default::default()
+            state,
+            cause,
+            reason: filter.reason,
         };
         let entries = crate::cli::log::select(&s.app.store, run, &filter)?;
         let out: Vec<EntryView> = entries.iter().map(crate::cli::log::entry_view).collect();
@@ -341,10 +403,49 @@ async fn deliveries(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct DeliveryQuery {
+    /// Only this delivery activity.
     activity: Option<String>,
+    /// Only the record with this external id.
     id: Option<String>,
+    /// Only messages to this address.
     to: Option<String>,
+    /// At most this many entries.
     limit: Option<usize>,
+    /// Only these states, comma-separated: in_flight, sent, failed,
+    /// excluded, retrying, cancelled.
+    state: Option<String>,
+    /// Only failures (and retries) of these causes, comma-separated, as
+    /// `deliveries --cause` names them.
+    cause: Option<String>,
+    /// Only entries whose reason contains this text.
+    reason: Option<String>,
+}
+
+/// A comma-separated list of `field`'s values, as the CLI names them; 400
+/// on a name it does not know.
+fn listed<T: clap::ValueEnum>(field: &str, given: Option<&str>) -> Result<Vec<T>, ApiError> {
+    let Some(given) = given.filter(|g| !g.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    given
+        .split(',')
+        .map(|v| {
+            // The CLI's names are kebab-case; JSON's are snake_case.
+            T::from_str(&v.trim().replace('_', "-"), true).map_err(|_| {
+                let known: Vec<String> = T::value_variants()
+                    .iter()
+                    .filter_map(|v| {
+                        v.to_possible_value()
+                            .map(|p| p.get_name().replace('-', "_"))
+                    })
+                    .collect();
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("{field} `{v}`: one of {}", known.join(", ")),
+                )
+            })
+        })
+        .collect()
 }
 
 /// The external ids of the records that left an activity on a transition.
