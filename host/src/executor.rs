@@ -207,6 +207,17 @@ impl Executor {
     /// Creates a run of a validated workflow, its start tasks pending
     /// ([`Executor::drive`] runs them).
     pub fn create(&self, workflow: &Workflow, file: &str, kind: RunKind) -> anyhow::Result<u64> {
+        self.create_for(workflow, file, kind, None)
+    }
+
+    /// [`Executor::create`], for schedule `schedule` when given.
+    pub fn create_for(
+        &self,
+        workflow: &Workflow,
+        file: &str,
+        kind: RunKind,
+        schedule: Option<u64>,
+    ) -> anyhow::Result<u64> {
         let id = match kind {
             RunKind::Real => self.store.next_run_id()?,
             RunKind::Dry { .. } => self.store.next_dry_run_id()?,
@@ -224,6 +235,7 @@ impl Executor {
             dry_run,
             preview_messages,
             control: Control::Active,
+            schedule,
         };
         let mut tasks = Vec::new();
         for a in workflow.starts() {

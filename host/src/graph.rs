@@ -329,6 +329,7 @@ mod tests {
         };
         Workflow {
             name: "news".into(),
+            schedule: None,
             activities: vec![
                 activity("q", "query", &["done"], &[("done", "split")]),
                 activity(

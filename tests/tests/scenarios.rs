@@ -113,6 +113,17 @@ fn imports_are_all_or_nothing() {
         bad.contains("recipients-bad.csv:5: id `B1` appears twice in the file (first on line 2)"),
         "{bad}"
     );
+    assert!(
+        bad.contains("recipients-bad.csv:7: timezone `Mars/Olympus` is not an IANA time zone"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains(
+            "recipients-bad.csv:8: timezone `Europe/Pari` is not an IANA time zone; did you mean \
+             `Europe/Paris`?"
+        ),
+        "{bad}"
+    );
     assert!(bad.contains("nothing was imported"), "{bad}");
     // B1 and B2 were in the bad file: had anything been stored they would be updates.
     let good = env.ok(&[

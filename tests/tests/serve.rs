@@ -485,7 +485,7 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
     assert_eq!(status, 200);
     assert_eq!(
         moved,
-        serde_json::json!({ "now": "2026-01-12T09:00:00Z", "fired": 2 })
+        serde_json::json!({ "now": "2026-01-12T09:00:00Z", "fired": 2, "started": 0 })
     );
     let (status, _, _) = api.send(
         advance,
@@ -630,7 +630,10 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
     assert_eq!(listed[0]["address"], "gone@example.com", "{listed}");
 
     // A second run, steered: paused, resumed, nothing to retry, cancelled.
-    let (status, v, _) = api.send("/api/v1/runs", api.post("/api/v1/runs", &token).body(wf));
+    let (status, v, _) = api.send(
+        "/api/v1/runs",
+        api.post("/api/v1/runs", &token).body(wf.clone()),
+    );
     assert_eq!((status, &v["id"]), (201, &Value::from("2")));
     wait_for("run 2 to wait", Duration::from_secs(60), || {
         api.get(run, "/api/v1/runs/2", tok).1["state"] == "waiting"
@@ -666,6 +669,51 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
     let (_, listed) = api.get("/api/v1/runs", "/api/v1/runs?state=cancelled", tok);
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["id"], "2");
+
+    // Schedules: added from a workflow's text, listed, removed.
+    let schedules = "/api/v1/schedules";
+    let weekly = format!(
+        "{wf}
+[schedule]
+cron = \"0 9 * * MON\"\ntimezone = \"Europe/Paris\"\n"
+    );
+    let (status, added, headers) = api.send(
+        schedules,
+        api.post("/api/v1/schedules?name=weekly.toml", &token)
+            .body(weekly),
+    );
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(headers["location"], "/api/v1/schedules/1");
+    // The clock is at 2026-01-20T09:00Z, a Tuesday: next Monday 09:00 CET.
+    assert_eq!(added["next"], "2026-01-26T08:00:00Z", "{added}");
+    let (status, refused, _) = api.send(
+        schedules,
+        api.post("/api/v1/schedules", &token).body(wf.clone()),
+    );
+    assert_eq!(status, 422);
+    assert!(
+        refused["error"].as_str().unwrap().contains("no [schedule]"),
+        "{refused}"
+    );
+    let (_, listed) = api.get(schedules, schedules, tok);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["file"], "weekly.toml");
+    let one = "/api/v1/schedules/{id}";
+    let remove = |id: u64| {
+        let (status, body, _) = api.send(
+            one,
+            api.http
+                .delete(format!("{}/api/v1/schedules/{id}", served.api))
+                .bearer_auth(&token),
+        );
+        (status, body)
+    };
+    let (status, removed) = remove(1);
+    assert_eq!(
+        (status, &removed["workflow"]),
+        (200, &Value::from("cross-channel"))
+    );
+    assert_eq!(remove(1).0, 404);
     api.covered();
 
     // Commands are the CLI's: an API token may not have one carried out.

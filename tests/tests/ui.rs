@@ -162,6 +162,14 @@ async fn text(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// The text of the element `css` selects, empty while there is none.
+async fn text_now(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 /// Clicks the element `css` selects.
 async fn click(c: &Client, css: &str) {
     let e = c.find(Locator::Css(css)).await;
@@ -234,7 +242,7 @@ fn the_web_ui_shows_a_run_moving_with_the_servers_counts() {
         // A wrong token is refused, and no session is given.
         sign_in(&c, "cct_not-a-token").await;
         until("the refusal", Duration::from_secs(10), || async {
-            text(&c, "#sign-in-error").await.contains("unknown or revoked")
+            text_now(&c, "#sign-in-error").await.contains("unknown or revoked")
         })
         .await;
         assert!(c.get_all_cookies().await.unwrap().is_empty());
@@ -338,7 +346,7 @@ fn the_web_ui_shows_a_run_moving_with_the_servers_counts() {
         })
         .await;
         until("the run done", Duration::from_secs(30), || async {
-            text(&c, "#run-title").await.contains("done")
+            text_now(&c, "#run-title").await.contains("done")
         })
         .await;
         assert_eq!(
@@ -429,10 +437,29 @@ fn the_web_ui_shows_a_run_moving_with_the_servers_counts() {
             .await
             .unwrap();
         until("the denylist", Duration::from_secs(10), || async {
-            text(&c, "#suppression").await.contains(&denied)
+            text_now(&c, "#suppression").await.contains(&denied)
         })
         .await;
         screenshot(&c, "suppression").await;
+
+        // The schedules, with when each next starts a run.
+        let weekly = env.data().join("weekly.toml");
+        let text_of_wf = std::fs::read_to_string(&wf).unwrap();
+        std::fs::write(
+            &weekly,
+            format!("{text_of_wf}\n[schedule]\ncron = \"0 9 * * MON\"\ntimezone = \"Europe/Paris\"\n"),
+        )
+        .unwrap();
+        let added: Value =
+            serde_json::from_str(&env.ok(&["schedule", "add", weekly.to_str().unwrap(), "--json"]))
+                .unwrap();
+        assert_eq!(added["next"], "2026-01-19T08:00:00Z", "Monday 09:00 in Paris");
+        c.goto(&format!("{}/#/schedules", served.api)).await.unwrap();
+        until("the schedule", Duration::from_secs(10), || async {
+            let shown = text_now(&c, "#schedules tr[data-schedule='1']").await;
+            shown.contains("0 9 * * MON") && shown.contains("2026-01-19T08:00:00Z")
+        })
+        .await;
 
         // The cookie changes nothing without the page's header, and ends
         // with a sign-out.

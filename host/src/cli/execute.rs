@@ -415,6 +415,7 @@ pub fn execute(app: &App, command: Command, io: &mut Io) -> anyhow::Result<u8> {
         Command::Deliveries { run, json, filter } => {
             super::log::print(io, &app.store, run, &filter, json)?
         }
+        Command::Schedule(cmd) => return super::schedules::execute(app, io, cmd),
         Command::Denylist(cmd) => super::lists::denylist(io, &app.store, app.clock.now_ms(), cmd)?,
         Command::Unsubscribe(cmd) => super::lists::unsubscribe(io, &app.store, cmd)?,
         Command::Doctor { json } => {
@@ -445,16 +446,20 @@ pub fn execute(app: &App, command: Command, io: &mut Io) -> anyhow::Result<u8> {
             let step = humantime::parse_duration(&by)
                 .with_context(|| format!("`{by}` is not a duration (e.g. 7d, 36h, 1h 30m)"))?;
             let ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
+            let due = crate::schedules::due();
             let now = app.clock.advance(ms).map_err(|e| match io.place {
                 Place::Local => anyhow::anyhow!("no server holds this data directory: {e}"),
                 Place::Served => anyhow::Error::new(e),
             })?;
             let fired = app.executor()?.fire_due()?;
+            let started = crate::schedules::start_due(app, &due)?;
+            drop(due);
             out!(
                 io,
-                "clock: {} (moved {}); {fired} timer(s) fired",
+                "clock: {} (moved {}); {fired} timer(s) fired, {} scheduled run(s) started",
                 format_ms(now),
-                humantime::format_duration(step)
+                humantime::format_duration(step),
+                started.len()
             );
         }
         Command::Token(TokenCommand::Create { name }) => {

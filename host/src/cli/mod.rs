@@ -10,6 +10,7 @@ mod lists;
 pub mod log;
 mod remote;
 pub mod scaffold;
+pub mod schedules;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -221,6 +222,9 @@ pub enum Command {
     /// API tokens: bearer tokens for the HTTP API of `crosscast serve`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Schedules: workflows whose runs `crosscast serve` starts when due.
+    #[command(subcommand)]
+    Schedule(schedules::ScheduleCommand),
     /// Fire due timers and execute pending work, continuously or once.
     Worker {
         /// Run what is due now, then exit.
@@ -285,6 +289,7 @@ impl Command {
             Command::Serve(_) => "serve",
             Command::Clock(_) => "clock",
             Command::Token(_) => "token",
+            Command::Schedule(_) => "schedule",
         }
     }
 }
@@ -773,7 +778,8 @@ impl Command {
             } => paths.push(file),
             // A file, not a run's name.
             Command::Graph { target, .. } if target.exists() => paths.push(target),
-            Command::Denylist(lists::DenylistCommand::Import { file, .. }) => paths.push(file),
+            Command::Denylist(lists::DenylistCommand::Import { file, .. })
+            | Command::Schedule(schedules::ScheduleCommand::Add { file, .. }) => paths.push(file),
             _ => {}
         }
         paths

@@ -157,6 +157,7 @@ pub fn main(
         anyhow::Ok(servers)
     })?;
     let worker = worker::spawn(
+        app.clone(),
         exec.clone(),
         args.parallel.into(),
         Duration::from_millis(args.poll_ms),

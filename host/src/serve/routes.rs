@@ -65,6 +65,8 @@ pub fn split() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(plugins))
         .routes(routes!(clock))
         .routes(routes!(advance))
+        .routes(routes!(schedules, add_schedule))
+        .routes(routes!(remove_schedule))
         .split_for_parts();
     let served = doc.clone();
     let router = router.route(
@@ -145,6 +147,8 @@ struct Moved {
     now: String,
     /// Timers that came due.
     fired: usize,
+    /// Runs started by schedules that came due.
+    started: usize,
 }
 
 /// Which runs to list.
@@ -621,18 +625,104 @@ async fn advance(State(s): State<Shared>, Json(a): Json<Advance>) -> Reply {
     let step = humantime::parse_duration(&a.by)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("`{}`: {e}", a.by)))?;
     let ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
-    let now = s
-        .app
-        .clock
-        .advance(ms)
-        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
     blocking(move || {
+        let due = crate::schedules::due();
+        let now = s
+            .app
+            .clock
+            .advance(ms)
+            .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
         let fired = s.app.executor()?.fire_due()?;
+        let started = crate::schedules::start_due(&s.app, &due)?.len();
+        drop(due);
         Ok(Json(Moved {
             now: crate::clock::format_ms(now),
             fired,
+            started,
         })
         .into_response())
+    })
+    .await
+}
+
+/// The schedules, oldest first, as `crosscast schedule list --json`.
+#[utoipa::path(get, path = "/api/v1/schedules", responses(
+    (status = 200, body = Vec<crate::schedules::ScheduleView>), (status = 401, body = ErrorBody)))]
+async fn schedules(State(s): State<Shared>) -> Reply {
+    blocking(move || {
+        let views: Vec<crate::schedules::ScheduleView> = s
+            .app
+            .store
+            .schedules()?
+            .iter()
+            .map(crate::schedules::ScheduleView::of)
+            .collect();
+        Ok(Json(views).into_response())
+    })
+    .await
+}
+
+/// How a schedule is added through the API.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AddSchedule {
+    /// Shown as the schedule's file; `api` by default.
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Adds the workflow in the body (TOML, with a `[schedule]`): 201 and the
+/// schedule, or 422 and the diagnostics.
+#[utoipa::path(post, path = "/api/v1/schedules", params(AddSchedule),
+    request_body(content = String, content_type = "application/toml", description = "The workflow (TOML) with its [schedule]"),
+    responses((status = 201, body = crate::schedules::ScheduleView, headers(("location" = String))),
+        (status = 422, body = Refused), (status = 401, body = ErrorBody)))]
+async fn add_schedule(
+    State(s): State<Shared>,
+    Query(q): Query<AddSchedule>,
+    body: axum::body::Bytes,
+) -> Reply {
+    blocking(move || {
+        let name = q.name.unwrap_or_else(|| "api".to_string());
+        let refused = |error: String, diagnostics: Vec<String>| {
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(Refused { error, diagnostics }),
+            )
+                .into_response()
+        };
+        let wf = match s.app.validate_bytes(&name, body.to_vec())? {
+            Ok((wf, _)) => wf,
+            Err(diagnostics) => {
+                return Ok(refused("the workflow is not valid".into(), diagnostics));
+            }
+        };
+        if wf.schedule.is_none() {
+            return Ok(refused(
+                "the workflow has no [schedule]: POST it to /api/v1/runs to run it once".into(),
+                Vec::new(),
+            ));
+        }
+        let source = String::from_utf8_lossy(&body).into_owned();
+        let record = crate::schedules::add(&s.app, &name, source, &wf)?;
+        Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/api/v1/schedules/{}", record.id))],
+            Json(crate::schedules::ScheduleView::of(&record)),
+        )
+            .into_response())
+    })
+    .await
+}
+
+/// Removes a schedule (its runs go on): what it was.
+#[utoipa::path(delete, path = "/api/v1/schedules/{id}", params(("id" = u64, Path)),
+    responses((status = 200, body = crate::schedules::ScheduleView), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn remove_schedule(State(s): State<Shared>, Path(id): Path<u64>) -> Reply {
+    blocking(move || {
+        let gone = s.app.store.remove_schedule(id)?;
+        Ok(Json(crate::schedules::ScheduleView::of(&gone)).into_response())
     })
     .await
 }

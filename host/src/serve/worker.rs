@@ -1,34 +1,43 @@
-//! The server's worker: fires due timers and drives runs with pending
-//! tasks, each on a thread of its own, up to a bound, so a run stuck in a
-//! slow plugin or a slow relay never holds up another.
+//! The server's worker: fires due timers, starts schedules' runs when due,
+//! and drives runs with pending tasks, each on a thread of its own, up to a
+//! bound, so a run stuck in a slow plugin or a slow relay never holds up
+//! another.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::cli::App;
 use crate::executor::Executor;
 
 /// Starts the worker; it ends, having waited for the runs it drives, once
 /// the executor is stopped.
 pub fn spawn(
+    app: Arc<App>,
     exec: Arc<Executor>,
     parallel: usize,
     poll: Duration,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("worker".into())
-        .spawn(move || work(&exec, parallel, poll))
+        .spawn(move || work(&app, &exec, parallel, poll))
 }
 
-fn work(exec: &Arc<Executor>, parallel: usize, poll: Duration) {
+fn work(app: &App, exec: &Arc<Executor>, parallel: usize, poll: Duration) {
     let mut drivers: Vec<(u64, JoinHandle<()>)> = Vec::new();
     while !exec.stopping() {
         drivers.retain(|(_, d)| !d.is_finished());
+        let due = crate::schedules::due();
         match exec.fire_due() {
             Ok(0) => {}
             Ok(n) => tracing::info!("{n} timer(s) due"),
             Err(e) => tracing::error!("cannot fire the timers due: {e:#}"),
         }
+        // Schedules' runs due: created here, driven below like any other.
+        if let Err(e) = crate::schedules::start_due(app, &due) {
+            tracing::error!("cannot start the scheduled runs due: {e:#}");
+        }
+        drop(due);
         let pending = match exec.runs_with_pending() {
             Ok(runs) => runs,
             Err(e) => {

@@ -48,13 +48,15 @@ pub enum Check {
     OneOf(&'static [&'static str]),
     /// Present.
     Required,
+    /// An IANA time zone (`Europe/Paris`), if present.
+    TimeZone,
 }
 
 impl Check {
     /// Checks a value; `Ok` carries the value to store (normalised).
     pub fn apply(&self, value: Option<&str>) -> std::result::Result<Option<String>, String> {
         match (self, value) {
-            (Check::Email | Check::Phone, None) => Ok(None),
+            (Check::Email | Check::Phone | Check::TimeZone, None) => Ok(None),
             (Check::OneOf(allowed), None) => {
                 Err(format!("is empty (expected {})", allowed.join(" or ")))
             }
@@ -77,6 +79,8 @@ impl Check {
                 }
             }
             (Check::Required, Some(v)) => Ok(Some(v.to_string())),
+            (Check::TimeZone, Some(v)) if crate::timezones::known(v) => Ok(Some(v.to_string())),
+            (Check::TimeZone, Some(v)) => Err(crate::timezones::unknown(v)),
         }
     }
 }
@@ -199,7 +203,11 @@ pub const SCHEMA: &[Dimension] = &[
             "locale",
             "timezone",
         ],
-        checks: &[("email", Check::Email), ("mobile", Check::Phone)],
+        checks: &[
+            ("email", Check::Email),
+            ("mobile", Check::Phone),
+            ("timezone", Check::TimeZone),
+        ],
         links: &[],
     },
     Dimension {

@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod plugins;
 pub mod population;
 pub mod runs;
+pub mod schedules;
 pub mod sealed;
 pub mod settings;
 pub mod spill;

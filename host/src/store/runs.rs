@@ -38,6 +38,9 @@ pub struct Run {
     /// What the operator said: run, pause or cancel.
     #[serde(default)]
     pub control: Control,
+    /// The schedule that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -269,7 +272,8 @@ impl Store {
         Ok(DRY_RUNS + self.next_in("dry_run_seq")?)
     }
 
-    fn next_in(&self, sequence: &str) -> Result<u64> {
+    /// The next number of a sequence kept in `meta` (1 first).
+    pub(super) fn next_in(&self, sequence: &str) -> Result<u64> {
         let v = self.tree("meta")?.update_and_fetch(sequence, |old| {
             let n = old
                 .and_then(|b| b.try_into().ok())
@@ -532,6 +536,7 @@ mod tests {
             dry_run: false,
             preview_messages: 1,
             control: Control::Active,
+            schedule: None,
         };
         store
             .create_run(

@@ -15,6 +15,7 @@
 
 mod needs;
 mod parse;
+pub mod schedule;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,9 @@ pub struct Workflow {
     pub name: String,
     /// Its activities, in file order.
     pub activities: Vec<Activity>,
+    /// When `crosscast serve` starts its runs (`crosscast schedule add`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<schedule::Schedule>,
 }
 
 /// One node of the graph.

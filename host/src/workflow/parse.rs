@@ -95,6 +95,8 @@ pub struct Parsed {
     pub name: String,
     /// Activities in file order.
     pub activities: Vec<RawActivity>,
+    /// `[schedule]`.
+    pub schedule: Option<super::schedule::Schedule>,
 }
 
 impl Parsed {
@@ -282,13 +284,24 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
             },
             "description" => {}
             "activity" => {}
+            "schedule" => {}
             other => diags.push(at(
                 span,
                 other,
-                format!("unknown field `{other}` (expected name, description, activity)"),
+                format!("unknown field `{other}` (expected name, description, schedule, activity)"),
             )),
         }
     }
+    let schedule = match doc.get("schedule").map(super::schedule::parse) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(problems)) => {
+            for (span, field, message) in problems {
+                diags.push(at(span, &field, message));
+            }
+            None
+        }
+    };
     if name.is_empty() && !diags.iter().any(|d| d.field == "name") {
         diags.push(at(Some(0..0), "name", "the workflow needs a `name`".into()));
     }
@@ -433,6 +446,7 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
         doc,
         name,
         activities,
+        schedule,
     })
 }
 
@@ -525,7 +539,7 @@ subsets = [
         assert_eq!(
             rendered,
             [
-                "f.toml:1:1: nam: unknown field `nam` (expected name, description, activity)",
+                "f.toml:1:1: nam: unknown field `nam` (expected name, description, schedule, activity)",
                 "f.toml:1:1: name: the workflow needs a `name`",
                 "f.toml:3:1: activity.a.tipe: unknown field `tipe` (expected type, config, next, validity)",
                 "f.toml:2:11: activity.a.type: missing `type` (the plugin to run)",

@@ -220,6 +220,7 @@ pub fn validate(
             Workflow {
                 name: parsed.name.clone(),
                 activities,
+                schedule: parsed.schedule.clone(),
             },
             diags,
         ))

@@ -163,6 +163,7 @@
     if (parts[0] === 'runs' && parts.length === 2) return runPage(parts[1]);
     if (parts[0] === 'runs' && parts[2] === 'deliveries') return logPage(parts[1], params);
     if (parts[0] === 'suppression') return suppressionPage(params);
+    if (parts[0] === 'schedules') return schedulesPage();
     return runsPage(params);
   }
 
@@ -679,6 +680,30 @@
         el('td', {}, badge(e.state === 'intent' ? 'in_flight' : e.state)), el('td', { text: e.reason || '' }),
         el('td', { text: e.cause || '' }), el('td', { class: 'when', text: when(e.at) }),
         el('td', { class: 'num', text: e.attempts }))));
+    });
+  }
+
+  // ---- Schedules ----------------------------------------------------------
+
+  function schedulesPage() {
+    const body = el('tbody');
+    show(el('h1', { text: 'Schedules' }),
+      el('p', { class: 'muted', text: 'Workflows whose runs the server starts when due (crosscast schedule add FILE).' }),
+      el('p', { id: 'status-line', class: 'muted' }),
+      el('table', { id: 'schedules' }, el('thead', {}, el('tr', {}, ...['Schedule', 'Workflow', 'When', 'Time zone',
+        'Next run', 'Runs', 'Skipped'].map((h) => el('th', { scope: 'col', text: h })))), body));
+    every(2 * REFRESH_MS, async () => {
+      const [schedules] = await Promise.all([api('/api/v1/schedules'), tickClock()]);
+      const rows = schedules.map((s) => el('tr', { 'data-schedule': s.id },
+        el('td', { text: s.id }), el('td', { text: s.workflow }),
+        el('td', {}, el('code', { text: s.cron }), s.overlap ? ' (runs may overlap)' : ''),
+        el('td', { text: s.timezone }),
+        el('td', { class: 'when', text: s.next || 'ended' }),
+        el('td', {}, ...s.runs.slice(-5).flatMap((r, i) => [i ? ', ' : '', el('a', { href: `#/runs/${encodeURIComponent(r)}`, text: r })]),
+          s.runs.length > 5 ? ` (${s.runs.length} in all)` : ''),
+        el('td', { class: 'num', text: s.skipped })));
+      if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: 7, class: 'muted', text: 'No schedules.' })));
+      body.replaceChildren(...rows);
     });
   }
 
