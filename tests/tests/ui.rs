@@ -246,6 +246,10 @@ fn the_web_ui_shows_a_run_moving_with_the_servers_counts() {
         })
         .await;
         assert!(c.get_all_cookies().await.unwrap().is_empty());
+        for hidden in ["#nav", "#sign-out"] {
+            let shown = c.find(Locator::Css(hidden)).await.unwrap();
+            assert!(!shown.is_displayed().await.unwrap(), "{hidden} before sign-in");
+        }
         screenshot(&c, "sign-in").await;
 
         // The right one signs in; the cookie is out of scripts' reach.

@@ -7,6 +7,7 @@
 //!   binary: the shipped `crosscast` links no test server).
 //! - `test`: build everything and run the whole test suite (installing
 //!   Debian's chromium and chromium-driver for the web UI's tests if missing).
+//! - `browser`: only that install (CI runs it as a step of its own).
 //! - `bench-delivery [N]`: N messages per channel (default 100,000) to the
 //!   loopback servers vs each server's ceiling (needs `smtp-source` and
 //!   `h2load`: `apt-get install postfix nghttp2-client`),
@@ -61,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         .to_path_buf();
     match args.first().map(String::as_str) {
         Some("plugins") => plugins(&root),
+        Some("browser") => browser(),
         Some("demo") => {
             plugins(&root)?;
             cargo(
@@ -151,7 +153,7 @@ fn main() -> anyhow::Result<()> {
             run(cmd)
         }
         _ => bail!(
-            "usage: cargo xtask plugins | demo [ARGS] | test [ARGS] | bench [RECIPIENTS[,RECIPIENTS...]] | bench-delivery [MESSAGES [--channels LIST] [--trials N]] | bench-validate [N,N,...] | ci"
+            "usage: cargo xtask plugins | browser | demo [ARGS] | test [ARGS] | bench [RECIPIENTS[,RECIPIENTS...]] | bench-delivery [MESSAGES [--channels LIST] [--trials N]] | bench-validate [N,N,...] | ci"
         ),
     }
 }
