@@ -186,10 +186,11 @@ impl Executor {
     /// What a delivery needs of it.
     fn delivery_needs<'a>(
         &'a self,
+        store: &'a Store,
         stop: &'a (dyn Fn() -> bool + Sync),
     ) -> crate::deliver::Needs<'a> {
         crate::deliver::Needs {
-            store: &self.store,
+            store,
             runtime: &self.runtime,
             transports: &self.transports,
             stop,
@@ -354,8 +355,8 @@ impl Executor {
             let Loaded::Channel(pre) = self.runtime.load(&self.store, &plugin.sha256)? else {
                 continue;
             };
-            let ctx = self.context(run, activity, &plugin, at);
-            let needs = self.delivery_needs(&stop);
+            let ctx = self.context(&self.store, run, activity, &plugin, at);
+            let needs = self.delivery_needs(&self.store, &stop);
             cancelled += crate::deliver::cancel(&needs, run, activity, &task, pre, ctx, at)
                 .map_err(anyhow::Error::msg)?;
         }
@@ -473,9 +474,10 @@ impl Executor {
         let Loaded::Channel(pre) = self.runtime.load(&self.store, &plugin.sha256)? else {
             return Ok(None);
         };
-        let ctx = self.context(run, a, &plugin, self.clock.now_ms());
+        let store = self.store.pinned_now()?;
+        let ctx = self.context(&store, run, a, &plugin, self.clock.now_ms());
         let never = || false;
-        let needs = self.delivery_needs(&never);
+        let needs = self.delivery_needs(&store, &never);
         crate::deliver::sample(&needs, a, &task, pre, ctx).map_err(anyhow::Error::msg)
     }
 
@@ -507,7 +509,9 @@ impl Executor {
             self.store.put_task(run.id, &task)?;
         }
         tracing::info!(run = %run_label(run.id), activity = %activity.id, plugin = %plugin.name, "executing");
-        let ctx = self.context(run.id, activity, &plugin, now);
+        // One version of the audience for the whole execution.
+        let store = self.store.pinned_now()?;
+        let ctx = self.context(&store, run.id, activity, &plugin, now);
         let loaded = match self.runtime.load(&self.store, &plugin.sha256) {
             Ok(l) => l,
             Err(e) => return self.fail(run, activity, task, e.to_string()),
@@ -523,7 +527,7 @@ impl Executor {
                     })
             }
             Loaded::Channel(pre) if run.dry_run => {
-                let needs = self.delivery_needs(&stop);
+                let needs = self.delivery_needs(&store, &stop);
                 let limit = run.preview_messages;
                 let r = crate::deliver::preview(&needs, activity, &task, pre, ctx, limit);
                 r.map(|(preview, outputs)| {
@@ -532,7 +536,7 @@ impl Executor {
                 })
             }
             Loaded::Channel(pre) => {
-                let needs = self.delivery_needs(&stop);
+                let needs = self.delivery_needs(&store, &stop);
                 let r = crate::deliver::deliver(&needs, run.id, activity, &task, pre, ctx);
                 r.and_then(|d| {
                     task.delivery = Some(d.counts);
@@ -587,13 +591,14 @@ impl Executor {
     /// What the host knows of a task while its plugin executes.
     fn context(
         &self,
+        store: &Store,
         run: u64,
         activity: &Activity,
         plugin: &crate::store::plugins::PluginRecord,
         now: i64,
     ) -> Arc<Context> {
         Arc::new(Context {
-            store: Some(self.store.clone()),
+            store: Some(store.clone()),
             now_ms: now,
             run,
             activity: activity.id.clone(),

@@ -379,3 +379,61 @@ fn a_delivery_paused_or_cancelled_midway_stops_at_its_next_round() {
     drop(resumed);
     drop(served);
 }
+
+/// An import the server carries out while a delivery is under way is for
+/// the next run: the delivery reads one version of the audience
+/// throughout, so every reader's email still says the name it had when the
+/// delivery began; the next run says the new one.
+#[test]
+fn an_import_during_a_delivery_is_for_the_next_run() {
+    let (s, env, wf, want) = slow_newsletter();
+    let _served = Served::start(&env, &["--now", T0]);
+    let running = env.spawn(&["run", wf.to_str().unwrap()]);
+    wait_for("the first emails", Duration::from_secs(60), || {
+        s.rig.smtp.received_count() >= 20
+    });
+    let mut renamed = String::from("id,first_name\n");
+    for n in 0..2 * WAVE {
+        renamed.push_str(&format!("N{n},Renamed\n"));
+    }
+    let file = env.data().join("renamed.csv");
+    std::fs::write(&file, renamed).unwrap();
+    let said = env.ok(&["import", "recipients", file.to_str().unwrap()]);
+    assert!(
+        said.contains(&format!("(0 new, {} updated)", 2 * WAVE)),
+        "{said}"
+    );
+    let mid = s.rig.smtp.received_count();
+    assert!(mid < want.len(), "the import ended before the delivery did");
+    wait_for("run 1 done", Duration::from_secs(120), || {
+        env.status(1)["state"] == "done"
+    });
+    drop(running);
+    let subjects = |from: usize| -> Vec<String> {
+        s.rig.smtp.received()[from..]
+            .iter()
+            .filter(|m| m.to.iter().any(|t| t.starts_with("reader")))
+            .filter_map(|m| {
+                m.data
+                    .lines()
+                    .find(|l| l.starts_with("Subject: "))
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    let first = subjects(0);
+    assert_eq!(first.len(), 2 * WAVE, "each reader once");
+    assert!(
+        first.iter().all(|l| l == "Subject: Hi Reader"),
+        "{:?}",
+        first.iter().find(|l| *l != "Subject: Hi Reader")
+    );
+    let before = s.rig.smtp.received_count();
+    env.ok(&["run", wf.to_str().unwrap()]);
+    let second = subjects(before);
+    assert_eq!(second.len(), 2 * WAVE);
+    assert!(
+        second.iter().all(|l| l == "Subject: Hi Renamed"),
+        "{second:?}"
+    );
+}

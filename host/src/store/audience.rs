@@ -269,13 +269,36 @@ pub struct Audience<'a> {
     pinned: std::cell::OnceCell<BTreeMap<&'static str, Arc<Manifest>>>,
 }
 
+/// Every dimension's manifest as published at one instant: the version of
+/// the audience a pinned [`Store`] reads, kept (files included) while held.
+pub type Pinned = Arc<BTreeMap<&'static str, Arc<Manifest>>>;
+
 impl Store {
-    /// The audience: dimensions, their records and attributes.
+    /// The audience: dimensions, their records and attributes (this
+    /// handle's pinned version, if it has one).
     pub fn audience(&self) -> Audience<'_> {
+        let pinned = std::cell::OnceCell::new();
+        if let Some(p) = &self.pinned {
+            let _ = pinned.set(p.as_ref().clone());
+        }
         Audience {
             store: self,
-            pinned: std::cell::OnceCell::new(),
+            pinned,
         }
+    }
+
+    /// A handle on the same store that reads the audience as published
+    /// now, whatever an import publishes later: one activity execution
+    /// reads one version throughout (a delivery's last round the same
+    /// records as its first).
+    pub fn pinned_now(&self) -> Result<Store> {
+        let trees = SCHEMA
+            .iter()
+            .map(|d| Ok((d.name, self.tree(&format!("dim/{}", d.name))?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut store = self.clone();
+        store.pinned = Some(Arc::new(self.published.get_all(&trees)?));
+        Ok(store)
     }
 }
 

@@ -92,6 +92,9 @@ pub struct Store {
     blocks: std::sync::Arc<blockfiles::Files>,
     /// The data directory's lock (its pid file), held while any clone lives.
     _lock: std::sync::Arc<std::fs::File>,
+    /// The audience this handle reads ([`Store::pinned_now`]); none: as
+    /// published when each read begins.
+    pinned: Option<audience::Pinned>,
 }
 
 /// How a data directory is opened.
@@ -220,6 +223,7 @@ impl Store {
             published: Default::default(),
             blocks: std::sync::Arc::new(blockfiles::Files::new(dir)),
             _lock: std::sync::Arc::new(lock),
+            pinned: None,
         };
         store.seal_plaintext()?;
         Ok(store)

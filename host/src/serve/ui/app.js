@@ -78,17 +78,23 @@
     main.replaceChildren(...children);
   }
 
-  /** Runs `fn` now and every `ms` while this page is shown. */
+  /** Runs `fn` now and every `ms` while this page is shown; a tick is
+   *  skipped while the one before is still waiting for the server (a large
+   *  run's status takes time to count). */
   function every(ms, fn) {
     const mine = page;
+    let busy = false;
     const tick = async () => {
-      if (mine !== page) return;
+      if (mine !== page || busy) return;
+      busy = true;
       try {
         await fn();
       } catch (e) {
         if (e instanceof Unauthorized) return signIn('Your session ended: sign in again.');
         const status = document.getElementById('status-line');
         if (status) status.textContent = `Could not refresh: ${e.message}`;
+      } finally {
+        busy = false;
       }
     };
     tick();
