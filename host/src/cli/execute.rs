@@ -547,7 +547,7 @@ pub fn execute(app: &App, command: Command, io: &mut Io) -> anyhow::Result<u8> {
 
 /// Writes a validation's warnings, or its diagnostics; the workflow if it
 /// is valid.
-fn validated(
+pub(super) fn validated(
     io: &mut Io,
     v: super::app::Validated,
 ) -> anyhow::Result<Option<crate::workflow::Workflow>> {

@@ -42,19 +42,10 @@ pub(super) fn execute(app: &App, io: &mut Io, command: ScheduleCommand) -> anyho
             let name = file.display().to_string();
             let bytes =
                 std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
-            let wf = match app.validate_bytes(&name, bytes.clone())? {
-                Ok((wf, warnings)) => {
-                    for w in warnings {
-                        note!(io, "{w}");
-                    }
-                    wf
-                }
-                Err(lines) => {
-                    for l in lines {
-                        note!(io, "{l}");
-                    }
-                    return Ok(2);
-                }
+            let Some(wf) =
+                super::execute::validated(io, app.validate_bytes(&name, bytes.clone())?)?
+            else {
+                return Ok(2);
             };
             // Valid, so UTF-8.
             let source = String::from_utf8_lossy(&bytes).into_owned();

@@ -107,6 +107,18 @@ struct Refused {
     diagnostics: Vec<String>,
 }
 
+/// 422: a workflow refused, with what is wrong and where.
+fn refused(error: &str, diagnostics: Vec<String>) -> axum::response::Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(Refused {
+            error: error.to_string(),
+            diagnostics,
+        }),
+    )
+        .into_response()
+}
+
 /// The external ids of the records that took a transition.
 #[derive(Serialize, ToSchema)]
 struct Members {
@@ -275,16 +287,7 @@ async fn start_run(
         let name = q.name.unwrap_or_else(|| "api".to_string());
         let (wf, warnings) = match s.app.validate_bytes(&name, body.to_vec())? {
             Ok(v) => v,
-            Err(diagnostics) => {
-                return Ok((
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Json(Refused {
-                        error: "the workflow is not valid".into(),
-                        diagnostics,
-                    }),
-                )
-                    .into_response());
-            }
+            Err(diagnostics) => return Ok(refused("the workflow is not valid", diagnostics)),
         };
         let kind = match q.dry_run {
             true => crate::executor::RunKind::Dry { messages: 1 },
@@ -684,22 +687,13 @@ async fn add_schedule(
 ) -> Reply {
     blocking(move || {
         let name = q.name.unwrap_or_else(|| "api".to_string());
-        let refused = |error: String, diagnostics: Vec<String>| {
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(Refused { error, diagnostics }),
-            )
-                .into_response()
-        };
         let wf = match s.app.validate_bytes(&name, body.to_vec())? {
             Ok((wf, _)) => wf,
-            Err(diagnostics) => {
-                return Ok(refused("the workflow is not valid".into(), diagnostics));
-            }
+            Err(diagnostics) => return Ok(refused("the workflow is not valid", diagnostics)),
         };
         if wf.schedule.is_none() {
             return Ok(refused(
-                "the workflow has no [schedule]: POST it to /api/v1/runs to run it once".into(),
+                "the workflow has no [schedule]: POST it to /api/v1/runs to run it once",
                 Vec::new(),
             ));
         }
