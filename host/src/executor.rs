@@ -20,12 +20,13 @@ use crate::caps::population::Cursor;
 use crate::caps::{Context, crash_reporter};
 use crate::clock::Clock;
 use crate::deliver::Transports;
-use crate::runtime::bindings::activity::exports::crosscast::plugin::activity as wit;
+use crate::runtime::activity::{ActivityPre, wit};
 use crate::runtime::{Loaded, Runtime};
 use crate::store::Store;
 use crate::store::runs::{
     Control, InputRef, JoinState, OutputRef, Run, Task, TaskState, run_label,
 };
+use crate::store::signals::{NO_DEADLINE, SignalIds, SignalRecord};
 use crate::workflow::{Activity, Workflow};
 
 /// An operator's command a run's state refuses.
@@ -79,6 +80,26 @@ pub struct Executor {
     /// Runs the operator paused or cancelled: their deliveries stop at the
     /// next round (the stored [`Control`] keeps them from starting again).
     halted: Mutex<HashSet<u64>>,
+    /// Held while a signal is kept and its waiting tasks woken, and while
+    /// a task parks to wait for one: a signal sent while a task decides to
+    /// wait is never missed.
+    signalling: Mutex<()>,
+}
+
+/// What sending a signal did.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Sent {
+    /// The run, as commands name it.
+    pub run: String,
+    /// The signal's name.
+    pub name: String,
+    /// Its number within the run, from 1.
+    pub seq: u64,
+    /// How many records it names (`None`: it names none, so it lets the
+    /// whole population through).
+    pub ids: Option<u64>,
+    /// Executions that were waiting for it and go on now.
+    pub woken: usize,
 }
 
 /// A run claimed by one driver, let go when dropped.
@@ -119,6 +140,7 @@ impl Executor {
             released: Condvar::new(),
             stopping: AtomicBool::new(false),
             halted: Mutex::new(HashSet::new()),
+            signalling: Mutex::new(()),
         }
     }
 
@@ -481,6 +503,58 @@ impl Executor {
         crate::deliver::sample(&needs, a, &task, pre, ctx).map_err(anyhow::Error::msg)
     }
 
+    /// Sends signal `name` to `run`, naming records `ids` of `dimension`
+    /// (their dense ids, sorted) if given: kept for the whole run, and the
+    /// executions waiting for it become pending ([`Executor::drive`] or
+    /// the worker carries them on). A cancelled run takes none.
+    pub fn signal(
+        &self,
+        run: u64,
+        name: &str,
+        ids: Option<(&str, Vec<u64>)>,
+    ) -> anyhow::Result<Sent> {
+        let r = self.store.run(run)?;
+        if let Control::Cancelled { .. } = r.control {
+            return Err(Refused::Cancelled(run_label(run)).into());
+        }
+        let ids = match ids {
+            Some((dimension, ids)) => Some(SignalIds {
+                dimension: dimension.to_string(),
+                count: ids.len() as u64,
+                population: self.store.write_population(dimension, &ids)?,
+            }),
+            None => None,
+        };
+        let _held = self.lock_signalling();
+        let waiting: Vec<Task> = self
+            .store
+            .tasks(run)?
+            .into_iter()
+            .filter(|t| {
+                matches!(t.state, TaskState::Waiting { .. }) && t.signal.as_deref() == Some(name)
+            })
+            .collect();
+        let record = SignalRecord {
+            seq: 0,
+            name: name.to_string(),
+            at: self.clock.now_ms(),
+            ids,
+        };
+        let kept = self.store.add_signal(run, record, &waiting)?;
+        tracing::info!(run = %run_label(run), signal = name, woken = waiting.len(), "signal");
+        Ok(Sent {
+            run: run_label(run),
+            name: name.to_string(),
+            seq: kept.seq,
+            ids: kept.ids.map(|i| i.count),
+            woken: waiting.len(),
+        })
+    }
+
+    fn lock_signalling(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.signalling.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Runs with a pending task, not paused or cancelled.
     pub fn runs_with_pending(&self) -> anyhow::Result<Vec<u64>> {
         let mut runs = self.store.runs_with_pending()?;
@@ -561,7 +635,64 @@ impl Executor {
             Ok(Step::Done(outputs)) => {
                 let (next, joins) = self.successors(run, workflow, activity, &task, &outputs)?;
                 task.state = TaskState::Done { outputs };
+                task.signal = None;
                 self.store.complete_task(run.id, &task, &next, &joins)?;
+            }
+            Ok(Step::Release(outputs, until)) => {
+                let next = self.parts(workflow, activity, &task, &outputs)?;
+                for (transition, out) in outputs {
+                    task.released.entry(transition).or_default().push(out);
+                }
+                task.released_at = Some(now);
+                let timer = match wait(until, now, task.waited_past) {
+                    Wait::Refused(error) => {
+                        self.store.complete_task(run.id, &task, &next, &[])?;
+                        return self.fail(run, activity, task, error);
+                    }
+                    Wait::Over => {
+                        task.waited_past = true;
+                        None
+                    }
+                    Wait::Until(until) if run.dry_run => {
+                        task.waited_past = false;
+                        task.clock = Some(until);
+                        None
+                    }
+                    Wait::Until(until) => {
+                        task.waited_past = false;
+                        task.state = TaskState::Waiting { until };
+                        Some(until)
+                    }
+                };
+                self.store.release_task(run.id, &task, &next, timer)?;
+            }
+            Ok(Step::Signal { name, until, seen }) => {
+                let _held = self.lock_signalling();
+                // Sent while the plugin ran: execute again at once.
+                if self.store.signals(run.id)?.len() > seen {
+                    self.store.put_task(run.id, &task)?;
+                    return Ok(false);
+                }
+                let until = match until.map(|u| wait(u, now, task.waited_past)) {
+                    None => NO_DEADLINE,
+                    Some(Wait::Refused(error)) => return self.fail(run, activity, task, error),
+                    Some(Wait::Over) => {
+                        task.waited_past = true;
+                        self.store.put_task(run.id, &task)?;
+                        return Ok(false);
+                    }
+                    Some(Wait::Until(until)) if run.dry_run => {
+                        task.waited_past = false;
+                        task.clock = Some(until);
+                        self.store.put_task(run.id, &task)?;
+                        return Ok(false);
+                    }
+                    Some(Wait::Until(until)) => until,
+                };
+                task.waited_past = false;
+                task.signal = Some(name);
+                task.state = TaskState::Waiting { until };
+                self.store.wait_task(run.id, &task, until)?;
             }
             Ok(Step::Wait(until)) => match wait(until, now, task.waited_past) {
                 Wait::Refused(error) => return self.fail(run, activity, task, error),
@@ -691,7 +822,11 @@ impl Executor {
             let source = format!("{}.{transition}", activity.id);
             for target in targets {
                 let is_join = workflow.activity(target).is_some_and(|a| a.join);
-                let input = match outputs.get(transition) {
+                let whole = match is_join {
+                    true => self.whole(task, transition, outputs.get(transition))?,
+                    false => outputs.get(transition).cloned(),
+                };
+                let input = match whole.as_ref() {
                     Some(out) => InputRef {
                         source: source.clone(),
                         population: out.population,
@@ -729,6 +864,67 @@ impl Executor {
         Ok((next, joins))
     }
 
+    /// The tasks a part passed on (`release-until`) starts: each target
+    /// executes on the part, as on any arriving population. A join waits
+    /// for the whole: it gets every part at once when the task is done.
+    fn parts(
+        &self,
+        workflow: &Workflow,
+        activity: &Activity,
+        task: &Task,
+        outputs: &BTreeMap<String, OutputRef>,
+    ) -> anyhow::Result<Vec<Task>> {
+        let mut next = Vec::new();
+        for (transition, targets) in &activity.next {
+            let Some(out) = outputs.get(transition) else {
+                continue;
+            };
+            for target in targets {
+                if workflow.activity(target).is_some_and(|a| a.join) {
+                    continue;
+                }
+                let input = InputRef {
+                    source: format!("{}.{transition}", activity.id),
+                    population: out.population,
+                    count: out.count,
+                };
+                let mut t = new_task(&self.store, target, vec![input])?;
+                t.clock = task.clock;
+                next.push(t);
+            }
+        }
+        Ok(next)
+    }
+
+    /// What left a task on `transition` over all its parts and `last`, as
+    /// one population (what a join receives); `last` alone when the task
+    /// passed nothing on in parts.
+    fn whole(
+        &self,
+        task: &Task,
+        transition: &str,
+        last: Option<&OutputRef>,
+    ) -> anyhow::Result<Option<OutputRef>> {
+        let Some(parts) = task.released.get(transition) else {
+            return Ok(last.cloned());
+        };
+        let mut ids = Vec::new();
+        let mut dimension = String::new();
+        for part in parts.iter().chain(last) {
+            let meta = self.store.population_meta(part.population)?;
+            dimension = meta.dimension;
+            for b in 0..meta.blocks {
+                ids.extend(self.store.population_block(part.population, b)?);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(Some(OutputRef {
+            population: self.store.write_population(&dimension, &ids)?,
+            count: ids.len() as u64,
+        }))
+    }
+
     /// An empty population of the dimension a task worked on.
     fn empty_like(
         &self,
@@ -752,7 +948,7 @@ impl Executor {
         run: &Run,
         activity: &Activity,
         task: &Task,
-        pre: crate::runtime::bindings::activity::ActivityPluginPre<crate::runtime::HostState>,
+        pre: ActivityPre,
         ctx: Arc<Context>,
     ) -> Result<(Step, u64), String> {
         let limits = self.runtime.limits();
@@ -777,23 +973,63 @@ impl Executor {
                 population,
             });
         }
+        let stored = self.store.signals(run.id).map_err(|e| e.to_string())?;
+        let seen = stored.len();
+        let mut signals = Vec::with_capacity(seen);
+        for s in stored {
+            let ids = match s.ids {
+                Some(ids) => {
+                    let meta = self
+                        .store
+                        .population_meta(ids.population)
+                        .map_err(|e| e.to_string())?;
+                    let cursor =
+                        Cursor::stored(meta.dimension, ids.population, meta.count, meta.blocks);
+                    Some(
+                        st.data_mut()
+                            .table
+                            .push(cursor)
+                            .map_err(|e| e.to_string())?,
+                    )
+                }
+                None => None,
+            };
+            signals.push(wit::Signal {
+                name: s.name,
+                at: s.at,
+                ids,
+            });
+        }
         let arg = wit::Task {
             run_id: run.id.to_string(),
             activity_id: activity.id.clone(),
             config: activity.config.to_string(),
             started_at: task.started_at.unwrap_or(0),
             inputs,
+            released_at: task.released_at,
+            signals,
         };
         let outcome = instance
-            .crosscast_plugin_activity()
-            .call_execute(&mut st, &arg)
+            .execute(&mut st, arg)
             .map_err(|e| crash(e, st.data()))?;
         // Both directions: `execute` itself and every call the guest made.
         let calls = st.data().host_calls + 1;
-        match outcome {
-            Err(message) => Err(format!("plugin `{plugin}` reported: {message}")),
-            Ok(wit::Outcome::WaitUntil(t)) => Ok((Step::Wait(t), calls)),
-            Ok(wit::Outcome::Done) => {
+        let release = match outcome {
+            Err(message) => return Err(format!("plugin `{plugin}` reported: {message}")),
+            Ok(wit::Outcome::WaitUntil(t)) => return Ok((Step::Wait(t), calls)),
+            Ok(wit::Outcome::WaitForSignal(w)) => {
+                let step = Step::Signal {
+                    name: w.name,
+                    until: w.until,
+                    seen,
+                };
+                return Ok((step, calls));
+            }
+            Ok(wit::Outcome::ReleaseUntil(t)) => Some(t),
+            Ok(wit::Outcome::Done) => None,
+        };
+        {
+            {
                 tracing::debug!(calls, "activity done");
                 let mut emitted = std::mem::take(&mut st.data_mut().emitted);
                 drop(st);
@@ -817,7 +1053,10 @@ impl Executor {
                         },
                     );
                 }
-                Ok((Step::Done(outputs), calls))
+                match release {
+                    Some(until) => Ok((Step::Release(outputs, until), calls)),
+                    None => Ok((Step::Done(outputs), calls)),
+                }
             }
         }
     }
@@ -836,6 +1075,17 @@ pub(crate) enum Step {
     Done(BTreeMap<String, OutputRef>),
     /// Waiting until this instant.
     Wait(i64),
+    /// Passed these outputs on; the rest waits until this instant.
+    Release(BTreeMap<String, OutputRef>, i64),
+    /// Waiting for a signal, or until an instant.
+    Signal {
+        /// The signal's name.
+        name: String,
+        /// The deadline, if any.
+        until: Option<i64>,
+        /// How many signals of the run the plugin was given.
+        seen: usize,
+    },
     /// Stopped before its end (the process is stopping): still pending.
     Stopped,
 }
@@ -854,6 +1104,9 @@ fn new_task(store: &Store, activity: &str, inputs: Vec<InputRef>) -> anyhow::Res
         clock: None,
         preview: None,
         waited_past: false,
+        signal: None,
+        released_at: None,
+        released: BTreeMap::new(),
     })
 }
 

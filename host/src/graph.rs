@@ -108,7 +108,7 @@ impl Graph {
             };
             node.phase = Some(s.state.clone());
             node.state = Some(match (s.state.as_str(), &s.waiting_until) {
-                ("waiting", Some(t)) => format!("waiting until {t}"),
+                ("waiting", _) => crate::cli::waiting_words(s),
                 ("failed", _) => match s.errors.first() {
                     Some(e) => format!("failed: {}", shorten(e, 60)),
                     None => "failed".into(),

@@ -18,6 +18,7 @@ pub mod interrupt;
 pub mod runtime;
 pub mod schedules;
 pub mod serve;
+pub mod signals;
 pub mod spelling;
 pub mod store;
 pub mod timezones;

@@ -3,7 +3,7 @@
 //! later WIT version adds a field: the new field gets its default here,
 //! where a struct literal would stop compiling.
 
-use crate::activity::Descriptor as ActivityDescriptor;
+use crate::activity::{Descriptor as ActivityDescriptor, Outcome, Signal, SignalWait, Task};
 use crate::channel::{
     Descriptor as ChannelDescriptor, Email, HttpRequest, HttpResponse, Message, Outgoing, Prepared,
     SmtpReply, Target,
@@ -28,6 +28,24 @@ impl ActivityDescriptor {
         self.min_inputs = min;
         self.max_inputs = max;
         self
+    }
+}
+
+impl Task {
+    /// The first signal named `name` sent to the run, if one was.
+    pub fn signal(&self, name: &str) -> Option<&Signal> {
+        self.signals.iter().find(|s| s.name == name)
+    }
+}
+
+impl Outcome {
+    /// Execute again when a signal named `name` is sent to the run, or at
+    /// `until` (when given) if none came by then.
+    pub fn wait_for_signal(name: &str, until: Option<i64>) -> Outcome {
+        Outcome::WaitForSignal(SignalWait {
+            name: name.into(),
+            until,
+        })
     }
 }
 

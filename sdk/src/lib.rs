@@ -27,20 +27,20 @@ pub mod template;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
-/// The WIT bindings: the activity and channel worlds of
-/// `crosscast:plugin@0.4.0`, generated from the copy of the WIT inside this
-/// package (`sdk/wit/`, identical to the repository's `wit/`). Both export
-/// their 0.1.0 (activity) or 0.3.0 (channel) interface and 0.4.0's
-/// `preflight`; the channel world reuses the activity world's imports, so
-/// the host helpers serve both; a component carries only the world its
-/// export macro names.
+/// The WIT bindings: the activity world of `crosscast:plugin@0.5.0` and
+/// the channel world of `crosscast:plugin@0.4.0`, generated from the copy
+/// of the WIT inside this package (`sdk/wit/`, identical to the
+/// repository's `wit/`). They export their 0.5.0 (activity) or 0.3.0
+/// (channel) interface and 0.4.0's `preflight`; the channel world reuses
+/// the activity world's imports, so the host helpers serve both; a
+/// component carries only the world its export macro names.
 #[doc(hidden)]
 pub mod bindings {
-    /// The activity world (`crosscast:plugin/activity-plugin@0.4.0`).
+    /// The activity world (`crosscast:plugin/activity-plugin@0.5.0`).
     pub mod activity {
         wit_bindgen::generate!({
-            world: "crosscast:plugin/activity-plugin@0.4.0",
-            path: ["wit/0.1.0", "wit/0.3.0", "wit/0.4.0"],
+            world: "crosscast:plugin/activity-plugin@0.5.0",
+            path: ["wit/0.1.0", "wit/0.3.0", "wit/0.4.0", "wit/0.5.0"],
             generate_all,
             pub_export_macro: true,
             export_macro_name: "__export_activity_world",
@@ -91,7 +91,7 @@ pub const STAMP_SECTION: &str = "crosscast-sdk";
 pub const ACTIVITY_STAMP: &str = concat!(
     "sdk=",
     env!("CARGO_PKG_VERSION"),
-    ";world=crosscast:plugin/activity-plugin@0.4.0"
+    ";world=crosscast:plugin/activity-plugin@0.5.0"
 );
 
 /// The stamp of a channel component.
@@ -134,8 +134,8 @@ pub const BATCH: u32 = 16_384;
 
 /// Everything an activity plugin needs.
 pub mod activity {
-    pub use crate::bindings::activity::exports::crosscast::plugin0_1_0::activity::{
-        Descriptor, Input, Outcome, Task,
+    pub use crate::bindings::activity::exports::crosscast::plugin0_5_0::activity::{
+        Descriptor, Input, Outcome, Signal, SignalWait, Task,
     };
     pub use crate::bindings::imported::population::{Population, scan};
     pub use crate::config::ConfigError;
@@ -353,7 +353,7 @@ pub fn __references(
 macro_rules! export_activity {
     ($t:ty) => {
         struct __CrosscastExport;
-        impl $crate::bindings::activity::exports::crosscast::plugin0_1_0::activity::Guest
+        impl $crate::bindings::activity::exports::crosscast::plugin0_5_0::activity::Guest
             for __CrosscastExport {
             fn describe() -> $crate::activity::Descriptor {
                 <$t as $crate::activity::Activity>::describe()

@@ -139,7 +139,7 @@ fn install_reports_what_a_plugin_was_built_against_and_refuses_a_newer_contract(
     let out = install("crosscast_plugin_split.wasm");
     assert!(
         out.contains(&format!(
-            "built against crosscast:plugin/activity-plugin@0.4.0, crosscast-sdk {sdk}"
+            "built against crosscast:plugin/activity-plugin@0.5.0, crosscast-sdk {sdk}"
         )),
         "{out}"
     );

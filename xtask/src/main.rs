@@ -27,6 +27,7 @@ const WASM_CRATES: &[&str] = &[
     "crosscast-plugin-query",
     "crosscast-plugin-split",
     "crosscast-plugin-wait",
+    "crosscast-plugin-signal",
     "crosscast-plugin-email",
     "crosscast-plugin-sms",
     "crosscast-plugin-apns",

@@ -172,6 +172,7 @@ pub const BUILTINS: &[&str] = &[
     "query",
     "split",
     "wait",
+    "signal",
     "email",
     "sms",
     "apns",

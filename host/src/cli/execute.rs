@@ -434,6 +434,43 @@ pub fn execute(app: &App, command: Command, io: &mut Io) -> anyhow::Result<u8> {
             }
         }
         Command::Serve(_) => bail!("a server is running on this data directory already"),
+        Command::Signal {
+            run,
+            name,
+            ids,
+            dimension,
+            json,
+        } => {
+            let keys = match &ids {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    Some(crate::signals::read_ids(&text))
+                }
+                None => None,
+            };
+            let exec = app.executor()?;
+            let sent =
+                crate::signals::send(&exec, &app.store, run, &name, &dimension, keys.as_deref())?;
+            let named = match sent.ids {
+                Some(n) => format!(", naming {n} {dimension}(s)"),
+                None => String::new(),
+            };
+            let woken = match sent.woken {
+                0 => "no activity waits for it yet: it is kept for the run".to_string(),
+                n => format!("{n} waiting execution(s) go on"),
+            };
+            note!(
+                io,
+                "signal {name} (#{}) sent to run {}{named}; {woken}",
+                sent.seq,
+                sent.run
+            );
+            io.doing(crate::interrupt::Doing::Run(Some(run)));
+            exec.drive(run)?;
+            io.doing(crate::interrupt::Doing::Other);
+            return finish_run(io, app, run, json);
+        }
         Command::Clock(ClockCommand::Show) => {
             let kind = match &app.clock {
                 Clock::System => "the system clock",

@@ -29,7 +29,7 @@ pub use execute::execute;
 pub use io::{Cancelled, Io, Place};
 pub use status::{
     ActivityStatus, DeliverySummary, RunFilter, RunStatus, RunSummary, list_runs, members,
-    run_status, status_json, status_of,
+    run_status, status_json, status_of, waiting_words,
 };
 
 /// Crosscast: durable cross-channel marketing workflows on WebAssembly plugins.
@@ -184,6 +184,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: GraphFormat,
     },
+    /// Send a signal to a run: its `signal` activities waiting for NAME go
+    /// on (one reached later finds it: a run keeps its signals).
+    Signal {
+        /// The run: its number, or dry-N for a dry run.
+        #[arg(value_parser = crate::store::runs::parse_run)]
+        run: u64,
+        /// The signal's name (ASCII letters, digits, `-`, `_`, `.`).
+        name: String,
+        /// Only these records go on: a file of their ids, one per line (a
+        /// first line `id`, blank lines and `#` comments are skipped). Every
+        /// id must be of a record, or nothing is sent.
+        #[arg(long)]
+        ids: Option<PathBuf>,
+        /// The dimension the ids are of; a population of another dimension
+        /// keeps the records linked to them (a recipient's subscriptions).
+        #[arg(long, default_value = "recipient")]
+        dimension: String,
+        /// Print the run's status after as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the records that left an activity on a transition (external ids).
     Members {
         /// The run: its number, or dry-N for a dry run.
@@ -281,6 +302,7 @@ impl Command {
             Command::Graph { .. } => "graph",
             Command::Status { .. } => "status",
             Command::Members { .. } => "members",
+            Command::Signal { .. } => "signal",
             Command::Deliveries { .. } => "deliveries",
             Command::Denylist(_) => "denylist",
             Command::Unsubscribe(_) => "unsubscribe",
@@ -772,6 +794,7 @@ impl Command {
                 paths.extend(skip_invalid);
             }
             Command::Export { output, .. } => paths.extend(output),
+            Command::Signal { ids, .. } => paths.extend(ids),
             Command::Validate { file }
             | Command::Run {
                 file: Some(file), ..

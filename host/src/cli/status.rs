@@ -26,32 +26,47 @@ pub fn members(
         if t.activity != activity {
             continue;
         }
-        let TaskState::Done { outputs } = &t.state else {
-            continue;
+        let last = match &t.state {
+            TaskState::Done { outputs } => outputs.get(transition),
+            _ => None,
         };
-        let Some(out) = outputs.get(transition) else {
-            continue;
-        };
-        found = true;
-        let meta = store.population_meta(out.population)?;
-        for b in 0..meta.blocks {
-            let ids = store.population_block(out.population, b)?;
-            let cols = store
-                .audience()
-                .fetch(&meta.dimension, &ids, &["id".to_string()])?;
-            keys.extend(
-                cols.into_iter()
-                    .next()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .flatten(),
-            );
+        let parts = t.released.get(transition).into_iter().flatten();
+        for out in parts.chain(last) {
+            found = true;
+            let meta = store.population_meta(out.population)?;
+            for b in 0..meta.blocks {
+                let ids = store.population_block(out.population, b)?;
+                let cols = store
+                    .audience()
+                    .fetch(&meta.dimension, &ids, &["id".to_string()])?;
+                keys.extend(
+                    cols.into_iter()
+                        .next()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flatten(),
+                );
+            }
         }
     }
     if !found {
         bail!("run {run} has no population on {activity}.{transition} (not reached, or skipped)");
     }
     Ok(keys)
+}
+
+/// An activity's state in words: `waiting until T`, `waiting for signal
+/// `x``, both, or its state.
+pub fn waiting_words(s: &ActivityStatus) -> String {
+    if s.state != "waiting" {
+        return s.state.clone();
+    }
+    match (&s.waiting_for, &s.waiting_until) {
+        (Some(name), Some(t)) => format!("waiting for signal {name} until {t}"),
+        (Some(name), None) => format!("waiting for signal {name}"),
+        (None, Some(t)) => format!("waiting until {t}"),
+        (None, None) => s.state.clone(),
+    }
 }
 
 /// The status of one activity of a run, summed over its tasks.
@@ -72,6 +87,9 @@ pub struct ActivityStatus {
     /// When a waiting activity resumes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_until: Option<String>,
+    /// The signal a waiting activity waits for (`crosscast signal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     /// Calls across the wasm boundary (activities; summed over executions).
     pub calls: u64,
     /// Wall time of its executions, summed, in milliseconds.
@@ -144,6 +162,7 @@ pub fn run_status(
                 None
             },
             waiting_until: None,
+            waiting_for: None,
             calls: 0,
             elapsed_ms: 0,
             previews: Vec::new(),
@@ -159,11 +178,22 @@ pub fn run_status(
             st.calls += t.calls;
             st.elapsed_ms += t.elapsed_ms;
             st.previews.extend(t.preview.clone());
+            // Parts passed on before the rest (a wait until each zone's hour).
+            for (k, parts) in &t.released {
+                *st.transitions.entry(k.clone()).or_default() +=
+                    parts.iter().map(|p| p.count).sum::<u64>();
+                taken.insert(k.clone());
+            }
             match &t.state {
                 TaskState::Pending => pending += 1,
                 TaskState::Waiting { until } => {
                     waiting += 1;
-                    st.waiting_until = Some(format_ms(*until));
+                    if *until != crate::store::signals::NO_DEADLINE {
+                        st.waiting_until = Some(format_ms(*until));
+                    }
+                    if t.signal.is_some() {
+                        st.waiting_for = t.signal.clone();
+                    }
                 }
                 TaskState::Failed { error } => {
                     failed += 1;
@@ -318,10 +348,7 @@ pub(super) fn print_status(
             }
             transitions.push(counts + ")");
         }
-        let state = match &s.waiting_until {
-            Some(t) if s.state == "waiting" => format!("waiting until {t}"),
-            _ => s.state.clone(),
-        };
+        let state = waiting_words(&s);
         out!(
             io,
             "{:<16} {:<8} {:<12} {:<36} {}",

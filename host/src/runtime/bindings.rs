@@ -101,3 +101,24 @@ pub mod channel_v4 {
         },
     });
 }
+
+/// Bindings of the `activity-plugin@0.5.0` world: the activity interface
+/// the host works with (partial releases, signals); 0.1.0 activities
+/// (worlds 0.1.0 and 0.4.0) are adapted to it (`runtime::activity`). Its
+/// imports are 0.4.0's, so one linker serves both.
+pub mod activity_v5 {
+    wasmtime::component::bindgen!({
+        world: "crosscast:plugin/activity-plugin@0.5.0",
+        path: ["../wit/0.1.0", "../wit/0.3.0", "../wit/0.4.0", "../wit/0.5.0"],
+        imports: { default: trappable },
+        with: {
+            "crosscast:plugin/types@0.1.0": super::activity::crosscast::plugin::types,
+            "crosscast:plugin/log@0.1.0": super::activity::crosscast::plugin::log,
+            "crosscast:plugin/clock@0.1.0": super::activity::crosscast::plugin::clock,
+            "crosscast:plugin/attributes@0.1.0": super::activity::crosscast::plugin::attributes,
+            "crosscast:plugin/population@0.1.0": super::activity::crosscast::plugin::population,
+            "crosscast:plugin/output@0.1.0": super::activity::crosscast::plugin::output,
+            "crosscast:plugin/references@0.4.0": super::activity_v4::crosscast::plugin0_4_0::references,
+        },
+    });
+}

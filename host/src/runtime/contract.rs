@@ -15,7 +15,7 @@ pub const STAMP_SECTION: &str = "crosscast-sdk";
 
 /// The newest version of each world this host loads.
 pub const SUPPORTED: &[(&str, Version)] = &[
-    ("activity", Version(0, 4, 0)),
+    ("activity", Version(0, 5, 0)),
     ("channel", Version(0, 4, 0)),
 ];
 

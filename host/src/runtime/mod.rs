@@ -7,6 +7,7 @@
 //! and an epoch deadline driven by a ticker thread, so a runaway guest traps
 //! instead of hanging the host. A trapped store is dropped, never reused.
 
+pub mod activity;
 pub mod bindings;
 pub mod channel;
 pub mod compile_cache;
@@ -34,7 +35,7 @@ use crate::caps::log::Chatter;
 use crate::store::plugins::{PluginKind, PluginRecord};
 use crate::store::suppression::AddressKind;
 use crate::store::{Store, StoreError};
-use bindings::activity::ActivityPluginPre;
+use activity::ActivityPre;
 use channel::ChannelPre;
 
 /// How often the epoch advances.
@@ -128,7 +129,7 @@ struct ChannelFacts {
 #[derive(Clone)]
 pub enum Loaded {
     /// An activity.
-    Activity(ActivityPluginPre<HostState>),
+    Activity(ActivityPre),
     /// A channel.
     Channel(ChannelPre),
 }
@@ -320,10 +321,7 @@ impl Runtime {
         let (name, version, summary, kind) = match loaded {
             Loaded::Activity(pre) => {
                 let p = pre.instantiate(&mut store).map_err(|e| crash(e, &store))?;
-                let d = p
-                    .crosscast_plugin_activity()
-                    .call_describe(&mut store)
-                    .map_err(|e| crash(e, &store))?;
+                let d = p.describe(&mut store).map_err(|e| crash(e, &store))?;
                 (d.name, d.version, d.summary, PluginKind::Activity)
             }
             Loaded::Channel(pre) => {
@@ -503,12 +501,21 @@ impl Runtime {
     }
 
     fn link(&self, component: &Component) -> Result<Loaded, PluginError> {
+        // 0.5.0's activity world imports what 0.4.0's does: one linker.
+        let as_activity_v5 = self
+            .activity_linker
+            .instantiate_pre(component)
+            .and_then(bindings::activity_v5::ActivityPluginPre::new);
+        let activity_v5_err = match as_activity_v5 {
+            Ok(pre) => return Ok(Loaded::Activity(ActivityPre::V5(pre))),
+            Err(e) => e,
+        };
         let as_activity = self
             .activity_linker
             .instantiate_pre(component)
-            .and_then(ActivityPluginPre::new);
+            .and_then(bindings::activity::ActivityPluginPre::new);
         let activity_err = match as_activity {
-            Ok(pre) => return Ok(Loaded::Activity(pre)),
+            Ok(pre) => return Ok(Loaded::Activity(ActivityPre::V1(pre))),
             Err(e) => e,
         };
         // 0.3.0's world imports what 0.2.0's does: one linker for both.
@@ -535,7 +542,8 @@ impl Runtime {
         {
             Ok(pre) => Ok(Loaded::Channel(ChannelPre::V1(pre))),
             Err(channel_err) => Err(PluginError::Invalid(format!(
-                "the component implements none of crosscast:plugin/activity-plugin@0.1.0 \
+                "the component implements none of crosscast:plugin/activity-plugin@0.5.0 \
+                 ({activity_v5_err}), crosscast:plugin/activity-plugin@0.1.0 \
                  ({activity_err}), crosscast:plugin/channel-plugin@0.3.0 ({channel_v3_err}), \
                  crosscast:plugin/channel-plugin@0.2.0 ({channel_v2_err}) \
                  and crosscast:plugin/channel-plugin@0.1.0 ({channel_err})"
@@ -584,24 +592,17 @@ impl Runtime {
             plugin: plugin.name.clone(),
             message: crate::caps::describe_failure(&e, self.limits, st.data()),
         };
-        let pairs = |es: Vec<bindings::activity::crosscast::plugin::types::ConfigError>| {
-            es.into_iter()
-                .map(|e| (e.field, e.message))
-                .collect::<Vec<_>>()
-        };
         match self.load(store, &plugin.sha256)? {
             Loaded::Activity(pre) => {
                 let instance = pre
                     .instance_pre()
                     .instantiate(&mut st)
                     .map_err(|e| crash(e, &st))?;
-                let p = bindings::activity::ActivityPlugin::new(&mut st, &instance)
-                    .map_err(|e| crash(e, &st))?;
-                let a = p.crosscast_plugin_activity();
-                let d = a.call_describe(&mut st).map_err(|e| crash(e, &st))?;
-                let outputs = match a.call_configure(&mut st, config) {
+                let a = pre.load(&mut st, &instance).map_err(|e| crash(e, &st))?;
+                let d = a.describe(&mut st).map_err(|e| crash(e, &st))?;
+                let outputs = match a.configure(&mut st, config) {
                     Ok(Ok(outputs)) => outputs,
-                    Ok(Err(es)) => return Ok(Err(pairs(es))),
+                    Ok(Err(es)) => return Ok(Err(es)),
                     Err(e) => return Err(crash(e, &st)),
                 };
                 let needs = preflight::activity(pre.instance_pre(), &mut st, &instance, config)

@@ -57,6 +57,7 @@ pub fn split() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
         .routes(routes!(pause_run))
         .routes(routes!(resume_run))
         .routes(routes!(retry_run))
+        .routes(routes!(signal_run))
         .routes(routes!(deliveries))
         .routes(routes!(members))
         .routes(routes!(suppression))
@@ -241,6 +242,63 @@ async fn retry_run(
 ) -> Reply {
     steer(s, run, move |exec, run| {
         exec.retry(run, q.activity.as_deref()).map(drop)
+    })
+    .await
+}
+
+/// What a signal names.
+#[derive(Deserialize, ToSchema, Default)]
+struct SignalBody {
+    /// Only these records go on: their external ids. Every one must be of
+    /// a record, or nothing is sent (422).
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+    /// The dimension the ids are of (`recipient` by default).
+    #[serde(default)]
+    dimension: Option<String>,
+}
+
+/// Sends a signal to a run, as `crosscast signal RUN NAME`: the `signal`
+/// activities waiting for it go on (the worker carries them), and one
+/// reached later finds it. The body is optional.
+#[utoipa::path(post, path = "/api/v1/runs/{run}/signals/{name}",
+    params(("run" = String, Path), ("name" = String, Path)),
+    request_body(content = SignalBody, content_type = "application/json", description = "Optional: the records it names"),
+    responses((status = 200, body = crate::executor::Sent), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 400, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn signal_run(
+    State(s): State<Shared>,
+    Path((run, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Reply {
+    let body: SignalBody = match body.iter().all(u8::is_ascii_whitespace) {
+        true => SignalBody::default(),
+        false => serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the body: {e}")))?,
+    };
+    blocking(move || {
+        let run = run_id(&run)?;
+        let dimension = body.dimension.as_deref().unwrap_or("recipient");
+        let keys: Option<Vec<(usize, String)>> = body.ids.map(|ids| {
+            ids.into_iter()
+                .enumerate()
+                .map(|(i, k)| (i + 1, k))
+                .collect()
+        });
+        let exec = s.app.executor()?;
+        let sent =
+            crate::signals::send(&exec, &s.app.store, run, &name, dimension, keys.as_deref())
+                .map_err(|e| match e.downcast_ref::<crate::signals::SignalError>() {
+                    Some(crate::signals::SignalError::BadName(_)) => {
+                        ApiError(StatusCode::BAD_REQUEST, format!("{e:#}"))
+                    }
+                    Some(crate::signals::SignalError::UnknownIds { .. }) => {
+                        ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}"))
+                    }
+                    None => ApiError::from(e),
+                })?;
+        Ok(Json(sent).into_response())
     })
     .await
 }

@@ -20,6 +20,7 @@ pub mod runs;
 pub mod schedules;
 pub mod sealed;
 pub mod settings;
+pub mod signals;
 pub mod spill;
 pub mod staging;
 pub mod suppression;

@@ -196,6 +196,17 @@ pub struct Task {
     /// ran again at once, and may not ask that twice in a row.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub waited_past: bool,
+    /// The signal it waits for, while it waits for one (its `until` is
+    /// then the deadline, or `signals::NO_DEADLINE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// The clock of its last execution that passed part of its population
+    /// on (`release-until`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<i64>,
+    /// The parts passed on so far, per transition, oldest first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub released: BTreeMap<String, Vec<OutputRef>>,
 }
 
 /// Populations waiting at a join activity, in rounds: the first round takes
@@ -237,14 +248,14 @@ fn join_key(run: u64, activity: &str) -> Vec<u8> {
     k
 }
 
-fn task_key(run: u64, task: u64) -> [u8; 16] {
+pub(super) fn task_key(run: u64, task: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&run.to_be_bytes());
     k[8..].copy_from_slice(&task.to_be_bytes());
     k
 }
 
-fn timer_key(until: i64, run: u64, task: u64) -> [u8; 24] {
+pub(super) fn timer_key(until: i64, run: u64, task: u64) -> [u8; 24] {
     // Offset so negative instants still sort before positive ones.
     let due = (until as u64) ^ (1u64 << 63);
     let mut k = [0u8; 24];
@@ -253,7 +264,7 @@ fn timer_key(until: i64, run: u64, task: u64) -> [u8; 24] {
     k
 }
 
-fn tx_err(e: sled::transaction::TransactionError<StoreError>) -> StoreError {
+pub(super) fn tx_err(e: sled::transaction::TransactionError<StoreError>) -> StoreError {
     match e {
         sled::transaction::TransactionError::Abort(e) => e,
         sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
@@ -434,7 +445,37 @@ impl Store {
         (&tasks, &timers)
             .transaction(|(t, tm)| {
                 t.insert(&task_key(run, task.id), json_encode(task))?;
-                tm.insert(&timer_key(until, run, task.id), &[])?;
+                // A wait for a signal alone has no timer: the signal wakes it.
+                if until != super::signals::NO_DEADLINE {
+                    tm.insert(&timer_key(until, run, task.id), &[])?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_err)?;
+        self.flush()
+    }
+
+    /// Records a task that passed part of its population on: the task
+    /// (waiting on a timer at `timer`, when given) and the tasks the part
+    /// starts, atomically.
+    pub fn release_task(
+        &self,
+        run: u64,
+        task: &Task,
+        next: &[Task],
+        timer: Option<i64>,
+    ) -> Result<()> {
+        let tasks = self.tree("tasks")?;
+        let timers = self.tree("timers")?;
+        (&tasks, &timers)
+            .transaction(|(t, tm)| {
+                t.insert(&task_key(run, task.id), json_encode(task))?;
+                for n in next {
+                    t.insert(&task_key(run, n.id), json_encode(n))?;
+                }
+                if let Some(until) = timer {
+                    tm.insert(&timer_key(until, run, task.id), &[])?;
+                }
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
             .map_err(tx_err)?;
@@ -518,6 +559,9 @@ mod tests {
             clock: None,
             preview: None,
             waited_past: false,
+            signal: None,
+            released_at: None,
+            released: BTreeMap::new(),
         }
     }
 

@@ -576,6 +576,7 @@
       const parts = [
         el('h2', { id: 'details-title', text: `${d.activity}` }),
         el('p', {}, el('span', { class: 'muted', text: `${s.type} · ` }), badge(s.state),
+          s.waiting_for ? ` for signal ${s.waiting_for}` : '',
           s.waiting_until ? ` until ${s.waiting_until}` : ''),
       ];
       if (s.errors && s.errors.length) {
