@@ -132,6 +132,16 @@ fn a_signal_lets_the_records_it_names_through_and_a_timeout_the_rest() {
     let want: BTreeSet<String> = named.iter().map(|(_, e)| (*e).clone()).collect();
     assert_eq!(received(&s, "Approved"), want);
     assert!(received(&s, "Late").is_empty(), "no timeout");
+    assert_eq!(
+        st["signals"],
+        serde_json::json!([{ "seq": 1, "name": "approved", "at": "2026-04-01T10:00:00Z",
+            "ids": 3, "dimension": "recipient" }])
+    );
+    let said = env.ok(&["status", &run.to_string()]);
+    assert!(
+        said.contains("signal approved (#1) at 2026-04-01T10:00:00Z, naming 3 recipient(s)"),
+        "{said}"
+    );
 
     // A second run, no signal: two days later the population takes
     // `timeout`, every recipient with an email.

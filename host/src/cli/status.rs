@@ -272,6 +272,41 @@ pub struct RunStatus {
     pub state: String,
     /// Each activity's status, by id.
     pub activities: std::collections::BTreeMap<String, ActivityStatus>,
+    /// The signals sent to the run, oldest first (`crosscast signal`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<SignalView>,
+}
+
+/// A signal sent to a run, as its status shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SignalView {
+    /// Its number within the run, from 1.
+    pub seq: u64,
+    /// Its name.
+    pub name: String,
+    /// When it came, on the run's clock (RFC 3339).
+    pub at: String,
+    /// How many records it names (none: it names none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<u64>,
+    /// The dimension of those records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimension: Option<String>,
+}
+
+/// The signals of a run, as its status shows them.
+fn signal_views(store: &Store, run: u64) -> anyhow::Result<Vec<SignalView>> {
+    Ok(store
+        .signals(run)?
+        .into_iter()
+        .map(|s| SignalView {
+            seq: s.seq,
+            name: s.name,
+            at: format_ms(s.at),
+            ids: s.ids.as_ref().map(|i| i.count),
+            dimension: s.ids.map(|i| i.dimension),
+        })
+        .collect())
 }
 
 /// A run's status: the run, its state and each activity's.
@@ -287,6 +322,7 @@ pub fn status_of(store: &Store, run: u64) -> anyhow::Result<RunStatus> {
         started_at: format_ms(r.created_at),
         state,
         activities: activities.into_iter().collect(),
+        signals: signal_views(store, run)?,
     })
 }
 
@@ -367,6 +403,13 @@ pub(super) fn print_status(
         for p in &s.previews {
             print_preview(io, p)?;
         }
+    }
+    for s in signal_views(store, run)? {
+        let named = match (s.ids, &s.dimension) {
+            (Some(n), Some(d)) => format!(", naming {n} {d}(s)"),
+            _ => String::new(),
+        };
+        out!(io, "signal {} (#{}) at {}{named}", s.name, s.seq, s.at);
     }
     Ok(run_state)
 }

@@ -272,7 +272,10 @@
     every(REFRESH_MS, async () => {
       const [status, g] = await Promise.all([api(runPath(run)), api(runPath(run, 'graph')), tickClock()]);
       title.replaceChildren(`Run ${status.id}: ${status.workflow} `, badge(status.state));
-      meta.textContent = `Started ${status.started_at} from ${status.file}${status.dry_run ? ' · dry run, nothing sent' : ''}`;
+      const signals = (status.signals || []).map((x) =>
+        `${x.name} at ${x.at}${x.ids === undefined ? '' : ` (${x.ids} ${x.dimension}s)`}`);
+      meta.textContent = `Started ${status.started_at} from ${status.file}${status.dry_run ? ' · dry run, nothing sent' : ''}` +
+        (signals.length ? ` · signals: ${signals.join(', ')}` : '');
       const finished = ['done', 'cancelled'].includes(status.state);
       buttons.pause.disabled = finished || status.state === 'paused' || status.state === 'failed';
       buttons.resume.disabled = status.state !== 'paused';
