@@ -186,7 +186,8 @@ fn a_signal_lets_the_records_it_names_through_and_a_timeout_the_rest() {
 
 /// App subscriptions: a signal naming recipients lets their devices
 /// through. Sent through the API while the run still waits before the
-/// signal activity: kept, and found when the activity is reached.
+/// signal activity: kept (across a restart of the server), and found when
+/// the activity is reached.
 #[test]
 fn a_signal_sent_before_the_activity_is_reached_is_kept() {
     let s = servers();
@@ -225,9 +226,10 @@ config = { account = "fcm", title = "Hi", body = "Hello" }
         .no_proxy()
         .build()
         .unwrap();
+    let api = served.api.clone();
     let signal = |name: &str, body: Value| {
         let r = http
-            .post(format!("{}/api/v1/runs/1/signals/{name}", served.api))
+            .post(format!("{api}/api/v1/runs/1/signals/{name}"))
             .bearer_auth(&token)
             .json(&body)
             .send()
@@ -263,6 +265,10 @@ config = { account = "fcm", title = "Hi", body = "Hello" }
 
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(s.rig.fcm.received_count(), 0, "the wait holds them");
+    // The server stops and starts again: the signal is kept in the store.
+    let (code, _) = served.terminate();
+    assert_eq!(code, Some(0));
+    let _served = Served::start(&env, &["--now", T0]);
     env.ok(&["clock", "advance", "1d"]);
     wait_for("the run to end", Duration::from_secs(60), || {
         env.status(1)["state"] == "done"
