@@ -644,3 +644,65 @@ fn thirty() -> String {
     }
     wf
 }
+
+/// An activity waiting for a signal says so in the graph and its details,
+/// which send the signal: the run goes on, and the relay gets the mail.
+#[test]
+fn a_waiting_signal_is_sent_from_its_activity() {
+    let s = servers();
+    let env = Env::new();
+    setup(&env, &s);
+    let served = Served::start(&env, &["--now", T0]);
+    let token = env.ok(&["token", "create", "ui"]).trim().to_string();
+    let wf = env.data().join("gate.toml");
+    std::fs::write(
+        &wf,
+        "name = \"gate\"\n\n[activity.query]\ntype = \"query\"\nnext = { done = \"approval\" }\n\
+         config = { dimension = \"recipient\", filter = \"email is not empty\" }\n\n\
+         [activity.approval]\ntype = \"signal\"\nnext = { done = \"mail\" }\nconfig = { name = \"approved\" }\n\n\
+         [activity.mail]\ntype = \"email\"\n\
+         config = { account = \"smtp\", from = \"news@acme.example\", subject = \"Approved\", text = \"Hello\" }\n",
+    )
+    .unwrap();
+    env.ok(&["run", wf.to_str().unwrap()]);
+    let with_email = read_recipients(&root().join("tests/data/recipients.csv"))
+        .values()
+        .filter(|r| r.email.is_some())
+        .count();
+    runtime().block_on(async {
+        let (_driver, c) = browser().await;
+        c.goto(&format!("{}/#/runs/1", served.api)).await.unwrap();
+        sign_in(&c, &token).await;
+        until("the waiting signal", Duration::from_secs(20), || async {
+            let (_, nodes) = graph_texts(&c).await;
+            nodes
+                .get("approval")
+                .is_some_and(|n| n["state"] == "⏸ signal approved")
+        })
+        .await;
+        assert!(s.rig.smtp.received().is_empty());
+        click(&c, "#graph g.node[data-activity='approval']").await;
+        until("the signal button", Duration::from_secs(10), || async {
+            c.find(Locator::Css("button[data-signal='approved']"))
+                .await
+                .is_ok()
+        })
+        .await;
+        let said = text(&c, "#details").await;
+        assert!(said.contains("for signal approved"), "{said}");
+        screenshot(&c, "signal").await;
+        click(&c, "button[data-signal='approved']").await;
+        until("the mail to go", Duration::from_secs(30), || async {
+            let (_, nodes) = graph_texts(&c).await;
+            nodes.get("mail").is_some_and(|n| n["state"] == "✓ done")
+        })
+        .await;
+        assert_eq!(s.rig.smtp.received().len(), with_email);
+        let meta = text(&c, "#run-meta").await;
+        assert!(
+            meta.contains("signals: approved at 2026-01-05T09:00:00Z"),
+            "{meta}"
+        );
+        c.close().await.unwrap();
+    });
+}

@@ -475,9 +475,12 @@
       const g = this.canvas.querySelector(`g.node[data-activity="${CSS.escape(n.id)}"]`);
       if (!g) return;
       // A box is narrow: `waiting until 2026-01-12T09:00:00Z` is drawn as
-      // `until 2026-01-12 09:00`, whole in its title.
-      const until = n.phase === 'waiting' && n.state && n.state.match(/^waiting until (\d{4}-\d\d-\d\d)T(\d\d:\d\d)/);
-      const words = until ? `until ${until[1]} ${until[2]}` : n.state;
+      // `until 2026-01-12 09:00`, `waiting for signal approved until …` as
+      // `signal approved`, whole in its title.
+      const waiting = n.phase === 'waiting' && n.state;
+      const until = waiting && n.state.match(/^waiting until (\d{4}-\d\d-\d\d)T(\d\d:\d\d)/);
+      const signal = waiting && n.state.match(/^waiting for signal (\S+)/);
+      const words = until ? `until ${until[1]} ${until[2]}` : signal ? `signal ${signal[1]}` : n.state;
       const state = words ? `${SYMBOL[n.phase] || ''} ${words}`.trim() : '';
       g.setAttribute('class', `node phase-${n.phase || 'none'}${this.selected === n.id ? ' selected' : ''}`);
       const full = [n.id, n.type, n.state, n.detail].filter(Boolean).join(', ');
@@ -582,6 +585,24 @@
           s.waiting_for ? ` for signal ${s.waiting_for}` : '',
           s.waiting_until ? ` until ${s.waiting_until}` : ''),
       ];
+      if (s.state === 'waiting' && s.waiting_for) {
+        // The whole population goes on; naming records is for the CLI and
+        // the API (`--ids`).
+        const said = el('span', { class: 'muted', 'aria-live': 'polite' });
+        const name = s.waiting_for;
+        parts.push(el('p', {},
+          el('button', {
+            type: 'button', 'data-signal': name, text: `Send signal ${name}`,
+            onclick: async () => {
+              try {
+                await api(runPath(this.run, 'signals', name), { method: 'POST' });
+                said.textContent = ` Signal ${name} sent.`;
+              } catch (e) {
+                said.textContent = ` Signal ${name}: ${e.message}`;
+              }
+            },
+          }), said));
+      }
       if (s.errors && s.errors.length) {
         parts.push(el('h3', { text: 'Errors' }), el('ul', { class: 'errors' }, ...s.errors.map((e) => el('li', { text: e }))));
       }
