@@ -8,7 +8,6 @@ use anyhow::bail;
 use super::io::{Io, out};
 use crate::clock::format_ms;
 use crate::store::Store;
-use crate::store::deliveries::StateKind;
 use crate::store::runs::{Control, TaskState, run_label, run_number};
 use crate::workflow::Workflow;
 
@@ -132,21 +131,29 @@ pub fn run_status(
     let wf: Workflow = serde_json::from_value(r.workflow)?;
     let tasks = store.tasks(run)?;
     // Delivery counts come from the log itself, the one record of what was
-    // sent, whatever number of executions it took.
-    let mut summaries: std::collections::HashMap<String, DeliverySummary> = Default::default();
-    for (activity, states) in store.run_delivery_states(run)? {
-        let s = summaries.entry(activity).or_default();
-        for state in states.values() {
-            match state {
-                StateKind::Sent => s.sent += 1,
-                StateKind::Failed => s.failed += 1,
-                StateKind::Excluded => s.excluded += 1,
-                StateKind::Intent => s.in_flight += 1,
-                StateKind::Retrying => s.retrying += 1,
-                StateKind::Cancelled => s.cancelled += 1,
-            }
-        }
-    }
+    // sent, whatever number of executions it took: folded incrementally
+    // (`store::tally`), so asking again costs what was written since.
+    let deliveries: Vec<&str> = wf
+        .activities
+        .iter()
+        .filter(|a| a.delivery)
+        .map(|a| a.id.as_str())
+        .collect();
+    let mut summaries: std::collections::HashMap<String, DeliverySummary> = store
+        .delivery_counts(run, &deliveries)?
+        .into_iter()
+        .map(|(a, c)| {
+            let s = DeliverySummary {
+                sent: c.sent,
+                failed: c.failed,
+                excluded: c.excluded,
+                in_flight: c.intent,
+                retrying: c.retrying,
+                cancelled: c.cancelled,
+            };
+            (a, s)
+        })
+        .collect();
     let mut out = Vec::new();
     let mut run_state = "done";
     for a in &wf.activities {

@@ -221,15 +221,15 @@ const BATCH: u8 = 2;
 const ENTRIES_PER_KEY: usize = 256;
 
 /// The tree of per-target entries (older versions): read, never written.
-const PER_TARGET: &str = "deliveries";
+pub(super) const PER_TARGET: &str = "deliveries";
 
 /// The log: batches of entries in the order they were recorded.
-const LOG: &str = "delivery_log";
+pub(super) const LOG: &str = "delivery_log";
 
 /// An entry as stored (postcard): a third of the JSON's bytes, and no text
 /// encoding on the hot path of every send; read back without copying.
 #[derive(Serialize, Deserialize)]
-struct Stored<'a> {
+pub(super) struct Stored<'a> {
     channel: &'a str,
     dimension: &'a str,
     #[serde(borrow)]
@@ -297,7 +297,7 @@ impl<'a> Stored<'a> {
         }
     }
 
-    fn kind(&self) -> StateKind {
+    pub(super) fn kind(&self) -> StateKind {
         match self.state {
             StoredState::Intent => StateKind::Intent,
             StoredState::Sent(_) => StateKind::Sent,
@@ -406,7 +406,7 @@ fn encode_batch(entries: &[(u64, Delivery)]) -> Vec<u8> {
 }
 
 /// A batch of entries from its stored form, borrowing from `bytes`.
-fn decode_batch(bytes: &[u8]) -> Result<Vec<(u64, Stored<'_>)>> {
+pub(super) fn decode_batch(bytes: &[u8]) -> Result<Vec<(u64, Stored<'_>)>> {
     match bytes.split_first() {
         Some((&BATCH, rest)) => postcard::from_bytes(rest).map_err(corrupt),
         _ => Err(corrupt("not a batch of delivery entries")),
@@ -414,7 +414,7 @@ fn decode_batch(bytes: &[u8]) -> Result<Vec<(u64, Stored<'_>)>> {
 }
 
 /// A per-target entry (older versions), binary or JSON.
-fn decode_entry(bytes: &[u8]) -> Result<Delivery> {
+pub(super) fn decode_entry(bytes: &[u8]) -> Result<Delivery> {
     match bytes.split_first() {
         Some((&BINARY, rest)) => Ok(postcard::from_bytes::<Stored<'_>>(rest)
             .map_err(corrupt)?
@@ -424,7 +424,7 @@ fn decode_entry(bytes: &[u8]) -> Result<Delivery> {
 }
 
 /// `run`, then the activity and a NUL: the prefix of one delivery's keys.
-fn prefix(run: u64, activity: &str) -> Vec<u8> {
+pub(super) fn prefix(run: u64, activity: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(17 + activity.len());
     k.extend_from_slice(&run.to_be_bytes());
     k.extend_from_slice(activity.as_bytes());
@@ -433,7 +433,7 @@ fn prefix(run: u64, activity: &str) -> Vec<u8> {
 }
 
 /// A key's activity and trailing number (target id, or batch sequence).
-fn split_key(k: &[u8]) -> (&[u8], u64) {
+pub(super) fn split_key(k: &[u8]) -> (&[u8], u64) {
     let rest = &k[8.min(k.len())..];
     let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
     let n = rest

@@ -24,6 +24,7 @@ pub mod signals;
 pub mod spill;
 pub mod staging;
 pub mod suppression;
+pub mod tally;
 pub mod textblock;
 pub mod tokens;
 
@@ -96,6 +97,8 @@ pub struct Store {
     /// The audience this handle reads ([`Store::pinned_now`]); none: as
     /// published when each read begins.
     pinned: Option<audience::Pinned>,
+    /// Delivery counts of the runs looked at last, folded incrementally.
+    tallies: std::sync::Arc<tally::Tallies>,
 }
 
 /// How a data directory is opened.
@@ -225,6 +228,7 @@ impl Store {
             blocks: std::sync::Arc::new(blockfiles::Files::new(dir)),
             _lock: std::sync::Arc::new(lock),
             pinned: None,
+            tallies: Default::default(),
         };
         store.seal_plaintext()?;
         Ok(store)
