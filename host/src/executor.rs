@@ -51,6 +51,9 @@ pub enum Refused {
     /// The workflow has no such activity.
     #[error("run {0} has no activity `{1}`")]
     NoActivity(String, String),
+    /// Finished: nothing in it could read a signal.
+    #[error("run {0} has finished: no activity of it could read a signal")]
+    Finished(String),
 }
 
 /// What a run does with its deliveries.
@@ -516,6 +519,16 @@ impl Executor {
         let r = self.store.run(run)?;
         if let Control::Cancelled { .. } = r.control {
             return Err(Refused::Cancelled(run_label(run)).into());
+        }
+        // A failed task may be retried and go on to a signal activity.
+        let open = self.store.tasks(run)?.iter().any(|t| {
+            matches!(
+                t.state,
+                TaskState::Pending | TaskState::Waiting { .. } | TaskState::Failed { .. }
+            )
+        });
+        if !open {
+            return Err(Refused::Finished(run_label(run)).into());
         }
         let ids = match ids {
             Some((dimension, ids)) => Some(SignalIds {

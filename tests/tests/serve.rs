@@ -460,6 +460,26 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
     wait_for("the run to wait", Duration::from_secs(60), || {
         state() == "waiting"
     });
+
+    // A signal: kept for the run though nothing waits for it; ids of no
+    // record and a name no activity could wait for are refused.
+    let signal = "/api/v1/runs/{run}/signals/{name}";
+    let (status, sent, _) = api.send(signal, api.post("/api/v1/runs/1/signals/late", &token));
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(
+        (&sent["seq"], &sent["woken"]),
+        (&Value::from(1), &Value::from(0))
+    );
+    let named = api
+        .post("/api/v1/runs/1/signals/late", &token)
+        .json(&serde_json::json!({ "ids": ["R1", "NOPE"] }));
+    let (status, v, _) = api.send(signal, named);
+    assert_eq!(status, 422);
+    assert!(v["error"].as_str().unwrap().contains("`NOPE`"), "{v}");
+    let (status, _, _) = api.send(signal, api.post("/api/v1/runs/1/signals/a%20b", &token));
+    assert_eq!(status, 400);
+    let (status, _, _) = api.send(signal, api.post("/api/v1/runs/7/signals/late", &token));
+    assert_eq!(status, 404);
     let bad = api
         .post("/api/v1/runs", &token)
         .body("name = \"x\"\n[activity.q]\ntype = \"query\"\nnext = { done = \"nowhere\" }\n");
@@ -504,25 +524,9 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
     );
     assert_eq!(api.get(run, "/api/v1/runs/7", tok).0, 404);
 
-    // A signal: kept for the run though nothing waits for it; ids of no
-    // record and a name no activity could wait for are refused.
-    let signal = "/api/v1/runs/{run}/signals/{name}";
-    let (status, sent, _) = api.send(signal, api.post("/api/v1/runs/1/signals/late", &token));
-    assert_eq!(status, 200, "{sent}");
-    assert_eq!(
-        (&sent["seq"], &sent["woken"]),
-        (&Value::from(1), &Value::from(0))
-    );
-    let named = api
-        .post("/api/v1/runs/1/signals/late", &token)
-        .json(&serde_json::json!({ "ids": ["R1", "NOPE"] }));
-    let (status, v, _) = api.send(signal, named);
-    assert_eq!(status, 422);
-    assert!(v["error"].as_str().unwrap().contains("`NOPE`"), "{v}");
-    let (status, _, _) = api.send(signal, api.post("/api/v1/runs/1/signals/a%20b", &token));
-    assert_eq!(status, 400);
-    let (status, _, _) = api.send(signal, api.post("/api/v1/runs/7/signals/late", &token));
-    assert_eq!(status, 404);
+    // A finished run takes no signal.
+    let (status, _, _) = api.send(signal, api.post("/api/v1/runs/1/signals/late", &token));
+    assert_eq!(status, 409);
     let (_, runs) = api.get("/api/v1/runs", "/api/v1/runs", tok);
     assert_eq!(runs[0]["state"], "done");
 

@@ -142,6 +142,9 @@ fn a_signal_lets_the_records_it_names_through_and_a_timeout_the_rest() {
         said.contains("signal approved (#1) at 2026-04-01T10:00:00Z, naming 3 recipient(s)"),
         "{said}"
     );
+    // A finished run takes no more.
+    let err = env.fails(&["signal", &run.to_string(), "approved"]);
+    assert!(err.contains("run 1 has finished"), "{err}");
 
     // A second run, no signal: two days later the population takes
     // `timeout`, every recipient with an email.
