@@ -442,6 +442,32 @@ fn the_api_answers_token_holders_only_and_runs_workflows() {
         !export.contains("Z1"),
         "nothing of a refused upload is stored"
     );
+    // With skip_invalid: the valid records, and the refused ones listed.
+    let skipping = api
+        .post("/api/v1/imports/recipients?skip_invalid=true", &token)
+        .body("id,email\nZ1,z1@example.com\nZ2,not-an-email\n");
+    let (status, v, _) = api.send(imports, skipping);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["inserted"], &v["rejected"]),
+        (&Value::from(1), &Value::from(1)),
+        "{v}"
+    );
+    assert_eq!(v["rejects"][0]["line"], 3, "{v}");
+    assert_eq!(v["rejects"][0]["record"]["id"], "Z2", "{v}");
+    assert!(
+        v["rejects"][0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("not-an-email"),
+        "{v}"
+    );
+    let export = env.ok(&["export", "recipients"]);
+    assert!(export.contains("Z1") && !export.contains("Z2"), "{export}");
+    let uploads = std::fs::read_dir(env.data().join("uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(uploads, 0, "neither the upload nor its rejects are kept");
     let (status, _, _) = api.send(
         imports,
         api.post("/api/v1/imports/visitors", &token).body("id\n"),

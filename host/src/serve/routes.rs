@@ -142,6 +142,29 @@ struct Imported {
     updated: u64,
     /// An earlier import found interrupted and discarded.
     interrupted_before: Option<String>,
+    /// With `skip_invalid`: the records refused, none stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected: Option<u64>,
+    /// With `skip_invalid`: the first refused records (at most
+    /// 1,000), each with its line, its reasons and its fields, as
+    /// `crosscast import --skip-invalid FILE` writes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    rejects: Option<Vec<serde_json::Value>>,
+}
+
+/// Most refused records an import's answer lists.
+const REJECTS_LISTED: usize = 1000;
+
+/// The first refused records of a rejects file (NDJSON).
+fn read_rejects(path: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    use std::io::BufRead as _;
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut out = Vec::new();
+    for line in file.lines().take(REJECTS_LISTED) {
+        out.push(serde_json::from_str(&line?)?);
+    }
+    Ok(out)
 }
 
 /// The clock runs are on.
@@ -563,10 +586,15 @@ struct ImportQuery {
     /// `csv` (the default) or `ndjson`.
     #[serde(default)]
     format: Option<String>,
+    /// Store the valid records and answer with the refused ones, instead
+    /// of refusing the whole upload.
+    #[serde(default)]
+    skip_invalid: bool,
 }
 
 /// Imports the body (CSV or NDJSON, streamed to a file in the data
-/// directory first): all or nothing, as `crosscast import`.
+/// directory first): all or nothing, as `crosscast import`; with
+/// `skip_invalid`, the valid records, answering with the refused ones.
 #[utoipa::path(post, path = "/api/v1/imports/{dimension}",
     params(("dimension" = String, Path, description = "`recipients` or `subscriptions`"), ImportQuery),
     request_body(content = String, content_type = "text/csv", description = "The file: CSV with a header, or NDJSON"),
@@ -617,12 +645,21 @@ async fn import(
     drop(file);
     blocking(move || {
         let _upload = upload;
-        let options = crate::import::Options::default();
+        let rejects = Upload(path.with_extension("rejects.ndjson"));
+        let options = crate::import::Options {
+            rejects: q.skip_invalid.then(|| rejects.0.clone()),
+            ..Default::default()
+        };
         match crate::import::import_file(&s.app.store, dimension, &path, &options) {
             Ok(r) => Ok(Json(Imported {
                 inserted: r.inserted,
                 updated: r.updated,
                 interrupted_before: r.interrupted.map(|i| i.to_string()),
+                rejected: q.skip_invalid.then_some(r.rejected),
+                rejects: match q.skip_invalid {
+                    true => Some(read_rejects(&rejects.0)?),
+                    false => None,
+                },
             })
             .into_response()),
             Err(e @ crate::import::ImportError::Invalid { .. }) => Err(ApiError(
