@@ -657,27 +657,13 @@ impl Executor {
                     task.released.entry(transition).or_default().push(out);
                 }
                 task.released_at = Some(now);
-                let timer = match wait(until, now, task.waited_past) {
-                    Wait::Refused(error) => {
+                match park(&mut task, until, now, run.dry_run) {
+                    Ok(timer) => self.store.release_task(run.id, &task, &next, timer)?,
+                    Err(error) => {
                         self.store.complete_task(run.id, &task, &next, &[])?;
                         return self.fail(run, activity, task, error);
                     }
-                    Wait::Over => {
-                        task.waited_past = true;
-                        None
-                    }
-                    Wait::Until(until) if run.dry_run => {
-                        task.waited_past = false;
-                        task.clock = Some(until);
-                        None
-                    }
-                    Wait::Until(until) => {
-                        task.waited_past = false;
-                        task.state = TaskState::Waiting { until };
-                        Some(until)
-                    }
-                };
-                self.store.release_task(run.id, &task, &next, timer)?;
+                }
             }
             Ok(Step::Signal { name, until, seen }) => {
                 let _held = self.lock_signalling();
@@ -686,46 +672,30 @@ impl Executor {
                     self.store.put_task(run.id, &task)?;
                     return Ok(false);
                 }
-                let until = match until.map(|u| wait(u, now, task.waited_past)) {
-                    None => NO_DEADLINE,
-                    Some(Wait::Refused(error)) => return self.fail(run, activity, task, error),
-                    Some(Wait::Over) => {
-                        task.waited_past = true;
-                        self.store.put_task(run.id, &task)?;
-                        return Ok(false);
-                    }
-                    Some(Wait::Until(until)) if run.dry_run => {
+                let timer = match until {
+                    // No timer: only the signal wakes it.
+                    None => {
                         task.waited_past = false;
-                        task.clock = Some(until);
-                        self.store.put_task(run.id, &task)?;
-                        return Ok(false);
+                        task.state = TaskState::Waiting { until: NO_DEADLINE };
+                        Some(NO_DEADLINE)
                     }
-                    Some(Wait::Until(until)) => until,
+                    Some(until) => match park(&mut task, until, now, run.dry_run) {
+                        Ok(timer) => timer,
+                        Err(error) => return self.fail(run, activity, task, error),
+                    },
                 };
-                task.waited_past = false;
-                task.signal = Some(name);
-                task.state = TaskState::Waiting { until };
-                self.store.wait_task(run.id, &task, until)?;
+                match timer {
+                    Some(until) => {
+                        task.signal = Some(name);
+                        self.store.wait_task(run.id, &task, until)?;
+                    }
+                    None => self.store.put_task(run.id, &task)?,
+                }
             }
-            Ok(Step::Wait(until)) => match wait(until, now, task.waited_past) {
-                Wait::Refused(error) => return self.fail(run, activity, task, error),
-                // Still pending: executed again at once, on the same clock.
-                Wait::Over => {
-                    task.waited_past = true;
-                    self.store.put_task(run.id, &task)?;
-                }
-                // Cross the wait on the task's own clock: execute again at
-                // `until` instead of parking on a timer.
-                Wait::Until(until) if run.dry_run => {
-                    task.waited_past = false;
-                    task.clock = Some(until);
-                    self.store.put_task(run.id, &task)?;
-                }
-                Wait::Until(until) => {
-                    task.waited_past = false;
-                    task.state = TaskState::Waiting { until };
-                    self.store.wait_task(run.id, &task, until)?;
-                }
+            Ok(Step::Wait(until)) => match park(&mut task, until, now, run.dry_run) {
+                Ok(Some(until)) => self.store.wait_task(run.id, &task, until)?,
+                Ok(None) => self.store.put_task(run.id, &task)?,
+                Err(error) => return self.fail(run, activity, task, error),
             },
             Err(error) => return self.fail(run, activity, task, error),
         }
@@ -1135,6 +1105,34 @@ enum Wait {
     Over,
     /// Refused, with the reason.
     Refused(String),
+}
+
+/// Applies to `task`, which asked at `now` to wait until `until`, what
+/// [`wait`] decides: `Ok(Some(t))` it parks on a timer at `t` (its state
+/// set to waiting); `Ok(None)` it stays pending, executed again at once or,
+/// in a dry run, on its own clock moved to `until`; `Err` the reason the
+/// wait is refused.
+fn park(task: &mut Task, until: i64, now: i64, dry_run: bool) -> Result<Option<i64>, String> {
+    match wait(until, now, task.waited_past) {
+        Wait::Refused(error) => Err(error),
+        // Still pending: executed again at once, on the same clock.
+        Wait::Over => {
+            task.waited_past = true;
+            Ok(None)
+        }
+        // Cross the wait on the task's own clock: execute again at `until`
+        // instead of parking on a timer.
+        Wait::Until(until) if dry_run => {
+            task.waited_past = false;
+            task.clock = Some(until);
+            Ok(None)
+        }
+        Wait::Until(until) => {
+            task.waited_past = false;
+            task.state = TaskState::Waiting { until };
+            Ok(Some(until))
+        }
+    }
 }
 
 fn wait(until: i64, now: i64, waited_past: bool) -> Wait {

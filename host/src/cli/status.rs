@@ -11,8 +11,8 @@ use crate::store::Store;
 use crate::store::runs::{Control, TaskState, run_label, run_number};
 use crate::workflow::Workflow;
 
-/// The external ids of the records that left `activity` on `transition`, in
-/// id order (over every execution of the activity).
+/// The external ids of the records that left `activity` on `transition`
+/// (over every execution of the activity, part by part, each in id order).
 pub fn members(
     store: &Store,
     run: u64,
